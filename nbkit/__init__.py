@@ -1,0 +1,1 @@
+"""nbkit: a Jupyter-first lab for fine-tuning hyperparameters."""
