@@ -505,8 +505,7 @@ def check_field_names(d: dict) -> None:
     for key in d:
         if key not in names:
             hint = f" Did you mean {ALIASES[key]!r}?" if key in ALIASES else _did_you_mean(key, names)
-            raise ConfigError(f"{key!r} is not a TrainConfig field.{hint} "
-                              f"Fields: {', '.join(names)}.")
+            raise ConfigError(f"{key!r} is not a TrainConfig field." + (hint or f" Fields: {', '.join(names)}."))
 
 
 def check_lora_rank(cfg: TrainConfig, hidden_size: int) -> None:

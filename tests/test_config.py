@@ -1,0 +1,502 @@
+"""TrainConfig: validation messages, string coercion, copies, and the HF / PEFT / LLaMA-Factory exports."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import yaml
+from peft import get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments, get_scheduler
+
+from nbkit.config import (DATASET_NAMES, MODEL_NAMES, SCHEDULER_NAMES, ConfigError, TrainConfig,
+                          check_lora_rank, field_docs)
+
+LORA = dict(finetuning_type="lora")
+
+
+# ---------------------------------------------------------------- defaults
+
+
+def test_defaults_are_valid_and_every_field_has_a_why_comment():
+    cfg = TrainConfig()
+    documented = [name for _, name, _ in field_docs()]
+    assert documented == [f.name for f in dataclasses.fields(cfg)]
+    assert all(comment.strip() for _, _, comment in field_docs())
+
+
+def test_scheduler_names_come_from_transformers():
+    from transformers import SchedulerType
+
+    assert set(SCHEDULER_NAMES) == {s.value for s in SchedulerType} | {"step"}
+
+
+# ---------------------------------------------------------------- bad values
+# (field values, field named, bad value as shown, something allowed)
+
+BAD_VALUES = [
+    (dict(learning_rate=0), "learning_rate", "0", "> 0"),
+    (dict(learning_rate=-1e-3), "learning_rate", "-0.001", "> 0"),
+    (dict(learning_rate=float("inf")), "learning_rate", "inf", "finite"),
+    (dict(learning_rate=float("nan")), "learning_rate", "nan", "finite"),
+    (dict(learning_rate="abc"), "learning_rate", "abc", "a number"),
+    (dict(learning_rate=[1e-3]), "learning_rate", "[0.001]", "a number"),
+    (dict(per_device_train_batch_size=0), "per_device_train_batch_size", "0", ">= 1"),
+    (dict(per_device_eval_batch_size=-4), "per_device_eval_batch_size", "-4", ">= 1"),
+    (dict(gradient_accumulation_steps=0), "gradient_accumulation_steps", "0", ">= 1"),
+    (dict(per_device_train_batch_size=2.5), "per_device_train_batch_size", "2.5", "whole number"),
+    (dict(num_train_epochs=0), "num_train_epochs", "0", ">= 1"),
+    (dict(max_steps=0), "max_steps", "0", "-1"),
+    (dict(lora_rank=0, **LORA), "lora_rank", "0", ">= 1"),
+    (dict(lora_rank="four", **LORA), "lora_rank", "four", "whole number"),
+    (dict(use_rslora=True), "use_rslora", "True", "finetuning_type='lora'"),
+    (dict(use_dora=True, finetuning_type="freeze"), "use_dora", "True", "finetuning_type='lora'"),
+    (dict(quantization_bit=4), "quantization_bit", "4", "finetuning_type='lora'"),
+    (dict(quantization_bit=3, **LORA), "quantization_bit", "3", "4 or 8"),
+    (dict(lr_scheduler_type="cosin"), "lr_scheduler_type", "cosin", "'cosine'"),
+    (dict(optim="adam"), "optim", "adam", "'adamw_torch'"),
+    (dict(finetuning_type="qlora"), "finetuning_type", "qlora", "'lora'"),
+    (dict(fp16=True, bf16=True), "fp16", "True", "at most one"),
+    (dict(warmup_ratio=1.0), "warmup_ratio", "1.0", "[0, 1)"),
+    (dict(warmup_ratio=-0.1), "warmup_ratio", "-0.1", "[0, 1)"),
+    (dict(warmup_steps=-5), "warmup_steps", "-5", ">= 0"),
+    (dict(early_stopping_patience=-1), "early_stopping_patience", "-1", ">= 1"),
+    (dict(early_stopping_patience=0), "early_stopping_patience", "0", ">= 1"),
+    (dict(early_stopping_threshold=-0.1), "early_stopping_threshold", "-0.1", ">= 0"),
+    (dict(adam_beta1=1.0), "adam_beta1", "1.0", "[0, 1)"),
+    (dict(adam_beta2=-0.5), "adam_beta2", "-0.5", "[0, 1)"),
+    (dict(sgd_momentum=1.5), "sgd_momentum", "1.5", "[0, 1)"),
+    (dict(adam_epsilon=0), "adam_epsilon", "0", "> 0"),
+    (dict(weight_decay=-0.01), "weight_decay", "-0.01", ">= 0"),
+    (dict(lora_dropout=1.0, **LORA), "lora_dropout", "1.0", "[0, 1)"),
+    (dict(lora_dropout=-0.1), "lora_dropout", "-0.1", "[0, 1)"),
+    (dict(lora_target="q_proj;v_proj", **LORA), "lora_target", "q_proj;v_proj", "'all'"),
+    (dict(lora_alpha=0, **LORA), "lora_alpha", "0", "> 0"),
+    (dict(val_size=0), "val_size", "0", "(0, 1)"),
+    (dict(val_size=-0.2), "val_size", "-0.2", "(0, 1)"),
+    (dict(val_size=2.5), "val_size", "2.5", "whole count"),
+    (dict(max_samples=0), "max_samples", "0", ">= 1"),
+    (dict(eval_steps=0), "eval_steps", "0", ">= 1"),
+    (dict(max_seq_length=0), "max_seq_length", "0", ">= 1"),
+    (dict(max_grad_norm=-1.0), "max_grad_norm", "-1.0", "None or 0"),
+    (dict(logging_steps=0), "logging_steps", "0", ">= 1"),
+    (dict(seed=-1), "seed", "-1", ">= 0"),
+    (dict(freeze_trainable_layers=0), "freeze_trainable_layers", "0", ">= 1"),
+    (dict(bf16="maybe"), "bf16", "maybe", "true or false"),
+    (dict(model="tinny"), "model", "tinny", "'smollm2-135m'"),
+    (dict(model="no such model"), "model", "no such model", "'tiny'"),
+    (dict(dataset="arithmatic"), "dataset", "arithmatic", "'reviews'"),
+    (dict(dataset="missing_file.jsonl"), "dataset", "missing_file.jsonl", "'arithmetic'"),
+    (dict(lr_scheduler_kwargs="[1, 2]"), "lr_scheduler_kwargs", "[1, 2]", "mapping"),
+    (dict(lr_scheduler_type="cosine", lr_scheduler_kwargs={"num_cycle": 2}), "lr_scheduler_kwargs",
+     "num_cycle", "'num_cycles'"),
+    (dict(lr_scheduler_type="step", lr_scheduler_kwargs={"gama": 0.5}), "lr_scheduler_kwargs",
+     "gama", "'gamma'"),
+]
+
+
+@pytest.mark.parametrize("values, field_name, shown, allowed", BAD_VALUES,
+                         ids=[f"{case[1]}={case[2]}" for case in BAD_VALUES])
+def test_bad_value_names_field_value_and_what_is_allowed(values, field_name, shown, allowed):
+    with pytest.raises(ValueError) as caught:
+        TrainConfig(**values)
+    message = str(caught.value)
+    assert field_name in message
+    assert shown in message
+    assert allowed in message
+
+
+def test_config_error_is_a_value_error():
+    with pytest.raises(ConfigError):
+        TrainConfig(learning_rate=-1)
+
+
+def test_bad_value_in_replace_is_caught_too():
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainConfig().replace(learning_rate=0)
+
+
+@pytest.mark.parametrize("name, suggestion", [
+    ("tinny", "tiny"), ("smollm2", "smollm2-135m"),
+])
+def test_unknown_model_suggests_a_registry_name(name, suggestion):
+    with pytest.raises(ValueError, match=f"Did you mean '{suggestion}'"):
+        TrainConfig(model=name)
+
+
+@pytest.mark.parametrize("field_name, bad, suggestion", [
+    ("dataset", "review", "reviews"),
+    ("lr_scheduler_type", "cosine_restarts", "cosine_with_restarts"),
+    ("optim", "lion", "lion_8bit"),
+    ("finetuning_type", "freez", "freeze"),
+])
+def test_unknown_choice_suggests_the_closest_name(field_name, bad, suggestion):
+    with pytest.raises(ValueError, match=f"Did you mean '{suggestion}'"):
+        TrainConfig(**{field_name: bad})
+
+
+# ---------------------------------------------------------------- unknown field names
+
+
+@pytest.mark.parametrize("key, suggestion", [
+    ("lr", "learning_rate"),                   # alias
+    ("batch_size", "per_device_train_batch_size"),
+    ("epochs", "num_train_epochs"),
+    ("r", "lora_rank"),
+    ("rank", "lora_rank"),
+    ("cutoff_len", "max_seq_length"),          # LLaMA-Factory's name
+    ("learning_rat", "learning_rate"),         # typo, found by difflib
+    ("warmup_ration", "warmup_ratio"),
+    ("lora_dropuot", "lora_dropout"),
+])
+def test_unknown_field_suggests_the_right_name(key, suggestion):
+    with pytest.raises(ValueError) as caught:
+        TrainConfig.from_dict({key: "1"})
+    assert repr(key) in str(caught.value)
+    assert f"Did you mean '{suggestion}'" in str(caught.value)
+
+
+def test_unknown_field_in_replace_suggests_the_right_name():
+    with pytest.raises(ValueError, match="Did you mean 'num_train_epochs'"):
+        TrainConfig().replace(epochs=3)
+
+
+def test_unknown_field_without_a_close_match_lists_the_fields():
+    with pytest.raises(ValueError, match="Fields: model, dataset"):
+        TrainConfig.from_dict({"zzzz": 1})
+
+
+# ---------------------------------------------------------------- strings are converted
+
+
+@pytest.mark.parametrize("field_name, text, expected", [
+    ("learning_rate", "3e-4", 3e-4),           # YAML reads 3e-4 as a string
+    ("learning_rate", " 0.01 ", 0.01),
+    ("bf16", "true", True),                    # papermill -p bf16 true gives "true"
+    ("bf16", "False", False),
+    ("load_best_model_at_end", "yes", True),
+    ("lora_rank", "4", 4),
+    ("num_train_epochs", "3.0", 3),
+    ("max_steps", "-1", -1),
+    ("max_samples", "none", None),
+    ("max_samples", "null", None),
+    ("max_samples", "128", 128),
+    ("eval_generate_samples", "None", None),
+    ("max_grad_norm", "none", None),
+    ("warmup_steps", "1e2", 100),
+    ("lr_scheduler_kwargs", '{"num_cycles": 2}', {"num_cycles": 2}),
+    ("lr_scheduler_kwargs", "{power: 2.0}", {"power": 2.0}),
+    ("val_size", "50", 50),
+    ("val_size", "0.1", 0.1),
+    ("run_name", "null", None),
+])
+def test_strings_are_converted_to_the_field_type(field_name, text, expected):
+    extra = {"lr_scheduler_type": "polynomial"} if "power" in text else {}
+    if "num_cycles" in text:
+        extra = {"lr_scheduler_type": "cosine_with_restarts"}
+    cfg = TrainConfig.from_dict({field_name: text, **extra})
+    value = getattr(cfg, field_name)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+def test_whole_numbers_become_floats_and_whole_floats_become_ints():
+    cfg = TrainConfig(learning_rate=1, num_train_epochs=3.0, val_size=10.0)
+    assert cfg.learning_rate == 1.0 and isinstance(cfg.learning_rate, float)
+    assert cfg.num_train_epochs == 3 and isinstance(cfg.num_train_epochs, int)
+    assert cfg.val_size == 10 and isinstance(cfg.val_size, int)  # a count, as in LLaMA-Factory
+
+
+def test_a_bool_is_not_accepted_as_a_number():
+    with pytest.raises(ValueError, match="lora_rank=True"):
+        TrainConfig(lora_rank=True)
+
+
+# ---------------------------------------------------------------- models and datasets
+
+
+def test_hf_ids_local_folders_and_jsonl_files_are_accepted(tmp_path):
+    data = tmp_path / "mine.jsonl"
+    data.write_text('{"instruction": "1+1", "output": "2"}\n')
+    assert TrainConfig(model="HuggingFaceTB/SmolLM2-135M-Instruct").model.startswith("HuggingFaceTB")
+    assert TrainConfig(model=str(tmp_path)).model == str(tmp_path)
+    assert TrainConfig(dataset=data).dataset == str(data)  # a Path becomes a str
+    for name in MODEL_NAMES:
+        TrainConfig(model=name)
+    for name in DATASET_NAMES:
+        TrainConfig(dataset=name)
+
+
+def test_a_file_that_is_not_jsonl_is_refused(tmp_path):
+    data = tmp_path / "mine.csv"
+    data.write_text("a,b\n")
+    with pytest.raises(ValueError, match="dataset="):
+        TrainConfig(dataset=str(data))
+
+
+def test_check_lora_rank_against_the_hidden_size():
+    check_lora_rank(TrainConfig(lora_rank=64, **LORA), hidden_size=64)
+    check_lora_rank(TrainConfig(lora_rank=512), hidden_size=64)  # not LoRA: nothing to check
+    with pytest.raises(ValueError) as caught:
+        check_lora_rank(TrainConfig(lora_rank=128, **LORA), hidden_size=64)
+    assert "lora_rank=128" in str(caught.value) and "<= 64" in str(caught.value)
+
+
+# ---------------------------------------------------------------- lora_alpha
+
+
+def test_lora_alpha_defaults_to_twice_the_rank_and_follows_replace():
+    cfg = TrainConfig(lora_rank=8, **LORA)
+    assert cfg.lora_alpha is None and cfg.resolved_lora_alpha == 16
+    assert cfg.replace(lora_rank=32).resolved_lora_alpha == 64
+    assert cfg.replace(lora_alpha=8).resolved_lora_alpha == 8
+
+
+# ---------------------------------------------------------------- copies, YAML, diffs
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = TrainConfig(learning_rate=3e-4, lr_scheduler_type="cosine_with_restarts",
+                      lr_scheduler_kwargs={"num_cycles": 2}, max_samples=100, val_size=20,
+                      adam_epsilon=1e-6, **LORA)
+    path = tmp_path / "cfg.yaml"
+    cfg.to_yaml(path)
+    assert TrainConfig.from_yaml(path) == cfg
+
+
+def test_from_yaml_reads_papermill_style_strings(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("learning_rate: 3e-4\nbf16: 'true'\nmax_samples: none\nfinetuning_type: lora\n")
+    cfg = TrainConfig.from_yaml(path)
+    assert (cfg.learning_rate, cfg.bf16, cfg.max_samples) == (3e-4, True, None)
+
+
+def test_empty_yaml_gives_the_defaults(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    assert TrainConfig.from_yaml(path) == TrainConfig()
+
+
+def test_from_dict_needs_a_mapping():
+    with pytest.raises(ValueError, match="mapping"):
+        TrainConfig.from_dict(["learning_rate", 3e-4])
+
+
+def test_replace_returns_a_checked_copy():
+    cfg = TrainConfig()
+    other = cfg.replace(learning_rate="3e-4")
+    assert other.learning_rate == 3e-4 and cfg.learning_rate == 1e-3
+
+
+def test_changed_fields_diff_and_label():
+    cfg = TrainConfig(learning_rate=3e-4, num_train_epochs=8)
+    assert cfg.changed_fields() == {"learning_rate": 3e-4, "num_train_epochs": 8}
+    assert TrainConfig().changed_fields() == {}
+    assert cfg.diff(TrainConfig()) == {"learning_rate": (3e-4, 1e-3), "num_train_epochs": (8, 5)}
+    assert cfg.label() == "learning_rate=0.0003, num_train_epochs=8"
+    assert TrainConfig().label() == "defaults"
+
+
+def test_to_dict_is_a_copy():
+    cfg = TrainConfig(lr_scheduler_type="cosine", lr_scheduler_kwargs={"num_cycles": 0.5})
+    cfg.to_dict()["lr_scheduler_kwargs"]["num_cycles"] = 3
+    assert cfg.lr_scheduler_kwargs == {"num_cycles": 0.5}
+
+
+# ---------------------------------------------------------------- HF TrainingArguments
+
+TRAINING_ARGS_CONFIGS = {
+    "defaults": dict(),
+    "cosine_warmup": dict(lr_scheduler_type="cosine", warmup_ratio=0.1, weight_decay=0.01),
+    "restarts": dict(lr_scheduler_type="cosine_with_restarts", lr_scheduler_kwargs={"num_cycles": 2}),
+    "polynomial": dict(lr_scheduler_type="polynomial", lr_scheduler_kwargs={"power": 2.0}, warmup_steps=5),
+    "plateau": dict(lr_scheduler_type="reduce_lr_on_plateau", lr_scheduler_kwargs={"factor": 0.5, "patience": 0}),
+    "sgd": dict(optim="sgd", sgd_momentum=0.8),
+    "lion": dict(optim="lion_8bit", learning_rate=1e-4),
+    "best_by_epoch": dict(load_best_model_at_end=True, early_stopping_patience=2),
+    "best_by_steps": dict(load_best_model_at_end=True, eval_steps=20),
+    "no_clip": dict(max_grad_norm=None, max_steps=100, gradient_accumulation_steps=4),
+    "lora": dict(lora_rank=4, run_name="lora-r4", **LORA),
+}
+
+
+@pytest.mark.parametrize("values", TRAINING_ARGS_CONFIGS.values(), ids=TRAINING_ARGS_CONFIGS.keys())
+def test_training_arguments_accept_the_export(values, tmp_path):
+    cfg = TrainConfig(output_dir=str(tmp_path), **values)
+    args = TrainingArguments(**cfg.to_training_args_kwargs())
+    assert args.learning_rate == cfg.learning_rate
+    assert args.lr_scheduler_type.value == cfg.lr_scheduler_type
+    assert args.optim.value == cfg.optim
+    assert args.per_device_train_batch_size == cfg.per_device_train_batch_size
+    assert args.gradient_accumulation_steps == cfg.gradient_accumulation_steps
+    assert args.max_steps == cfg.max_steps
+    assert args.max_grad_norm == (cfg.max_grad_norm or 0.0)
+    assert args.load_best_model_at_end == cfg.load_best_model_at_end
+    # The scheduler HF would build accepts the kwargs we pass through.
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.learning_rate)
+    get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.get_warmup_steps(200),
+                  num_training_steps=200, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+
+
+def test_warmup_ratio_becomes_a_fractional_warmup_steps():
+    args = TrainingArguments(**TrainConfig(warmup_ratio=0.1).to_training_args_kwargs())
+    assert args.warmup_steps == 0.1
+    assert args.get_warmup_steps(200) == 20
+
+
+def test_warmup_steps_wins_over_warmup_ratio():
+    args = TrainingArguments(**TrainConfig(warmup_ratio=0.1, warmup_steps=7).to_training_args_kwargs())
+    assert args.get_warmup_steps(200) == 7
+
+
+def test_evaluation_and_saving_strategies():
+    by_epoch = TrainingArguments(**TrainConfig(load_best_model_at_end=True).to_training_args_kwargs())
+    assert (by_epoch.eval_strategy.value, by_epoch.save_strategy.value) == ("epoch", "epoch")
+    assert by_epoch.metric_for_best_model == "eval_loss" and by_epoch.greater_is_better is False
+    by_steps = TrainingArguments(**TrainConfig(eval_steps=25).to_training_args_kwargs())
+    assert (by_steps.eval_strategy.value, by_steps.eval_steps, by_steps.save_strategy.value) == ("steps", 25, "no")
+
+
+def test_sgd_momentum_reaches_hf_through_optim_args():
+    kwargs = TrainConfig(optim="sgd", sgd_momentum=0.8).to_training_args_kwargs()
+    assert kwargs["optim_args"] == "momentum=0.8"
+
+
+@pytest.mark.parametrize("values, field_name, closest", [
+    (dict(lr_scheduler_type="step", lr_scheduler_kwargs={"step_size": 1, "gamma": 0.5}), "lr_scheduler_type",
+     "StepLR"),
+    (dict(optim="adam_l2", weight_decay=0.01), "optim", "adamw_torch"),
+])
+def test_our_additions_have_no_hf_equivalent(values, field_name, closest):
+    cfg = TrainConfig(**values)  # valid for nbkit's own loop
+    for export in (cfg.to_training_args_kwargs, cfg.to_llamafactory_dict):
+        with pytest.raises(ValueError) as caught:
+            export()
+        assert field_name in str(caught.value) and closest in str(caught.value)
+
+
+# ---------------------------------------------------------------- PEFT LoraConfig
+
+
+def tiny_llama():
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config)
+
+
+def lora_layers(model):
+    return {name.split(".")[-1]: module for name, module in model.named_modules() if hasattr(module, "lora_A")}
+
+
+def test_lora_config_on_all_linear_layers():
+    cfg = TrainConfig(lora_rank=4, lora_dropout=0.05, **LORA)
+    model = get_peft_model(tiny_llama(), cfg.to_lora_config())
+    layers = lora_layers(model)
+    assert set(layers) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    q_proj = layers["q_proj"]
+    assert q_proj.r["default"] == 4
+    assert q_proj.scaling["default"] == 8 / 4  # alpha defaults to 2 x rank
+    assert q_proj.lora_dropout["default"].p == 0.05
+    assert model(torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 64)
+
+
+def test_lora_config_on_named_layers():
+    cfg = TrainConfig(lora_target="q_proj, v_proj", **LORA)
+    model = get_peft_model(tiny_llama(), cfg.to_lora_config())
+    assert set(lora_layers(model)) == {"q_proj", "v_proj"}
+
+
+def test_rslora_and_dora_flags_land():
+    cfg = TrainConfig(lora_rank=4, lora_alpha=8, use_rslora=True, use_dora=True, **LORA)
+    model = get_peft_model(tiny_llama(), cfg.to_lora_config())
+    q_proj = lora_layers(model)["q_proj"]
+    assert q_proj.scaling["default"] == pytest.approx(8 / math.sqrt(4))  # rsLoRA: alpha / sqrt(r)
+    assert "default" in q_proj.lora_magnitude_vector  # DoRA's magnitude
+
+
+def test_no_lora_config_without_lora():
+    with pytest.raises(ValueError, match="finetuning_type='full'"):
+        TrainConfig().to_lora_config()
+
+
+# ---------------------------------------------------------------- LLaMA-Factory
+
+# Every key LLaMA-Factory's `llamafactory-cli train` accepts that we may write. Sources
+# (hiyouga/LLaMA-Factory, main, 2025): src/llamafactory/hparams/model_args.py (model_name_or_path,
+# trust_remote_code, quantization_bit, quantization_method), data_args.py (dataset, dataset_dir,
+# template, cutoff_len, max_samples, val_size), finetuning_args.py (stage, finetuning_type,
+# freeze_trainable_layers, lora_rank, lora_alpha, lora_dropout, lora_target, use_rslora, use_dora,
+# early_stopping_steps), training_args.py, which subclasses transformers' Seq2SeqTrainingArguments
+# (LLaMA-Factory pins transformers <= 4.57.1, which still has warmup_ratio): the rest.
+LLAMAFACTORY_KEYS = {
+    "model_name_or_path", "trust_remote_code", "quantization_bit", "quantization_method",
+    "dataset", "dataset_dir", "template", "cutoff_len", "max_samples", "val_size",
+    "stage", "finetuning_type", "freeze_trainable_layers", "lora_rank", "lora_alpha", "lora_dropout",
+    "lora_target", "use_rslora", "use_dora", "early_stopping_steps",
+    "do_train", "output_dir", "logging_steps", "report_to", "run_name", "disable_tqdm",
+    "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+    "learning_rate", "num_train_epochs", "max_steps", "lr_scheduler_type", "lr_scheduler_kwargs",
+    "warmup_ratio", "warmup_steps", "optim", "optim_args", "adam_beta1", "adam_beta2", "adam_epsilon",
+    "weight_decay", "max_grad_norm", "bf16", "fp16", "seed", "full_determinism", "dataloader_num_workers",
+    "eval_strategy", "eval_steps", "save_strategy", "save_steps", "load_best_model_at_end",
+    "metric_for_best_model", "greater_is_better",
+}
+LORA_KEYS = {"lora_rank", "lora_alpha", "lora_dropout", "lora_target", "use_rslora", "use_dora"}
+
+LLAMAFACTORY_CONFIGS = {
+    "full": dict(),
+    "freeze": dict(finetuning_type="freeze", freeze_trainable_layers=1),
+    "lora": dict(lora_rank=16, lora_alpha=8, learning_rate=3e-4, warmup_ratio=0.05, **LORA),
+    "qlora": dict(quantization_bit=4, use_rslora=True, adam_epsilon=1e-6, **LORA),
+    "everything": dict(model="smollm2-135m", max_samples=500, max_steps=50, warmup_steps=3, optim="sgd",
+                       lr_scheduler_type="cosine", lr_scheduler_kwargs={"num_cycles": 0.5}, eval_steps=10,
+                       load_best_model_at_end=True, early_stopping_patience=3, max_grad_norm=None,
+                       run_name="demo", bf16=True),
+}
+
+
+@pytest.mark.parametrize("values", LLAMAFACTORY_CONFIGS.values(), ids=LLAMAFACTORY_CONFIGS.keys())
+def test_llamafactory_yaml_round_trips_with_known_keys(values):
+    cfg = TrainConfig(**values)
+    loaded = yaml.safe_load(cfg.to_llamafactory_yaml())
+    assert loaded == cfg.to_llamafactory_dict()
+    assert set(loaded) <= LLAMAFACTORY_KEYS, set(loaded) - LLAMAFACTORY_KEYS
+    for key in ("learning_rate", "adam_epsilon", "adam_beta2", "weight_decay", "num_train_epochs"):
+        assert isinstance(loaded[key], float), key  # 3e-4 would come back as a string
+    assert loaded["learning_rate"] == cfg.learning_rate
+    assert loaded["finetuning_type"] == cfg.finetuning_type
+    assert loaded["cutoff_len"] == cfg.max_seq_length
+    assert (LORA_KEYS <= set(loaded)) == (cfg.finetuning_type == "lora")
+    assert ("freeze_trainable_layers" in loaded) == (cfg.finetuning_type == "freeze")
+    assert loaded["stage"] == "sft" and loaded["do_train"] is True
+
+
+def test_llamafactory_lora_values():
+    loaded = yaml.safe_load(TrainConfig(lora_rank=16, quantization_bit=4, **LORA).to_llamafactory_yaml())
+    assert (loaded["lora_rank"], loaded["lora_alpha"], loaded["lora_target"]) == (16, 32, "all")
+    assert (loaded["quantization_bit"], loaded["quantization_method"]) == (4, "bnb")
+
+
+def test_llamafactory_models_and_templates():
+    tiny = TrainConfig().to_llamafactory_dict()
+    assert tiny["model_name_or_path"].endswith("data/tiny") and tiny["model_name_or_path"].startswith("/")
+    smol = TrainConfig(model="smollm2-135m").to_llamafactory_dict()
+    assert (smol["model_name_or_path"], smol["template"]) == ("HuggingFaceTB/SmolLM2-135M-Instruct", "smollm2")
+    hub = TrainConfig(model="Qwen/Qwen2.5-0.5B-Instruct").to_llamafactory_dict()
+    assert hub["model_name_or_path"] == "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def test_llamafactory_warmup_schedule_and_early_stopping():
+    by_ratio = TrainConfig(warmup_ratio=0.1).to_llamafactory_dict()
+    assert by_ratio["warmup_ratio"] == 0.1 and "warmup_steps" not in by_ratio
+    by_steps = TrainConfig(warmup_ratio=0.1, warmup_steps=4, early_stopping_patience=2).to_llamafactory_dict()
+    assert by_steps["warmup_steps"] == 4 and "warmup_ratio" not in by_steps
+    assert by_steps["early_stopping_steps"] == 2
+
+
+def test_llamafactory_jsonl_dataset(tmp_path):
+    data = tmp_path / "my_task.jsonl"
+    data.write_text('{"instruction": "1+1", "output": "2"}\n')
+    loaded = TrainConfig(dataset=str(data)).to_llamafactory_dict()
+    assert (loaded["dataset"], loaded["dataset_dir"]) == ("my_task", str(tmp_path.resolve()))
