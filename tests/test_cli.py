@@ -1,0 +1,151 @@
+"""`python -m nbkit`: export, show-config and train, through a real subprocess where it matters."""
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from peft import LoraConfig
+from transformers import TrainingArguments
+
+from nbkit.cli import main
+from nbkit.config import TrainConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def nbkit(*args, cwd):
+    """Run `python -m nbkit ARGS` in `cwd`; returns the CompletedProcess."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([sys.executable, "-m", "nbkit", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+# ---------------------------------------------------------------- through a subprocess
+
+
+def test_export_llamafactory_to_stdout_from_a_config_file_and_overrides(tmp_path):
+    (tmp_path / "run.yaml").write_text("finetuning_type: lora\nlearning_rate: 3e-4\nlora_rank: 4\n")
+    done = nbkit("export", "--format", "llamafactory", "--config", "run.yaml", "--set", "lora_rank=16",
+                 cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    loaded = yaml.safe_load(done.stdout)
+    assert loaded["finetuning_type"] == "lora"
+    assert loaded["learning_rate"] == 3e-4 and isinstance(loaded["learning_rate"], float)
+    assert (loaded["lora_rank"], loaded["lora_alpha"]) == (16, 32)  # --set wins over the file
+
+
+def test_export_training_args_to_a_file(tmp_path):
+    done = nbkit("export", "--format", "training_args", "--set", "warmup_ratio=0.1",
+                 "--set", f"output_dir={tmp_path / 'out'}", "-o", "args.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    kwargs = json.loads((tmp_path / "args.json").read_text())
+    args = TrainingArguments(**kwargs)
+    assert args.get_warmup_steps(100) == 10
+
+
+def test_bad_set_exits_2_with_a_message_and_no_traceback(tmp_path):
+    done = nbkit("export", "--format", "training_args", "--set", "learning_rate=-1", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "learning_rate=-1.0" in done.stderr and "> 0" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_train_prints_the_summary(tmp_path):
+    done = nbkit("train", "--set", "max_samples=160", "--set", "num_train_epochs=1",
+                 "--set", "predict_with_generate=false", "--set", "disable_tqdm=true",
+                 "--set", f"output_dir={tmp_path / 'runs'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "status:     completed" in done.stdout
+    run_folders = list((tmp_path / "runs").iterdir())
+    assert len(run_folders) == 1 and str(run_folders[0]) in done.stdout
+
+
+# ---------------------------------------------------------------- in process (fast)
+
+
+def test_train_with_a_bad_config_exits_2_before_training(capsys, tmp_path):
+    assert main(["train", "--set", "optim=adamw", "--set", f"output_dir={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err
+    assert "optim='adamw'" in err and "Did you mean" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_export_lora_as_json(capsys):
+    assert main(["export", "--format", "lora", "--set", "finetuning_type=lora",
+                 "--set", "lora_target=q_proj,v_proj", "--set", "use_dora=true"]) == 0
+    kwargs = json.loads(capsys.readouterr().out)
+    assert kwargs["target_modules"] == ["q_proj", "v_proj"] and kwargs["use_dora"] is True
+    assert LoraConfig(**kwargs).r == 8
+
+
+@pytest.mark.parametrize("fmt, cls", [("lora", LoraConfig), ("training_args", TrainingArguments)])
+def test_export_as_python_code_runs(fmt, cls, capsys, tmp_path):
+    assert main(["export", "--format", fmt, "--style", "python", "--set", "finetuning_type=lora",
+                 "--set", f"output_dir={tmp_path}"]) == 0
+    code = capsys.readouterr().out
+    namespace = {}
+    exec(code.replace(f"{cls.__name__}(", f"result = {cls.__name__}(", 1), namespace)
+    assert isinstance(namespace["result"], cls)
+
+
+def test_export_with_no_config_uses_the_defaults(capsys):
+    assert main(["export", "--format", "llamafactory"]) == 0
+    loaded = yaml.safe_load(capsys.readouterr().out)
+    assert loaded["finetuning_type"] == "full" and loaded["learning_rate"] == 1e-3
+
+
+def test_lora_export_of_a_full_fine_tune_is_refused(capsys):
+    assert main(["export", "--format", "lora"]) == 2
+    assert "finetuning_type='full'" in capsys.readouterr().err
+
+
+def test_hf_export_of_our_step_scheduler_is_refused(capsys):
+    assert main(["export", "--format", "training_args", "--set", "lr_scheduler_type=step"]) == 2
+    err = capsys.readouterr().err
+    assert "lr_scheduler_type='step'" in err and "StepLR" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "learning_rate"], "expected KEY=VALUE"),
+    (["--set", "lr=1e-3"], "Did you mean 'learning_rate'"),
+    (["--set", "lora_rank=four"], "lora_rank='four'"),
+    (["--config", "missing.yaml"], "cannot read"),
+])
+def test_bad_options_exit_2_with_a_message(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--format", "llamafactory", *args]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.out == ""
+
+
+@pytest.mark.parametrize("text, message", [("- a\n- b\n", "expected a mapping"), ("a: [\n", "not valid YAML")])
+def test_bad_config_files_exit_2(text, message, capsys, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert main(["show-config", "--config", str(path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_format_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["export", "--format", "csv"])
+    assert caught.value.code == 2
+    assert "invalid choice: 'csv'" in capsys.readouterr().err
+
+
+def test_show_config_lists_every_field_with_its_comment_and_marks_changes(capsys):
+    assert main(["show-config", "--set", "learning_rate=3e-4"]) == 0
+    out = capsys.readouterr().out
+    assert "# --- optimizer ---" in out
+    assert "*learning_rate = 0.0003  # " in out
+    assert " max_grad_norm = 1.0  # HF default; clips rare spikes" in out
+    field_lines = [line for line in out.splitlines() if re.match(r"[ *]\w+ = ", line)]
+    assert len(field_lines) == len(dataclasses.fields(TrainConfig))
