@@ -95,11 +95,18 @@ def run_train(args) -> int:
     return 0
 
 
+# Summary entries that say nothing about the training itself.
+HIDDEN_SUMMARY_KEYS = ("status", "best_epoch", "pid", "host", "started_at", "finished_at")
+
+
 def format_summary(run) -> str:
+    """status, best epoch and folder first, then the rest of summary.json, numbers to 4 digits."""
     lines = [f"status:     {run.status}", f"best epoch: {run.best_epoch}", f"run folder: {run.path}"]
     for key, value in run.summary.items():
-        if key not in ("status", "best_epoch"):
-            lines.append(f"  {key}: {value}")
+        if key in HIDDEN_SUMMARY_KEYS or value is None:
+            continue
+        shown = f"{value:.4g}" if isinstance(value, float) else value
+        lines.append(f"  {key}: {shown}")
     return "\n".join(lines)
 
 
