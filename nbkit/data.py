@@ -331,7 +331,7 @@ def tokenize_example(example, tokenizer, max_seq_length):
         labels += ids
         done = prompt + response
     rest = _render(tokenizer, messages)[len(done):]
-    ids = _encode(tokenizer, rest) if rest.strip() else []
+    ids = _encode(tokenizer, rest) if rest else []
     input_ids += ids
     labels += [IGNORE_INDEX] * len(ids)
     return {"input_ids": input_ids[:max_seq_length], "labels": labels[:max_seq_length]}
