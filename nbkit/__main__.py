@@ -1,0 +1,4 @@
+"""`python -m nbkit ...`: see nbkit/cli.py."""
+from nbkit.cli import main
+
+raise SystemExit(main())

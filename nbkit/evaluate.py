@@ -1,0 +1,79 @@
+"""Evaluation: token-weighted loss on a data loader, and exact match by greedy generation.
+
+Used by the trainer at every epoch end, and by chapters that re-evaluate a model (the base
+before fine-tuning, the weights restored to the best epoch, forgetting on another task).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from nbkit.data import exact_match, prompt_and_reference
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over the labelled (response) tokens, and their count.
+    Summing, not averaging, lets the caller divide by the tokens of a whole accumulated batch."""
+    shift_logits = logits[:, :-1, :].float()  # the loss itself stays in fp32 under autocast
+    shift_labels = labels[:, 1:]
+    loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
+                           ignore_index=-100, reduction="sum")
+    return loss, int((shift_labels != -100).sum())
+
+
+def autocast_context(device: torch.device, bf16: bool, fp16: bool):
+    """Mixed precision as a switch: matmuls in bf16/fp16, reductions and the loss in fp32."""
+    if bf16 or fp16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if bf16 else torch.float16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate_loss(model, loader, device, bf16: bool = False, fp16: bool = False) -> float:
+    """Mean loss per response token over the whole loader (not a mean of batch means)."""
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast_context(device, bf16, fp16):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss_sum, n = token_loss_sum(logits, batch["labels"])
+        total += float(loss_sum)
+        tokens += n
+    model.train(was_training)
+    return total / max(tokens, 1)
+
+
+@torch.no_grad()
+def generate_answers(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 16,
+                     batch_size: int = 64) -> list[str]:
+    """Greedy answers to chat prompts (each a list of messages ending with a user turn)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # so every prompt ends where generation starts
+    answers = []
+    try:
+        for i in range(0, len(conversations), batch_size):
+            texts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
+                     for c in conversations[i:i + batch_size]]
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            answers += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = old_side
+        model.train(was_training)
+    return [a.strip() for a in answers]
+
+
+def exact_match_accuracy(model, tokenizer, examples: list[dict], max_new_tokens: int = 16,
+                         batch_size: int = 64) -> float:
+    """Fraction of examples whose greedy answer equals the reference answer."""
+    prompts, references = zip(*(prompt_and_reference(ex) for ex in examples))
+    answers = generate_answers(model, tokenizer, list(prompts), max_new_tokens, batch_size)
+    return sum(exact_match(a, r) for a, r in zip(answers, references)) / len(examples)

