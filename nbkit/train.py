@@ -314,10 +314,10 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None) -> Run:
                 scheduler.step(row["eval_loss"])
             if stopper.update(epoch, row["eval_loss"]) and cfg.load_best_model_at_end:
                 best_state = trainable_state(raw_model)
+            if step >= total_steps:  # the end anyway: not an early stop
+                break
             if stopper.should_stop:
                 status = "early_stopped"
-                break
-            if step >= total_steps:
                 break
     except KeyboardInterrupt:  # the kernel's stop button, or the panel's Stop
         status = "interrupted"

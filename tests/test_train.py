@@ -48,15 +48,15 @@ def test_fine_tuning_lowers_validation_loss(tmp_path):
 
 def test_accumulation_equals_one_big_batch_with_variable_lengths(tmp_path):
     """k micro-batches of b and one batch of k*b: same loss per step, same weights after.
-    The reviews task has responses and prompts of different lengths, so a mean of
-    micro-batch means would differ from the true token mean."""
-    common = dict(dataset="reviews", max_steps=3, max_grad_norm=None, num_train_epochs=1)
+    Arithmetic answers have 1 to 3 digits, so micro-batches hold different numbers of
+    response tokens and a mean of micro-batch means would differ from the true token mean."""
+    common = dict(dataset="arithmetic", max_steps=3, max_grad_norm=None, num_train_epochs=1)
     big = train(small(tmp_path, per_device_train_batch_size=32, gradient_accumulation_steps=1, **common))
     acc = train(small(tmp_path, per_device_train_batch_size=8, gradient_accumulation_steps=4, **common))
     from nbkit.train import build_datasets
 
-    features, _, _ = build_datasets(small(tmp_path, dataset="reviews"), big.tokenizer)
-    assert len({len(f["input_ids"]) for f in features}) > 1  # the lengths really differ
+    features, _, _ = build_datasets(small(tmp_path), big.tokenizer)
+    assert len({sum(x != -100 for x in f["labels"]) for f in features}) > 1  # lengths really differ
     assert big.steps["loss"].tolist() == pytest.approx(acc.steps["loss"].tolist(), rel=1e-5)
     a, b = trained_params(big), trained_params(acc)
     for name in a:
@@ -156,10 +156,10 @@ def test_early_stopping_and_best_weights_restored_on_a_real_run(tmp_path):
                 early_stopping_patience=1, load_best_model_at_end=True)
     run = train(cfg)
     ep = run.epochs
-    if run.status == "early_stopped":
-        assert len(ep) - 1 < cfg.num_train_epochs
+    if run.status == "early_stopped":  # stopped before the last epoch, patience epochs after the best
         last = ep["epoch"].iloc[-1]
-        assert last == run.best_epoch + cfg.early_stopping_patience + 1
+        assert last < cfg.num_train_epochs
+        assert last == run.best_epoch + cfg.early_stopping_patience
     # the returned model is the best epoch's: re-evaluate it from scratch
     _, val, _ = build_datasets(cfg, run.tokenizer)
     loader = DataLoader(val, batch_size=64, collate_fn=partial(collate, pad_token_id=run.tokenizer.pad_token_id))
@@ -232,12 +232,16 @@ def test_lora_trainable_count_equals_peft(tmp_path):
 
 
 def test_freeze_trains_only_the_last_layers(tmp_path):
-    before = train(small(tmp_path, max_steps=1, learning_rate=1e-12)).model  # ~untouched copy of the base
+    from transformers import AutoModelForCausalLM
+
+    from nbkit.models import TINY_PATH
+
+    base = dict(AutoModelForCausalLM.from_pretrained(TINY_PATH).named_parameters())
     run = train(small(tmp_path, finetuning_type="freeze", freeze_trainable_layers=1, max_steps=3))
-    changed = {n for n, p in run.model.named_parameters()
-               if not torch.equal(p, dict(before.named_parameters())[n])}
-    n_layers = run.model.config.num_hidden_layers
-    assert changed and all(f"layers.{n_layers - 1}." in n for n in changed)
+    changed = {n for n, p in run.model.named_parameters() if not torch.equal(p, base[n])}
+    last = run.model.config.num_hidden_layers - 1
+    assert changed and all(f"layers.{last}." in n for n in changed)
+    assert run.summary["trainable_params"] == sum(p.numel() for n, p in base.items() if f"layers.{last}." in n)
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -265,7 +269,7 @@ def test_same_curve_as_hf_trainer(tmp_path):
     from nbkit.models import load_model
     from nbkit.train import build_datasets
 
-    cfg = small(tmp_path, max_steps=12, gradient_accumulation_steps=2, per_device_train_batch_size=8,
+    cfg = small(tmp_path, max_steps=8, gradient_accumulation_steps=2, per_device_train_batch_size=8,
                 warmup_ratio=0.25, lr_scheduler_type="cosine", weight_decay=0.01)
     ours = train(cfg)
 
@@ -274,7 +278,8 @@ def test_same_curve_as_hf_trainer(tmp_path):
     features, _, _ = build_datasets(cfg, tokenizer)
     kwargs = cfg.to_training_args_kwargs()
     kwargs.update(output_dir=str(tmp_path / "hf"), eval_strategy="no", save_strategy="no", report_to=[],
-                  logging_steps=1, load_best_model_at_end=False, disable_tqdm=True)
+                  logging_steps=1, load_best_model_at_end=False, disable_tqdm=True,
+                  accelerator_config={"use_seedable_sampler": False})  # keep the sampler we give it
     losses = []
 
     class Record(TrainerCallback):
@@ -282,9 +287,16 @@ def test_same_curve_as_hf_trainer(tmp_path):
             if logs and "loss" in logs:
                 losses.append(logs["loss"])
 
-    class SameOrder(Trainer):  # our DataLoader's order: a RandomSampler seeded with cfg.seed
+    # our first epoch's order: what a DataLoader(shuffle=True, generator seeded with cfg.seed)
+    # yields (it draws a worker seed from the generator before shuffling)
+    order = torch.utils.data.DataLoader(range(len(features)), batch_size=len(features), shuffle=True,
+                                        generator=torch.Generator().manual_seed(cfg.seed))
+    order = next(iter(order)).tolist()
+    assert cfg.max_steps * 16 <= len(order)  # the comparison stays inside that first epoch
+
+    class SameOrder(Trainer):
         def _get_train_sampler(self, *args, **kwargs):
-            return torch.utils.data.RandomSampler(features, generator=torch.Generator().manual_seed(cfg.seed))
+            return order
 
     trainer = SameOrder(model=model, args=TrainingArguments(**kwargs), train_dataset=features,
                         data_collator=partial(collate, pad_token_id=tokenizer.pad_token_id),
@@ -292,3 +304,26 @@ def test_same_curve_as_hf_trainer(tmp_path):
     trainer.train()
     assert len(losses) == len(ours.steps)
     assert ours.steps["loss"].tolist() == pytest.approx(losses, rel=1e-4)
+
+
+def tiny_config():
+    from transformers import AutoConfig
+
+    from nbkit.models import TINY_PATH
+
+    return AutoConfig.from_pretrained(TINY_PATH)
+
+
+def test_lora_rank_larger_than_hidden_size_is_refused_before_training(tmp_path):
+    cfg = small(tmp_path, finetuning_type="lora", lora_rank=4096)
+    with pytest.raises(ValueError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert "lora_rank" in message and "4096" in message and str(tiny_config().hidden_size) in message
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_freeze_more_layers_than_the_model_has_is_refused(tmp_path):
+    layers = tiny_config().num_hidden_layers
+    with pytest.raises(ValueError, match=rf"freeze_trainable_layers=9.*1 to {layers}\b"):
+        train(small(tmp_path, finetuning_type="freeze", freeze_trainable_layers=9))

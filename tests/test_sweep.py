@@ -1,0 +1,163 @@
+"""nbkit.sweep on real small runs: a row per combination, divergence as a row, bad values
+caught before anything trains, the stop button keeps finished rows; and the sweep plots."""
+import contextlib
+import io
+import itertools
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nbkit import TrainConfig, load_run, plots
+from nbkit.sweep import grid_configs, sweep, sweep_from_runs
+
+
+def small(tmp_dir, **kw) -> TrainConfig:
+    base = dict(model="tiny", dataset="arithmetic", max_samples=64, max_steps=3, predict_with_generate=False,
+                disable_tqdm=True, output_dir=str(tmp_dir), seed=7)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def run_folders(out) -> list:
+    return sorted(p for p in Path(out).glob("*") if p.is_dir())
+
+
+@pytest.fixture(scope="module")
+def lr_sweep(tmp_path_factory):
+    """SGD without clipping: 0.05 learns, 5.0 blows up within a few steps."""
+    out = tmp_path_factory.mktemp("lr")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        df = sweep(small(out, optim="sgd", max_grad_norm=None), {"learning_rate": [0.05, 5.0]})
+    return df, printed.getvalue(), out
+
+
+@pytest.fixture(scope="module")
+def batch_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("batch")
+    return sweep(small(out, max_steps=2), {"per_device_train_batch_size": [8, 16]}, progress=False)
+
+
+# ------------------------------------------------------------------ the table
+
+def test_a_row_per_combination_with_its_knob_values(lr_sweep):
+    df, _, out = lr_sweep
+    assert list(df["learning_rate"]) == [0.05, 5.0]
+    assert list(df["run_name"]) == ["learning_rate=0.05", "learning_rate=5"]
+    runs = df.attrs["runs"]
+    assert [r.config["learning_rate"] for r in runs] == [0.05, 5.0]
+    assert [str(r.path) for r in runs] == list(df["path"]) and len(run_folders(out)) == 2
+    assert [r.path.name.endswith(name) for r, name in zip(runs, df["run_name"])] == [True, True]
+    for row, run in zip(df.itertuples(), runs):
+        assert row.status == run.status and row.best_epoch == run.best_epoch
+        assert row.best_eval_loss == run.best_eval_loss and row.base_eval_loss == run.epochs["eval_loss"][0]
+        assert row.final_eval_loss == run.epochs["eval_loss"].iloc[-1]
+        assert row.trainable_params == run.summary["trainable_params"] > 0
+        assert math.isnan(row.final_eval_accuracy) and math.isnan(row.best_eval_accuracy)  # no generation
+    assert run.model is None  # not kept: a sweep of real models would fill the memory
+
+
+def test_divergence_is_a_row_not_an_exception(lr_sweep):
+    df, printed, _ = lr_sweep
+    assert list(df["status"]) == ["completed", "diverged"]
+    assert math.isnan(df["diverged_at_step"][0]) and df["diverged_at_step"][1] >= 1
+    assert df["best_eval_loss"][0] < df["base_eval_loss"][0]
+    lines = printed.strip().splitlines()
+    assert len(lines) == 2 and "learning_rate=0.05: completed" in lines[0] and "diverged" in lines[1]
+
+
+def test_seed_is_constant_unless_varied(lr_sweep, batch_sweep):
+    for df in (lr_sweep[0], batch_sweep):
+        assert "seed" not in df
+        assert {r.config["seed"] for r in df.attrs["runs"]} == {7}
+
+
+def test_bad_grid_value_fails_before_any_run(tmp_path):
+    out = tmp_path / "runs"
+    with pytest.raises(ValueError, match="learning_rate"):
+        sweep(small(out), {"per_device_train_batch_size": [8, 16], "learning_rate": [1e-3, -1.0]})
+    with pytest.raises(ValueError, match="learning_rate"):  # a misspelt knob names the right one
+        sweep(small(out), {"lr": [1e-3]})
+    with pytest.raises(ValueError, match="empty"):
+        sweep(small(out), {"learning_rate": []})
+    assert not out.exists()
+
+
+def test_combinations_in_product_order_and_values_coerced(tmp_path):
+    grid = {"learning_rate": ["1e-4", 3e-4], "lr_scheduler_type": ["linear", "cosine"], "seed": [1, 2]}
+    planned = grid_configs(small(tmp_path), grid)
+    combos = list(itertools.product(*grid.values()))
+    assert [tuple(c.values()) for c, _ in planned] == combos
+    assert [(cfg.learning_rate, cfg.lr_scheduler_type, cfg.seed) for _, cfg in planned] == [
+        (float(lr), s, seed) for lr, s, seed in combos]
+    assert all(cfg.max_steps == 3 for _, cfg in planned)  # everything else from the base config
+
+
+def test_stop_button_keeps_the_finished_rows(tmp_path, capsys):
+    """A KeyboardInterrupt in the 2nd of 3 runs (train() records it as "interrupted"): the sweep
+    stops there and returns both rows; the seed varies, so each row has its own."""
+    started = []
+
+    def interrupt_second_run(event, data):
+        if event == "train_begin":
+            started.append(data["path"])
+        if event == "step" and len(started) == 2 and data["step"] == 2:
+            raise KeyboardInterrupt
+
+    df = sweep(small(tmp_path, max_steps=2), {"seed": [1, 2, 3]}, callbacks=[interrupt_second_run])
+    assert list(df["seed"]) == [1, 2] and list(df["status"]) == ["completed", "interrupted"]
+    assert [r.config["seed"] for r in df.attrs["runs"]] == [1, 2]
+    assert len(run_folders(tmp_path)) == 2  # the third never started
+    assert len(load_run(df["path"][1]).steps) == 2
+    assert "interrupted" in capsys.readouterr().out
+
+
+def test_sweep_from_runs_rebuilds_the_table(lr_sweep):
+    df = lr_sweep[0]
+    again = sweep_from_runs(list(df["path"]))  # from the folders, as after a kernel restart
+    assert list(again.columns) == list(df.columns)
+    pd.testing.assert_frame_equal(again.drop(columns="train_seconds"), df.drop(columns="train_seconds"))
+
+
+def test_table_survives_pandas_operations(lr_sweep, batch_sweep):
+    df = lr_sweep[0]
+    both = pd.concat([df, df.copy()])  # attrs hold Runs: pandas copies and compares them
+    assert len(both) == 4
+    healthy = df[df["status"] != "diverged"]
+    assert [r.path for r in plots.as_runs(healthy)] == [df.attrs["runs"][0].path]  # aligned by path
+
+
+# ------------------------------------------------------------------ plots of a sweep
+
+def test_sweep_plot_lr_is_log_and_marks_divergence(lr_sweep):
+    df = lr_sweep[0]
+    ax = plots.sweep_plot(df, "learning_rate").axes[0]
+    assert ax.get_xscale() == "log"
+    diverged = [line for line in ax.lines if line.get_gid() == "diverged"]
+    assert [line.get_xdata()[0] for line in diverged] == list(df.loc[df["status"] == "diverged", "learning_rate"])
+    assert any(t.get_text() == "diverged" for t in ax.texts)
+    best = [line for line in ax.lines if line.get_gid() == "best"][0]
+    assert best.get_xdata()[0] == df.loc[df["status"] != "diverged", "learning_rate"].iloc[0]
+    assert ax.get_xlabel() == "learning_rate" and ax.get_ylabel() == "best_eval_loss" and ax.get_title()
+
+
+def test_sweep_plot_batch_is_linear_and_highlights_the_best(batch_sweep):
+    ax = plots.sweep_plot(batch_sweep, "per_device_train_batch_size").axes[0]
+    assert ax.get_xscale() == "linear"
+    best = [line for line in ax.lines if line.get_gid() == "best"][0]
+    winner = batch_sweep.loc[batch_sweep["best_eval_loss"].idxmin()]
+    assert (best.get_xdata()[0], best.get_ydata()[0]) == (winner["per_device_train_batch_size"],
+                                                        winner["best_eval_loss"])
+    curve = [line for line in ax.lines if line.get_gid() == "sweep"][0]
+    assert list(curve.get_xdata()) == [8, 16]
+    with pytest.raises(ValueError, match="not a column"):
+        plots.sweep_plot(batch_sweep, "learning_rate")
+
+
+def test_compare_runs_of_a_sweep_labels_each_value(lr_sweep):
+    df = lr_sweep[0]
+    lines = [line for line in plots.compare_runs(df).axes[0].lines if line.get_gid() == "run"]
+    assert [line.get_label() for line in lines] == ["learning_rate=0.05", "learning_rate=5 (diverged)"]
+    assert [line.get_linestyle() for line in lines] == ["-", "--"]
