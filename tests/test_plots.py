@@ -188,7 +188,8 @@ def test_runs_table_has_a_row_per_run_with_the_differing_knobs(runs):
 
 def test_figures_leave_pyplot_alone_and_save(runs, tmp_path):
     figures = [plots.loss_curves(runs["early"]), plots.step_traces(runs["diverged"]),
-               plots.lr_schedule_preview(TrainConfig(max_steps=5)), plots.compare_runs([runs["linear"], runs["cosine"], runs["diverged"]])]
+               plots.lr_schedule_preview(TrainConfig(max_steps=5)),
+               plots.compare_runs([runs["linear"], runs["cosine"], runs["diverged"]])]
     assert plt.get_fignums() == runs["fignums_before"]
     for i, fig in enumerate(figures):
         fig.savefig(tmp_path / f"{i}.png")
