@@ -12,6 +12,8 @@ $(VENV)/.installed: requirements.txt
 	# requirements.txt then accept it instead of pulling a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -r requirements.txt
+	# nbkit itself, editable: notebooks run from notebooks/ and still import it
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
 lab: $(VENV)/.installed

@@ -176,6 +176,10 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None) -> Run:
 
         transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars too
     seed_everything(cfg)
+    # on a GPU that supports it, bf16 autocast is the norm (fp32 there only costs time and memory);
+    # on the CPU precision stays what the config says, so runs are exact unless asked otherwise
+    bf16 = cfg.bf16 or (device.type == "cuda" and not cfg.fp16 and torch.cuda.is_bf16_supported())
+    precision = "bf16" if bf16 else "fp16" if cfg.fp16 else "fp32"
 
     model, tokenizer = load_model(cfg, device)
     train_features, val_features, val_examples = build_datasets(cfg, tokenizer)
@@ -201,7 +205,7 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None) -> Run:
 
     writer = RunWriter(new_run_dir(cfg.output_dir, cfg.run_name), cfg.to_dict()) if is_main else None
     params = count_parameters(raw_model)
-    facts = dict(params, model_bytes=memory_footprint(raw_model), device=str(device),
+    facts = dict(params, model_bytes=memory_footprint(raw_model), device=str(device), precision=precision,
                  world_size=accelerator.num_processes, num_train_examples=len(train_features),
                  num_val_examples=len(val_features), steps_per_epoch=steps_per_epoch,
                  total_steps=total_steps, warmup_steps=warmup_steps_for(cfg, total_steps),
@@ -220,7 +224,7 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None) -> Run:
         nonlocal eval_seconds
         t_eval = time.time()
         row = {"epoch": epoch, "step": step, "train_loss": train_loss,
-               "eval_loss": evaluate_loss(model, val_loader, device, cfg.bf16, cfg.fp16)}
+               "eval_loss": evaluate_loss(model, val_loader, device, bf16, cfg.fp16)}
         if metric:
             row["eval_accuracy"] = exact_match_accuracy(raw_model, tokenizer, generate_on, cfg.max_new_tokens,
                                                         cfg.per_device_eval_batch_size)
@@ -257,7 +261,7 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None) -> Run:
                     last = i == len(micro_batches) - 1
                     sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
                     with sync:
-                        with autocast_context(device, cfg.bf16, cfg.fp16):
+                        with autocast_context(device, bf16, cfg.fp16):
                             logits = model(input_ids=batch["input_ids"],
                                            attention_mask=batch["attention_mask"]).logits
                         micro_sum, _ = token_loss_sum(logits, batch["labels"])
@@ -293,7 +297,7 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None) -> Run:
                     status, diverged_at = "diverged", step
                 if cfg.eval_steps and step % cfg.eval_steps == 0 and status != "diverged":
                     t_eval = time.time()
-                    row["eval_loss"] = evaluate_loss(model, val_loader, device, cfg.bf16, cfg.fp16)
+                    row["eval_loss"] = evaluate_loss(model, val_loader, device, bf16, cfg.fp16)
                     eval_seconds += time.time() - t_eval
                 if writer:
                     writer.log_step(row)
