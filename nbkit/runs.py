@@ -2,8 +2,10 @@
 
     runs/<run id>/
         config.json    the TrainConfig, every field
-        steps.csv      a row per optimizer step (appended line by line while training)
-        epochs.csv     a row per evaluation (epoch ends, and every eval_steps if asked)
+        steps.csv      a row per optimizer step, appended line by line while training
+                       (its eval_loss is filled every eval_steps steps, if asked)
+        epochs.csv     a row per epoch-end evaluation (epoch 0 = the base model); its
+                       learning_rate is the LR at that moment, i.e. what the next step uses
         summary.json   status, best epoch, best eval loss, timings, parameter counts
 
 Crash safety: JSON and the epochs table are written to a temporary file and renamed over
@@ -17,6 +19,7 @@ import csv
 import json
 import math
 import os
+import re
 import socket
 import time
 import uuid
@@ -54,7 +57,8 @@ def _jsonable(value):
 def new_run_dir(output_dir: str | Path, run_name: str | None = None) -> Path:
     """A fresh, unique folder: <time>_<name or short id>."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    suffix = run_name or uuid.uuid4().hex[:6]
+    # a run_name is free text ("lr=1e-3/cosine"): keep it readable but safe as a folder name
+    suffix = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", run_name)[:80] if run_name else uuid.uuid4().hex[:6]
     path = Path(output_dir) / f"{stamp}_{suffix}"
     n = 1
     while path.exists():  # two runs in the same second with the same name
@@ -102,7 +106,7 @@ class RunWriter:
             self._steps_file.close()
 
 
-@dataclass
+@dataclass(eq=False)  # two Runs are equal only if they are the same object
 class Run:
     """A finished (or loaded) run. `model` and `tokenizer` are set only for a run trained in
     this process (the weights are not saved to the store by default: runs stay small)."""
