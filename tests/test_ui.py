@@ -1,0 +1,280 @@
+"""nbkit.ui driven in-process, no browser: the controls a panel builds, and what Train, Stop and
+bad values do, on real (tiny, quick) runs of the tiny model in the panel's background thread."""
+import base64
+import dataclasses
+import time
+from pathlib import Path
+
+import ipywidgets as widgets
+import pytest
+import torch
+
+from nbkit import TrainConfig
+from nbkit.config import FINETUNING_TYPES, OPTIMIZER_NAMES, SCHEDULER_NAMES, field_docs
+from nbkit import ui
+from nbkit.ui import OptionalControl, panel
+
+FIXTURE = Path(__file__).parent / "fixtures" / "panel_demo.ipynb"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JOIN_SECONDS = 300  # a tiny run takes seconds; the margin is for a machine shared with other jobs
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Two torch threads on two busy cores spin against each other; one is faster here."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def small(tmp_path, **kw) -> TrainConfig:
+    # 64 training rows, batch 16: 4 optimizer steps per epoch
+    base = dict(model="tiny", max_samples=80, num_train_epochs=2, predict_with_generate=False,
+                disable_tqdm=True, output_dir=str(tmp_path / "runs"))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def images(out: widgets.Output) -> list[bytes]:
+    return [base64.b64decode(o["data"]["image/png"]) for o in out.outputs if "image/png" in o.get("data", {})]
+
+
+def option_values(dropdown) -> list:
+    return [o[1] if isinstance(o, tuple) else o for o in dropdown.options]
+
+
+def status_text(p) -> str:
+    return p.status.value
+
+
+def run_folders(cfg) -> list:
+    return list(Path(cfg.output_dir).glob("*/summary.json"))
+
+
+# ------------------------------------------------------------------ controls
+
+
+def test_controls_fit_each_field(tmp_path):
+    cfg = small(tmp_path, early_stopping_patience=None)
+    fields = ["learning_rate", "lr_scheduler_type", "optim", "finetuning_type", "quantization_bit",
+              "warmup_ratio", "weight_decay", "num_train_epochs", "per_device_train_batch_size",
+              "early_stopping_patience", "use_rslora", "adam_beta2", "adam_epsilon", "max_grad_norm"]
+    p = panel(cfg, fields)
+    c = p.controls
+    assert list(c) == fields
+
+    lr = c["learning_rate"]
+    assert isinstance(lr, widgets.FloatLogSlider)
+    assert (lr.base, lr.min, lr.max) == (10, -6, -1) and lr.value == pytest.approx(cfg.learning_rate)
+    assert isinstance(c["adam_epsilon"], widgets.FloatLogSlider)
+    assert c["adam_epsilon"].value == pytest.approx(cfg.adam_epsilon)
+
+    # dropdowns offer exactly what the config allows
+    assert option_values(c["lr_scheduler_type"]) == list(SCHEDULER_NAMES)
+    assert option_values(c["optim"]) == list(OPTIMIZER_NAMES)
+    assert option_values(c["finetuning_type"]) == list(FINETUNING_TYPES)
+    assert option_values(c["quantization_bit"]) == [None, 4, 8]
+
+    assert isinstance(c["warmup_ratio"], widgets.FloatSlider) and (c["warmup_ratio"].min, c["warmup_ratio"].max) == (0, 0.5)
+    assert isinstance(c["weight_decay"], widgets.FloatSlider) and c["weight_decay"].max == 0.3
+    assert isinstance(c["num_train_epochs"], widgets.IntSlider) and c["num_train_epochs"].value == 2
+    assert isinstance(c["per_device_train_batch_size"], widgets.IntSlider)
+    assert isinstance(c["use_rslora"], widgets.Checkbox)
+
+    # None is a choice where the field allows it: an "off" box beside the slider
+    patience = c["early_stopping_patience"]
+    assert isinstance(patience, OptionalControl) and patience.value is None and patience.slider.disabled
+    patience.value = 3
+    assert patience.value == 3 and not patience.slider.disabled
+    assert p.config().early_stopping_patience == 3
+    patience.off_box.value = True
+    assert p.config().early_stopping_patience is None
+    assert c["max_grad_norm"].value == 1.0 and isinstance(c["max_grad_norm"].slider, widgets.FloatLogSlider)
+
+    docs = {name: doc for _, name, doc in field_docs()}
+    for name, control in c.items():
+        labelled = control.slider if isinstance(control, OptionalControl) else control
+        assert labelled.description == name
+        assert labelled.tooltip == docs[name] and docs[name]
+        if "continuous_update" in labelled.trait_names():
+            assert labelled.continuous_update is False, name
+
+    # building a panel trains nothing
+    assert not p.running and p.runs == [] and not run_folders(cfg)
+
+
+def test_every_field_has_a_control_that_round_trips(tmp_path):
+    """Each field's widget shows the config's value and gives it back unchanged."""
+    cfg = small(tmp_path, finetuning_type="lora", lora_alpha=24.0, lr_scheduler_type="cosine_with_restarts",
+                lr_scheduler_kwargs={"num_cycles": 2}, max_steps=7, eval_steps=3, learning_rate=5.0)
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    assert set(ui.CONTROLS) == set(names)
+    p = panel(cfg, names)
+    assert p.config() == cfg  # a value outside a slider's usual range widens it instead of being clamped
+    assert p.controls["max_steps"].value == 7
+    p.controls["max_steps"].off_box.value = True
+    assert p.config().max_steps == -1
+
+
+def test_unknown_field_is_refused_with_a_suggestion(tmp_path):
+    with pytest.raises(ValueError, match="learning_rate"):
+        panel(small(tmp_path), ["lr"])
+
+
+def test_panel_displays_as_a_widget(tmp_path):
+    p = panel(small(tmp_path), ["learning_rate"])
+    bundle = p._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == p.widget.model_id
+    assert isinstance(p.widget, widgets.VBox)
+
+
+# ------------------------------------------------------------------ Train, live plot, runs table
+
+
+def test_train_button_trains_with_the_slider_value(tmp_path):
+    runs = []
+    cfg = small(tmp_path, num_train_epochs=3)
+    p = panel(cfg, ["learning_rate", "num_train_epochs"], runs)
+    other = panel(cfg, ["warmup_ratio"], runs)  # another panel of the same notebook
+    p.controls["learning_rate"].value = 10 ** -2.5  # one of the slider's positions
+    chosen = p.controls["learning_rate"].value
+    assert chosen != cfg.learning_rate
+
+    p.train_button.click()
+    assert p.running and p.train_button.disabled and not p.stop_button.disabled
+    assert p.join(JOIN_SECONDS)
+    assert p.last_error is None, p.last_error
+
+    assert len(runs) == 1 and p.runs is runs
+    run = runs[0]
+    assert run.status == "completed"
+    assert run.config["learning_rate"] == pytest.approx(chosen)
+    assert run.config["num_train_epochs"] == 3
+    assert Path(run.path).parent == Path(cfg.output_dir)
+
+    shown = images(p.plot_output)
+    assert len(shown) == 1 and shown[0].startswith(PNG_MAGIC)
+    # the plot was redrawn live: at least at the base model's evaluation and at each epoch end
+    assert p.plot_updates >= 1 + 3
+    assert p.first_plot_seconds is not None and p.first_plot_seconds < run.summary["total_seconds"] + 1
+    print(f"first plotted point {p.first_plot_seconds:.2f} s after Train; run {run.summary['total_seconds']:.1f} s")
+
+    s = status_text(p)
+    assert "finished in" in s and f"best epoch {run.best_epoch}" in s
+    assert f"{run.best_eval_loss:.4g}" in s
+    assert not p.train_button.disabled and p.stop_button.disabled
+
+    # the runs table has the panel's knobs and the results, in both panels that share the list
+    assert p.runs_table().loc[1, "learning_rate"] == pytest.approx(chosen)
+    assert f"{chosen:.4g}" in p.table_output.outputs[0]["data"]["text/html"]
+    assert other.runs_table().loc[1, "warmup_ratio"] == cfg.warmup_ratio
+    for q in (p, other):
+        table = q.runs_table()
+        assert table.loc[1, "status"] == "completed" and table.loc[1, "best_epoch"] == run.best_epoch
+        assert table.loc[1, "best_eval_loss"] == pytest.approx(run.best_eval_loss)
+        assert run.name in q.table_output.outputs[0]["data"]["text/html"]
+        assert len(q.run_selector.options) == 1
+
+    # a second run from the other panel, then overlay both
+    other.controls["warmup_ratio"].value = 0.25
+    other.train_button.click()
+    assert other.join(JOIN_SECONDS) and other.last_error is None, other.last_error
+    assert len(runs) == 2 and runs[1].config["warmup_ratio"] == 0.25
+    assert [label for label, _ in p.run_selector.options][1].startswith("#2 ")
+    assert list(p.runs_table()["warmup_ratio"]) == [0.0, 0.25]  # a knob that now differs joins the table
+    p.run_selector.value = (0, 1)
+    p.overlay_button.click()
+    overlay = images(p.overlay_output)
+    assert len(overlay) == 1 and overlay[0].startswith(PNG_MAGIC)
+
+
+def test_stop_interrupts_a_long_run(tmp_path):
+    cfg = small(tmp_path, max_samples=200, num_train_epochs=40)  # 160 optimizer steps: far longer than we wait
+    p = panel(cfg, ["learning_rate"])
+    p.train_button.click()
+    deadline = time.time() + JOIN_SECONDS
+    while "step" not in status_text(p) or "step 0/" in status_text(p):  # wait for a real training step
+        assert time.time() < deadline and p.running, status_text(p)
+        time.sleep(0.05)
+    p.stop_button.click()
+    assert p.join(JOIN_SECONDS)
+    run = p.runs[-1]
+    assert run.status == "interrupted"
+    assert run.summary["steps_completed"] < run.summary["total_steps"]
+    s = status_text(p)
+    assert "stopped" in s and "interrupted" in s and f"step {run.summary['steps_completed']}/" in s
+    assert images(p.plot_output)
+
+
+def test_huge_learning_rate_says_diverged(tmp_path):
+    cfg = small(tmp_path, learning_rate=5.0, optim="sgd", max_grad_norm=None)
+    p = panel(cfg, ["learning_rate", "optim"])
+    p.train_button.click()
+    assert p.join(JOIN_SECONDS)
+    run = p.runs[-1]
+    assert run.status == "diverged"
+    s = status_text(p)
+    assert f"diverged at step {run.summary['diverged_at_step']}" in s
+    assert "lower the learning rate" in s
+
+
+# ------------------------------------------------------------------ bad values: messages, not tracebacks
+
+
+def test_refused_combination_shows_the_config_message(tmp_path):
+    cfg = small(tmp_path)
+    p = panel(cfg, ["finetuning_type", "use_rslora"])
+    p.controls["use_rslora"].value = True  # with finetuning_type "full": the config refuses it
+    with pytest.raises(ValueError) as refused:
+        cfg.replace(use_rslora=True)
+    message = str(refused.value)
+    assert "use_rslora" in message
+    # shown as soon as the box is ticked, and again on Train, which then trains nothing
+    assert ui.html.escape(message) in status_text(p)
+    p.status.value = ""
+    p.train_button.click()
+    assert not p.running and p.runs == [] and not run_folders(cfg)
+    assert ui.html.escape(message) in status_text(p) and "Traceback" not in status_text(p)
+    assert isinstance(p.last_error, ValueError)
+
+    p.controls["finetuning_type"].value = "lora"  # now allowed: the message goes away
+    assert "use_rslora" not in status_text(p) and "ready" in status_text(p)
+
+
+def test_error_inside_the_training_thread_is_a_message(tmp_path):
+    # lora_rank above the model's hidden size is refused only once the model is loaded, in the thread
+    cfg = small(tmp_path, finetuning_type="lora", lora_rank=200)
+    p = panel(cfg, ["lora_rank"])
+    p.train_button.click()
+    assert p.join(JOIN_SECONDS)
+    assert isinstance(p.last_error, ValueError) and p.runs == []
+    s = status_text(p)
+    assert "lora_rank=200" in s and "hidden size" in s and "Traceback" not in s
+    assert not p.train_button.disabled and p.stop_button.disabled
+
+
+def test_unexpected_exception_in_the_thread_is_a_message(tmp_path, monkeypatch):
+    def broken_train(cfg, callbacks=(), stop_event=None):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ui, "train", broken_train)
+    p = panel(small(tmp_path), ["learning_rate"])
+    p.train_button.click()
+    assert p.join(10)
+    assert "training failed (RuntimeError): disk full" in status_text(p)
+    assert not p.train_button.disabled
+
+
+# ------------------------------------------------------------------ headless: the demo notebook under papermill
+
+
+def test_panel_notebook_runs_headless_without_training(tmp_path, monkeypatch):
+    import papermill
+    runs_dir = tmp_path / "demo-runs"
+    monkeypatch.setenv("NBKIT_DEMO_RUNS", str(runs_dir))
+    out = papermill.execute_notebook(str(FIXTURE), str(tmp_path / "out.ipynb"), cwd=str(tmp_path),
+                                     kernel_name="python3", progress_bar=False)
+    shown = out.cells[-1].outputs
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in shown)
+    assert not list(runs_dir.glob("*/summary.json"))  # displaying the panel trained nothing
