@@ -45,6 +45,7 @@ PLOT_DPI = 90  # a 7x4 inch figure -> 630x360 pixels: sharp enough, quick to ren
 DESCRIPTION_WIDTH = "210px"  # fits "per_device_train_batch_size"
 CONTROL_WIDTH = "560px"
 
+RESULT_COLUMNS = ("status", "best_epoch", "best_eval_loss", "final_eval_accuracy", "run")  # of plots.runs_table
 OK_COLOR, ERROR_COLOR, NOTE_COLOR = "#2ca02c", "#d62728", "#555555"
 
 
@@ -246,9 +247,9 @@ class TrainPanel:
             for part in parts:
                 part.observe(self._on_change, "value")
 
-        self.train_button = widgets.Button(description="Train", button_style="primary", icon="play",
+        self.train_button = widgets.Button(description="Train", button_style="primary",
                                            tooltip="train with these values (in the background)")
-        self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True,
+        self.stop_button = widgets.Button(description="Stop", disabled=True,
                                           tooltip="stop after the current step; the run is kept as 'interrupted'")
         self.status = widgets.HTML(value=self._message("ready: press Train", NOTE_COLOR))
         self.plot_output = widgets.Output()
@@ -256,7 +257,7 @@ class TrainPanel:
         self.run_selector = widgets.SelectMultiple(options=[], rows=4, description="runs",
                                                    tooltip="choose runs to overlay (none chosen = all)",
                                                    layout=widgets.Layout(width="560px"))
-        self.overlay_button = widgets.Button(description="Overlay", icon="line-chart",
+        self.overlay_button = widgets.Button(description="Overlay",
                                              tooltip="validation loss per epoch of the chosen runs, overlaid")
         self.overlay_output = widgets.Output()
         self.train_button.on_click(self._on_train)
@@ -396,10 +397,11 @@ class TrainPanel:
         if table.empty:
             show(self.table_output, _html_output("<i>no runs yet</i>", "no runs yet"))
         else:
-            markup = table.to_html(float_format=lambda x: f"{x:.4g}", na_rep="", classes="nbkit-runs", border=0)
+            unmeasured = [c for c in RESULT_COLUMNS if table[c].isna().all()]  # e.g. accuracy without a metric
+            shown = table.drop(columns=unmeasured)
+            markup = shown.to_html(float_format=lambda x: f"{x:.4g}", na_rep="", classes="nbkit-runs", border=0)
             show(self.table_output, _html_output(markup, table.to_string()))
-        knobs = [c for c in table.columns if c not in ("status", "best_epoch", "best_eval_loss",
-                                                       "final_eval_accuracy", "run")]
+        knobs = [c for c in table.columns if c not in RESULT_COLUMNS]
         options = [(f"#{i + 1} {plots.knob_label(run.config, knobs) or run.name} ({run.status})", i)
                    for i, run in enumerate(self.runs)]
         kept = tuple(v for v in self.run_selector.value if v < len(options))
