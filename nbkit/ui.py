@@ -13,6 +13,8 @@ How it behaves:
   redraws the plot by replacing the Output widget's outputs (never `with out:` from a thread),
   at most every REDRAW_SECONDS and at every epoch end. The figure is `plots.loss_curves` of the
   run so far, so the live plot and the final one look the same.
+- Progress bars are switched off (disable_tqdm=True) unless the panel has that field: the status
+  line and the plot show the progress.
 - Stop sets the threading.Event the trainer checks after each step: the run ends "interrupted".
 - Each finished run is appended to `runs`; every panel sharing that list refreshes its table.
 
@@ -229,8 +231,9 @@ class TrainPanel:
 
     Attributes tests and notebooks use: controls (field -> widget), train_button, stop_button,
     status (HTML), plot_output, runs (the shared list of Runs), table_output, run_selector,
-    overlay_button, overlay_output, widget (the VBox to display), last_error, first_plot_seconds;
-    plot_updates; values() and config() read the controls; join(timeout) waits for the training thread."""
+    overlay_button, overlay_output, widget (the VBox to display); about the last Train:
+    last_error, first_plot_seconds, plot_updates. values() and config() read the controls;
+    join(timeout) waits for the training thread."""
 
     def __init__(self, cfg: TrainConfig, fields: list[str], runs: list | None = None):
         check_field_names(dict.fromkeys(fields))  # a wrong name fails here, with a suggestion
@@ -328,6 +331,8 @@ class TrainPanel:
             self.last_error = err
             self._say(f"not allowed: {err}", ERROR_COLOR)
             return
+        if "disable_tqdm" not in self.fields:  # the panel shows progress itself; a progress bar written
+            cfg = cfg.replace(disable_tqdm=True)  # from a thread would land in whichever cell runs next
         self.last_error, self.first_plot_seconds, self.plot_updates = None, None, 0
         self._stop_event = threading.Event()
         self.train_button.disabled, self.stop_button.disabled = True, False
