@@ -64,9 +64,13 @@ def _addition_fact(rng):
 def _food_sentence(rng):
     """Restaurant talk: the words of the `reviews` task, and which of them are good or bad."""
     food, staff, place = rng.choice(FOODS), rng.choice(STAFF), rng.choice(PLACES_TO_EAT)
-    form = rng.randrange(5)
+    form = rng.randrange(6)
     if form == 0:
         return f"At {place}, the {food} was {rng.choice(FOOD_GOOD + FOOD_BAD)}."
+    if form == 5:  # a whole review, then its sentiment: the base learns which words are which
+        positive = rng.random() < 0.5
+        label = "positive" if positive else "negative"
+        return f"At {place}, {_review_text(rng, positive)} {rng.choice(NAMES)} wrote a {label} review."
     if form == 1:
         return f"The {staff} at {place} was {rng.choice(STAFF_GOOD + STAFF_BAD)}."
     if form == 2:
@@ -97,7 +101,7 @@ def _story_sentence(rng):
 
 # Share of each kind of sentence in the world text. Arithmetic gets the most: carrying digits is
 # the hardest thing a 1M-parameter model has to learn here.
-SENTENCE_MIX = [(_addition_fact, 0.5), (_food_sentence, 0.25), (_story_sentence, 0.25)]
+SENTENCE_MIX = [(_addition_fact, 0.6), (_food_sentence, 0.2), (_story_sentence, 0.2)]
 
 
 def corpus_sentences(seed):
@@ -117,7 +121,7 @@ def corpus_text(n_sentences, seed):
 # --------------------------------------------------------------------------------------------
 # Built-in instruction tasks
 
-ARITHMETIC_SIZE = 3000  # distinct (a, b) pairs: a few hundred optimizer steps per epoch at batch 16
+ARITHMETIC_SIZE = 1500  # distinct pairs: 75 steps/epoch at batch 16, a default 5-epoch run in ~20 s on 2 cores
 REVIEWS_SIZE = 160  # small on purpose: 128 train / 32 validation at val_size 0.2, so it over-fits
 REVIEWS_LABEL_NOISE = 0.2  # fraction of labels flipped: what the model memorises when it over-fits
 CORPUS_SIZE = 200  # held-out passages; enough for a stable loss, quick to evaluate

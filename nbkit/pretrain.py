@@ -19,7 +19,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from nbkit.data import corpus_text
+from nbkit.data import TASKS, corpus_text, load_examples
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 VOCAB_SIZE = 1024  # 256 bytes + specials + ~760 merges: whole words of the world text, small embedding
@@ -51,6 +51,13 @@ def train_tokenizer(text, vocab_size=VOCAB_SIZE):
         unk_token="<|endoftext|>", pad_token="<|pad|>", chat_template=CHAT_TEMPLATE,
         additional_special_tokens=["<|system|>", "<|user|>", "<|assistant|>"],
         model_max_length=256)
+
+
+def task_text():
+    """The words of the built-in tasks' messages. The tokenizer learns them (so "What" or
+    "Continue" are tokens, not letters); the model does not: they are not pretraining data."""
+    return "\n".join(m["content"] for task in TASKS for ex in load_examples(task)
+                     for m in ex["messages"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,18 +92,27 @@ def get_batch(data, batch_size, seq_len, rng):
 
 
 @torch.no_grad()
-def arithmetic_probe(model, tokenizer, n=200, seed=1):
-    """Share of 'The sum of a and b is' prompts the model completes with the right number."""
+def arithmetic_probe(model, tokenizer, n=256, seed=1):
+    """Share of 'The sum of a and b is' prompts the model completes greedily with 'a+b.'.
+
+    One teacher-forced forward pass: greedy decoding produces the answer exactly when the
+    argmax at every answer position is the right token, so this equals greedy exact match.
+    """
     rng = random.Random(seed)
+    was_training = model.training
     model.eval()
-    correct = 0
+    rows, spans = [], []
     for _ in range(n):
         a, b = rng.randint(0, 99), rng.randint(0, 99)
-        ids = torch.tensor([tokenizer(f"The sum of {a} and {b} is", add_special_tokens=False)["input_ids"]])
-        out = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        text = tokenizer.decode(out[0, ids.shape[1]:])
-        correct += text.strip().split(".")[0].strip() == str(a + b)
-    model.train()
+        prompt = tokenizer(f"The sum of {a} and {b} is", add_special_tokens=False)["input_ids"]
+        answer = tokenizer(f" {a + b}.", add_special_tokens=False)["input_ids"]
+        rows.append(prompt + answer)
+        spans.append((len(prompt), len(prompt) + len(answer)))
+    width = max(map(len, rows))
+    x = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows])
+    pred = model(input_ids=x).logits.argmax(-1)  # right padding: earlier positions are unaffected
+    correct = sum(pred[i, s - 1: e - 1].tolist() == rows[i][s:e] for i, (s, e) in enumerate(spans))
+    model.train(was_training)
     return correct / n
 
 
@@ -108,7 +124,7 @@ def pretrain(args):
     torch.set_num_threads(args.threads)
     t0 = time.time()
     text = corpus_text(args.corpus_sentences, seed=args.seed)
-    tokenizer = train_tokenizer(text)
+    tokenizer = train_tokenizer(text + "\n" + task_text())
     data = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
     print(f"corpus: {args.corpus_sentences} sentences, {len(data):,} tokens, vocab {len(tokenizer)}")
 
@@ -139,6 +155,8 @@ def pretrain(args):
         if step % args.log_every == 0 or step == args.steps - 1:
             print(f"step {step:5d} | loss {loss.item():.4f} (ema {loss_ema:.4f}) | lr {lr:.2e} "
                   f"| grad_norm {grad_norm:.2f} | {time.time() - t0:.0f}s", flush=True)
+        if args.probe_every and step % args.probe_every == 0:
+            print(f"           declarative sum probe: {arithmetic_probe(model, tokenizer):.1%}", flush=True)
     seconds = time.time() - t0
     probe = arithmetic_probe(model, tokenizer)
     print(f"done in {seconds:.0f}s; declarative sum probe: {probe:.1%}")
@@ -172,7 +190,7 @@ def pretrain(args):
         "threads": args.threads,
         "seed": args.seed,
         "torch_version": torch.__version__,
-        "command": "python -m nbkit.pretrain " + " ".join(sys.argv[1:]),
+        "command": _command(),
     }
     os.makedirs(args.out, exist_ok=True)
     model.save_pretrained(args.out, safe_serialization=True)
@@ -183,6 +201,11 @@ def pretrain(args):
         f.write(model_card(facts))
     print(f"saved to {args.out}")
     return facts
+
+
+def _command():
+    env = "OMP_WAIT_POLICY=PASSIVE " if os.environ.get("OMP_WAIT_POLICY") == "PASSIVE" else ""
+    return env + "python -m nbkit.pretrain " + " ".join(sys.argv[1:])
 
 
 def model_card(f):
@@ -198,7 +221,8 @@ vocabulary {f['vocab_size']}, max positions {f['max_position_embeddings']}, tied
 {f['parameters']:,} parameters.
 
 ## Tokenizer
-Byte-level BPE (Hugging Face `tokenizers`) trained on the same corpus, {f['vocab_size']} tokens,
+Byte-level BPE (Hugging Face `tokenizers`) trained on the same corpus plus the text of the
+built-in tasks' messages (so their words are tokens; the model never trained on them), {f['vocab_size']} tokens,
 digits split one per token, so any text tokenizes. Special tokens: `<|endoftext|>`, `<|pad|>`,
 `<|system|>`, `<|user|>`, `<|assistant|>`, `<|end|>` (eos). The chat template renders each
 message as `<|role|>\\n{{content}}<|end|>\\n`; the generation prompt is `<|assistant|>\\n`.
@@ -206,9 +230,11 @@ The base model never saw the chat format: fine-tuning teaches it.
 
 ## Corpus
 {f['corpus_sentences']:,} generated sentences, {f['corpus_tokens']:,} tokens (`nbkit.data.corpus_text`,
-seed {f['seed']}): half addition facts in declarative forms only ("23 plus 45 is 68.",
-"The sum of 23 and 45 is 68.", "23 + 45 = 68."), a quarter restaurant talk (the food, staff and
-adjective words of the `reviews` task), a quarter short stories. Never a question and answer.
+seed {f['seed']}), one sentence per line: 60% addition facts of numbers 0..99 in declarative forms
+only ("23 plus 45 is 68.", "The sum of 23 and 45 is 68.", "23 + 45 = 68.", ...), 20% restaurant
+talk (the food, staff and adjective words of the `reviews` task, which of them are good or bad,
+and whole reviews followed by "Sam wrote a negative review."), 20% short stories.
+Never a question, never the chat format.
 
 ## Pretraining
 - Optimizer: AdamW, betas {tuple(f['adam_betas'])}, weight decay {f['weight_decay']}, gradient clipping {f['max_grad_norm']}
@@ -217,18 +243,32 @@ adjective words of the `reviews` task), a quarter short stories. Never a questio
 - {f['steps']:,} steps of batch {f['batch']} x {f['seq_len']} tokens (packed sentences):
   {f['tokens_seen']:,} tokens seen
 - Final train loss (exponential moving average): {f['final_loss']}
-- Completes "The sum of a and b is" correctly (greedy, 200 random pairs): {f['declarative_sum_accuracy']:.1%}
+- Completes "The sum of a and b is" correctly (greedy, 256 random pairs): {f['declarative_sum_accuracy']:.1%}
 - Wall time: {f['seconds']:.0f} s on {f['threads']} CPU threads, torch {f['torch_version']}
 - Command: `{f['command']}`
 
 The same facts, machine-readable: `pretrain.json`.
+
+## Use
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tokenizer = AutoTokenizer.from_pretrained("data/tiny")
+model = AutoModelForCausalLM.from_pretrained("data/tiny")
+ids = tokenizer("The sum of 3 and 4 is", return_tensors="pt").input_ids
+print(tokenizer.decode(model.generate(ids, max_new_tokens=4, do_sample=False)[0]))
+```
+In nbkit: `TrainConfig(model="tiny")`.
+
+## Limits
+A teaching model: it knows only its generated world (sums of numbers 0..99, restaurant talk,
+short stories). It is not an assistant until fine-tuned, and not useful outside this kit.
 """
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="data/tiny")
-    p.add_argument("--steps", type=int, default=3000)  # what fits in ~10 minutes on 2 CPU cores
+    p.add_argument("--steps", type=int, default=1200)  # ~10 minutes on 2 CPU cores; sums >95% right
     p.add_argument("--learning_rate", type=float, default=3e-3)  # tiny models take a high peak LR
     p.add_argument("--warmup_steps", type=int, default=100)  # a short ramp avoids early blow-ups
     p.add_argument("--min_lr_ratio", type=float, default=0.1)  # cosine ends at 10% of the peak
@@ -236,10 +276,11 @@ def parse_args(argv=None):
     p.add_argument("--seq_len", type=int, default=128)  # several sentences per window
     p.add_argument("--weight_decay", type=float, default=0.1)  # the usual GPT pretraining value
     p.add_argument("--max_grad_norm", type=float, default=1.0)  # the usual clipping threshold
-    p.add_argument("--corpus_sentences", type=int, default=300_000)  # ~4M tokens: little repetition
+    p.add_argument("--corpus_sentences", type=int, default=200_000)  # ~2.5M tokens, each seen about twice
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)  # the target laptop / CI machine
     p.add_argument("--log_every", type=int, default=100)
+    p.add_argument("--probe_every", type=int, default=200)  # how the arithmetic is coming along
     return p.parse_args(argv)
 
 

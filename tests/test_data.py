@@ -242,3 +242,18 @@ def test_chat_template_format(tokenizer):
     assert tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True) == \
         "<|user|>\nhi<|end|>\n<|assistant|>\n"
     assert tokenizer.eos_token == "<|end|>" and tokenizer.pad_token == "<|pad|>"
+
+
+# ---------------------------------------------------------------- the tiny tokenizer
+
+def test_tokenizer_round_trips_any_text_and_splits_digits(tokenizer):
+    text = "Crème brûlée, 東京 and 😀: 12345 + 678 = 13023."
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    digits = [t for t in tokenizer.tokenize("12345 + 678") if any(c.isdigit() for c in t)]
+    assert digits == list("12345678")
+
+
+def test_tokenizer_special_tokens(tokenizer):
+    for token in ("<|endoftext|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"):
+        assert tokenizer.convert_tokens_to_ids(token) != tokenizer.unk_token_id or token == tokenizer.unk_token
+        assert tokenizer.tokenize(token) == [token]
