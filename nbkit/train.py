@@ -149,6 +149,22 @@ class EarlyStopping:
         return self.patience is not None and self.bad_epochs >= self.patience
 
 
+@contextlib.contextmanager
+def quiet_loading(quiet: bool):
+    """Hide transformers' "Loading weights" bars when progress bars are off, then put the
+    global switch back as it was (no state leaks into the next run of the notebook)."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def seed_everything(cfg: TrainConfig) -> None:
     from transformers import enable_full_determinism, set_seed
 
@@ -171,17 +187,14 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None) -> Run:
     t_start = time.time()
     accelerator = Accelerator()  # picks CUDA when there is one; sets up DDP under `accelerate launch`
     device, is_main = accelerator.device, accelerator.is_main_process
-    if cfg.disable_tqdm:
-        import transformers
-
-        transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars too
     seed_everything(cfg)
     # on a GPU that supports it, bf16 autocast is the norm (fp32 there only costs time and memory);
     # on the CPU precision stays what the config says, so runs are exact unless asked otherwise
     bf16 = cfg.bf16 or (device.type == "cuda" and not cfg.fp16 and torch.cuda.is_bf16_supported())
     precision = "bf16" if bf16 else "fp16" if cfg.fp16 else "fp32"
 
-    model, tokenizer = load_model(cfg, device)
+    with quiet_loading(cfg.disable_tqdm):
+        model, tokenizer = load_model(cfg, device)
     train_features, val_features, val_examples = build_datasets(cfg, tokenizer)
     pad = partial(collate, pad_token_id=tokenizer.pad_token_id)
     train_loader = DataLoader(train_features, batch_size=cfg.per_device_train_batch_size, shuffle=True,
