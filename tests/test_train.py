@@ -327,3 +327,37 @@ def test_freeze_more_layers_than_the_model_has_is_refused(tmp_path):
     layers = tiny_config().num_hidden_layers
     with pytest.raises(ValueError, match=rf"freeze_trainable_layers=9.*1 to {layers}\b"):
         train(small(tmp_path, finetuning_type="freeze", freeze_trainable_layers=9))
+
+
+# ------------------------------------------------------------------ the built-in tasks on the tiny base
+
+def test_reviews_overfits_inside_the_default_epochs(tmp_path):
+    """At the defaults, `reviews` shows the classic picture: validation loss turns up before
+    the last epoch while the training loss keeps falling."""
+    cfg = TrainConfig(dataset="reviews", disable_tqdm=True, output_dir=str(tmp_path / "runs"))
+    run = train(cfg)
+    ep = run.epochs.set_index("epoch")
+    last = cfg.num_train_epochs
+    assert 0 < run.best_epoch < last
+    assert ep.loc[last, "eval_loss"] > ep.loc[run.best_epoch, "eval_loss"]
+    assert ep.loc[last, "train_loss"] < ep.loc[run.best_epoch, "train_loss"]
+
+
+def test_base_knows_its_pretraining_text_so_forgetting_is_measurable(tmp_path):
+    """The `corpus` task is held-out text of the pretraining distribution: the tiny base's
+    loss on it is far below an untrained model of the same shape."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from nbkit.models import TINY_PATH
+
+    cfg = small(tmp_path, dataset="corpus", max_steps=1, learning_rate=1e-12)
+    base_loss = train(cfg).summary["base_eval_loss"]
+    torch.manual_seed(0)
+    fresh = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(TINY_PATH))
+    fresh.save_pretrained(tmp_path / "fresh")
+    import shutil
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (TINY_PATH / name).exists():
+            shutil.copy(TINY_PATH / name, tmp_path / "fresh" / name)
+    fresh_loss = train(cfg.replace(model=str(tmp_path / "fresh"))).summary["base_eval_loss"]
+    assert base_loss < fresh_loss
