@@ -331,18 +331,6 @@ def test_freeze_more_layers_than_the_model_has_is_refused(tmp_path):
 
 # ------------------------------------------------------------------ the built-in tasks on the tiny base
 
-def test_reviews_overfits_inside_the_default_epochs(tmp_path):
-    """At the defaults, `reviews` shows the classic picture: validation loss turns up before
-    the last epoch while the training loss keeps falling."""
-    cfg = TrainConfig(dataset="reviews", disable_tqdm=True, output_dir=str(tmp_path / "runs"))
-    run = train(cfg)
-    ep = run.epochs.set_index("epoch")
-    last = cfg.num_train_epochs
-    assert 0 < run.best_epoch < last
-    assert ep.loc[last, "eval_loss"] > ep.loc[run.best_epoch, "eval_loss"]
-    assert ep.loc[last, "train_loss"] < ep.loc[run.best_epoch, "train_loss"]
-
-
 def test_base_knows_its_pretraining_text_so_forgetting_is_measurable(tmp_path):
     """The `corpus` task is held-out text of the pretraining distribution: the tiny base's
     loss on it is far below an untrained model of the same shape."""
