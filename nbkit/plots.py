@@ -26,9 +26,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from nbkit.config import TrainConfig
-from nbkit.data import load_examples, split_examples
 from nbkit.runs import Run, load_run
-from nbkit.train import build_scheduler, warmup_steps_for
+from nbkit.train import build_scheduler, load_split, step_plan, warmup_steps_for
 
 # One meaning, one colour, in every figure.
 TRAIN_COLOR = "#1f77b4"  # blue: training loss
@@ -241,13 +240,8 @@ def _grad_norm_axes(ax, s, clip):
 def planned_steps(cfg: TrainConfig) -> dict:
     """How many optimizer steps cfg will take, from the dataset split alone (no model):
     steps_per_epoch = ceil(ceil(n_train / batch) / gradient_accumulation_steps), one process."""
-    examples = load_examples(cfg.dataset, seed=cfg.seed)
-    if cfg.max_samples:
-        examples = examples[:cfg.max_samples]
-    train_examples, _ = split_examples(examples, cfg.val_size, seed=cfg.seed)
-    batches = math.ceil(len(train_examples) / cfg.per_device_train_batch_size)
-    steps_per_epoch = math.ceil(batches / cfg.gradient_accumulation_steps)
-    total = cfg.max_steps if cfg.max_steps > 0 else steps_per_epoch * cfg.num_train_epochs
+    train_examples, _ = load_split(cfg)
+    steps_per_epoch, total = step_plan(cfg, math.ceil(len(train_examples) / cfg.per_device_train_batch_size))
     return {"num_train_examples": len(train_examples), "steps_per_epoch": steps_per_epoch,
             "total_steps": total, "warmup_steps": warmup_steps_for(cfg, total)}
 

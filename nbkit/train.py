@@ -34,12 +34,24 @@ DIVERGENCE_FACTOR = 3.0  # a step loss 3x the first one has left the basin; at t
 
 # ---------------------------------------------------------------- building blocks
 
-def build_datasets(cfg: TrainConfig, tokenizer):
-    """Examples -> train/validation split -> token ids with labels masked to the responses."""
+def load_split(cfg: TrainConfig) -> tuple[list, list]:
+    """The dataset's examples (capped at max_samples), split into train and validation."""
     examples = load_examples(cfg.dataset, seed=cfg.seed)
     if cfg.max_samples:
         examples = examples[:cfg.max_samples]
-    train_examples, val_examples = split_examples(examples, cfg.val_size, seed=cfg.seed)
+    return split_examples(examples, cfg.val_size, seed=cfg.seed)
+
+
+def step_plan(cfg: TrainConfig, batches_per_epoch: int) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps): max_steps wins over epochs (HF)."""
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.gradient_accumulation_steps)
+    total = cfg.max_steps if cfg.max_steps > 0 else steps_per_epoch * cfg.num_train_epochs
+    return steps_per_epoch, total
+
+
+def build_datasets(cfg: TrainConfig, tokenizer):
+    """Examples -> train/validation split -> token ids with labels masked to the responses."""
+    train_examples, val_examples = load_split(cfg)
     tokenize = partial(tokenize_example, tokenizer=tokenizer, max_seq_length=cfg.max_seq_length)
     train_features = [f for f in map(tokenize, train_examples) if _has_labels(f)]
     val_features = [f for f in map(tokenize, val_examples) if _has_labels(f)]
@@ -206,8 +218,7 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None) -> Run:
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
 
     k = cfg.gradient_accumulation_steps
-    steps_per_epoch = math.ceil(len(train_loader) / k)
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else steps_per_epoch * cfg.num_train_epochs
+    steps_per_epoch, total_steps = step_plan(cfg, len(train_loader))
     num_epochs = math.ceil(total_steps / steps_per_epoch)
     scheduler = build_scheduler(cfg, optimizer, total_steps, steps_per_epoch)
     on_plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
