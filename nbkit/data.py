@@ -46,9 +46,16 @@ STAFF_GOOD = ["kind", "friendly", "polite", "helpful", "quick", "warm", "cheerfu
 STAFF_BAD = ["rude", "slow", "careless", "unfriendly", "lazy", "grumpy", "impolite", "late"]
 
 
+SMALL_OPERAND_SHARE = 0.25  # operands 0..9 are 1% of uniform pairs; oversampled so "3 + 4" works too
+
+
+def _operand(rng):
+    return rng.randint(0, 9) if rng.random() < SMALL_OPERAND_SHARE else rng.randint(0, 99)
+
+
 def _addition_fact(rng):
     """A declarative addition fact. Never a question: the chat Q/A format is for fine-tuning."""
-    a, b = rng.randint(0, 99), rng.randint(0, 99)
+    a, b = _operand(rng), _operand(rng)
     form = rng.randrange(5)
     if form == 0:
         return f"{a} plus {b} is {a + b}."
@@ -64,13 +71,9 @@ def _addition_fact(rng):
 def _food_sentence(rng):
     """Restaurant talk: the words of the `reviews` task, and which of them are good or bad."""
     food, staff, place = rng.choice(FOODS), rng.choice(STAFF), rng.choice(PLACES_TO_EAT)
-    form = rng.randrange(6)
+    form = rng.randrange(5)
     if form == 0:
         return f"At {place}, the {food} was {rng.choice(FOOD_GOOD + FOOD_BAD)}."
-    if form == 5:  # a whole review, then its sentiment: the base learns which words are which
-        positive = rng.random() < 0.5
-        label = "positive" if positive else "negative"
-        return f"At {place}, {_review_text(rng, positive)} {rng.choice(NAMES)} wrote a {label} review."
     if form == 1:
         return f"The {staff} at {place} was {rng.choice(STAFF_GOOD + STAFF_BAD)}."
     if form == 2:
@@ -82,6 +85,17 @@ def _food_sentence(rng):
         word = rng.choice(STAFF_GOOD if good else STAFF_BAD)
         return f"A {word} {staff} is {'a good thing' if good else 'a bad thing'}."
     return f"{rng.choice(NAMES)} ordered the {food} at {place}."
+
+
+def _review_document(rng):
+    """A labelled review in plain text (never the chat format): the base learns the sentiment of
+    the words, so fine-tuning `reviews` only has to teach the chat format, and then over-fits."""
+    positive = rng.random() < 0.5
+    label = "positive" if positive else "negative"
+    review = _review_text(rng, positive)
+    if rng.random() < 2 / 3:
+        return f"Review: {review}\n{label}"
+    return f"At {rng.choice(PLACES_TO_EAT)}, {review} {rng.choice(NAMES)} wrote a {label} review."
 
 
 def _story_sentence(rng):
@@ -99,31 +113,32 @@ def _story_sentence(rng):
     return f"{name} and {name2} met at {rng.choice(PLACES)}."
 
 
-# Share of each kind of sentence in the world text. Arithmetic gets the most: carrying digits is
+# Share of each kind of document in the world text. Arithmetic gets the most: carrying digits is
 # the hardest thing a 1M-parameter model has to learn here.
-SENTENCE_MIX = [(_addition_fact, 0.6), (_food_sentence, 0.2), (_story_sentence, 0.2)]
+SENTENCE_MIX = [(_addition_fact, 0.55), (_food_sentence, 0.15), (_review_document, 0.1),
+                (_story_sentence, 0.2)]
 
 
 def corpus_sentences(seed):
-    """Endless stream of world sentences, deterministic for a given seed."""
+    """Endless stream of world documents (a sentence, or a review and its label), deterministic."""
     rng = random.Random(seed)
     makers, weights = zip(*SENTENCE_MIX)
     while True:
         yield rng.choices(makers, weights)[0](rng)
 
 
-def corpus_text(n_sentences, seed):
-    """`n_sentences` of world text, a sentence per line."""
+def corpus_text(n_sentences, seed, sep="\n"):
+    """`n_sentences` documents of world text joined by `sep` (pretraining puts eos + newline)."""
     stream = corpus_sentences(seed)
-    return "\n".join(next(stream) for _ in range(n_sentences))
+    return sep.join(next(stream) for _ in range(n_sentences))
 
 
 # --------------------------------------------------------------------------------------------
 # Built-in instruction tasks
 
 ARITHMETIC_SIZE = 1500  # distinct pairs: 75 steps/epoch at batch 16, a default 5-epoch run in ~20 s on 2 cores
-REVIEWS_SIZE = 160  # small on purpose: 128 train / 32 validation at val_size 0.2, so it over-fits
-REVIEWS_LABEL_NOISE = 0.2  # fraction of labels flipped: what the model memorises when it over-fits
+REVIEWS_SIZE = 120  # small: 96 train / 24 validation at val_size 0.2, so 5 epochs already over-fit
+REVIEWS_LABEL_NOISE = 0.25  # fraction of labels flipped: what the model memorises when it over-fits
 CORPUS_SIZE = 200  # held-out passages; enough for a stable loss, quick to evaluate
 CORPUS_SEED_OFFSET = 1_000_003  # held-out text uses a seed far from any pretraining seed
 REVIEW_QUESTION = "Is this review positive or negative?"

@@ -2,12 +2,13 @@
 
     python -m nbkit.pretrain --out data/tiny
 
-Reproducible: the corpus comes from `nbkit.data.corpus_text` (seeded), the tokenizer is trained
+Reproducible: the corpus comes from `nbkit.data.corpus_sentences` (seeded), the tokenizer is trained
 on it, and a Llama-architecture causal LM is pretrained with one plain PyTorch loop
 (AdamW, linear warmup then cosine decay). The model card and pretrain.json record every fact.
 """
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -19,7 +20,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from nbkit.data import TASKS, corpus_text, load_examples
+from nbkit.data import TASKS, corpus_sentences, load_examples
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 VOCAB_SIZE = 1024  # 256 bytes + specials + ~760 merges: whole words of the world text, small embedding
@@ -92,8 +93,9 @@ def get_batch(data, batch_size, seq_len, rng):
 
 
 @torch.no_grad()
-def arithmetic_probe(model, tokenizer, n=256, seed=1):
+def arithmetic_probe(model, tokenizer, n=256, seed=1, pairs=None):
     """Share of 'The sum of a and b is' prompts the model completes greedily with 'a+b.'.
+    `pairs` defaults to n random pairs of numbers 0..99.
 
     One teacher-forced forward pass: greedy decoding produces the answer exactly when the
     argmax at every answer position is the right token, so this equals greedy exact match.
@@ -101,9 +103,10 @@ def arithmetic_probe(model, tokenizer, n=256, seed=1):
     rng = random.Random(seed)
     was_training = model.training
     model.eval()
+    if pairs is None:
+        pairs = [(rng.randint(0, 99), rng.randint(0, 99)) for _ in range(n)]
     rows, spans = [], []
-    for _ in range(n):
-        a, b = rng.randint(0, 99), rng.randint(0, 99)
+    for a, b in pairs:
         prompt = tokenizer(f"The sum of {a} and {b} is", add_special_tokens=False)["input_ids"]
         answer = tokenizer(f" {a + b}.", add_special_tokens=False)["input_ids"]
         rows.append(prompt + answer)
@@ -113,7 +116,7 @@ def arithmetic_probe(model, tokenizer, n=256, seed=1):
     pred = model(input_ids=x).logits.argmax(-1)  # right padding: earlier positions are unaffected
     correct = sum(pred[i, s - 1: e - 1].tolist() == rows[i][s:e] for i, (s, e) in enumerate(spans))
     model.train(was_training)
-    return correct / n
+    return correct / len(pairs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,8 +126,11 @@ def pretrain(args):
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    text = corpus_text(args.corpus_sentences, seed=args.seed)
-    tokenizer = train_tokenizer(text + "\n" + task_text())
+    docs = list(itertools.islice(corpus_sentences(args.seed), args.corpus_sentences))
+    tokenizer = train_tokenizer("\n".join(docs) + "\n" + task_text())
+    # Each document ends with eos, so the base already knows when a text is over.
+    eos = tokenizer.eos_token
+    text = f"{eos}\n".join(docs) + eos
     data = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
     print(f"corpus: {args.corpus_sentences} sentences, {len(data):,} tokens, vocab {len(tokenizer)}")
 
@@ -159,6 +165,7 @@ def pretrain(args):
             print(f"           declarative sum probe: {arithmetic_probe(model, tokenizer):.1%}", flush=True)
     seconds = time.time() - t0
     probe = arithmetic_probe(model, tokenizer)
+    probe_small = arithmetic_probe(model, tokenizer, pairs=[(a, b) for a in range(10) for b in range(10)])
     print(f"done in {seconds:.0f}s; declarative sum probe: {probe:.1%}")
 
     facts = {
@@ -186,6 +193,7 @@ def pretrain(args):
         "max_grad_norm": args.max_grad_norm,
         "final_loss": round(loss_ema, 4),
         "declarative_sum_accuracy": probe,
+        "declarative_sum_accuracy_single_digits": probe_small,
         "seconds": round(seconds, 1),
         "threads": args.threads,
         "seed": args.seed,
@@ -229,12 +237,17 @@ message as `<|role|>\\n{{content}}<|end|>\\n`; the generation prompt is `<|assis
 The base model never saw the chat format: fine-tuning teaches it.
 
 ## Corpus
-{f['corpus_sentences']:,} generated sentences, {f['corpus_tokens']:,} tokens (`nbkit.data.corpus_text`,
-seed {f['seed']}), one sentence per line: 60% addition facts of numbers 0..99 in declarative forms
-only ("23 plus 45 is 68.", "The sum of 23 and 45 is 68.", "23 + 45 = 68.", ...), 20% restaurant
-talk (the food, staff and adjective words of the `reviews` task, which of them are good or bad,
-and whole reviews followed by "Sam wrote a negative review."), 20% short stories.
-Never a question, never the chat format.
+{f['corpus_sentences']:,} generated documents, {f['corpus_tokens']:,} tokens (`nbkit.data.corpus_sentences`,
+seed {f['seed']}), each ended by the eos token `<|end|>` and a newline:
+- 55% addition facts of numbers 0..99 (a quarter of the operands drawn from 0..9) in declarative forms only ("23 plus 45 is 68.",
+  "The sum of 23 and 45 is 68.", "23 + 45 = 68.", ...);
+- 15% restaurant talk (the food, staff and adjective words of the `reviews` task, and which of
+  them are good or bad);
+- 10% labelled reviews in plain text ("Review: the soup was cold and the staff was rude." then
+  "negative" on the next line, or "... Sam wrote a negative review."), always correctly labelled;
+- 20% short stories.
+
+Never a question, never the chat format (`<|user|>`, `<|assistant|>` are unseen tokens).
 
 ## Pretraining
 - Optimizer: AdamW, betas {tuple(f['adam_betas'])}, weight decay {f['weight_decay']}, gradient clipping {f['max_grad_norm']}
@@ -243,7 +256,8 @@ Never a question, never the chat format.
 - {f['steps']:,} steps of batch {f['batch']} x {f['seq_len']} tokens (packed sentences):
   {f['tokens_seen']:,} tokens seen
 - Final train loss (exponential moving average): {f['final_loss']}
-- Completes "The sum of a and b is" correctly (greedy, 256 random pairs): {f['declarative_sum_accuracy']:.1%}
+- Completes "The sum of a and b is" correctly (greedy): {f['declarative_sum_accuracy']:.1%} of 256 random
+  pairs of numbers 0..99, {f['declarative_sum_accuracy_single_digits']:.0%} of the 100 pairs of numbers 0..9
 - Wall time: {f['seconds']:.0f} s on {f['threads']} CPU threads, torch {f['torch_version']}
 - Command: `{f['command']}`
 
@@ -257,6 +271,10 @@ model = AutoModelForCausalLM.from_pretrained("data/tiny")
 ids = tokenizer("The sum of 3 and 4 is", return_tensors="pt").input_ids
 print(tokenizer.decode(model.generate(ids, max_new_tokens=4, do_sample=False)[0]))
 ```
+Pretraining windows are random crops of documents that each end with `<|end|>` and a newline, so a
+prompt that starts with a number does best after that boundary (`"<|end|>\\n2 + 2 ="`: 99-100%
+right, against about 40-65% with no prefix); prompts that start with a word ("The sum of") do not need it.
+
 In nbkit: `TrainConfig(model="tiny")`.
 
 ## Limits

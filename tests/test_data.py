@@ -37,7 +37,7 @@ def test_tasks_are_deterministic_and_seeded(task):
 def test_corpus_text_is_deterministic_and_seeded():
     assert data.corpus_text(200, seed=0) == data.corpus_text(200, seed=0)
     assert data.corpus_text(200, seed=0) != data.corpus_text(200, seed=1)
-    assert len(data.corpus_text(200, seed=0).split("\n")) == 200
+    assert len(data.corpus_text(200, seed=0, sep="\x00").split("\x00")) == 200
 
 
 def test_generation_does_not_touch_global_rng():
@@ -69,6 +69,13 @@ def test_corpus_states_sums_declaratively_and_never_asks():
     assert all(int(a) + int(b) == int(c) for a, b, c in facts)
     for word in data.FOOD_GOOD + data.FOOD_BAD + data.STAFF_GOOD + data.STAFF_BAD:
         assert re.search(rf"\b{word}\b", text, re.IGNORECASE), f"review word {word!r} not in corpus"
+
+
+def test_corpus_reviews_are_labelled_correctly():
+    docs = data.corpus_text(3000, seed=0, sep="\x00").split("\x00")
+    labelled = [d.removeprefix("Review: ").split("\n") for d in docs if d.startswith("Review: ")]
+    assert labelled, "the corpus should contain labelled reviews"
+    assert all(data.review_sentiment(review) == label for review, label in labelled)
 
 
 def test_reviews_label_noise_is_the_stated_fraction():
