@@ -3,6 +3,7 @@
     loss_curves(run)                  train / validation loss per epoch, best epoch marked
     step_traces(run)                  loss, learning rate and grad norm per optimizer step
     lr_schedule_preview(cfg)          the LR per step a config WOULD use (nothing trains)
+    lr_finder_plot(result)            an LR range test: loss against LR, the suggestion marked
     compare_runs(runs)                several runs overlaid, labelled by the knobs that differ
     sweep_plot(df, "learning_rate")   a sweep table: metric against the knob
     runs_table(runs)                  a DataFrame, a row per run (the panel's table)
@@ -297,6 +298,59 @@ def lr_schedule_preview(cfg, total_steps=None, steps_per_epoch=None, ax=None) ->
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _legend(ax)
     return fig
+
+
+# ---------------------------------------------------------------- the LR range test
+
+def lr_finder_plot(result, ax=None, compare_lr=None, compare_label="compare") -> Figure:
+    """An LR range test (nbkit.lr_finder.LRRangeTest, or its saved JSON file or folder): the
+    loss of each step (faint) and its smoothed curve against the LR on a log axis, the
+    suggested LR as a vertical line (gid "suggestion"), the LR of the smoothed minimum
+    (gid "min_loss_lr"), and where the test stopped if the loss blew up (gid "stopped").
+    compare_lr: another LR to hold against the suggestion, e.g. a sweep's best (gid
+    "compare", labelled compare_label)."""
+    if not hasattr(result, "lrs"):
+        from nbkit.lr_finder import LRRangeTest
+
+        result = LRRangeTest.load(result)
+    fig, ax = _new_axes(ax)
+    smoothing = result.settings.get("smoothing")
+    ax.plot(result.lrs, result.losses, color=TRAIN_COLOR, alpha=0.25, linewidth=1, label="loss (per step)",
+            gid="loss")
+    ax.plot(result.lrs, result.smoothed, color=TRAIN_COLOR, gid="smoothed",
+            label="smoothed loss" + (f" (smoothing {smoothing:g})" if smoothing is not None else ""))
+    ax.set_xscale("log")
+    # the blow-up at the end can be 100x the rest: scale to the curve before the stop
+    top = _finite_top(result.smoothed[:-1] if result.stopped_early else result.smoothed)
+    if top is not None:
+        ax.set_ylim(0, top)
+    _mark_lr_finder(ax, result, top)
+    if compare_lr is not None:
+        ax.axvline(compare_lr, color=LR_COLOR, linestyle="-.", linewidth=1.5,
+                   label=f"{compare_label}: {compare_lr:.2g}", gid="compare")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss (per response token)")
+    c = result.config
+    ax.set_title(textwrap.fill(f"LR range test: {c.get('model')} on {c.get('dataset')}, {c.get('optim')}, "
+                               f"batch {c.get('per_device_train_batch_size')} ({result.steps} steps)", 80),
+                 fontsize=10)
+    _legend(ax)
+    return fig
+
+
+def _mark_lr_finder(ax, result, top):
+    if math.isfinite(result.suggestion):
+        ax.axvline(result.suggestion, color=BEST_COLOR, linestyle="--", linewidth=1.5, gid="suggestion",
+                   label=f"suggestion {result.suggestion:.2g} ({result.suggestion_rule})")
+    if math.isfinite(result.min_loss_lr):
+        ax.axvline(result.min_loss_lr, color=STOP_COLOR, linestyle=":", linewidth=1.2, gid="min_loss_lr",
+                   label=f"smoothed minimum at {result.min_loss_lr:.2g} (/10 = {result.min_loss_lr / 10:.2g})")
+    if result.stopped_early:
+        last = result.smoothed[-1]
+        y = last if math.isfinite(last) and (top is None or last <= top) else top
+        ax.plot([result.lrs[-1]], [y if y is not None else 0], marker="X", markersize=12, color=DIVERGED_COLOR,
+                linestyle="none", clip_on=False, zorder=5, gid="stopped",
+                label=f"stopped at {result.lrs[-1]:.2g} (step {result.steps}): loss blew up")
 
 
 # ---------------------------------------------------------------- several runs

@@ -65,6 +65,21 @@ def _has_labels(feature) -> bool:
     return any(label != -100 for label in feature["labels"][1:])
 
 
+def build_train_loader(cfg: TrainConfig, train_features, tokenizer) -> DataLoader:
+    """Right-padded batches of per_device_train_batch_size, reshuffled every epoch by a
+    generator seeded with cfg.seed (the same order on every run with that seed)."""
+    pad = partial(collate, pad_token_id=tokenizer.pad_token_id)
+    return DataLoader(train_features, batch_size=cfg.per_device_train_batch_size, shuffle=True,
+                      collate_fn=pad, num_workers=cfg.dataloader_num_workers,
+                      generator=torch.Generator().manual_seed(cfg.seed))
+
+
+def uses_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast when asked, or on a GPU that supports it (fp32 there only costs time and
+    memory); on the CPU precision stays what the config says, so runs are exact."""
+    return cfg.bf16 or (device.type == "cuda" and not cfg.fp16 and torch.cuda.is_bf16_supported())
+
+
 def build_optimizer(cfg: TrainConfig, model) -> torch.optim.Optimizer:
     """The optimizer named by cfg.optim. As in HF Trainer, biases and norm weights (1-D
     parameters) get no weight decay: decaying them only hurts."""
@@ -125,6 +140,41 @@ def accumulation_groups(loader, k: int):
             group = []
     if group:
         yield group
+
+
+def forward_backward(model, micro_batches, accelerator, scaler, device, bf16: bool,
+                     fp16: bool) -> tuple[float, int]:
+    """Forward and backward over one optimizer step's micro-batches. The loss is summed and
+    divided by the response tokens of the WHOLE accumulated batch, on all processes, so k
+    micro-batches of b equal one batch of k*b exactly. Returns (that loss, the token count)."""
+    local_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro_batches)
+    n_tokens = int(accelerator.reduce(torch.tensor(local_tokens, device=device), "sum"))
+    loss_sum = torch.zeros((), device=device)
+    for i, batch in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
+        with sync:
+            with autocast_context(device, bf16, fp16):
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            micro_sum, _ = token_loss_sum(logits, batch["labels"])
+            # DDP averages gradients over processes; the world-size factor undoes that
+            scaler.scale(micro_sum * accelerator.num_processes / n_tokens).backward()
+        loss_sum += micro_sum.detach()
+    return float(accelerator.reduce(loss_sum, "sum")) / n_tokens, n_tokens
+
+
+def clip_and_step(cfg: TrainConfig, model, optimizer, scaler) -> float:
+    """Unscale the gradients, record their norm, clip them to max_grad_norm (when set), and
+    step the optimizer. Returns the norm before clipping."""
+    scaler.unscale_(optimizer)  # true gradients before measuring and clipping them
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if cfg.max_grad_norm:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm))
+    else:
+        grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in trainable if p.grad is not None]))
+    scaler.step(optimizer)
+    scaler.update()
+    return grad_norm
 
 
 def trainable_state(model) -> dict:
@@ -200,20 +250,16 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None) -> Run:
     accelerator = Accelerator()  # picks CUDA when there is one; sets up DDP under `accelerate launch`
     device, is_main = accelerator.device, accelerator.is_main_process
     seed_everything(cfg)
-    # on a GPU that supports it, bf16 autocast is the norm (fp32 there only costs time and memory);
-    # on the CPU precision stays what the config says, so runs are exact unless asked otherwise
-    bf16 = cfg.bf16 or (device.type == "cuda" and not cfg.fp16 and torch.cuda.is_bf16_supported())
+    bf16 = uses_bf16(cfg, device)
     precision = "bf16" if bf16 else "fp16" if cfg.fp16 else "fp32"
 
     with quiet_loading(cfg.disable_tqdm):
         model, tokenizer = load_model(cfg, device)
     train_features, val_features, val_examples = build_datasets(cfg, tokenizer)
-    pad = partial(collate, pad_token_id=tokenizer.pad_token_id)
-    train_loader = DataLoader(train_features, batch_size=cfg.per_device_train_batch_size, shuffle=True,
-                              collate_fn=pad, num_workers=cfg.dataloader_num_workers,
-                              generator=torch.Generator().manual_seed(cfg.seed))
+    train_loader = build_train_loader(cfg, train_features, tokenizer)
     # every process evaluates the whole validation set: exact, and cheap at these sizes
-    val_loader = DataLoader(val_features, batch_size=cfg.per_device_eval_batch_size, collate_fn=pad)
+    val_loader = DataLoader(val_features, batch_size=cfg.per_device_eval_batch_size,
+                            collate_fn=partial(collate, pad_token_id=tokenizer.pad_token_id))
     optimizer = build_optimizer(cfg, model)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
 
@@ -276,32 +322,8 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None) -> Run:
             for micro_batches in accumulation_groups(train_loader, k):
                 t_step = time.time()
                 lr = optimizer.param_groups[0]["lr"]  # what this step uses (set by the scheduler)
-                # the loss is normalised by the response tokens of the whole accumulated batch,
-                # on all processes, so k micro-batches of b equal one batch of k*b exactly
-                local_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro_batches)
-                n_tokens = int(accelerator.reduce(torch.tensor(local_tokens, device=device), "sum"))
-                loss_sum = torch.zeros((), device=device)
-                for i, batch in enumerate(micro_batches):
-                    last = i == len(micro_batches) - 1
-                    sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
-                    with sync:
-                        with autocast_context(device, bf16, cfg.fp16):
-                            logits = model(input_ids=batch["input_ids"],
-                                           attention_mask=batch["attention_mask"]).logits
-                        micro_sum, _ = token_loss_sum(logits, batch["labels"])
-                        # DDP averages gradients over processes; the world-size factor undoes that
-                        scaler.scale(micro_sum * accelerator.num_processes / n_tokens).backward()
-                    loss_sum += micro_sum.detach()
-                loss = float(accelerator.reduce(loss_sum, "sum")) / n_tokens
-
-                scaler.unscale_(optimizer)  # true gradients before measuring and clipping them
-                trainable = [p for p in model.parameters() if p.requires_grad]
-                if cfg.max_grad_norm:
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm))
-                else:
-                    grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in trainable if p.grad is not None]))
-                scaler.step(optimizer)
-                scaler.update()
+                loss, n_tokens = forward_backward(model, micro_batches, accelerator, scaler, device, bf16, cfg.fp16)
+                grad_norm = clip_and_step(cfg, model, optimizer, scaler)
                 if not on_plateau:
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
