@@ -13,6 +13,7 @@ Fine-tuning methods (finetuning_type, as LLaMA-Factory names them):
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import torch
@@ -47,6 +48,16 @@ def pretrained_source(model: str) -> tuple[str, dict]:
         gguf = smollm2_gguf_path()
         return str(gguf.parent), {"gguf_file": gguf.name}
     return model, {}
+
+
+def pretraining_card(model: str = "tiny") -> dict:
+    """How a base model was pretrained (peak_learning_rate, lr_scheduler_type, steps, tokens_seen,
+    ...), from its pretrain.json. Only the tiny base ships one: chapter 1 tests the article's
+    "fine-tune at 1/10 to 1/100 of the pretraining LR" against it."""
+    if model != "tiny":
+        raise ValueError(f"model: {model!r} has no pretraining card here; allowed: 'tiny' "
+                         "(for a Hub model, read its paper or model card)")
+    return json.loads((TINY_PATH / "pretrain.json").read_text())
 
 
 def load_tokenizer(cfg: TrainConfig):
