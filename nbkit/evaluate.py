@@ -1,4 +1,5 @@
-"""Evaluation: token-weighted loss on a data loader, and exact match by greedy generation.
+"""Evaluation: token-weighted loss on a data loader, exact match by greedy generation, and a
+small table of a model's answers for notebooks (answers_table).
 
 Used by the trainer at every epoch end, and by chapters that re-evaluate a model (the base
 before fine-tuning, the weights restored to the best epoch, forgetting on another task).
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -77,3 +79,12 @@ def exact_match_accuracy(model, tokenizer, examples: list[dict], max_new_tokens:
     prompts, references = zip(*(prompt_and_reference(ex) for ex in examples))
     answers = generate_answers(model, tokenizer, list(prompts), max_new_tokens, batch_size)
     return sum(exact_match(a, r) for a, r in zip(answers, references)) / len(examples)
+
+
+def answers_table(model, tokenizer, examples: list[dict], n: int = 5, max_new_tokens: int = 16) -> pd.DataFrame:
+    """The model's greedy answers to the first n examples, as a table a notebook shows:
+    question (the last user turn), reference, answer, correct (exact match, as scored in training)."""
+    prompts, references = zip(*(prompt_and_reference(ex) for ex in examples[:n]))
+    answers = generate_answers(model, tokenizer, list(prompts), max_new_tokens)
+    return pd.DataFrame({"question": [p[-1]["content"] for p in prompts], "reference": references,
+                         "answer": answers, "correct": [exact_match(a, r) for a, r in zip(answers, references)]})

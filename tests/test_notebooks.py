@@ -1,0 +1,199 @@
+"""Every chapter notebook, run headless with papermill at its defaults, as a learner would run it.
+
+What a learner sees is what we test: each chapter writes `<output_dir>/<chapter>/results.json`
+(nbkit.chapter.Chapter) with a verdict per claim computed from the runs it just made; here we
+assert that every claim the notebook declares was checked and holds, that its figures and cited
+runs exist, and that the executed notebook really shows images. Plus the rules every committed
+notebook follows: no outputs, a papermill `parameters` cell of annotated literals, declared claims.
+
+Each chapter takes tens of seconds; run one with `pytest tests/test_notebooks.py -k 00_quickstart`.
+"""
+from __future__ import annotations
+
+import ast
+import io
+import json
+import sys
+import tokenize
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+import nbkit
+from nbkit.chapter import LAB_CLAIM, article_claims
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = REPO / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))  # collected at import: a new chapter is tested at once
+COMMITTED = NOTEBOOKS + sorted((REPO / "tests" / "fixtures").glob("*.ipynb"))
+KERNEL = "python3"
+CELL_TIMEOUT = 600  # seconds per cell: a hung cell fails the test instead of hanging it
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+UNFINISHED = ("incomplete", "running")
+CLEAR_HINT = ".venv/bin/jupyter nbconvert --clear-output --inplace notebooks/*.ipynb tests/fixtures/*.ipynb"
+
+# pytest skips a test whose parameter list is empty: a missing notebooks/ must FAIL instead
+NO_NOTEBOOK = Path("no chapter notebook in notebooks/")
+
+
+def ids(paths):
+    return [p.stem for p in paths]
+
+
+def need(path: Path) -> Path:
+    assert path is not NO_NOTEBOOK, f"there is no notebooks/*.ipynb in {NOTEBOOKS_DIR}: nothing to test"
+    return path
+
+
+# ---------------------------------------------------------------- running a chapter
+
+@pytest.fixture(scope="session")
+def kernel_of_this_venv():
+    """Make sure kernel "python3" exists and runs this interpreter (the one with nbkit installed)."""
+    try:
+        spec = KernelSpecManager().get_kernel_spec(KERNEL)
+    except NoSuchKernel:  # a venv without the kernelspec: install it into the venv itself
+        from ipykernel.kernelspec import install
+        install(kernel_name=KERNEL, prefix=sys.prefix)
+        spec = KernelSpecManager().get_kernel_spec(KERNEL)
+    program = spec.argv[0]
+    # jupyter_client runs a bare "python"/"python3"/"python3.X" as sys.executable
+    bare = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}
+    assert program in bare or Path(program).resolve() == Path(sys.executable).resolve(), (
+        f"kernel {KERNEL!r} ({spec.resource_dir}) runs {program}, not this Python ({sys.executable}); "
+        f"fix it with: {sys.executable} -m ipykernel install --sys-prefix")
+    return spec
+
+
+def execute(notebook: Path, out_dir: Path) -> nbformat.NotebookNode:
+    """Run the notebook with papermill from notebooks/, only output_dir changed (to out_dir/runs)."""
+    papermill.execute_notebook(str(notebook), str(out_dir / "out.ipynb"), cwd=str(NOTEBOOKS_DIR),
+                               parameters={"output_dir": str(out_dir / "runs")}, kernel_name=KERNEL,
+                               progress_bar=False, execution_timeout=CELL_TIMEOUT)
+    return nbformat.read(out_dir / "out.ipynb", as_version=4)
+
+
+def cited_path(path: str) -> Path:
+    """A run path as a check recorded it: absolute, or relative to notebooks/ (the kernel's cwd)."""
+    path = Path(path)
+    return path if path.is_absolute() else NOTEBOOKS_DIR / path
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS or [NO_NOTEBOOK], ids=ids(NOTEBOOKS) or ["none"])
+def test_chapter_runs_headless_and_its_claims_hold(notebook, tmp_path, monkeypatch, kernel_of_this_venv):
+    notebook = need(notebook)
+    # DESIGN: with MPLBACKEND=Agg in the kernel's environment, executed notebooks lose their images
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    executed = execute(notebook, tmp_path)  # a failing cell raises PapermillExecutionError here
+    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors, f"{notebook.name}: cells raised {[e.get('ename') for e in errors]}"
+
+    results_path = tmp_path / "runs" / notebook.stem / "results.json"
+    assert results_path.is_file(), (f"{notebook.name} wrote no {results_path.relative_to(tmp_path)}: it must "
+                                    f'create Chapter("{notebook.stem}", ..., output_dir=output_dir)')
+    results = json.loads(results_path.read_text())
+    assert results["chapter"] == notebook.stem
+
+    # every declared claim was checked, and every check holds
+    declared = nbformat.read(notebook, as_version=4).metadata["nbkit"]["claims"]
+    assert sorted(results["declared"]) == sorted(declared), (
+        f"metadata.nbkit.claims {declared} differ from the Chapter's claims {results['declared']}")
+    checks = results["checks"]
+    unchecked = [c for c in declared if not any(k["claim"] == c for k in checks)]
+    assert not unchecked, f"{notebook.name} declares {unchecked} but never checks them"
+    failing = [f"[{k['claim']}] {k['says']}\n    numbers: {k['numbers']}\n    runs: {k['runs']}"
+               for k in checks if k["holds"] is not True]
+    assert not failing, f"{notebook.name}: checks that do not hold:\n" + "\n".join(failing)
+
+    # its figures exist as PNG files
+    chapter_dir = results_path.parent
+    for figure in results["figures"]:
+        png = chapter_dir / figure
+        assert png.is_file() and png.stat().st_size > 0, f"figure {figure} is missing or empty"
+        assert png.read_bytes()[:8] == PNG_MAGIC, f"figure {figure} is not a PNG"
+
+    # the runs a check cites are finished runs of the store
+    for check in checks:
+        for cited in check["runs"]:
+            path = cited_path(cited)
+            assert path.is_dir(), f"[{check['claim']}] {check['says']}: cites {cited}, which does not exist"
+            run = nbkit.load_run(path)
+            assert run.status not in UNFINISHED, (
+                f"[{check['claim']}] {check['says']}: cites {cited}, whose status is {run.status!r}")
+
+    # a learner sees pictures, not only widget state
+    images = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert images, (f"{notebook.name}: the executed notebook shows no image/png output "
+                    "(is `%matplotlib inline` in its first code cell?)")
+
+
+# ---------------------------------------------------------------- what every committed notebook is like
+
+@pytest.mark.parametrize("notebook", COMMITTED or [NO_NOTEBOOK],
+                         ids=[str(p.relative_to(REPO)) for p in COMMITTED] or ["none"])
+def test_committed_notebooks_have_no_outputs(notebook):
+    nb = nbformat.read(need(notebook), as_version=4)
+    dirty = [i for i, c in enumerate(nb.cells)
+             if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None)]
+    assert not dirty, (f"{notebook.relative_to(REPO)}: code cells {dirty} have outputs or an execution count; "
+                       f"notebooks are committed without outputs. Clear them with:\n    {CLEAR_HINT}")
+
+
+def parameter_problems(source: str) -> list[str]:
+    """What in a parameters cell is not `name: type = literal  # comment` (empty list: all fine)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as err:
+        return [f"not plain Python ({err.msg}, line {err.lineno}): magics and such belong in other cells"]
+    commented = {tok.start[0] for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+                 if tok.type == tokenize.COMMENT}
+    problems = []
+    for node in tree.body:
+        line = source.splitlines()[node.lineno - 1].strip()
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None):
+            problems.append(f"line {node.lineno} is not an annotated assignment: {line}")
+            continue
+        try:
+            ast.literal_eval(node.value)
+        except ValueError:
+            problems.append(f"line {node.lineno}: {node.target.id} is not set to a literal: {line}")
+        if not any(n in commented for n in range(node.lineno, node.end_lineno + 1)):
+            problems.append(f"line {node.lineno}: {node.target.id} has no trailing '# why' comment")
+    return problems
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS or [NO_NOTEBOOK], ids=ids(NOTEBOOKS) or ["none"])
+def test_every_notebook_has_a_parameters_cell_and_declares_claims(notebook):
+    nb = nbformat.read(need(notebook), as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, (f"{notebook.name}: expected one cell tagged 'parameters' (papermill injects "
+                              f"overrides after it), found {len(tagged)}")
+    cell = tagged[0]
+    assert cell.cell_type == "code"
+    problems = parameter_problems(cell.source)
+    assert not problems, (f"{notebook.name}: the parameters cell must hold only lines like "
+                          f"`learning_rate: float = 1e-3  # why`:\n  " + "\n  ".join(problems))
+    names = {n.target.id for n in ast.parse(cell.source).body}
+    assert "output_dir" in names, f"{notebook.name}: the parameters cell has no output_dir (the tests set it)"
+
+    claims = nb.metadata.get("nbkit", {}).get("claims")
+    assert isinstance(claims, list) and claims, (
+        f"{notebook.name}: metadata.nbkit.claims must be a non-empty list of claim ids, got {claims!r}")
+    known = set(article_claims()) | {LAB_CLAIM}
+    unknown = [c for c in claims if c not in known]
+    assert not unknown, f"{notebook.name}: claims {unknown} are neither ids of notebooks/CLAIMS.md nor {LAB_CLAIM!r}"
+
+
+def test_parameter_rules_catch_what_papermill_cannot_override():
+    good = 'output_dir: str = "runs"  # where runs go\nlearning_rate: float = 1e-3  # why\nmax_steps: int = -1  # off\n'
+    assert parameter_problems(good) == []
+    assert parameter_problems("learning_rate = 1e-3  # no annotation")
+    assert parameter_problems("learning_rate: float = 1e-3")  # no comment
+    assert parameter_problems("learning_rate: float = 10 ** -3  # computed")
+    assert parameter_problems("%matplotlib inline")
+    assert parameter_problems("import os  # why")
