@@ -12,7 +12,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from nbkit.data import exact_match, prompt_and_reference
+from nbkit.data import CORPUS_SEED_OFFSET, corpus_text, exact_match, prompt_and_reference
+
+HELDOUT_DOCUMENTS = 200  # held-out pretraining-style documents: a stable loss in well under a second
 
 
 def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -88,3 +90,44 @@ def answers_table(model, tokenizer, examples: list[dict], n: int = 5, max_new_to
     answers = generate_answers(model, tokenizer, list(prompts), max_new_tokens)
     return pd.DataFrame({"question": [p[-1]["content"] for p in prompts], "reference": references,
                          "answer": answers, "correct": [exact_match(a, r) for a, r in zip(answers, references)]})
+
+
+# ---------------------------------------------------------------- forgetting and early damage
+
+@torch.no_grad()
+def text_loss(model, tokenizer, texts: list[str], batch_size: int = 32, max_length: int = 256) -> float:
+    """Mean next-token loss over every token of plain texts (no chat template), each ended by
+    eos as the pretraining documents are: how well a model still models such text."""
+    was_training, old_side = model.training, tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "right"  # padding after the text: positions match an unpadded run
+    device = next(model.parameters()).device
+    total, tokens = 0.0, 0
+    try:
+        for i in range(0, len(texts), batch_size):
+            chunk = [t + tokenizer.eos_token for t in texts[i:i + batch_size]]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True, max_length=max_length,
+                            add_special_tokens=False).to(device)
+            labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+            logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+            loss_sum, n = token_loss_sum(logits, labels)
+            total, tokens = total + float(loss_sum), tokens + n
+    finally:
+        tokenizer.padding_side = old_side
+        model.train(was_training)
+    return total / max(tokens, 1)
+
+
+def heldout_text_loss(model, tokenizer, n_documents: int = HELDOUT_DOCUMENTS) -> float:
+    """text_loss on documents drawn like the tiny base's pretraining corpus but from a seed it
+    never saw (nor the `corpus` task): it rises after fine-tuning when the model forgets."""
+    docs = corpus_text(n_documents, seed=CORPUS_SEED_OFFSET + 1, sep="\x00").split("\x00")
+    return text_loss(model, tokenizer, docs)
+
+
+def early_loss_rise(run, fraction: float = 0.25) -> float:
+    """How far the training loss climbs above its first step's value within the first `fraction`
+    of the steps (negative if it only falls): the early damage warmup is meant to prevent."""
+    losses = run.steps["loss"]
+    window = losses.iloc[1:max(2, int(len(losses) * fraction))]
+    return float(window.max() - losses.iloc[0])

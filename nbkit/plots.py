@@ -445,6 +445,16 @@ def _mark_sweep_best(ax, healthy, x, knobs, metric):
             label=f"best: {knob_label(healthy.loc[best], knobs)}, {metric} {values[best]:.3g}", gid="best")
 
 
+def shade_range(fig: Figure, low: float, high: float, label: str, ax_index: int = 0) -> Figure:
+    """Shade the x range [low, high] of a figure's axes (a rule of thumb's recommended range,
+    e.g. 1/100 to 1/10 of the pretraining LR) and add it to the legend. Returns the figure."""
+    if not low < high:
+        raise ValueError(f"low={low!r}, high={high!r}: allowed: low < high")
+    ax = fig.axes[ax_index]
+    ax.axvspan(low, high, color=BEST_COLOR, alpha=0.12, label=label, gid="range", zorder=0)
+    _legend(ax)
+    return fig
+
 def runs_table(runs) -> pd.DataFrame:
     """A row per run: the knobs that differ between the runs, then status, best epoch, best
     eval loss, final accuracy and the run's folder name."""

@@ -16,6 +16,7 @@ Rows and df.attrs["runs"] stay aligned only until the table is filtered or sorte
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -23,9 +24,10 @@ import re
 import pandas as pd
 
 from nbkit.config import TrainConfig
-from nbkit.plots import as_runs, differing_knobs, knob_label
+from nbkit.plots import NOT_KNOBS, as_runs, differing_knobs, knob_label
 from nbkit.train import train
 
+FINISHED = ("completed", "early_stopped", "diverged")  # runs that ended on their own: safe to reuse
 RESULT_COLUMNS = ["status", "best_epoch", "best_eval_loss", "final_eval_loss", "base_eval_loss",
                   "final_eval_accuracy", "best_eval_accuracy", "diverged_at_step", "train_seconds",
                   "trainable_params", "run_name", "path"]
@@ -102,31 +104,52 @@ def _progress_line(i, n, run, label) -> str:
     return line + f", {_num(run.summary.get('train_seconds')):.1f} s"
 
 
+def _same_experiment(cfg: TrainConfig, run) -> bool:
+    """Would training cfg repeat `run`? Same value of every knob (where runs are stored, their
+    names and the progress bar do not count) and the run ended on its own."""
+    if run.status not in FINISHED:
+        return False
+    mine, theirs = cfg.to_dict(), TrainConfig.from_dict(run.config).to_dict()
+    return all(mine[k] == theirs[k] for k in mine if k not in NOT_KNOBS)
+
+
+def _reusable(run_cfg: TrainConfig, reuse) -> object | None:
+    return next((run for run in reuse if _same_experiment(run_cfg, run)), None)
+
+
 def sweep(cfg: TrainConfig, grid: dict, callbacks=(), progress=True, stop_event=None,
-          keep_models=False) -> pd.DataFrame:
+          keep_models=False, reuse=None) -> pd.DataFrame:
     """Train cfg.replace(**combo) for every combination of grid values; a row per run.
 
     grid: {knob: [values]}, e.g. {"learning_rate": [1e-4, 1e-3], "lora_rank": [4, 16]}.
     callbacks, stop_event: passed to every train() call (setting the event ends the sweep).
     progress: print a line per finished run. keep_models: keep each Run's model and tokenizer
-    in memory (off: a sweep of real models would hold all of them). Returns the table;
+    in memory (off: a sweep of real models would hold all of them). reuse: runs made earlier
+    (Runs, folders or a sweep table); a combination whose config matches one of them takes that
+    run instead of training it again (same seed and config give the same curve). Returns the table;
     df.attrs["runs"] holds the Runs, aligned with the rows, df.attrs["knobs"] the varied knobs.
     """
     planned = grid_configs(cfg, grid)  # every value checked before the first run
     knobs = list(planned[0][0])
+    reuse = as_runs(reuse) if reuse is not None else []
     runs, stopped = [], False
     for i, (combo, run_cfg) in enumerate(planned, start=1):
-        try:
-            run = train(run_cfg.replace(run_name=_run_name(run_cfg, knobs)), callbacks=callbacks,
-                        stop_event=stop_event)
-        except KeyboardInterrupt:  # stopped before train() could catch it (e.g. loading the model)
-            stopped = True
-            break
-        if not keep_models:
-            run.model = run.tokenizer = None
+        earlier = _reusable(run_cfg, reuse)
+        if earlier is not None:  # a copy: never strip the model from the caller's Run
+            run = earlier if keep_models else dataclasses.replace(earlier, model=None, tokenizer=None)
+        else:
+            try:
+                run = train(run_cfg.replace(run_name=_run_name(run_cfg, knobs)), callbacks=callbacks,
+                            stop_event=stop_event)
+            except KeyboardInterrupt:  # stopped before train() could catch it (e.g. loading the model)
+                stopped = True
+                break
+            if not keep_models:
+                run.model = run.tokenizer = None
         runs.append(run)
         if progress:
-            print(_progress_line(i, len(planned), run, knob_label(run_cfg, knobs)), flush=True)
+            line = _progress_line(i, len(planned), run, knob_label(run_cfg, knobs))
+            print(line + (" (reused, not trained again)" if earlier is not None else ""), flush=True)
         if run.status == "interrupted":  # train() caught the stop button: the user wants out
             stopped = True
             break

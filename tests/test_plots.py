@@ -194,3 +194,20 @@ def test_figures_leave_pyplot_alone_and_save(runs, tmp_path):
     for i, fig in enumerate(figures):
         fig.savefig(tmp_path / f"{i}.png")
         assert (tmp_path / f"{i}.png").stat().st_size > 1000
+
+
+def test_shade_range_marks_the_rule_band_on_a_sweep_plot():
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    ax = fig.add_subplot()
+    ax.plot([1e-5, 1e-3, 1e-1], [3.0, 1.0, 2.0])
+    ax.set_xscale("log")
+    plots.shade_range(fig, 3e-5, 3e-4, label="1/100 to 1/10 of the pretraining LR")
+    band = [p for p in ax.patches if p.get_gid() == "range"]
+    assert len(band) == 1
+    left, width = band[0].get_x(), band[0].get_width()  # a Rectangle in (data x, axes y)
+    assert left == pytest.approx(3e-5) and left + width == pytest.approx(3e-4)
+    assert "1/100 to 1/10 of the pretraining LR" in [t.get_text() for t in ax.get_legend().get_texts()]
+    with pytest.raises(ValueError, match="low"):
+        plots.shade_range(fig, 1e-3, 1e-4, label="backwards")

@@ -161,3 +161,25 @@ def test_compare_runs_of_a_sweep_labels_each_value(lr_sweep):
     lines = [line for line in plots.compare_runs(df).axes[0].lines if line.get_gid() == "run"]
     assert [line.get_label() for line in lines] == ["learning_rate=0.05", "learning_rate=5 (diverged)"]
     assert [line.get_linestyle() for line in lines] == ["-", "--"]
+
+
+def test_reuse_takes_an_identical_earlier_run_and_trains_the_rest(tmp_path):
+    from nbkit import train
+
+    earlier = train(small(tmp_path, learning_rate=1e-3))
+    other_seed = train(small(tmp_path, learning_rate=2e-3, seed=8))  # differs in a knob: not reusable
+    before = set(run_folders(tmp_path))
+    df = sweep(small(tmp_path), {"learning_rate": [1e-3, 2e-3]}, reuse=[earlier, other_seed], progress=False)
+    assert df.loc[0, "path"] == str(earlier.path)  # the same run, not a new one
+    new = set(run_folders(tmp_path)) - before
+    assert [str(p) for p in new] == [df.loc[1, "path"]]  # only 2e-3 (seed 7) was trained
+    assert earlier.model is not None  # the caller's Run keeps its model
+    assert df.attrs["runs"][0].model is None  # keep_models=False applies to the table's copy
+
+
+def test_reuse_accepts_a_sweep_table_and_its_runs_match_a_fresh_training(tmp_path):
+    first = sweep(small(tmp_path), {"learning_rate": [1e-3, 2e-3]}, progress=False)
+    again = sweep(small(tmp_path), {"learning_rate": [2e-3, 4e-3]}, reuse=first, progress=False)
+    assert again.loc[0, "path"] == first.loc[1, "path"]
+    fresh = sweep(small(tmp_path, run_name="fresh"), {"learning_rate": [2e-3]}, progress=False)
+    assert fresh.loc[0, "best_eval_loss"] == pytest.approx(again.loc[0, "best_eval_loss"])  # reuse is safe
