@@ -99,10 +99,11 @@ class Chapter:
         return fig
 
     def check(self, claim: str, says: str, holds, numbers: dict | None = None, runs=None,
-              article: str = "agrees") -> bool:
+              article: str = "agrees") -> None:
         """Record (and print) one verdict: `says` is the chapter's statement, `holds` whether the
         runs just made bear it out. `article` says whether the statement agrees with the
-        article's claim or shows where it does not hold at this scale."""
+        article's claim or shows where it does not hold at this scale. Returns nothing, so a
+        check cell shows only the printed verdict (read them with verdicts() or summary())."""
         if claim not in self.claims:
             raise ValueError(f"claim: {claim!r} is not declared by this chapter; declared: {self.claims}")
         if article not in ARTICLE_RELATIONS:
@@ -115,7 +116,6 @@ class Chapter:
         shown = ", ".join(f"{k}={_short(v)}" for k, v in numbers.items())
         mark = "HOLDS" if holds else "DOES NOT HOLD"
         print(f"[{claim}] {mark}: {says}" + (f"\n      {shown}" if shown else ""))
-        return holds
 
     def verdicts(self) -> dict[str, bool | None]:
         """Per declared claim: True if every check of it holds, None if it has no check yet."""

@@ -70,9 +70,10 @@ def test_nan_and_inf_numbers_become_null(tmp_path):
     assert numbers == {"loss": None, "top": None, "losses": [1.0, None], "ok": 2.5}
 
 
-def test_check_prints_its_verdict_and_returns_it(tmp_path, capsys):
+def test_check_prints_its_verdict_and_records_it(tmp_path, capsys):
     ch = Chapter("ch", claims=["LR1"], output_dir=tmp_path)
-    assert ch.check("LR1", "the big LR diverges", holds=1 > 2, numbers={"lr": 0.1}) is False
+    assert ch.check("LR1", "the big LR diverges", holds=1 > 2, numbers={"lr": 0.1}) is None  # nothing echoed in a cell
+    assert ch.checks[-1]["holds"] is False and ch.verdicts() == {"LR1": False}
     out = capsys.readouterr().out
     assert "[LR1] DOES NOT HOLD: the big LR diverges" in out and "lr=0.1" in out
 
