@@ -16,6 +16,8 @@ How it behaves:
 - Progress bars are switched off (disable_tqdm=True) unless the panel has that field: the status
   line and the plot show the progress.
 - Stop sets the threading.Event the trainer checks after each step: the run ends "interrupted".
+- Under the plot, the curve doctor's verdict (nbkit.doctor): what the curves show, with the
+  epochs and values, and what to change. Updated at every epoch end and once the run has ended.
 - Each finished run is appended to `runs`; every panel sharing that list refreshes its table.
 
 The controls: `CONTROLS` maps each TrainConfig field to a function that builds its widget from
@@ -37,6 +39,7 @@ import ipywidgets as widgets
 import pandas as pd
 
 from nbkit import plots
+from nbkit.doctor import Diagnosis, diagnose
 from nbkit.config import (DATASET_NAMES, FINETUNING_TYPES, MODEL_NAMES, OPTIMIZER_NAMES, SCHEDULER_NAMES,
                           TrainConfig, check_field_names, field_docs)
 from nbkit.runs import Run
@@ -49,6 +52,9 @@ CONTROL_WIDTH = "560px"
 
 RESULT_COLUMNS = ("status", "best_epoch", "best_eval_loss", "final_eval_accuracy", "run")  # of plots.runs_table
 OK_COLOR, ERROR_COLOR, NOTE_COLOR = "#2ca02c", "#d62728", "#555555"
+WARN_COLOR = "#b35900"  # dark orange: something to change, nothing broken
+DIAGNOSIS_COLORS = {"diverged": ERROR_COLOR, "flat": WARN_COLOR, "over-fitting": WARN_COLOR, "noisy": WARN_COLOR,
+                    "still improving": NOTE_COLOR, "healthy": OK_COLOR}
 
 
 # ---------------------------------------------------------------- one widget per field
@@ -230,9 +236,9 @@ class TrainPanel:
     """Widgets for some TrainConfig fields + Train / Stop + live plot + the notebook's runs.
 
     Attributes tests and notebooks use: controls (field -> widget), train_button, stop_button,
-    status (HTML), plot_output, runs (the shared list of Runs), table_output, run_selector,
-    overlay_button, overlay_output, widget (the VBox to display); about the last Train:
-    last_error, first_plot_seconds, plot_updates. values() and config() read the controls;
+    status (HTML), plot_output, doctor (HTML: the curve doctor's verdict), runs (the shared list
+    of Runs), table_output, run_selector, overlay_button, overlay_output, widget (the VBox to
+    display); about the last Train: last_error, first_plot_seconds, plot_updates, diagnoses. values() and config() read the controls;
     join(timeout) waits for the training thread."""
 
     def __init__(self, cfg: TrainConfig, fields: list[str], runs: list | None = None):
@@ -243,6 +249,7 @@ class TrainPanel:
         self.last_error: BaseException | None = None
         self.first_plot_seconds: float | None = None  # last Train: from the click to the first plotted point
         self.plot_updates = 0  # last Train: how many times the live plot was redrawn
+        self.diagnoses: list[Diagnosis] = []  # last Train: the curve doctor's latest verdict
         docs = {name: doc for _, name, doc in field_docs()}
         self.controls = {name: control_for(name, getattr(cfg, name), docs.get(name, "")) for name in self.fields}
         for control in self.controls.values():  # check each change at once: a refused value shows before Train
@@ -256,6 +263,7 @@ class TrainPanel:
                                           tooltip="stop after the current step; the run is kept as 'interrupted'")
         self.status = widgets.HTML(value=self._message("ready: press Train", NOTE_COLOR))
         self.plot_output = widgets.Output()
+        self.doctor = widgets.HTML(value="")
         self.table_output = widgets.Output()
         self.run_selector = widgets.SelectMultiple(options=[], rows=4, description="runs",
                                                    tooltip="choose runs to overlay (none chosen = all)",
@@ -271,6 +279,7 @@ class TrainPanel:
             widgets.VBox(list(self.controls.values())),
             widgets.HBox([self.train_button, self.stop_button, self.status]),
             self.plot_output,
+            self.doctor,
             widgets.HTML("<b>Runs in this notebook</b>"),
             self.table_output,
             widgets.HBox([self.run_selector, self.overlay_button]),
@@ -334,6 +343,7 @@ class TrainPanel:
         if "disable_tqdm" not in self.fields:  # the panel shows progress itself; a progress bar written
             cfg = cfg.replace(disable_tqdm=True)  # from a thread would land in whichever cell runs next
         self.last_error, self.first_plot_seconds, self.plot_updates = None, None, 0
+        self.show_diagnoses([])
         self._stop_event = threading.Event()
         self.train_button.disabled, self.stop_button.disabled = True, False
         self._say("starting: loading the model and data…", NOTE_COLOR)
@@ -384,6 +394,11 @@ class TrainPanel:
 
     def _say(self, text: str, color: str = NOTE_COLOR) -> None:
         self.status.value = self._message(text, color)
+
+    def show_diagnoses(self, diagnoses: list[Diagnosis]) -> None:
+        """Show the curve doctor's verdict under the plot (nothing for an empty list)."""
+        self.diagnoses = list(diagnoses)
+        self.doctor.value = doctor_html(self.diagnoses)
 
     def runs_table(self) -> pd.DataFrame:
         """plots.runs_table of the notebook's runs, with this panel's fields always as columns."""
@@ -451,6 +466,7 @@ class _LiveRun:
             self.best_epoch, self.best_loss = row["epoch"], row["eval_loss"]
         self._draw()
         self._progress()
+        self.panel.show_diagnoses(diagnose(self._run_so_far()))
 
     def _on_run_end(self, data):
         pass  # finish() draws the stored run once train() has returned it
@@ -483,6 +499,17 @@ class _LiveRun:
     def finish(self, run: Run):
         show(self.panel.plot_output, _png_output(plots.loss_curves(run)))
         self.panel._say(*final_status(run))
+        self.panel.show_diagnoses(diagnose(run))
+
+
+def doctor_html(diagnoses: list[Diagnosis]) -> str:
+    """The doctor's verdict as a short list: the diagnosis in colour, its evidence, what to change."""
+    if not diagnoses:
+        return ""
+    items = "".join(
+        f'<li><b style="color:{DIAGNOSIS_COLORS.get(d.name, NOTE_COLOR)}">{html.escape(d.name)}</b>: '
+        f"{html.escape(d.message)}<br>&rarr; <i>{html.escape(d.advice)}</i></li>" for d in diagnoses)
+    return f'<div class="nbkit-doctor"><b>Curve doctor</b><ul style="margin:2px 0">{items}</ul></div>'
 
 
 def final_status(run: Run) -> tuple[str, str]:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from nbkit import TrainConfig
+from nbkit.doctor import diagnose
 from nbkit.config import FINETUNING_TYPES, OPTIMIZER_NAMES, SCHEDULER_NAMES, field_docs
 from nbkit import ui
 from nbkit.ui import OptionalControl, panel
@@ -220,6 +221,34 @@ def test_huge_learning_rate_says_diverged(tmp_path):
     s = status_text(p)
     assert f"diverged at step {run.summary['diverged_at_step']}" in s
     assert "lower the learning rate" in s
+
+
+def test_the_curve_doctor_speaks_under_the_plot_during_and_after_a_run(tmp_path):
+    # reviews (25% flipped labels) at a constant LR over-fits within a few epochs
+    cfg = small(tmp_path, dataset="reviews", max_samples=None, lr_scheduler_type="constant", num_train_epochs=8)
+    p = panel(cfg, ["num_train_epochs", "early_stopping_patience", "lr_scheduler_type"])
+    verdicts = []
+    p.doctor.observe(lambda change: verdicts.append(change["new"]), "value")
+    p.train_button.click()
+    assert p.join(JOIN_SECONDS) and p.last_error is None, p.last_error
+    run = p.runs[-1]
+    assert [d.name for d in p.diagnoses] == [d.name for d in diagnose(run)]
+    assert "over-fitting" in [d.name for d in p.diagnoses]
+    shown = html.unescape(p.doctor.value)
+    assert "Curve doctor" in shown and "over-fitting" in shown
+    assert f"lowest at epoch {run.best_epoch} " in shown and f"stop at epoch {run.best_epoch}" in shown
+    # live: a verdict at each evaluation (base model + 8 epochs), then the final one
+    assert len([v for v in verdicts if v]) >= 1 + 8
+    assert p.widget.children.index(p.doctor) == p.widget.children.index(p.plot_output) + 1  # right under the plot
+
+
+def test_the_curve_doctor_says_diverged_with_the_step(tmp_path):
+    p = panel(small(tmp_path, learning_rate=5.0, optim="sgd", max_grad_norm=None), ["learning_rate"])
+    p.train_button.click()
+    assert p.join(JOIN_SECONDS)
+    run = p.runs[-1]
+    assert [d.name for d in p.diagnoses] == ["diverged"]
+    assert f"step {run.summary['diverged_at_step']}" in html.unescape(p.doctor.value)
 
 
 # ------------------------------------------------------------------ bad values: messages, not tracebacks
