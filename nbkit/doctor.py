@@ -4,6 +4,7 @@
     for d in diagnose(run):
         print(d.name, d.message, d.advice)    # e.g. "over-fitting", "validation loss lowest at epoch 2 ..."
     print(report(run))                        # the same, as lines of text
+    verdicts(runs)                            # a table: a row per run, its diagnoses and advice
 
 Pure functions of run.steps (a row per optimizer step), run.epochs (a row per evaluation,
 epoch 0 = the base model) and run.summary; nothing trains. Works on a finished run and on one
@@ -237,3 +238,15 @@ def diagnose(run) -> list[Diagnosis]:
 def report(run) -> str:
     """diagnose(run) as text, a line per diagnosis."""
     return "\n".join(str(d) for d in diagnose(run))
+
+
+def verdicts(runs) -> pd.DataFrame:
+    """A row per run (Run objects): its name, best epoch, the diagnoses' names, and the first
+    diagnosis's evidence and advice (the most serious one)."""
+    rows = []
+    for run in runs:
+        found = diagnose(run)
+        rows.append({"run": run.config.get("run_name") or run.name, "status": run.status,
+                     "best_epoch": run.best_epoch, "diagnosis": ", ".join(d.name for d in found),
+                     "evidence": found[0].message, "advice": found[0].advice})
+    return pd.DataFrame(rows)

@@ -182,6 +182,20 @@ def trainable_state(model) -> dict:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def validation_loss(run: Run) -> float:
+    """eval_loss of the weights train() returned (run.model), on the run's own validation split,
+    computed as train() computes it: e.g. to see that load_best_model_at_end restored the best epoch."""
+    if run.model is None:
+        raise ValueError(f"{run.name}: run.model is None (only a run trained in this process, and kept by "
+                         "sweep(..., keep_models=True), has its weights in memory)")
+    cfg = TrainConfig.from_dict(run.config)
+    _, val_features, _ = build_datasets(cfg, run.tokenizer)
+    loader = DataLoader(val_features, batch_size=cfg.per_device_eval_batch_size,
+                        collate_fn=partial(collate, pad_token_id=run.tokenizer.pad_token_id))
+    device = next(run.model.parameters()).device
+    return evaluate_loss(run.model, loader, device, uses_bf16(cfg, device), cfg.fp16)
+
+
 def restore_state(model, state: dict) -> None:
     with torch.no_grad():
         for n, p in model.named_parameters():

@@ -9,7 +9,7 @@ import torch
 
 from nbkit import TrainConfig, train
 from nbkit.doctor import (FLAT_FRACTION, IMPROVING_FALL, NOISY_SCATTER, OVERFIT_RISE, best_evaluation, diagnose,
-                          report, scatter)
+                          report, scatter, verdicts)
 from nbkit.runs import Run
 
 
@@ -196,3 +196,14 @@ def test_real_levelled_off_lora_run_is_healthy(tmp_path):
     # LoRA at 10x the full fine-tune's LR, linear decay: reaches the label-noise floor and stays
     run = real(tmp_path, finetuning_type="lora", learning_rate=1e-2, lr_scheduler_type="linear", num_train_epochs=6)
     assert names(run) == ["healthy"]
+
+
+def test_verdicts_table_has_a_row_per_run():
+    runs = [fake_run(smooth_fall(), [4.0, 1.0, 0.6, 0.9], [2.0, 0.8, 0.4], best_epoch=2),
+            fake_run([4.0, 3.5, 90.0], [4.2], status="diverged", diverged_at_step=3)]
+    for i, run in enumerate(runs):
+        run.config["run_name"] = f"r{i}"
+    table = verdicts(runs)
+    assert list(table["diagnosis"]) == ["over-fitting", "diverged"]
+    assert list(table["run"]) == ["r0", "r1"] and table.loc[0, "best_epoch"] == 2
+    assert table.loc[1, "advice"].startswith("lower the learning rate")

@@ -183,6 +183,21 @@ def test_early_stopping_and_best_weights_restored_on_a_real_run(tmp_path):
     assert run.summary["restored_best"]
 
 
+def test_validation_loss_re_evaluates_the_returned_weights(tmp_path):
+    from nbkit.train import validation_loss
+
+    cfg = small(tmp_path, dataset="reviews", max_samples=60, lr_scheduler_type="constant", num_train_epochs=4,
+                early_stopping_patience=1, load_best_model_at_end=True)
+    run = train(cfg)
+    assert run.summary["restored_best"]
+    assert validation_loss(run) == pytest.approx(run.best_eval_loss, rel=1e-5)
+    plain = train(cfg.replace(early_stopping_patience=None, load_best_model_at_end=False))
+    assert validation_loss(plain) == pytest.approx(plain.epochs["eval_loss"].iloc[-1], rel=1e-5)  # the last epoch's
+    plain.model = None
+    with pytest.raises(ValueError, match="run.model is None"):
+        validation_loss(plain)
+
+
 # ------------------------------------------------------------------ divergence, interruption
 
 def test_huge_learning_rate_diverges_cleanly(tmp_path):
