@@ -153,3 +153,11 @@ def memory_footprint(model) -> int:
     """Bytes held by the model's parameters and buffers, as stored (quantised if it is)."""
     tensors = list(model.parameters()) + list(model.buffers())
     return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def weight_norm(model) -> float:
+    """L2 norm of the trainable weight matrices (the >= 2-D parameters: the ones weight decay
+    acts on; biases and norm weights get none, see train.build_optimizer). Weight decay's job
+    is to keep this number down."""
+    squares = [p.detach().double().pow(2).sum() for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    return float(torch.stack(squares).sum().sqrt()) if squares else 0.0

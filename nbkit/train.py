@@ -105,6 +105,35 @@ def build_optimizer(cfg: TrainConfig, model) -> torch.optim.Optimizer:
     raise ValueError(f"optim={cfg.optim!r} is not allowed")  # config validation catches this first
 
 
+def optimizer_state_bytes(optimizer) -> int:
+    """Bytes of every tensor in optimizer.state: Adam's two moments, Lion's one, SGD's momentum,
+    bitsandbytes' 8-bit codes (uint8) with their per-block absmax scales. A tensor that several
+    parameters share (bitsandbytes' 256-entry quantisation map) is counted once."""
+    seen, total = set(), 0
+    for state in optimizer.state.values():
+        for value in state.values():
+            if torch.is_tensor(value) and value.untyped_storage().data_ptr() not in seen:
+                seen.add(value.untyped_storage().data_ptr())
+                total += value.numel() * value.element_size()
+    return total
+
+
+def measure_optimizer_state(cfg: TrainConfig, model) -> dict:
+    """Build cfg.optim's optimizer for `model`, take ONE real step (optimizers create their
+    state lazily, at the first step), and measure the state: {"optim", "state_bytes",
+    "trainable_params", "bytes_per_param"}. The step changes the model's weights: pass a model
+    you can spare (a fresh load_model)."""
+    optimizer = build_optimizer(cfg, model)
+    device = next(model.parameters()).device
+    tokens = torch.arange(1, 9, device=device).unsqueeze(0)  # any short input gives real gradients
+    model(input_ids=tokens).logits.float().pow(2).mean().backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    n = count_parameters(model)["trainable_params"]
+    state = optimizer_state_bytes(optimizer)
+    return {"optim": cfg.optim, "state_bytes": state, "trainable_params": n, "bytes_per_param": state / n}
+
+
 def warmup_steps_for(cfg: TrainConfig, total_steps: int) -> int:
     """warmup_steps wins when set; otherwise warmup_ratio of all optimizer steps (HF rule)."""
     return cfg.warmup_steps if cfg.warmup_steps > 0 else math.ceil(cfg.warmup_ratio * total_steps)
