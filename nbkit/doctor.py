@@ -164,10 +164,21 @@ def _overfitting(run) -> Diagnosis | None:
                f"{last_loss:.4g} by epoch {_epoch(last['epoch'])} ({_pct(last_loss, best_loss)}){train_part}: "
                f"over-fitting from epoch {_epoch(first_bad)}")
     message += _accuracy_note(evals, best_epoch)
+    regularise = "add regularisation (weight_decay, lora_dropout) or more data"
+    if run.summary.get("status") == "early_stopped":
+        return Diagnosis("over-fitting", message + f"; early stopping ended the run at epoch {_epoch(last['epoch'])}",
+                         _after_early_stop(run) + f"; to over-fit later, {regularise}")
     return Diagnosis("over-fitting", message,
                      f"stop at epoch {_epoch(best_epoch)} (num_train_epochs={_epoch(best_epoch)}, or "
-                     "early_stopping_patience=2 with load_best_model_at_end=True), or add regularisation "
-                     "(weight_decay, lora_dropout) or more data")
+                     f"early_stopping_patience=2 with load_best_model_at_end=True), or {regularise}")
+
+
+def _after_early_stop(run) -> str:
+    """Advice for a run early stopping already ended: are the returned weights the best epoch's?"""
+    kept = run.summary.get("best_epoch")  # the trainer's best (it counts gains above early_stopping_threshold)
+    if run.summary.get("restored_best"):
+        return f"nothing to change: early stopping caught it, and the returned weights are epoch {_epoch(kept)}'s"
+    return "set load_best_model_at_end=True: the returned weights are the last epoch's, not the best one's"
 
 
 def _accuracy_note(evals, best_epoch) -> str:

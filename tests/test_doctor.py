@@ -81,6 +81,15 @@ def test_overfitting_names_the_best_epoch_the_rise_and_the_first_bad_epoch():
     assert "stop at epoch 2" in d.advice and "regularisation" in d.advice
 
 
+def test_an_early_stopped_run_is_told_whether_its_best_weights_came_back():
+    curves = (smooth_fall(), [4.0, 1.0, 0.6, 0.7, 0.9], [2.0, 0.8, 0.5, 0.3])
+    [restored] = diagnose(fake_run(*curves, status="early_stopped", best_epoch=2, restored_best=True))
+    assert "early stopping ended the run at epoch 4" in restored.message
+    assert "nothing to change" in restored.advice and "epoch 2's" in restored.advice
+    [last] = diagnose(fake_run(*curves, status="early_stopped", best_epoch=2, restored_best=False))
+    assert "load_best_model_at_end=True" in last.advice
+
+
 def test_a_rise_within_the_threshold_is_not_overfitting():
     best = 0.6
     run = fake_run(smooth_fall(), [4.0, 1.0, best, best * (1 + OVERFIT_RISE / 2)], [2.0, 0.8, 0.5])
