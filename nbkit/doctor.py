@@ -167,18 +167,22 @@ def _overfitting(run) -> Diagnosis | None:
     regularise = "add regularisation (weight_decay, lora_dropout) or more data"
     if run.summary.get("status") == "early_stopped":
         return Diagnosis("over-fitting", message + f"; early stopping ended the run at epoch {_epoch(last['epoch'])}",
-                         _after_early_stop(run) + f"; to over-fit later, {regularise}")
+                         _after_early_stop(run, best_epoch) + f"; to over-fit later, {regularise}")
     return Diagnosis("over-fitting", message,
                      f"stop at epoch {_epoch(best_epoch)} (num_train_epochs={_epoch(best_epoch)}, or "
                      f"early_stopping_patience=2 with load_best_model_at_end=True), or {regularise}")
 
 
-def _after_early_stop(run) -> str:
+def _after_early_stop(run, best_epoch) -> str:
     """Advice for a run early stopping already ended: are the returned weights the best epoch's?"""
-    kept = run.summary.get("best_epoch")  # the trainer's best (it counts gains above early_stopping_threshold)
-    if run.summary.get("restored_best"):
-        return f"nothing to change: early stopping caught it, and the returned weights are epoch {_epoch(kept)}'s"
-    return "set load_best_model_at_end=True: the returned weights are the last epoch's, not the best one's"
+    kept = run.summary.get("best_epoch")  # the trainer's best: it counts only gains above early_stopping_threshold
+    threshold = run.config.get("early_stopping_threshold")
+    if not run.summary.get("restored_best"):
+        return "set load_best_model_at_end=True: the returned weights are the last epoch's, not the best one's"
+    if kept is not None and kept != best_epoch:
+        return (f"the returned weights are epoch {_epoch(kept)}'s, not those of the minimum at epoch "
+                f"{_epoch(best_epoch)}: early_stopping_threshold={threshold} did not count that gain; lower it")
+    return f"nothing to change: early stopping caught it, and the returned weights are epoch {_epoch(kept)}'s"
 
 
 def _accuracy_note(evals, best_epoch) -> str:

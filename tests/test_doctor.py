@@ -88,6 +88,9 @@ def test_an_early_stopped_run_is_told_whether_its_best_weights_came_back():
     assert "nothing to change" in restored.advice and "epoch 2's" in restored.advice
     [last] = diagnose(fake_run(*curves, status="early_stopped", best_epoch=2, restored_best=False))
     assert "load_best_model_at_end=True" in last.advice
+    threshold = fake_run(*curves, status="early_stopped", best_epoch=1, restored_best=True)
+    threshold.config["early_stopping_threshold"] = 0.5
+    assert "early_stopping_threshold=0.5 did not count that gain" in diagnose(threshold)[0].advice
 
 
 def test_a_rise_within_the_threshold_is_not_overfitting():
