@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from nbkit.config import TrainConfig
@@ -467,3 +469,54 @@ def runs_table(runs) -> pd.DataFrame:
                    final_eval_accuracy=_num(run.summary.get("final_eval_accuracy")), run=run.name)
         rows.append(row)
     return pd.DataFrame(rows, columns=knobs + ["status", "best_epoch", "best_eval_loss", "final_eval_accuracy", "run"])
+
+
+def sweep_heatmap(df: pd.DataFrame, x: str = "learning_rate", y: str = "weight_decay",
+                  metric: str = "best_eval_loss", ax=None) -> Figure:
+    """A two-knob sweep table as a grid of cells coloured by metric (darker = better), each
+    cell labelled with its value. The best cell of each column (each x) carries a dot (gid
+    "column_best"): does the best y stay put as x changes? The overall best cell is outlined
+    (gid "best"). Diverged runs are grey cells marked "div"."""
+    for column in (x, y, metric, "status"):
+        if column not in df:
+            raise ValueError(f"{column!r} is not a column of the sweep table; allowed: {', '.join(df.columns)}")
+    xs, ys = sorted(df[x].unique()), sorted(df[y].unique())
+    ok = df[df["status"] != "diverged"]
+    grid = ok.pivot_table(index=y, columns=x, values=metric, aggfunc="first").reindex(index=ys, columns=xs)
+    values = grid.to_numpy(dtype=float)
+    better_high = _higher_is_better(metric)
+    fig, ax = _new_axes(ax, figsize=(1.3 * len(xs) + 2.5, 0.6 * len(ys) + 1.8))
+    # the better the value, the brighter the cell; diverged (NaN) cells grey
+    cmap = colormaps["viridis" if better_high else "viridis_r"].with_extremes(bad="lightgrey")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, aspect="auto", origin="lower")
+    fig.colorbar(image, ax=ax, label=metric)
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            text = "div" if math.isnan(values[i, j]) else f"{values[i, j]:.3g}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="black" if not math.isnan(values[i, j])
+                    else DIVERGED_COLOR, bbox=dict(facecolor="white", alpha=0.6, edgecolor="none", pad=1))
+    for j in range(len(xs)):
+        column = values[:, j]
+        if np.isfinite(column).any():
+            i = int(np.nanargmax(column) if better_high else np.nanargmin(column))
+            ax.plot([j], [i - 0.32], "o", color=BEST_COLOR, markersize=6, gid="column_best",
+                    label=f"best {y} at each {x}" if j == 0 else None)
+    if np.isfinite(values).any():
+        i, j = np.unravel_index(np.nanargmax(values) if better_high else np.nanargmin(values), values.shape)
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=BEST_COLOR, linewidth=3,
+                               gid="best", label=f"best: {x}={_fmt(xs[j])}, {y}={_fmt(ys[i])}"))
+    ax.set_xticks(range(len(xs)), [_fmt(float(v)) if isinstance(v, (int, float)) else str(v) for v in xs])
+    ax.set_yticks(range(len(ys)), [_fmt(float(v)) if isinstance(v, (int, float)) else str(v) for v in ys])
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(f"{metric} by {x} and {y} ({len(df)} runs)", fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.18), fontsize=8, ncol=2, frameon=False)
+    return fig
+
+
+def column_best(df: pd.DataFrame, x: str, y: str, metric: str = "best_eval_loss") -> pd.Series:
+    """For each value of x, the y of the best run (what sweep_heatmap's dots mark); diverged
+    runs left out."""
+    ok = df[df["status"] != "diverged"].dropna(subset=[metric])
+    pick = ok.groupby(x)[metric].idxmax() if _higher_is_better(metric) else ok.groupby(x)[metric].idxmin()
+    return ok.loc[pick].set_index(x)[y]

@@ -211,3 +211,44 @@ def test_shade_range_marks_the_rule_band_on_a_sweep_plot():
     assert "1/100 to 1/10 of the pretraining LR" in [t.get_text() for t in ax.get_legend().get_texts()]
     with pytest.raises(ValueError, match="low"):
         plots.shade_range(fig, 1e-3, 1e-4, label="backwards")
+
+
+# ------------------------------------------------------------------ sweep_heatmap
+
+def _two_knob_table():
+    """A made-up 3 x 2 sweep table: the best weight decay is 0.1 at LR 1e-3 and 0 at 1e-2;
+    one run diverged."""
+    import pandas as pd
+    rows = [(1e-3, 0.0, 0.50, "completed"), (1e-3, 0.1, 0.40, "completed"),
+            (1e-2, 0.0, 0.30, "completed"), (1e-2, 0.1, 0.35, "completed"),
+            (1e-1, 0.0, float("nan"), "diverged"), (1e-1, 0.1, 0.90, "completed")]
+    return pd.DataFrame(rows, columns=["learning_rate", "weight_decay", "best_eval_loss", "status"])
+
+
+def test_sweep_heatmap_marks_the_best_cell_and_each_columns_best():
+    df = _two_knob_table()
+    fig = plots.sweep_heatmap(df, x="learning_rate", y="weight_decay")
+    ax = fig.axes[0]
+    best = [p for p in ax.patches if p.get_gid() == "best"]
+    assert len(best) == 1
+    row, column = df.loc[df["best_eval_loss"].idxmin(), ["weight_decay", "learning_rate"]]
+    xs, ys = sorted(df["learning_rate"].unique()), sorted(df["weight_decay"].unique())
+    assert best[0].get_xy() == (xs.index(column) - 0.5, ys.index(row) - 0.5)
+    dots = [line for line in ax.lines if line.get_gid() == "column_best"]
+    expected = plots.column_best(df, "learning_rate", "weight_decay")
+    assert len(dots) == len(xs) == len(expected)
+    for dot, lr in zip(sorted(dots, key=lambda d: d.get_xdata()[0]), xs):
+        assert round(dot.get_ydata()[0] + 0.32) == ys.index(expected[lr])
+    texts = [t.get_text() for t in ax.texts]
+    assert "div" in texts and f"{df['best_eval_loss'].min():.3g}" in texts
+    assert ax.get_xlabel() == "learning_rate" and ax.get_ylabel() == "weight_decay"
+
+
+def test_column_best_follows_the_metric_and_skips_diverged_runs():
+    df = _two_knob_table()
+    best = plots.column_best(df, "learning_rate", "weight_decay")
+    for lr, wd in best.items():
+        ok = df[(df["learning_rate"] == lr) & (df["status"] != "diverged")]
+        assert wd == ok.loc[ok["best_eval_loss"].idxmin(), "weight_decay"]
+    with pytest.raises(ValueError, match="not a column"):
+        plots.sweep_heatmap(df, metric="eval_accuracy")
