@@ -520,3 +520,28 @@ def column_best(df: pd.DataFrame, x: str, y: str, metric: str = "best_eval_loss"
     ok = df[df["status"] != "diverged"].dropna(subset=[metric])
     pick = ok.groupby(x)[metric].idxmax() if _higher_is_better(metric) else ok.groupby(x)[metric].idxmin()
     return ok.loc[pick].set_index(x)[y]
+
+
+ZOOM_GIDS = ("train_loss", "eval_loss", "run")  # the per-epoch curves of loss_curves and compare_runs
+
+
+def zoom_after_base(fig: Figure, ax_index: int = 0, margin: float = 0.15) -> Figure:
+    """Scale the y axis of a per-epoch loss figure (loss_curves, compare_runs) to the epochs from 1
+    on: the base model's loss at epoch 0 is often 10x the rest, which flattens the part where
+    over-fitting shows. The base model's point is then off the chart; an arrow at the top says so."""
+    ax = fig.axes[ax_index]
+    kept, base = [], []
+    for line in ax.lines:
+        if line.get_gid() not in ZOOM_GIDS:
+            continue
+        x, y = np.asarray(line.get_xdata(), dtype=float), np.asarray(line.get_ydata(), dtype=float)
+        kept += list(y[(x >= 1) & np.isfinite(y)])
+        base += list(y[(x == 0) & np.isfinite(y)])
+    if not kept:
+        return fig
+    top = max(kept) * (1 + margin)
+    ax.set_ylim(0, top)
+    if base and max(base) > top:
+        ax.annotate(f"base model {max(base):.3g} ↑", (0, 0.98), xycoords=ax.get_xaxis_transform(), ha="left",
+                    va="top", fontsize=8, color=EVAL_COLOR, gid="base_off_chart")
+    return fig

@@ -252,3 +252,18 @@ def test_column_best_follows_the_metric_and_skips_diverged_runs():
         assert wd == ok.loc[ok["best_eval_loss"].idxmin(), "weight_decay"]
     with pytest.raises(ValueError, match="not a column"):
         plots.sweep_heatmap(df, metric="eval_accuracy")
+
+
+def test_zoom_after_base_scales_to_the_trained_epochs(runs):
+    fig = plots.loss_curves(runs["early"])
+    ax = fig.axes[0]
+    trained = runs["early"].epochs.query("epoch >= 1")
+    plots.zoom_after_base(fig)
+    top = ax.get_ylim()[1]
+    assert top >= max(trained["eval_loss"].max(), trained["train_loss"].max())
+    base_loss = runs["early"].epochs.query("epoch == 0")["eval_loss"].iloc[0]
+    said = [t for t in ax.texts if t.get_gid() == "base_off_chart"]
+    assert len(said) == (1 if base_loss > top else 0)  # off the chart: a note at the top says so
+    fig = plots.compare_runs([runs["linear"], runs["cosine"]])
+    plots.zoom_after_base(fig)
+    assert fig.axes[0].get_ylim()[0] == 0
