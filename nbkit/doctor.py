@@ -209,6 +209,8 @@ def _still_improving(run) -> Diagnosis | None:
                f"({_pct(last_loss, before_loss)}); best epoch so far: the last one")
     if run.summary.get("status") == "running":
         return Diagnosis("still improving", message, "let it run; if it is still improving at the end, train longer")
+    if run.summary.get("status") == "interrupted":
+        return Diagnosis("still improving", message, "it was still improving when it was stopped: let it finish")
     epochs = run.config.get("num_train_epochs")
     more = f" (num_train_epochs above {epochs})" if epochs else ""
     return Diagnosis("still improving", message, f"train longer{more}")

@@ -126,6 +126,11 @@ def test_a_run_in_flight_that_improves_is_told_to_go_on():
     assert d.name == "still improving" and "let it run" in d.advice
 
 
+def test_a_run_stopped_while_improving_is_told_to_let_it_finish():
+    run = fake_run(smooth_fall(), [4.0, 2.0, 1.5], [3.0, 1.8], status="interrupted")
+    assert "let it finish" in diagnose(run)[0].advice
+
+
 def test_levelled_off_is_healthy_and_names_the_best_epoch():
     last = 1.0 * (1 - IMPROVING_FALL / 2)  # better than before, but by less than IMPROVING_FALL
     run = fake_run(smooth_fall(), [4.0, 1.5, 1.0, last], [2.0, 1.2, 1.0])
