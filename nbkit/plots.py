@@ -509,8 +509,9 @@ def sweep_heatmap(df: pd.DataFrame, x: str = "learning_rate", y: str = "weight_d
     ax.set_yticks(range(len(ys)), [_fmt(float(v)) if isinstance(v, (int, float)) else str(v) for v in ys])
     ax.set_xlabel(x)
     ax.set_ylabel(y)
-    ax.set_title(f"{metric} by {x} and {y} ({len(df)} runs)", fontsize=10)
-    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.18), fontsize=8, ncol=2, frameon=False)
+    # no legend (it would crowd the cells): the title says what the marks mean
+    ax.set_title(f"{metric} by {x} and {y} ({len(df)} runs)\ndot: best {y} at each {x}; box: best cell",
+                 fontsize=10)
     return fig
 
 
