@@ -117,7 +117,7 @@ class TrainConfig:
     eval_generate_samples: int | None = 200  # generation is slow: score at most this many rows (None = all)
 
     # --- early stopping ---
-    early_stopping_patience: int | None = None  # None = off; N = stop after N evaluations without improvement
+    early_stopping_patience: int | None = None  # None = off; N: stop at the Nth bad eval in a row (HF; Keras' 0 = 1)
     early_stopping_threshold: float = 0.0  # HF default; eval_loss must fall by more than this to count
     load_best_model_at_end: bool = False  # HF default; True restores the weights of the best evaluation
 
@@ -203,7 +203,9 @@ class TrainConfig:
         _require_optional_positive("eval_steps", self.eval_steps)
         _require(self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, "a whole number >= 1")
         _require_optional_positive("eval_generate_samples", self.eval_generate_samples)
-        _require_optional_positive("early_stopping_patience", self.early_stopping_patience)
+        _require(self.early_stopping_patience is None or self.early_stopping_patience >= 1, "early_stopping_patience",
+                 self.early_stopping_patience, "None (off) or a whole number >= 1, counted as in Hugging Face: 1 stops "
+                 "at the first evaluation without improvement (what Keras calls patience=0)")
         threshold = self.early_stopping_threshold
         _require(math.isfinite(threshold) and threshold >= 0, "early_stopping_threshold", threshold,
                  "a number >= 0 (how much eval_loss must fall to count as better)")

@@ -62,6 +62,7 @@ BAD_VALUES = [
     (dict(warmup_steps=-5), "warmup_steps", "-5", ">= 0"),
     (dict(early_stopping_patience=-1), "early_stopping_patience", "-1", ">= 1"),
     (dict(early_stopping_patience=0), "early_stopping_patience", "0", ">= 1"),
+    (dict(early_stopping_patience=0), "early_stopping_patience", "0", "what Keras calls patience=0"),
     (dict(early_stopping_threshold=-0.1), "early_stopping_threshold", "-0.1", ">= 0"),
     (dict(adam_beta1=1.0), "adam_beta1", "1.0", "[0, 1)"),
     (dict(adam_beta2=-0.5), "adam_beta2", "-0.5", "[0, 1)"),
