@@ -6,7 +6,8 @@
 Runs each chapter with papermill (from notebooks/, as the tests do) into a temporary folder:
 only `output_dir` is set, to that folder, so nothing lands in the repository. Prints per chapter
 the wall time (median over repeats, kernel start included), every repeat, the target and
-pass/fail. Target (product brief): <= 120 s per chapter on 2 CPU cores. A machine shared with
+pass/fail. Target (product brief): <= 120 s per chapter on 2 CPU cores, or the chapter's own
+entry in TARGETS. A machine shared with
 other jobs runs slower: compare chapters measured in the same invocation. Not part of the tests.
 """
 import argparse
@@ -23,6 +24,7 @@ import papermill
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO / "notebooks"
 TARGET_SECONDS = 120.0  # per chapter, headless at its defaults, on 2 CPU cores
+TARGETS = {"02_optimizer": 180.0}  # chapters given a longer budget by their issue; the rest: TARGET_SECONDS
 
 
 def run_once(notebook: Path) -> float:
@@ -60,15 +62,16 @@ def main() -> int:
                 break
             print(f"  {notebook.stem}: {times[-1]:.1f} s", flush=True)
         median = statistics.median(times) if times else None
-        ok = error is None and median is not None and median <= TARGET_SECONDS
+        ok = error is None and median is not None and median <= TARGETS.get(notebook.stem, TARGET_SECONDS)
         rows.append((notebook.stem, median, times, "pass" if ok else "FAIL", error))
 
     width = max(len(r[0]) for r in rows + [("chapter",)])
     print(f"\n{'chapter':<{width}}  {'seconds':>8}  {'target':>8}  result  repeats")
     for name, median, times, verdict, error in rows:
         shown = f"{median:.1f}" if median is not None else "-"
+        target = TARGETS.get(name, TARGET_SECONDS)
         repeats = ", ".join(f"{t:.1f}" for t in times)
-        print(f"{name:<{width}}  {shown:>8}  {'<= ' + format(TARGET_SECONDS, 'g'):>8}  {verdict:<6}  {repeats}"
+        print(f"{name:<{width}}  {shown:>8}  {'<= ' + format(target, 'g'):>8}  {verdict:<6}  {repeats}"
               + (f"  ({error})" if error else ""))
     return 0 if all(r[3] == "pass" for r in rows) else 1
 
