@@ -210,8 +210,9 @@ def test_real_default_batch_is_not_noisy(tmp_path):
 
 
 def test_real_levelled_off_lora_run_is_healthy(tmp_path):
-    # LoRA at 10x the full fine-tune's LR, linear decay: reaches the label-noise floor and stays
-    run = real(tmp_path, finetuning_type="lora", learning_rate=1e-2, lr_scheduler_type="linear", num_train_epochs=6)
+    # LoRA at 10x the full fine-tune's LR, linear decay over 10 epochs: it reaches the label-noise
+    # floor and the decayed LR keeps it there (last gain ~0.03%, no rise: far from both limits)
+    run = real(tmp_path, finetuning_type="lora", learning_rate=1e-2, lr_scheduler_type="linear", num_train_epochs=10)
     assert names(run) == ["healthy"]
 
 
