@@ -306,7 +306,9 @@ def plan_for_effective_batch(shape: ModelShape, memory_bytes: float, effective_b
 
 
 def plan_for_config(cfg, shape: ModelShape | None = None) -> MemoryPlan:
-    """plan_memory with a TrainConfig's fields (precision from bf16 / fp16)."""
+    """plan_memory with a TrainConfig's fields (precision from bf16 / fp16). Note: nbkit loads every
+    base in fp32 and uses autocast, so under bf16 its frozen LoRA weights take 4 bytes, not the 2 the
+    planner assumes (LLaMA-Factory's way); full fine-tuning is planned as nbkit runs it."""
     shape = shape or ModelShape.from_registry(cfg.model)
     precision = "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "fp32"
     return plan_memory(shape, finetuning_type=cfg.finetuning_type, quantization_bit=cfg.quantization_bit,
