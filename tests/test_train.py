@@ -59,7 +59,7 @@ def test_accumulation_equals_one_big_batch_with_variable_lengths(tmp_path):
                   optim="sgd", sgd_momentum=0.0, learning_rate=0.1)
     from nbkit.models import load_model
 
-    before = dict(load_model(small(tmp_path))[0].named_parameters())
+    before = {n: p.detach().clone() for n, p in load_model(small(tmp_path))[0].named_parameters()}
     big = train(small(tmp_path, per_device_train_batch_size=32, gradient_accumulation_steps=1, **common))
     acc = train(small(tmp_path, per_device_train_batch_size=8, gradient_accumulation_steps=4, **common))
     from nbkit.train import build_datasets
