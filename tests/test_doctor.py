@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from nbkit import TrainConfig, train
 from nbkit.doctor import (FLAT_FRACTION, IMPROVING_FALL, NOISY_SCATTER, OVERFIT_RISE, best_evaluation, diagnose,
@@ -13,13 +12,7 @@ from nbkit.doctor import (FLAT_FRACTION, IMPROVING_FALL, NOISY_SCATTER, OVERFIT_
 from nbkit.runs import Run
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Two torch threads on two busy cores spin against each other; one is faster here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def fake_run(step_losses, eval_losses, train_losses=None, status="completed", accuracy=None, **summary) -> Run:

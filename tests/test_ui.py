@@ -8,7 +8,6 @@ from pathlib import Path
 
 import ipywidgets as widgets
 import pytest
-import torch
 
 from nbkit import TrainConfig
 from nbkit.doctor import diagnose
@@ -21,13 +20,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JOIN_SECONDS = 300  # a tiny run takes seconds; the margin is for a machine shared with other jobs
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Two torch threads on two busy cores spin against each other; one is faster here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def small(tmp_path, **kw) -> TrainConfig:
