@@ -12,3 +12,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def tiny_config(output_dir, **kw):
+    """A seconds-long config for unit tests: 80 arithmetic rows (64 train = 4 batches of 16),
+    no generation, no progress bar. Test files import it: `from conftest import tiny_config`."""
+    from nbkit import TrainConfig
+
+    base = dict(model="tiny", dataset="arithmetic", max_samples=80, predict_with_generate=False,
+                disable_tqdm=True, output_dir=str(output_dir))
+    base.update(kw)
+    return TrainConfig(**base)

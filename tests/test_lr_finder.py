@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from nbkit import TrainConfig, plots
+from nbkit import plots
 from nbkit.lr_finder import LRRangeTest, exponential_lrs, lr_range_test, suggest_lr, SKIP_START
 from nbkit.models import load_model, load_tokenizer
 from nbkit.train import build_datasets, build_train_loader
+from conftest import tiny_config
 
 # to 100 with AdamW the tiny model blows up well before the last step; smoothing 0.9 lets
 # the smoothed loss follow the blow-up within a few steps
@@ -18,12 +19,7 @@ DIVERGING = dict(start_lr=1e-5, end_lr=100.0, num_steps=40, smoothing=0.9)
 GENTLE = dict(start_lr=1e-6, end_lr=1e-2, num_steps=30)  # never leaves the basin: runs to the end
 
 
-def small(tmp_path, **kw) -> TrainConfig:
-    """80 examples: 64 train rows, 4 batches of 16 per epoch, so the ramps cycle the loader."""
-    base = dict(model="tiny", dataset="arithmetic", max_samples=80, predict_with_generate=False,
-                disable_tqdm=True, output_dir=str(tmp_path))
-    base.update(kw)
-    return TrainConfig(**base)
+small = tiny_config  # 80 rows: 4 batches of 16 per epoch (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

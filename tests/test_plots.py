@@ -7,13 +7,10 @@ import pytest
 
 from nbkit import TrainConfig, load_run, train
 from nbkit import plots
+from conftest import tiny_config
 
 
-def small(tmp_dir, **kw) -> TrainConfig:
-    base = dict(model="tiny", dataset="arithmetic", max_samples=80, predict_with_generate=False,
-                disable_tqdm=True, output_dir=str(tmp_dir))
-    base.update(kw)
-    return TrainConfig(**base)
+small = tiny_config  # 80 rows: 4 batches of 16 per epoch (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
