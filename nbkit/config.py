@@ -343,6 +343,20 @@ class TrainConfig:
         kwargs.update(self._evaluation_kwargs())
         return kwargs
 
+    def to_sft_config_kwargs(self) -> dict:
+        """Keyword arguments for TRL's `SFTConfig` (TRL 1.x, a subclass of TrainingArguments):
+        the TrainingArguments ones plus how TRL cuts, packs and masks the data. Our rows are
+        padded, never packed, and the loss counts only the answer, which TRL does for
+        prompt-completion data (completion_only_loss)."""
+        kwargs = self.to_training_args_kwargs()
+        kwargs.update({
+            "max_length": self.max_seq_length,  # TRL's name for cutoff_len / max_seq_length
+            "packing": False,  # one example a row, padded, as in our loader
+            "completion_only_loss": True,  # labels masked to the answer, as in nbkit.data
+            "trust_remote_code": self.trust_remote_code,
+        })
+        return kwargs
+
     def _evaluation_kwargs(self) -> dict:
         """HF / LLaMA-Factory evaluation and best-model keys (the same names in both)."""
         kwargs = {"eval_strategy": "epoch" if self.eval_steps is None else "steps"}

