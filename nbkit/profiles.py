@@ -1,0 +1,40 @@
+"""Run sizes: how big a run each (model, device) affords, so every chapter runs on the tiny model,
+on SmolLM2-135M on a laptop CPU, or on a bigger model on a GPU by changing one parameter.
+
+    TrainConfig(model=model, ..., **run_size(model, device))
+
+The learning rate and the other knobs are not here: they are what the chapters are about.
+"""
+from __future__ import annotations
+
+# Rows, sequence length and evaluation size per (model, device). Why these numbers:
+#   tiny, cpu           TrainConfig's defaults: a whole run takes seconds
+#   smollm2-135m, cpu   a LoRA step on 8 rows of ~45 tokens takes about 1.5 s on two cores, and greedy
+#                       answers to 48 questions about 10 s: 240 rows keep a run to a minute or two
+#   any model, cuda     the task at full size, longer rows, bf16 (every recent GPU has it)
+RUN_SIZES = {
+    ("tiny", "cpu"): dict(max_samples=None, eval_generate_samples=200, max_seq_length=64),
+    ("smollm2-135m", "cpu"): dict(max_samples=240, eval_generate_samples=48, max_seq_length=64, max_new_tokens=8),
+    ("*", "cuda"): dict(max_samples=None, eval_generate_samples=200, max_seq_length=128, bf16=True),
+}
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'."""
+    import torch
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device={device!r} is not allowed; allowed: 'auto', 'cpu', 'cuda'")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def run_size(model: str, device: str) -> dict:
+    """TrainConfig overrides that size a run for this model on this device (RUN_SIZES)."""
+    device = resolve_device(device)
+    for key in ((model, device), ("*", device)):
+        if key in RUN_SIZES:
+            return dict(RUN_SIZES[key])
+    # an HF model on a CPU: as SmolLM2 (anything bigger will be slow on a CPU anyway)
+    return dict(RUN_SIZES[("smollm2-135m", "cpu")])
