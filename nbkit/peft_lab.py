@@ -23,7 +23,7 @@ import torch
 from nbkit.config import TrainConfig
 from nbkit.evaluate import heldout_text_loss
 from nbkit.models import count_parameters, load_base_model, load_model, memory_footprint
-from nbkit.train import build_optimizer, optimizer_state_bytes
+from nbkit.train import build_optimizer, optimizer_state_bytes, quiet_loading
 
 # The chapter's methods, as TrainConfig fields (LLaMA-Factory's names). QLoRA = LoRA on a base
 # quantised by bitsandbytes: 8-bit (LLM.int8) or 4-bit NF4 with double quantisation.
@@ -64,7 +64,8 @@ def training_memory(cfg: TrainConfig) -> dict:
     (gradients exist after backward; the optimizer creates its state at its first step).
     Activations are left out: they depend on batch and length, not on the method."""
     torch.manual_seed(cfg.seed)
-    model, _ = load_model(cfg)
+    with quiet_loading(cfg.disable_tqdm):
+        model, _ = load_model(cfg)
     optimizer = build_optimizer(cfg, model)
     tokens = torch.arange(2, 2 + MEMORY_PROBE_TOKENS).unsqueeze(0)
     model(input_ids=tokens).logits.float().pow(2).mean().backward()
@@ -137,8 +138,9 @@ def quantization_error(cfg: TrainConfig, bits: int) -> dict:
     if bits not in (4, 8):
         raise ValueError(f"bits: {bits!r} is not allowed; allowed: 4 (NF4) or 8 (int8)")
     plain_cfg = cfg.replace(finetuning_type="lora", quantization_bit=None)
-    plain = load_base_model(plain_cfg)
-    quantised = load_base_model(plain_cfg.replace(quantization_bit=bits))
+    with quiet_loading(cfg.disable_tqdm):
+        plain = load_base_model(plain_cfg)
+        quantised = load_base_model(plain_cfg.replace(quantization_bit=bits))
     exact, approx = _linear_weights(plain), _linear_weights(quantised)
     diff = sum(float((approx[n] - w).pow(2).sum()) for n, w in exact.items())
     norm = sum(float(w.pow(2).sum()) for w in exact.values())
@@ -171,7 +173,8 @@ def adapter_validation_loss(run_path: str | Path, merge: bool = False) -> float:
 
     run = load_run(run_path)
     cfg = TrainConfig.from_dict(run.config)
-    model = PeftModel.from_pretrained(load_base_model(cfg), str(Path(run_path) / ADAPTER_DIR))
+    with quiet_loading(True):
+        model = PeftModel.from_pretrained(load_base_model(cfg), str(Path(run_path) / ADAPTER_DIR))
     if merge:
         model = model.merge_and_unload()
     tokenizer = load_tokenizer(cfg)
@@ -197,7 +200,9 @@ def base_heldout_loss(cfg: TrainConfig) -> float:
     """heldout_text_loss of the base model as cfg loads it (quantised if cfg.quantization_bit is set)."""
     from nbkit.models import load_tokenizer
 
-    return heldout_text_loss(load_base_model(cfg), load_tokenizer(cfg))
+    with quiet_loading(cfg.disable_tqdm):
+        model = load_base_model(cfg)
+    return heldout_text_loss(model, load_tokenizer(cfg))
 
 
 def best_run(table):
