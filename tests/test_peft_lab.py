@@ -5,7 +5,7 @@ import torch
 from conftest import tiny_config
 
 from nbkit import train
-from nbkit.data import FACT_PHRASINGS, load_examples, split_examples, task_metric
+from nbkit.data import FACT_PHRASINGS, NAMES, THINGS, load_examples, split_examples, task_metric
 from nbkit.peft_lab import (METHODS, lora_update_norm, method_config, method_of, preview, quantization_error,
                             reload_in_fresh_process, save_adapter, seconds_per_step, training_memory)
 from nbkit.train import validation_loss
@@ -86,8 +86,10 @@ def test_facts_task_is_deterministic_and_validation_asks_facts_seen_in_training(
     train_rows, val_rows = split_examples(examples, 0.2, seed=42)
 
     def fact(ex):  # the phrasings differ; the person and the thing name the fact
-        words = ex["messages"][0]["content"].replace("?", "").replace(".", "").split()
-        return frozenset(w for w in words if w[0].isupper() and w not in ("How", "What", "Which")), ex["messages"][1]["content"]
+        words = set(ex["messages"][0]["content"].replace("?", "").replace(".", "").split())
+        (name,), (thing,) = words & set(NAMES), words & set(THINGS)
+        return name, thing, ex["messages"][1]["content"]
+    assert len({fact(ex) for ex in examples}) == len(examples) // len(FACT_PHRASINGS)  # each fact: one answer in every phrasing
     seen = {fact(ex) for ex in train_rows}
     assert sum(fact(ex) in seen for ex in val_rows) >= 0.9 * len(val_rows)
 
