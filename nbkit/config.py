@@ -38,7 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Registry names. The loaders live in nbkit.models / nbkit.data; the names live here so that the
 # config can be checked without importing them.
 MODEL_NAMES = ("tiny", "smollm2-135m")
-DATASET_NAMES = ("arithmetic", "reviews", "corpus")
+DATASET_NAMES = ("arithmetic", "reviews", "corpus", "facts")
 
 # Where the registry models come from, for exports to other tools.
 MODEL_SOURCES = {

@@ -22,6 +22,8 @@ TASKS = {
     "arithmetic": "add two numbers 0..99 ('What is 23 + 45?' -> '68'); metric: exact match",
     "reviews": "small, noisy sentiment task (some labels flipped) that over-fits; metric: exact match",
     "corpus": "held-out world text ('Continue the text: ...'); measures forgetting; no metric",
+    "facts": "knowledge-heavy: invented facts to memorise ('How many books does Mia have?' -> '37'), "
+             "each fact asked in 3 phrasings; metric: exact match",
 }
 
 # --------------------------------------------------------------------------------------------
@@ -200,8 +202,28 @@ def make_corpus(seed=0, n=CORPUS_SIZE, sentences_per_passage=4):
     return examples
 
 
-_MAKERS = {"arithmetic": make_arithmetic, "reviews": make_reviews, "corpus": make_corpus}
-_METRICS = {"arithmetic": "exact_match", "reviews": "exact_match", "corpus": None}
+FACTS_THINGS = 2  # things per person: 12 names x 2 = 24 facts, 72 questions; seconds per run on a CPU
+FACT_PHRASINGS = ("How many {thing} does {name} have?", "{name} has some {thing}. How many?",
+                  "What is the number of {thing} that {name} has?")
+
+
+def make_facts(seed=0, n_things=FACTS_THINGS):
+    """A knowledge-heavy task: invented facts to memorise. Each (person, thing) gets a number 10..99
+    drawn at random, so nothing in the question predicts the answer and the base model (whose
+    stories pair names and counts at random) knows none of them. Answers are numbers because the
+    tiny tokenizer splits them into digits it knows well (a bare word such as "blue" would be three
+    odd tokens). Every fact is asked in each of FACT_PHRASINGS, all in one list: the random
+    train/validation split then puts most facts' other phrasings in training, so validation
+    measures recall of facts seen in training, asked in another phrasing (a fact held out in all 3
+    phrasings has chance 0.2**3 < 1% at val_size 0.2)."""
+    rng = random.Random(seed)
+    facts = [(name, thing, rng.randint(10, 99)) for name in NAMES for thing in THINGS[:n_things]]
+    return [_chat(form.format(name=name, thing=thing), str(count))
+            for name, thing, count in facts for form in FACT_PHRASINGS]
+
+
+_MAKERS = {"arithmetic": make_arithmetic, "reviews": make_reviews, "corpus": make_corpus, "facts": make_facts}
+_METRICS = {"arithmetic": "exact_match", "reviews": "exact_match", "corpus": None, "facts": "exact_match"}
 
 
 # --------------------------------------------------------------------------------------------

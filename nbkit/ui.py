@@ -241,9 +241,11 @@ class TrainPanel:
     display); about the last Train: last_error, first_plot_seconds, plot_updates, diagnoses. values() and config() read the controls;
     join(timeout) waits for the training thread."""
 
-    def __init__(self, cfg: TrainConfig, fields: list[str], runs: list | None = None):
+    def __init__(self, cfg: TrainConfig, fields: list[str], runs: list | None = None, preview=None):
         check_field_names(dict.fromkeys(fields))  # a wrong name fails here, with a suggestion
         self.base_config = cfg
+        self.preview = preview  # f(TrainConfig) -> str shown before training (e.g. parameters, memory)
+        self.preview_html = widgets.HTML(value="")
         self.fields = list(fields)
         self.runs = runs if runs is not None else []  # not `runs or []`: an empty shared list must stay shared
         self.last_error: BaseException | None = None
@@ -277,6 +279,7 @@ class TrainPanel:
 
         self.widget = widgets.VBox([
             widgets.VBox(list(self.controls.values())),
+            self.preview_html,
             widgets.HBox([self.train_button, self.stop_button, self.status]),
             self.plot_output,
             self.doctor,
@@ -289,6 +292,7 @@ class TrainPanel:
         self._stop_event = threading.Event()
         _PANELS.add(self)
         self.refresh_runs()
+        self.refresh_preview(cfg)
 
     # ------------------------------------------------------------ display
 
@@ -324,11 +328,17 @@ class TrainPanel:
         if self.running:
             return  # the run in flight keeps its values; its status stays
         try:
-            self.config()
+            cfg = self.config()
         except ValueError as err:
             self._say(f"not allowed: {err}", ERROR_COLOR)
             return
+        self.refresh_preview(cfg)
         self._say("ready: press Train", NOTE_COLOR)
+
+    def refresh_preview(self, cfg: TrainConfig) -> None:
+        """Show preview(cfg) under the controls (nothing when the panel has no preview)."""
+        if self.preview is not None:
+            self.preview_html.value = self._message(self.preview(cfg), NOTE_COLOR)
 
     def _on_train(self, button=None):
         if self.running:
@@ -532,7 +542,8 @@ def final_status(run: Run) -> tuple[str, str]:
     return f"finished in {seconds:.1f} s — {best}", OK_COLOR
 
 
-def panel(cfg: TrainConfig, fields: list[str], runs: list | None = None) -> TrainPanel:
+def panel(cfg: TrainConfig, fields: list[str], runs: list | None = None, preview=None) -> TrainPanel:
     """A TrainPanel for `fields` of `cfg`: show it as a cell's last value or with display(p.widget).
-    `runs`: the notebook's list of runs, shared by its panels; each Train appends to it."""
-    return TrainPanel(cfg, fields, runs)
+    `runs`: the notebook's list of runs, shared by its panels; each Train appends to it.
+    `preview`: f(config) -> text shown under the controls and redrawn on every change, before training."""
+    return TrainPanel(cfg, fields, runs, preview)

@@ -178,7 +178,7 @@ def _unmasked(feature):
     return [t for t, l in zip(feature["input_ids"], feature["labels"]) if l != data.IGNORE_INDEX]
 
 
-@pytest.mark.parametrize("task", ["arithmetic", "reviews", "corpus"])
+@pytest.mark.parametrize("task", ["arithmetic", "reviews", "corpus", "facts"])
 def test_labels_cover_exactly_the_answer_and_its_end_token(tokenizer, task):
     for ex in data.load_examples(task)[:20]:
         feature = data.tokenize_example(ex, tokenizer, max_seq_length=256)
