@@ -38,3 +38,13 @@ def run_size(model: str, device: str) -> dict:
             return dict(RUN_SIZES[key])
     # an HF model on a CPU: as SmolLM2 (anything bigger will be slow on a CPU anyway)
     return dict(RUN_SIZES[("smollm2-135m", "cpu")])
+
+
+def sized(cfg, device: str = "auto"):
+    """cfg with its model's run size on this device, for the fields cfg leaves at TrainConfig's
+    defaults: what a chapter sets on purpose wins. For the tiny model on a CPU it changes nothing."""
+    from nbkit.config import TrainConfig
+
+    defaults = TrainConfig()
+    size = {k: v for k, v in run_size(cfg.model, device).items() if getattr(cfg, k) == getattr(defaults, k)}
+    return cfg.replace(**size) if size else cfg

@@ -180,6 +180,9 @@ def test_every_notebook_has_a_parameters_cell_and_declares_claims(notebook):
                           f"`learning_rate: float = 1e-3  # why`:\n  " + "\n  ".join(problems))
     names = {n.target.id for n in ast.parse(cell.source).body}
     assert "output_dir" in names, f"{notebook.name}: the parameters cell has no output_dir (the tests set it)"
+    # one parameter switches every chapter to another model (-p model smollm2-135m), sized by device
+    assert {"model", "device"} <= names, (f"{notebook.name}: the parameters cell needs `model` and `device` "
+                                          "(nbkit.profiles.sized applies the run size for them)")
 
     claims = nb.metadata.get("nbkit", {}).get("claims")
     assert isinstance(claims, list) and claims, (
