@@ -35,16 +35,12 @@ def test_two_processes_equal_one_process_with_double_accumulation(tmp_path, laun
     assert relative_difference(two.steps["loss"], one.steps["loss"]) < LOSS_TOLERANCE
     assert relative_difference(two.steps["grad_norm"], one.steps["grad_norm"]) < LOSS_TOLERANCE
     assert relative_difference(two.epochs["eval_loss"], one.epochs["eval_loss"]) < LOSS_TOLERANCE
-    # without the doubled accumulation the curve is another one: the comparison can fail
+    # without the doubled accumulation (half the effective batch) the curve is another one
     half = train(cfg.replace(run_name="half"))
-    assert len(half.steps) == 8
-
-
-def test_only_the_main_process_writes_a_run(tmp_path):
-    cfg = tiny_config(tmp_path, per_device_train_batch_size=16, num_train_epochs=1, run_name="solo")
-    launch(cfg, num_processes=2)
-    written = [p for p in (tmp_path).iterdir() if p.is_dir()]
-    assert len(written) == 1 and written[0].name.endswith("_solo")
+    assert relative_difference(two.steps["loss"][1:], half.steps["loss"][1:4]) > 1e-3
+    # only the main process wrote a run folder
+    folders = sorted(p.name.split("_", 1)[1] for p in tmp_path.iterdir() if p.is_dir())
+    assert folders == ["half", "one", "two"]
 
 
 def test_a_failing_launch_raises_with_the_processes_output(tmp_path):
