@@ -394,7 +394,8 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None) -> Run:
                 lr = optimizer.param_groups[0]["lr"]  # what this step uses (set by the scheduler)
                 loss, n_tokens = forward_backward(model, micro_batches, accelerator, scaler, device, bf16, cfg.fp16)
                 grad_norm = clip_and_step(cfg, model, optimizer, scaler)
-                if not on_plateau:
+                skipped = cfg.fp16 and not math.isfinite(grad_norm)  # GradScaler skipped the step (overflow)
+                if not on_plateau and not skipped:  # as HF: a skipped step does not advance the schedule
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1

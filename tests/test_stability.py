@@ -111,3 +111,14 @@ def test_grad_scaler_skips_overflowing_steps_and_halves_the_scale(tmp_path):
     first_good = int(trace["gradients_finite"].idxmax())
     assert trace["gradients_finite"].iloc[first_good:].all()
     assert trace["scale"].iloc[first_good] == 2.0 ** 20 / 2 ** first_good
+
+
+def test_an_fp16_step_skipped_by_the_scaler_does_not_advance_the_schedule(tmp_path):
+    # GradScaler's first scale (65536) overflows the tiny model's fp16 gradients: step 1 is skipped
+    run = train(tiny_config(tmp_path, fp16=True, max_steps=3, lr_scheduler_type="linear"))
+    s = run.steps
+    skipped = ~s["grad_norm"].map(math.isfinite)
+    assert skipped.iloc[0] and not skipped.all()
+    for i in range(len(s) - 1):
+        same_lr = s["learning_rate"].iloc[i + 1] == s["learning_rate"].iloc[i]
+        assert same_lr == skipped.iloc[i]  # the LR moves on only after a step that was taken
