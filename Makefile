@@ -35,4 +35,5 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/trainer_overhead.py
 	$(BIN)/python bench/default_finetune.py
 	$(BIN)/python bench/panel_latency.py
+	$(BIN)/python bench/stability_speed.py
 	$(BIN)/python bench/chapter_speed.py

@@ -5,6 +5,8 @@
     python -m nbkit export --format training_args --style python
     python -m nbkit export --format trl --config my_run.yaml -o trl_sft.py
     python -m nbkit show-config
+    accelerate launch --num_processes 2 -m nbkit train --config my_run.yaml   # several processes (DDP)
+    torchrun --nproc_per_node 2 -m nbkit train --config my_run.yaml
 
 `--set key=value` values are strings converted to the field's type, as in a YAML file.
 A bad config prints one line on stderr and exits with status 2.
@@ -92,7 +94,8 @@ def run_train(args) -> int:
     from nbkit.train import train  # heavy; only this command needs it
 
     run = train(cfg)
-    print(format_summary(run))
+    if run.path is not None:  # under `accelerate launch` / `torchrun` only the main process writes and prints
+        print(format_summary(run))
     return 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from functools import partial
 
 import torch
@@ -29,6 +30,7 @@ from nbkit.evaluate import autocast_context, evaluate_loss, exact_match_accuracy
 from nbkit.models import count_parameters, load_model, memory_footprint
 from nbkit.runs import Run, RunWriter, load_run, new_run_dir
 
+UNSUPPORTED_LAUNCHES = ("DEEPSPEED", "FSDP", "MEGATRON_LM")  # they take over backward and clipping
 DIVERGENCE_FACTOR = 3.0  # a step loss 3x the first one has left the basin; at this LR it won't return
 
 
@@ -72,6 +74,26 @@ def build_train_loader(cfg: TrainConfig, train_features, tokenizer) -> DataLoade
     return DataLoader(train_features, batch_size=cfg.per_device_train_batch_size, shuffle=True,
                       collate_fn=pad, num_workers=cfg.dataloader_num_workers,
                       generator=torch.Generator().manual_seed(cfg.seed))
+
+
+def check_process_split(cfg: TrainConfig, num_examples: int, num_processes: int, is_main: bool = True) -> None:
+    """Under several processes Accelerate deals the batches out in turn (batch i to process
+    i mod n), so n processes with accumulation k train on the same examples per step as one
+    process with accumulation n*k. That needs a batch for every process; when the batches do not
+    divide evenly, Accelerate repeats the first examples to fill the last round (said once)."""
+    if num_processes == 1:
+        return
+    batch = cfg.per_device_train_batch_size
+    if num_examples < batch * num_processes:
+        raise ValueError(f"{num_examples} training examples cannot give each of {num_processes} processes a batch of "
+                         f"per_device_train_batch_size={batch}; allowed: per_device_train_batch_size <= "
+                         f"{num_examples // num_processes}, fewer processes, or more data")
+    batches = math.ceil(num_examples / batch)
+    if is_main and (batches % num_processes or num_examples % batch):
+        warnings.warn(f"{batches} batches of {batch} (last one {num_examples - (batches - 1) * batch} examples) do not "
+                      f"split evenly over {num_processes} processes: Accelerate repeats the first examples to even "
+                      "them out, so the run differs slightly from one process with the accumulation multiplied",
+                      stacklevel=2)
 
 
 def uses_bf16(cfg: TrainConfig, device: torch.device) -> bool:
@@ -292,6 +314,10 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None) -> Run:
     t_start = time.time()
     accelerator = Accelerator()  # picks CUDA when there is one; sets up DDP under `accelerate launch`
     device, is_main = accelerator.device, accelerator.is_main_process
+    if accelerator.distributed_type.value in UNSUPPORTED_LAUNCHES:
+        raise ValueError(f"accelerate launch with distributed_type={accelerator.distributed_type.value} is not supported by "
+                         "nbkit's loop (it calls backward and clips itself); allowed: one process, or DDP "
+                         "(accelerate launch --multi_gpu / torchrun), on GPUs or CPUs")
     seed_everything(cfg)
     bf16 = uses_bf16(cfg, device)
     precision = "bf16" if bf16 else "fp16" if cfg.fp16 else "fp32"
@@ -299,6 +325,7 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None) -> Run:
     with quiet_loading(cfg.disable_tqdm):
         model, tokenizer = load_model(cfg, device)
     train_features, val_features, val_examples = build_datasets(cfg, tokenizer)
+    check_process_split(cfg, len(train_features), accelerator.num_processes, is_main)
     train_loader = build_train_loader(cfg, train_features, tokenizer)
     # every process evaluates the whole validation set: exact, and cheap at these sizes
     val_loader = DataLoader(val_features, batch_size=cfg.per_device_eval_batch_size,
@@ -367,7 +394,8 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None) -> Run:
                 lr = optimizer.param_groups[0]["lr"]  # what this step uses (set by the scheduler)
                 loss, n_tokens = forward_backward(model, micro_batches, accelerator, scaler, device, bf16, cfg.fp16)
                 grad_norm = clip_and_step(cfg, model, optimizer, scaler)
-                if not on_plateau:
+                skipped = cfg.fp16 and not math.isfinite(grad_norm)  # GradScaler skipped the step (overflow)
+                if not on_plateau and not skipped:  # as HF: a skipped step does not advance the schedule
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1

@@ -1,0 +1,124 @@
+"""nbkit.stability: clipping statistics, seed comparisons, the lazy dataset and its loader
+throughput, and the mixed-precision demonstrations. Small runs of the tiny base."""
+import math
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from nbkit import train
+from nbkit.data import load_examples, tokenize_example
+from nbkit.models import load_model
+from nbkit.stability import (LazyTokenizedDataset, autocast_dtypes, clipping_table, format_limits, fp16_gradient_demo,
+                             grad_scaler_trace, loader_throughput, number_formats, playbook_threshold, same_curves,
+                             seed_band, step_band, step_seconds, write_jsonl)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two runs with seed 0, one with seed 1, one clipped hard: 4 steps each."""
+    out = tmp_path_factory.mktemp("runs")
+    cfg = tiny_config(out, num_train_epochs=1, lr_scheduler_type="constant", max_grad_norm=None)
+    return {"a": train(cfg.replace(seed=0)), "a_again": train(cfg.replace(seed=0)), "b": train(cfg.replace(seed=1)),
+            "clipped": train(cfg.replace(seed=0, max_grad_norm=1e-3))}
+
+
+def test_clipping_table_counts_the_clipped_steps(runs):
+    table = clipping_table([runs["a"], runs["clipped"]]).set_index("max_grad_norm", drop=False)
+    assert table["clipped_fraction"].tolist() == [0.0, 1.0]  # no clip never clips; 1e-3 clips every step
+    assert table["steps"].tolist() == [4, 4]
+    assert table["grad_norm_p90"].iloc[0] == pytest.approx(runs["a"].steps["grad_norm"].quantile(0.9))
+
+
+def test_playbook_threshold_is_the_percentile_of_pre_clip_norms(runs):
+    norms = sorted(runs["a"].steps["grad_norm"])
+    assert playbook_threshold(runs["a"], 50) == pytest.approx((norms[1] + norms[2]) / 2)
+    assert norms[0] < playbook_threshold(runs["a"]) <= norms[-1]
+    with pytest.raises(ValueError, match="percentile=100"):
+        playbook_threshold(runs["a"], 100)
+
+
+def test_same_seed_same_curve_other_seed_other_curve(runs):
+    assert same_curves(runs["a"], runs["a_again"])
+    assert not same_curves(runs["a"], runs["b"])
+    assert not same_curves(runs["a"], runs["clipped"])  # same seed, clipping changes the steps
+
+
+def test_seed_band(runs):
+    band = seed_band([runs["a"], runs["b"]])
+    losses = [runs[k].summary["final_eval_loss"] for k in ("a", "b")]
+    assert band["width"] == pytest.approx(abs(losses[0] - losses[1])) and band["width"] > 0
+    assert band["mean"] == pytest.approx(sum(losses) / 2)
+    per_step = step_band([runs["a"], runs["b"]])
+    assert (per_step["min"] <= per_step["mean"]).all() and (per_step["mean"] <= per_step["max"]).all()
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        seed_band([runs["a"]])
+
+
+def test_step_seconds_is_positive(runs):
+    assert 0 < step_seconds(runs["a"]) < 60
+
+
+def test_lazy_dataset_tokenises_like_the_trainer(tmp_path):
+    _, tokenizer = load_model(tiny_config(tmp_path))
+    examples = load_examples("arithmetic")[:20]
+    lazy = LazyTokenizedDataset(write_jsonl(examples, tmp_path / "rows.jsonl"), tokenizer, 64)
+    assert len(lazy) == 20
+    for i in (0, 7, 19):
+        assert lazy[i] == tokenize_example(examples[i], tokenizer, 64)
+
+
+def test_loader_throughput_counts_every_token_with_and_without_workers(tmp_path):
+    _, tokenizer = load_model(tiny_config(tmp_path))
+    examples = load_examples("arithmetic")[:40]
+    lazy = LazyTokenizedDataset(write_jsonl(examples, tmp_path / "rows.jsonl"), tokenizer, 64)
+    expected = sum(len(tokenize_example(e, tokenizer, 64)["input_ids"]) for e in examples)
+    for workers in (0, 2):
+        result = loader_throughput(lazy, workers, batch_size=8, pad_token_id=tokenizer.pad_token_id)
+        assert result["tokens"] == expected and result["tokens_per_second"] > 0
+    with pytest.raises(ValueError, match="num_workers=-1"):
+        loader_throughput(lazy, -1)
+
+
+def test_number_formats_show_fp16_range_and_bf16_precision():
+    table = number_formats((70000.0, 1e-8, 1.0 + 2 ** -9)).set_index("value")
+    assert math.isinf(table.loc[70000.0, "fp16"]) and math.isfinite(table.loc[70000.0, "bf16"])
+    assert table.loc[1e-8, "fp16"] == 0 and table.loc[1e-8, "bf16"] > 0
+    assert table.loc[1.0 + 2 ** -9, "bf16"] == 1.0 and table.loc[1.0 + 2 ** -9, "fp16"] == 1.0 + 2 ** -9
+    limits = format_limits().set_index("format")
+    assert limits.loc["fp16", "max"] == 65504 and limits.loc["bf16", "eps"] == 2 ** -7
+
+
+def test_autocast_keeps_the_loss_in_fp32_on_the_cpu():
+    dtypes = autocast_dtypes("cpu", torch.bfloat16).set_index("op")["output dtype"]
+    assert dtypes["matmul"] == "bfloat16" and dtypes["cross_entropy"] == "float32"
+
+
+def test_loss_scaling_recovers_underflowing_fp16_gradients(tmp_path):
+    table = fp16_gradient_demo(tiny_config(tmp_path), loss_factor=1e-5).set_index("backward")
+    assert table.loc["fp32", "relative_error"] == 0
+    unscaled, scaled = table.iloc[1], table.iloc[2]
+    assert unscaled["zero_fraction"] > 10 * scaled["zero_fraction"]
+    assert scaled["relative_error"] < 0.1 * unscaled["relative_error"]
+
+
+def test_grad_scaler_skips_overflowing_steps_and_halves_the_scale(tmp_path):
+    trace = grad_scaler_trace(tiny_config(tmp_path), init_scale=2.0 ** 20, steps=7)
+    assert not trace["gradients_finite"].iloc[0]  # 2^20 x the gradients overflows fp16
+    assert (trace["weights_changed"] == trace["gradients_finite"]).all()  # a skipped step leaves the weights
+    first_good = int(trace["gradients_finite"].idxmax())
+    assert trace["gradients_finite"].iloc[first_good:].all()
+    assert trace["scale"].iloc[first_good] == 2.0 ** 20 / 2 ** first_good
+
+
+def test_an_fp16_step_skipped_by_the_scaler_does_not_advance_the_schedule(tmp_path):
+    # GradScaler's first scale (65536) overflows the tiny model's fp16 gradients: step 1 is skipped
+    run = train(tiny_config(tmp_path, fp16=True, max_steps=3, lr_scheduler_type="linear"))
+    s = run.steps
+    skipped = ~s["grad_norm"].map(math.isfinite)
+    assert skipped.iloc[0] and not skipped.all()
+    for i in range(len(s) - 1):
+        same_lr = s["learning_rate"].iloc[i + 1] == s["learning_rate"].iloc[i]
+        assert same_lr == skipped.iloc[i]  # the LR moves on only after a step that was taken
