@@ -35,6 +35,11 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 UNFINISHED = ("incomplete", "running")
 CLEAR_HINT = ".venv/bin/jupyter nbconvert --clear-output --inplace notebooks/*.ipynb tests/fixtures/*.ipynb"
 
+# Chapters run at their defaults, except the capstone: at its defaults it fine-tunes SmolLM2-135M for
+# up to 10 minutes (bench/chapter_speed.py measures that); here it runs the same method on half the
+# rows with two epochs and a 30-step LR range test, which its checks must pass just the same.
+SHORTENED = {"07_capstone": {"max_samples": 120, "max_epochs": 2, "lr_test_steps": 30}}
+
 # pytest skips a test whose parameter list is empty: a missing notebooks/ must FAIL instead
 NO_NOTEBOOK = Path("no chapter notebook in notebooks/")
 
@@ -69,9 +74,11 @@ def kernel_of_this_venv():
 
 
 def execute(notebook: Path, out_dir: Path) -> nbformat.NotebookNode:
-    """Run the notebook with papermill from notebooks/, only output_dir changed (to out_dir/runs)."""
+    """Run the notebook with papermill from notebooks/, output_dir changed (to out_dir/runs), and
+    the SHORTENED parameters where a chapter has them."""
+    parameters = {"output_dir": str(out_dir / "runs"), **SHORTENED.get(notebook.stem, {})}
     papermill.execute_notebook(str(notebook), str(out_dir / "out.ipynb"), cwd=str(NOTEBOOKS_DIR),
-                               parameters={"output_dir": str(out_dir / "runs")}, kernel_name=KERNEL,
+                               parameters=parameters, kernel_name=KERNEL,
                                progress_bar=False, execution_timeout=CELL_TIMEOUT)
     return nbformat.read(out_dir / "out.ipynb", as_version=4)
 
