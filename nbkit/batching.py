@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 
 from nbkit.data import collate
 from nbkit.evaluate import token_loss_sum
@@ -104,16 +106,22 @@ def length_grouped_micro_batches(features, micro_batch_size: int, count: int) ->
 
 # ---------------------------------------------------------------- gradient noise
 
+def batch_loss_and_gradient(model, features, indices, pad_token_id: int) -> tuple[float, torch.Tensor]:
+    """The per-token mean loss on the rows `indices` of `features`, and its gradient."""
+    loss_sum, n = _loss_sum(model, collate([features[i] for i in indices], pad_token_id))
+    return float(loss_sum.detach()) / n, flat_gradient(loss_sum / n, model)
+
+
 def batch_gradient(model, features, indices, pad_token_id: int) -> torch.Tensor:
     """The per-token mean loss's gradient on the rows `indices` of `features`."""
-    loss_sum, n = _loss_sum(model, collate([features[i] for i in indices], pad_token_id))
-    return flat_gradient(loss_sum / n, model)
+    return batch_loss_and_gradient(model, features, indices, pad_token_id)[1]
 
 
 def gradient_spread(model, features, pad_token_id: int, batch_sizes, draws: int = 4, seed: int = 0) -> pd.DataFrame:
     """For each batch size B: `draws` gradients of random batches of B rows, and their spread, the
     unbiased variance sum |g_i - mean|^2 / (draws - 1), which is tr(Sigma) / B in theory. Also the
-    spread relative to the squared norm of their mean ("noise_to_signal")."""
+    spread relative to the squared norm of their mean ("noise_to_signal") and the standard deviation
+    of the batches' losses ("loss_std"): what the per-step loss of a run at these weights scatters by."""
     if draws < 2:
         raise ValueError(f"draws={draws}: a spread needs at least 2 draws")
     generator = torch.Generator().manual_seed(seed)
@@ -121,12 +129,15 @@ def gradient_spread(model, features, pad_token_id: int, batch_sizes, draws: int 
     for b in batch_sizes:
         if not 1 <= b <= len(features):
             raise ValueError(f"batch_sizes: {b} is not between 1 and the {len(features)} rows available")
-        grads = torch.stack([batch_gradient(model, features, torch.randperm(len(features), generator=generator)[:b].tolist(),
-                                            pad_token_id) for _ in range(draws)])
+        losses, grads = zip(*[batch_loss_and_gradient(model, features, torch.randperm(len(features),
+                                                                                     generator=generator)[:b].tolist(),
+                                                        pad_token_id) for _ in range(draws)])
+        grads = torch.stack(grads)
         mean = grads.mean(0)
         variance = float(((grads - mean) ** 2).sum() / (draws - 1))
         rows.append({"batch_size": b, "gradient_variance": variance, "mean_grad_norm": float(mean.norm()),
-                     "noise_to_signal": variance / float(mean.norm() ** 2)})
+                     "noise_to_signal": variance / float(mean.norm() ** 2),
+                     "loss_std": float(torch.tensor(losses).std())})
     return pd.DataFrame(rows)
 
 
@@ -188,3 +199,101 @@ class NoiseScaleProbe:
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=["step", "samples_seen", "grad_norm_sq", "trace_sigma", "b_simple"])
+
+
+def noise_scale_over_run(table: pd.DataFrame, skip_first: bool = True) -> float:
+    """One B_simple for a run: the mean tr(Sigma) over the mean |G|^2 of its probes (McCandlish et al.
+    average numerator and denominator separately: the ratio of single noisy estimates is unstable).
+    skip_first leaves out the probe before any update (the base model, far from the fine-tuned regime)."""
+    rows = table[table["step"] > 0] if skip_first else table
+    if rows.empty:
+        raise ValueError("table: no probe after step 0; probe more often (NoiseScaleProbe(every=...))")
+    g_sq = rows["grad_norm_sq"].mean()
+    return float(rows["trace_sigma"].mean() / g_sq) if g_sq > 0 else math.inf
+
+
+# ---------------------------------------------------------------- runs, side by side
+
+def scaled_learning_rate(base_lr: float, base_batch: int, batch: int, exponent: float = 1.0) -> float:
+    """The LR for `batch` by a scaling rule: exponent 1 is the linear rule (Goyal et al. 2017),
+    0.5 the square-root rule often used with Adam, 0 keeps the LR."""
+    return base_lr * (batch / base_batch) ** exponent
+
+
+def throughput(runs) -> pd.DataFrame:
+    """Per run: batch size, median tokens per second over its steps (the median shrugs off the steps a
+    busy machine slowed), optimizer steps and training seconds."""
+    return pd.DataFrame([{"batch_size": r.config["per_device_train_batch_size"] * r.config["gradient_accumulation_steps"],
+                          "tokens_per_second": float(r.steps["tokens_per_second"].median()),
+                          "steps": len(r.steps), "train_seconds": r.summary.get("train_seconds")} for r in runs])
+
+
+def max_loss_difference(runs) -> float:
+    """The largest |loss difference| at the same step between the first run and each other one."""
+    first = runs[0].steps["loss"].to_numpy()
+    return max(float(np.abs(r.steps["loss"].to_numpy() - first).max()) for r in runs[1:])
+
+
+def samples_seen(run) -> pd.Series:
+    """Training samples consumed after each optimizer step (effective batch x step)."""
+    cfg = run.config
+    return run.steps["step"] * cfg["per_device_train_batch_size"] * cfg["gradient_accumulation_steps"]
+
+
+# ---------------------------------------------------------------- figures
+
+def noise_figure(spread: pd.DataFrame) -> Figure:
+    """Gradient variance and the spread of the batch loss against batch size (log-log), each with the
+    1/B (variance) or 1/sqrt(B) (standard deviation) line through the smallest batch."""
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    b = spread["batch_size"].to_numpy(dtype=float)
+    for ax, column, power, label in zip(fig.subplots(1, 2), ["gradient_variance", "loss_std"], [1.0, 0.5],
+                                        ["variance of the batch gradient", "std of the batch loss"]):
+        y = spread[column].to_numpy()
+        ax.loglog(b, y, "o-", label="measured")
+        ax.loglog(b, y[0] * (b[0] / b) ** power, "--", color="grey", label=f"1/B^{power:g} from the smallest")
+        ax.set_xticks(b, [f"{v:g}" for v in b], minor=False)
+        ax.set_xticks([], minor=True)
+        ax.set(xlabel="batch size", ylabel=label)
+        ax.legend()
+    return fig
+
+
+def throughput_memory_figure(table: pd.DataFrame) -> Figure:
+    """Tokens per second (every row) and measured peak memory with the plan (the rows that have one)
+    against batch size."""
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    left.semilogx(table["batch_size"], table["tokens_per_second"], "o-", base=2)
+    left.set(xlabel="batch size", ylabel="tokens / s (median step)", ylim=(0, None))
+    measured = table.dropna(subset=["measured_MB"])
+    right.semilogx(measured["batch_size"], measured["measured_MB"], "o-", base=2, label="measured peak")
+    right.semilogx(measured["batch_size"], measured["planned_MB"], "x--", base=2, label="planned (nbkit.memory)")
+    right.set(xlabel="batch size", ylabel="MB", ylim=(0, None))
+    right.legend()
+    return fig
+
+
+def samples_figure(runs, labels, smooth_samples: int = 64) -> Figure:
+    """Training loss against samples seen, one line per run, each averaged over about smooth_samples
+    samples so batches of different sizes are smoothed alike."""
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.add_subplot()
+    for run, label in zip(runs, labels):
+        batch = run.config["per_device_train_batch_size"] * run.config["gradient_accumulation_steps"]
+        window = max(1, smooth_samples // batch)
+        ax.plot(samples_seen(run), run.steps["loss"].rolling(window, min_periods=1).mean(), label=label)
+    ax.set(xlabel="training samples seen", ylabel="training loss (smoothed)", yscale="log")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def noise_scale_figure(table: pd.DataFrame, b_simple: float) -> Figure:
+    """B_simple at each probe, and the run's value (mean trace / mean |G|^2)."""
+    fig = Figure(figsize=(7, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.semilogy(table["samples_seen"], table["b_simple"], "o-", label="B_simple at each probe")
+    ax.axhline(b_simple, color="grey", ls="--", label=f"over the run: {b_simple:.0f}")
+    ax.set(xlabel="training samples seen", ylabel="gradient noise scale B_simple")
+    ax.legend()
+    return fig

@@ -468,6 +468,31 @@ def measure_peak_memory(cfg, gradient_checkpointing: bool = False) -> dict:
     return _peak_by_category(sizes)
 
 
+def measure_peak_memory_cuda(cfg, gradient_checkpointing: bool = False) -> dict:
+    """Measured GPU memory of one steady-state training step of cfg: torch.cuda.max_memory_allocated
+    over the second step (the first creates the optimizer state), weights and state included.
+    Only the total is known on this route: {"peak": bytes}."""
+    from nbkit.models import load_model
+    from nbkit.train import build_optimizer
+
+    if not torch.cuda.is_available():
+        raise ValueError("measure_peak_memory_cuda: no CUDA device here; use measure_peak_memory (CPU)")
+    torch.manual_seed(cfg.seed)
+    model, _ = load_model(cfg, "cuda")
+    model.train()
+    if gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    optimizer = build_optimizer(cfg, model)
+    step = (model, optimizer, cfg.per_device_train_batch_size, cfg.max_seq_length, cfg.bf16, cfg.fp16,
+            cfg.gradient_accumulation_steps)
+    _training_step(*step)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    _training_step(*step)
+    torch.cuda.synchronize()
+    return {"peak": torch.cuda.max_memory_allocated()}
+
+
 def _peak_by_category(sizes: list) -> dict:
     totals = [sum(row) for row in sizes]
     at_peak = sizes[totals.index(max(totals))]
@@ -477,8 +502,25 @@ def _peak_by_category(sizes: list) -> dict:
     return result
 
 
-def planned_vs_measured(cfg, gradient_checkpointing: bool = False) -> dict:
-    """Planned total, measured peak (bytes) and the planner's error in percent of the measurement."""
+def planned_vs_measured(cfg, gradient_checkpointing: bool = False, device: str = "cpu") -> dict:
+    """Planned total, measured peak (bytes) and the planner's error in percent of the measurement.
+    device "cpu": the profiler's timeline; "cuda": torch.cuda.max_memory_allocated."""
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r}: allowed: 'cpu', 'cuda'")
     planned = plan_for_config(cfg, gradient_checkpointing=gradient_checkpointing).total
-    measured = measure_peak_memory(cfg, gradient_checkpointing)["peak"]
+    measure = measure_peak_memory_cuda if device == "cuda" else measure_peak_memory
+    measured = measure(cfg, gradient_checkpointing)["peak"]
     return {"planned": planned, "measured": measured, "error_percent": 100 * (planned - measured) / measured}
+
+
+def planned_vs_measured_table(configs: dict, gradient_checkpointing: bool = False, device: str = "cpu"):
+    """{label: TrainConfig} -> a DataFrame: per config, planned and measured peak (MB) and the error (%)."""
+    import pandas as pd
+
+    rows = []
+    for label, cfg in configs.items():
+        result = planned_vs_measured(cfg, gradient_checkpointing, device)
+        rows.append({"case": label, "batch_size": cfg.per_device_train_batch_size,
+                     "accumulation": cfg.gradient_accumulation_steps, "planned_MB": result["planned"] / 1e6,
+                     "measured_MB": result["measured"] / 1e6, "error_percent": result["error_percent"]})
+    return pd.DataFrame(rows)

@@ -3,6 +3,7 @@ LLaMA-Factory's published 7B table, and its error against the profiler on real t
 import importlib.util
 
 import pytest
+import torch
 
 from nbkit.config import TrainConfig
 from nbkit.memory import (LLAMAFACTORY_7B_GB, OPTIMIZER_BYTES, SIZE_ANCHORS, ModelShape, compare_llamafactory_7b,
@@ -211,6 +212,21 @@ def test_planner_within_25_percent_of_measured_peak_with_gradient_checkpointing(
     assert abs(result["error_percent"]) < MAX_ERROR_PERCENT
     # and checkpointing really saved memory in the measurement
     assert result["measured"] < measure_peak_memory(cfg)["peak"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the GPU measurement is not run here")
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_planner_within_25_percent_of_measured_peak_on_a_gpu(checkpointing):
+    # on a GPU the trainer uses bf16 autocast when supported; plan and measure the same (fp32 here)
+    cfg = TrainConfig(model="tiny", per_device_train_batch_size=16, max_seq_length=64)
+    result = planned_vs_measured(cfg, gradient_checkpointing=checkpointing, device="cuda")
+    print(f"cuda, checkpointing={checkpointing}: error {result['error_percent']:+.1f}%")
+    assert abs(result["error_percent"]) < MAX_ERROR_PERCENT
+
+
+def test_planned_vs_measured_refuses_an_unknown_device():
+    with pytest.raises(ValueError, match="device"):
+        planned_vs_measured(TrainConfig(model="tiny"), device="tpu")
 
 
 def test_accumulation_keeps_memory_at_the_micro_batch_level():
