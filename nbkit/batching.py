@@ -292,8 +292,13 @@ def noise_scale_figure(table: pd.DataFrame, b_simple: float) -> Figure:
     """B_simple at each probe, and the run's value (mean trace / mean |G|^2)."""
     fig = Figure(figsize=(7, 3.6), layout="constrained")
     ax = fig.add_subplot()
-    ax.semilogy(table["samples_seen"], table["b_simple"], "o-", label="B_simple at each probe")
+    finite = np.isfinite(table["b_simple"])
+    ax.semilogy(table["samples_seen"], table["b_simple"].where(finite), "o-", label="B_simple at each probe")
     ax.axhline(b_simple, color="grey", ls="--", label=f"over the run: {b_simple:.0f}")
+    if not finite.all():  # |G|^2 estimated <= 0: drawn at the top, where a very large noise scale would be
+        top = ax.get_ylim()[1]
+        ax.plot(table.loc[~finite, "samples_seen"], [top] * int((~finite).sum()), "^", color="#d62728",
+                clip_on=False, label="inf: the noise swamped the signal")
     ax.set(xlabel="training samples seen", ylabel="gradient noise scale B_simple")
     ax.legend()
     return fig
