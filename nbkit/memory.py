@@ -22,6 +22,7 @@ Precision (what each value assumes; LLaMA-Factory's names):
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -79,16 +80,25 @@ class ModelShape:
     vocab_size: int
     num_attention_heads: int
     num_key_value_heads: int
+    tie_word_embeddings: bool = False  # input embedding and lm_head share one matrix
 
     @classmethod
     def from_config(cls, config) -> "ModelShape":
         """From a transformers config of a Llama-like model (Llama, Qwen2, SmolLM, Mistral...)."""
         heads = config.num_attention_heads
         kv_heads = getattr(config, "num_key_value_heads", None) or heads
-        shape = cls(0, config.hidden_size, config.num_hidden_layers, config.intermediate_size,
-                    config.vocab_size, heads, kv_heads)
-        tied = getattr(config, "tie_word_embeddings", False)
-        shape.num_params = shape.linear_params() + shape.embedding_params(tied) + shape.norm_params()
+        tied = bool(getattr(config, "tie_word_embeddings", False))
+        return cls.from_dims(config.hidden_size, config.num_hidden_layers, config.intermediate_size,
+                             config.vocab_size, heads, kv_heads, tied)
+
+    @classmethod
+    def from_dims(cls, hidden_size: int, num_layers: int, intermediate_size: int, vocab_size: int,
+                  num_attention_heads: int, num_key_value_heads: int, tie_word_embeddings: bool = False):
+        """A shape whose num_params is counted from its dimensions (biases, if any, left out)."""
+        shape = cls(0, hidden_size, num_layers, intermediate_size, vocab_size, num_attention_heads,
+                    num_key_value_heads, tie_word_embeddings)
+        shape.num_params = (shape.linear_params() + shape.embedding_params(tie_word_embeddings)
+                            + shape.norm_params())
         return shape
 
     @classmethod
@@ -107,6 +117,39 @@ class ModelShape:
         meta-llama/Llama-2-7b-hf (hidden 4096, 32 layers, intermediate 11008, vocab 32000, 32 heads)."""
         return cls(num_params=6_740_000_000, hidden_size=4096, num_layers=32, intermediate_size=11008,
                    vocab_size=32000, num_attention_heads=32, num_key_value_heads=32)
+
+    @classmethod
+    def from_size(cls, num_params: float) -> "ModelShape":
+        """A Llama-like shape of about num_params parameters, for a model you know only by its size:
+        the published shape nearest in size (SIZE_ANCHORS), with as many layers as it takes to reach
+        num_params (at least 1). Width sets the activations per layer, so expect the estimate to be
+        coarser than one from the model's own config."""
+        if not num_params >= 1e6:
+            raise ValueError(f"num_params={num_params!r}: give a size of at least 1e6 parameters (e.g. 7e9)")
+        anchor = min(SIZE_ANCHORS.values(), key=lambda a: abs(math.log(a.num_params / num_params)))
+        fixed = anchor.embedding_params(anchor.tie_word_embeddings) + anchor.hidden_size
+        per_layer = anchor.layer_linear_params() + 2 * anchor.hidden_size
+        layers = max(1, round((num_params - fixed) / per_layer))
+        return cls(int(num_params), anchor.hidden_size, layers, anchor.intermediate_size, anchor.vocab_size,
+                   anchor.num_attention_heads, anchor.num_key_value_heads, anchor.tie_word_embeddings)
+
+    @classmethod
+    def parse(cls, model: str | float) -> "ModelShape":
+        """"7b", "135M", 7e9 (a size: from_size), "llama-2-7b" (the published shape), or a model of
+        the registry / an HF id / a folder (its config: from_registry)."""
+        if isinstance(model, (int, float)):
+            return cls.from_size(model)
+        text = model.strip().lower()
+        if text in SIZE_ANCHORS:
+            return SIZE_ANCHORS[text]
+        units = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
+        number = text[:-1] if text[-1:] in units else text
+        try:
+            return cls.from_size(float(number) * units.get(text[-1:], 1))
+        except ValueError as err:
+            if "num_params" in str(err):
+                raise
+        return cls.from_registry(model)
 
     def kv_size(self) -> int:
         """Width of the k and v projections (smaller than hidden_size with grouped-query attention)."""
@@ -130,6 +173,20 @@ class ModelShape:
 
     def norm_params(self) -> int:
         return (2 * self.num_layers + 1) * self.hidden_size  # two RMSNorms a layer + the final one
+
+
+# Published shapes (each model's config.json on the Hugging Face hub: HuggingFaceTB/SmolLM2-135M,
+# Qwen/Qwen2.5-0.5B, meta-llama/Llama-3.2-1B and -3B, meta-llama/Llama-2-7b-hf, -13b-hf, -70b-hf),
+# parameters counted from the dimensions; ModelShape.from_size scales the nearest by its layers.
+SIZE_ANCHORS = {
+    "smollm2-135m": ModelShape.from_dims(576, 30, 1536, 49152, 9, 3, tie_word_embeddings=True),
+    "qwen2.5-0.5b": ModelShape.from_dims(896, 24, 4864, 151936, 14, 2, tie_word_embeddings=True),
+    "llama-3.2-1b": ModelShape.from_dims(2048, 16, 8192, 128256, 32, 8, tie_word_embeddings=True),
+    "llama-3.2-3b": ModelShape.from_dims(3072, 28, 8192, 128256, 24, 8, tie_word_embeddings=True),
+    "llama-2-7b": ModelShape.llama_7b(),
+    "llama-2-13b": ModelShape.from_dims(5120, 40, 13824, 32000, 40, 40),
+    "llama-2-70b": ModelShape.from_dims(8192, 80, 28672, 32000, 64, 8),
+}
 
 
 # ---------------------------------------------------------------- the formulas
@@ -196,27 +253,31 @@ def layers_keeping_activations(shape: ModelShape, finetuning_type: str, freeze_t
     return shape.num_layers
 
 
-def activation_elements_per_token(shape: ModelShape, gradient_checkpointing: bool, layers: int) -> float:
-    """Saved activations per token, excluding the logits, for `layers` layers that keep them.
-    Gradient checkpointing keeps only each layer's input and recomputes one layer at a time in the
-    backward pass, so one layer's full set is alive on top of the checkpoints."""
-    one_layer = LAYER_HIDDEN_FACTOR * shape.hidden_size + LAYER_INTERMEDIATE_FACTOR * shape.intermediate_size
-    edges = EDGE_HIDDEN_FACTOR * shape.hidden_size
-    if gradient_checkpointing:
-        return layers * shape.hidden_size + one_layer + edges
-    return layers * one_layer + edges
+def layer_activation_elements(shape: ModelShape) -> float:
+    """Saved activations per token of one decoder layer, in elements."""
+    return LAYER_HIDDEN_FACTOR * shape.hidden_size + LAYER_INTERMEDIATE_FACTOR * shape.intermediate_size
 
 
 def activation_bytes(shape: ModelShape, batch: int, seq: int, precision: str,
                      gradient_checkpointing: bool, layers: int | None = None) -> float:
-    """Layer activations in the compute dtype, plus LOGITS_COPIES fp32 copies of the logits
-    (batch x seq x vocab x 4 bytes each: the loss is always computed in fp32)."""
+    """Activations alive at the step's peak, for `layers` layers that keep them: layer activations in
+    the compute dtype, plus LOGITS_COPIES fp32 copies of the logits (batch x seq x vocab x 4 bytes each:
+    the loss is always computed in fp32).
+
+    Without checkpointing everything is alive at the end of the forward pass. With gradient
+    checkpointing each layer keeps only its input, and the backward pass recomputes one layer at a
+    time; by then the loss's logits copies are freed, so the peak is the checkpoints plus the larger of
+    the two (the logits at the end of the forward pass, or one recomputed layer in the backward pass).
+    Measured on the tiny model: tests/test_memory.py."""
     layers = shape.num_layers if layers is None else layers
     tokens = batch * seq
     dtype_bytes = FP32_BYTES if precision == "fp32" else HALF_BYTES
-    saved = tokens * activation_elements_per_token(shape, gradient_checkpointing, layers) * dtype_bytes
-    logits = LOGITS_COPIES * tokens * shape.vocab_size * FP32_BYTES
-    return saved + logits
+    edges = EDGE_HIDDEN_FACTOR * shape.hidden_size * dtype_bytes
+    one_layer = layer_activation_elements(shape) * dtype_bytes
+    logits = LOGITS_COPIES * shape.vocab_size * FP32_BYTES
+    if gradient_checkpointing:
+        return tokens * (layers * shape.hidden_size * dtype_bytes + edges + max(logits, one_layer))
+    return tokens * (layers * one_layer + edges + logits)
 
 
 # ---------------------------------------------------------------- the plan
@@ -305,7 +366,7 @@ def plan_for_effective_batch(shape: ModelShape, memory_bytes: float, effective_b
             "effective_batch": batch * steps, "fits": True}
 
 
-def plan_for_config(cfg, shape: ModelShape | None = None) -> MemoryPlan:
+def plan_for_config(cfg, shape: ModelShape | None = None, gradient_checkpointing: bool = False) -> MemoryPlan:
     """plan_memory with a TrainConfig's fields (precision from bf16 / fp16). Note: nbkit loads every
     base in fp32 and uses autocast, so under bf16 its frozen LoRA weights take 4 bytes, not the 2 the
     planner assumes (LLaMA-Factory's way); full fine-tuning is planned as nbkit runs it."""
@@ -314,7 +375,8 @@ def plan_for_config(cfg, shape: ModelShape | None = None) -> MemoryPlan:
     return plan_memory(shape, finetuning_type=cfg.finetuning_type, quantization_bit=cfg.quantization_bit,
                        precision=precision, optim=cfg.optim,
                        per_device_train_batch_size=cfg.per_device_train_batch_size,
-                       max_seq_length=cfg.max_seq_length, lora_rank=cfg.lora_rank, lora_target=cfg.lora_target,
+                       max_seq_length=cfg.max_seq_length, gradient_checkpointing=gradient_checkpointing,
+                       lora_rank=cfg.lora_rank, lora_target=cfg.lora_target,
                        freeze_trainable_layers=cfg.freeze_trainable_layers)
 
 
@@ -355,22 +417,26 @@ TIMELINE_CATEGORIES = ("parameters", "optimizer_state", "inputs", "temporaries",
                        "gradients", "autograd_detail", "unknown")
 
 
-def _training_step(model, optimizer, batch: int, seq: int, bf16: bool, fp16: bool) -> None:
-    """One step on random full-length rows (the worst case: no padding), the loss as train.py takes it."""
+def _training_step(model, optimizer, batch: int, seq: int, bf16: bool, fp16: bool, accumulation: int = 1) -> None:
+    """One optimizer step over `accumulation` micro-batches of random full-length rows (the worst case:
+    no padding), the loss as train.py takes it: each micro-batch's backward frees its activations."""
     from nbkit.evaluate import autocast_context, token_loss_sum
 
     device = next(model.parameters()).device
-    ids = torch.randint(2, model.config.vocab_size, (batch, seq), device=device)
-    with autocast_context(device, bf16, fp16):
-        logits = model(input_ids=ids).logits
-    loss, _ = token_loss_sum(logits, ids)
-    loss.backward()
+    for _ in range(accumulation):
+        ids = torch.randint(2, model.config.vocab_size, (batch, seq), device=device)
+        with autocast_context(device, bf16, fp16):
+            logits = model(input_ids=ids).logits
+        loss, n = token_loss_sum(logits, ids)
+        (loss / (n * accumulation)).backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
 
-def measure_peak_memory(cfg) -> dict:
-    """Measured CPU memory of one training step of cfg, by category (DESIGN.md's recipe).
+def measure_peak_memory(cfg, gradient_checkpointing: bool = False) -> dict:
+    """Measured CPU memory of one training step of cfg (per_device_train_batch_size x max_seq_length,
+    gradient_accumulation_steps micro-batches), by category (DESIGN.md's recipe). With
+    gradient_checkpointing, HF's checkpointing (non-reentrant) is switched on in the model.
 
     One step is taken first, unprofiled, so the optimizer state exists (it is created lazily at the
     first step) and the profiled step is a steady-state one. Returns bytes per category at the
@@ -382,12 +448,16 @@ def measure_peak_memory(cfg) -> dict:
 
     torch.manual_seed(cfg.seed)
     model, _ = load_model(cfg)
+    model.train()  # as in training (HF checkpoints only in train mode)
+    if gradient_checkpointing:  # transformers >= 5 names it activation_checkpointing_enable
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     optimizer = build_optimizer(cfg, model)
-    batch, seq = cfg.per_device_train_batch_size, cfg.max_seq_length
-    _training_step(model, optimizer, batch, seq, cfg.bf16, cfg.fp16)
+    step = (model, optimizer, cfg.per_device_train_batch_size, cfg.max_seq_length, cfg.bf16, cfg.fp16,
+            cfg.gradient_accumulation_steps)
+    _training_step(*step)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
                  with_stack=True) as prof:
-        _training_step(model, optimizer, batch, seq, cfg.bf16, cfg.fp16)
+        _training_step(*step)
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "memory_timeline.json")
         with warnings.catch_warnings():  # deprecated in favour of a CUDA-only API; still the CPU's route
@@ -396,6 +466,31 @@ def measure_peak_memory(cfg) -> dict:
         with open(path) as f:
             _, sizes = json.load(f)
     return _peak_by_category(sizes)
+
+
+def measure_peak_memory_cuda(cfg, gradient_checkpointing: bool = False) -> dict:
+    """Measured GPU memory of one steady-state training step of cfg: torch.cuda.max_memory_allocated
+    over the second step (the first creates the optimizer state), weights and state included.
+    Only the total is known on this route: {"peak": bytes}."""
+    from nbkit.models import load_model
+    from nbkit.train import build_optimizer
+
+    if not torch.cuda.is_available():
+        raise ValueError("measure_peak_memory_cuda: no CUDA device here; use measure_peak_memory (CPU)")
+    torch.manual_seed(cfg.seed)
+    model, _ = load_model(cfg, "cuda")
+    model.train()
+    if gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    optimizer = build_optimizer(cfg, model)
+    step = (model, optimizer, cfg.per_device_train_batch_size, cfg.max_seq_length, cfg.bf16, cfg.fp16,
+            cfg.gradient_accumulation_steps)
+    _training_step(*step)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    _training_step(*step)
+    torch.cuda.synchronize()
+    return {"peak": torch.cuda.max_memory_allocated()}
 
 
 def _peak_by_category(sizes: list) -> dict:
@@ -407,8 +502,25 @@ def _peak_by_category(sizes: list) -> dict:
     return result
 
 
-def planned_vs_measured(cfg) -> dict:
-    """Planned total, measured peak (bytes) and the planner's error in percent of the measurement."""
-    planned = plan_for_config(cfg).total
-    measured = measure_peak_memory(cfg)["peak"]
+def planned_vs_measured(cfg, gradient_checkpointing: bool = False, device: str = "cpu") -> dict:
+    """Planned total, measured peak (bytes) and the planner's error in percent of the measurement.
+    device "cpu": the profiler's timeline; "cuda": torch.cuda.max_memory_allocated."""
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r}: allowed: 'cpu', 'cuda'")
+    planned = plan_for_config(cfg, gradient_checkpointing=gradient_checkpointing).total
+    measure = measure_peak_memory_cuda if device == "cuda" else measure_peak_memory
+    measured = measure(cfg, gradient_checkpointing)["peak"]
     return {"planned": planned, "measured": measured, "error_percent": 100 * (planned - measured) / measured}
+
+
+def planned_vs_measured_table(configs: dict, gradient_checkpointing: bool = False, device: str = "cpu"):
+    """{label: TrainConfig} -> a DataFrame: per config, planned and measured peak (MB) and the error (%)."""
+    import pandas as pd
+
+    rows = []
+    for label, cfg in configs.items():
+        result = planned_vs_measured(cfg, gradient_checkpointing, device)
+        rows.append({"case": label, "batch_size": cfg.per_device_train_batch_size,
+                     "accumulation": cfg.gradient_accumulation_steps, "planned_MB": result["planned"] / 1e6,
+                     "measured_MB": result["measured"] / 1e6, "error_percent": result["error_percent"]})
+    return pd.DataFrame(rows)

@@ -375,7 +375,9 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None) -> Run:
             writer.log_eval(row)
         return row
 
-    emit("train_begin", dict(facts, config=cfg, path=writer.path if writer else None))
+    # the model and tokenizer too, for probes that measure it during the run (nbkit.batching)
+    emit("train_begin", dict(facts, config=cfg, path=writer.path if writer else None, model=raw_model,
+                             tokenizer=tokenizer))
     progress = tqdm(total=total_steps, disable=cfg.disable_tqdm or not is_main, desc="train")
     status, step, diverged_at, first_loss = "completed", 0, None, None
     stopper = EarlyStopping(cfg.early_stopping_patience, cfg.early_stopping_threshold)

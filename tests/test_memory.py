@@ -3,9 +3,10 @@ LLaMA-Factory's published 7B table, and its error against the profiler on real t
 import importlib.util
 
 import pytest
+import torch
 
 from nbkit.config import TrainConfig
-from nbkit.memory import (LLAMAFACTORY_7B_GB, OPTIMIZER_BYTES, ModelShape, compare_llamafactory_7b,
+from nbkit.memory import (LLAMAFACTORY_7B_GB, OPTIMIZER_BYTES, SIZE_ANCHORS, ModelShape, compare_llamafactory_7b,
                           largest_batch, measure_peak_memory, plan_for_config, plan_for_effective_batch,
                           plan_memory, planned_vs_measured, trainable_params)
 from nbkit.models import count_parameters, load_model
@@ -28,6 +29,25 @@ def tiny():
 def test_shape_counts_the_same_parameters_as_the_loaded_model(tiny):
     model, _ = load_model(TrainConfig(model="tiny"))
     assert tiny.num_params == count_parameters(model)["total_params"]
+
+
+@pytest.mark.parametrize("size", ["7b", "135M", 3e9, "70B", "0.5b"])
+def test_a_size_gives_a_shape_of_about_that_many_parameters(size):
+    shape = ModelShape.parse(size)
+    counted = shape.linear_params() + shape.embedding_params(shape.tie_word_embeddings) + shape.norm_params()
+    assert abs(counted - shape.num_params) / shape.num_params < 0.15  # whole layers: a coarse fit
+
+
+def test_parse_takes_published_names_and_registry_models(tiny):
+    assert ModelShape.parse("llama-2-7b") == ModelShape.llama_7b()
+    assert ModelShape.parse("smollm2-135m") == SIZE_ANCHORS["smollm2-135m"]
+    assert ModelShape.parse("tiny") == tiny
+
+
+@pytest.mark.parametrize("bad", ["-3b", 10, "0k"])
+def test_parse_refuses_a_size_below_a_million(bad):
+    with pytest.raises(ValueError, match="num_params"):
+        ModelShape.parse(bad)
 
 
 def test_llama_7b_shape_adds_up_to_its_published_size():
@@ -178,6 +198,46 @@ def _check_against_measurement(cfg) -> float:
                          ids=["full-b16", "full-b4", "lora-b16", "full-b16-bf16"])
 def test_planner_within_25_percent_of_measured_peak_on_tiny(kw):
     _check_against_measurement(TrainConfig(model="tiny", max_seq_length=64, **kw))
+
+
+@pytest.mark.parametrize("kw", [dict(finetuning_type="full", per_device_train_batch_size=16),
+                                dict(finetuning_type="full", per_device_train_batch_size=4),
+                                dict(finetuning_type="lora", per_device_train_batch_size=16)],
+                         ids=["full-b16", "full-b4", "lora-b16"])
+def test_planner_within_25_percent_of_measured_peak_with_gradient_checkpointing(kw):
+    cfg = TrainConfig(model="tiny", max_seq_length=64, **kw)
+    result = planned_vs_measured(cfg, gradient_checkpointing=True)
+    print(f"checkpointing {kw}: planned {result['planned'] / 1e6:.1f} MB, measured {result['measured'] / 1e6:.1f} MB, "
+          f"error {result['error_percent']:+.1f}%")
+    assert abs(result["error_percent"]) < MAX_ERROR_PERCENT
+    # and checkpointing really saved memory in the measurement
+    assert result["measured"] < measure_peak_memory(cfg)["peak"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the GPU measurement is not run here")
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_planner_within_25_percent_of_measured_peak_on_a_gpu(checkpointing):
+    # on a GPU the trainer uses bf16 autocast when supported; plan and measure the same (fp32 here)
+    cfg = TrainConfig(model="tiny", per_device_train_batch_size=16, max_seq_length=64)
+    result = planned_vs_measured(cfg, gradient_checkpointing=checkpointing, device="cuda")
+    print(f"cuda, checkpointing={checkpointing}: error {result['error_percent']:+.1f}%")
+    assert abs(result["error_percent"]) < MAX_ERROR_PERCENT
+
+
+def test_planned_vs_measured_refuses_an_unknown_device():
+    with pytest.raises(ValueError, match="device"):
+        planned_vs_measured(TrainConfig(model="tiny"), device="tpu")
+
+
+def test_accumulation_keeps_memory_at_the_micro_batch_level():
+    one_big = measure_peak_memory(TrainConfig(model="tiny", per_device_train_batch_size=32))["peak"]
+    accumulated = measure_peak_memory(TrainConfig(model="tiny", per_device_train_batch_size=8,
+                                                  gradient_accumulation_steps=4))["peak"]
+    micro_cfg = TrainConfig(model="tiny", per_device_train_batch_size=8)
+    micro = measure_peak_memory(micro_cfg)["peak"]
+    assert accumulated < 0.6 * one_big
+    # the micro-batch's step plus at most the gradient buffers, which stay alive between micro-batches
+    assert micro <= accumulated <= micro + 1.01 * plan_for_config(micro_cfg).gradients
 
 
 def test_measured_categories_match_the_planned_ones():

@@ -1,0 +1,133 @@
+"""nbkit.batching: the two loss normalisations under gradient accumulation, the gradient spread
+across batch sizes, and the gradient noise scale (McCandlish et al. 2018, Appendix A)."""
+import math
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from nbkit import train
+from nbkit.batching import (NoiseScaleProbe, compare_normalisations, exact_token_mean, gradient_spread,
+                            length_grouped_micro_batches, mean_of_micro_means, measure_noise_scale,
+                            noise_scale_estimate)
+from nbkit.models import load_model
+from nbkit.train import build_datasets
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def model_and_rows(tmp_path_factory):
+    cfg = tiny_config(tmp_path_factory.mktemp("runs"), max_samples=200)
+    model, tokenizer = load_model(cfg)
+    return model, build_datasets(cfg, tokenizer)[0], tokenizer.pad_token_id
+
+
+# ---------------------------------------------------------------- normalisation, by hand
+
+def test_exact_token_mean_weights_every_token_equally():
+    # micro-batch 1: 2 tokens summing to 2.0 (1.0 each); micro-batch 2: 6 tokens summing to 18.0 (3.0 each)
+    assert exact_token_mean([2.0, 18.0], [2, 6]) == pytest.approx(20.0 / 8)
+    assert mean_of_micro_means([2.0, 18.0], [2, 6]) == pytest.approx((1.0 + 3.0) / 2)
+
+
+def test_the_two_agree_when_micro_batches_have_equal_tokens():
+    assert exact_token_mean([3.0, 5.0, 7.0], [4, 4, 4]) == pytest.approx(mean_of_micro_means([3.0, 5.0, 7.0], [4, 4, 4]))
+
+
+@pytest.mark.parametrize("sums, counts", [([1.0], []), ([], []), ([1.0, 2.0], [3, 0])])
+def test_bad_micro_batches_are_refused(sums, counts):
+    with pytest.raises(ValueError, match="token_counts"):
+        exact_token_mean(sums, counts)
+
+
+def test_exact_accumulation_matches_the_full_batch_and_the_mean_of_means_does_not(model_and_rows):
+    model, rows, pad = model_and_rows
+    micro = length_grouped_micro_batches(rows, micro_batch_size=4, count=4)
+    tokens = [sum(sum(label != -100 for label in r["labels"]) for r in batch) for batch in micro]
+    assert len(set(tokens)) > 1  # the micro-batches really differ in length
+    result = compare_normalisations(model, micro, pad)
+    assert result["loss_exact"] == pytest.approx(result["loss_full_batch"], rel=1e-5)
+    assert result["grad_error_exact"] < 1e-4
+    assert abs(result["loss_mean_of_means"] - result["loss_full_batch"]) > 1e-3
+    assert result["grad_error_mean_of_means"] > 100 * result["grad_error_exact"]
+
+
+def test_length_grouped_micro_batches_go_from_short_to_long(model_and_rows):
+    _, rows, _ = model_and_rows
+    micro = length_grouped_micro_batches(rows, micro_batch_size=4, count=3)
+    lengths = [sum(sum(label != -100 for label in r["labels"]) for r in batch) for batch in micro]
+    assert [len(b) for b in micro] == [4, 4, 4] and lengths == sorted(lengths)
+
+
+# ---------------------------------------------------------------- the noise scale, by hand
+
+def test_noise_scale_estimate_recovers_a_known_signal_and_noise():
+    # |G|^2 = 4, tr(Sigma) = 32: E|G_B|^2 = 4 + 32 / B
+    g_small, g_big = 4 + 32 / 2, 4 + 32 / 16
+    est = noise_scale_estimate(g_small, g_big, b_small=2, b_big=16)
+    assert est["grad_norm_sq"] == pytest.approx(4)
+    assert est["trace_sigma"] == pytest.approx(32)
+    assert est["b_simple"] == pytest.approx(8)
+
+
+def test_noise_scale_is_inf_when_noise_swamps_the_signal():
+    assert math.isinf(noise_scale_estimate(10.0, 0.1, 2, 4)["b_simple"])
+
+
+def test_noise_scale_needs_two_ordered_batch_sizes():
+    with pytest.raises(ValueError, match="b_small"):
+        noise_scale_estimate(1.0, 1.0, 8, 8)
+
+
+def test_noise_scale_on_synthetic_gradients_is_close_to_the_truth():
+    # per-example gradients G + noise with tr(Sigma) = dim * sigma^2; estimate from the sample means
+    torch.manual_seed(0)
+    dim, sigma, g = 200, 1.0, torch.full((200,), 0.1)  # |G|^2 = 2, tr = 200, B_simple = 100
+    b_small, n_micro, repeats = 8, 16, 200
+    small, big = [], []
+    for _ in range(repeats):
+        grads = g + sigma * torch.randn(n_micro, b_small, dim)
+        means = grads.mean(1)
+        small.append(float((means ** 2).sum(1).mean()))
+        big.append(float(means.mean(0).norm() ** 2))
+    est = noise_scale_estimate(sum(small) / repeats, sum(big) / repeats, b_small, b_small * n_micro)
+    assert est["trace_sigma"] == pytest.approx(200, rel=0.1)
+    assert est["b_simple"] == pytest.approx(100, rel=0.3)
+
+
+# ---------------------------------------------------------------- on the tiny model
+
+def test_gradient_spread_falls_with_the_batch_size(model_and_rows):
+    model, rows, pad = model_and_rows
+    spread = gradient_spread(model, rows, pad, [2, 32], draws=4)
+    small, big = spread["gradient_variance"]
+    assert big < small / 4  # tr(Sigma)/B predicts 16x; ask for 4x
+
+
+def test_gradient_spread_refuses_a_batch_larger_than_the_rows(model_and_rows):
+    model, rows, pad = model_and_rows
+    with pytest.raises(ValueError, match="batch_sizes"):
+        gradient_spread(model, rows, pad, [len(rows) + 1])
+
+
+def test_measure_noise_scale_gives_a_positive_trace(model_and_rows):
+    model, rows, pad = model_and_rows
+    est = measure_noise_scale(model, rows, pad, b_small=2, n_micro=4, generator=torch.Generator().manual_seed(0))
+    assert est["trace_sigma"] > 0
+
+
+def test_probe_records_and_does_not_change_the_run(tmp_path):
+    cfg = tiny_config(tmp_path, num_train_epochs=1)  # 4 steps
+    probe = NoiseScaleProbe(every=2, b_small=2, n_micro=4)
+    probed = train(cfg, callbacks=[probe])
+    plain = train(cfg)
+    table = probe.table()
+    assert list(table["step"]) == [0, 2, 4]
+    assert list(table["samples_seen"]) == [0, 32, 64]
+    assert list(probed.steps["loss"]) == list(plain.steps["loss"])  # bit for bit
+
+
+def test_probe_refuses_a_bad_interval():
+    with pytest.raises(ValueError, match="every"):
+        NoiseScaleProbe(every=0)
