@@ -9,8 +9,8 @@ from __future__ import annotations
 
 # Rows, sequence length and evaluation size per (model, device). Why these numbers:
 #   tiny, cpu           TrainConfig's defaults: a whole run takes seconds
-#   smollm2-135m, cpu   a LoRA step on 8 rows of ~45 tokens takes about 1.5 s on two cores, and greedy
-#                       answers to 48 questions about 10 s: 240 rows keep a run to a minute or two
+#   smollm2-135m, cpu   LoRA trains about 140 tokens/s on two cores (bench/llm_finetune.py), so an
+#                       epoch of 192 rows of ~45 tokens takes about a minute: 240 rows keep runs short
 #   any model, cuda     the task at full size, longer rows, bf16 (every recent GPU has it)
 RUN_SIZES = {
     ("tiny", "cpu"): dict(max_samples=None, eval_generate_samples=200, max_seq_length=64),

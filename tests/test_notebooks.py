@@ -171,6 +171,9 @@ def parameter_problems(source: str) -> list[str]:
             problems.append(f"line {node.lineno}: {node.target.id} is not set to a literal: {line}")
         if not any(n in commented for n in range(node.lineno, node.end_lineno + 1)):
             problems.append(f"line {node.lineno}: {node.target.id} has no trailing '# why' comment")
+        if line.count("=") > 1:  # papermill's parameter inspection skips such a line, with a warning
+            problems.append(f"line {node.lineno}: {node.target.id} has a second '=' (in its comment?): "
+                            f"papermill --help-notebook cannot list it: {line}")
     return problems
 
 
@@ -207,3 +210,5 @@ def test_parameter_rules_catch_what_papermill_cannot_override():
     assert parameter_problems("learning_rate: float = 10 ** -3  # computed")
     assert parameter_problems("%matplotlib inline")
     assert parameter_problems("import os  # why")
+    assert parameter_problems('device: str = "auto"  # auto = the GPU')  # papermill skips a line with two '='
+
