@@ -14,17 +14,16 @@ Rounds interleave the two loops (noisy machines drift; ratios less so).
     python bench/llm_finetune.py [--model smollm2-135m] [--steps N] [--rounds 3]
 """
 import argparse
-import statistics
 import tempfile
 import time
 from functools import partial
 
 import torch
+from common import hf_trainer, interleaved_medians
 
 from nbkit import TrainConfig, train
 from nbkit.data import collate
 from nbkit.models import count_parameters, load_model
-from nbkit.train import build_datasets
 
 # Dense bf16 tensor-core peaks from the vendors' datasheets (TFLOPS, without sparsity).
 GPU_PEAK_TFLOPS = {"H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L4": 121, "A10": 125, "4090": 165,
@@ -45,27 +44,23 @@ def nbkit_tokens_per_second(cfg: TrainConfig) -> float:
 
 
 def hf_tokens_per_second(cfg: TrainConfig) -> float:
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    """Real tokens of the batches the model trained on (counted at its forward: Accelerate's loader
+    collates one batch ahead, so counting in the collator over-counts a batch) over the loop's time."""
+    from transformers import TrainerCallback
 
     model, tokenizer = load_model(cfg)
-    features, _, _ = build_datasets(cfg, tokenizer)
     counted = {"tokens": 0}
 
-    def collate_counting(rows):
-        batch = collate(rows, pad_token_id=tokenizer.pad_token_id)
-        counted["tokens"] += int(batch["attention_mask"].sum())
-        return batch
+    def count_tokens(module, args, kwargs):
+        counted["tokens"] += int(kwargs["attention_mask"].sum())
 
     class Clock(TrainerCallback):  # time the steps only, not the set-up
         def on_train_begin(self, *args, **kwargs):
             counted["start"], counted["tokens"] = time.perf_counter(), 0
 
-    kwargs = cfg.to_training_args_kwargs()
-    kwargs.update(eval_strategy="no", save_strategy="no", logging_strategy="no", report_to=[],
-                  load_best_model_at_end=False, output_dir=tempfile.mkdtemp())
-    trainer = Trainer(model=model, args=TrainingArguments(**kwargs), train_dataset=features,
-                      data_collator=collate_counting, callbacks=[Clock()])
-    trainer.train()
+    model.register_forward_pre_hook(count_tokens, with_kwargs=True)
+    collator = partial(collate, pad_token_id=tokenizer.pad_token_id)
+    hf_trainer(cfg, model, tokenizer, collator, callbacks=[Clock()]).train()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return counted["tokens"] / (time.perf_counter() - counted["start"])
@@ -108,12 +103,8 @@ def main():
     cfg = bench_config(args.model, cuda, steps, tempfile.mkdtemp())
     full_flops, lora_flops = flops_per_token(cfg)
     peak, peak_text = peak_flops(cuda)
-    speeds = {"nbkit": [], "hf": []}
-    for r in range(args.rounds):
-        speeds["nbkit"].append(nbkit_tokens_per_second(cfg))
-        speeds["hf"].append(hf_tokens_per_second(cfg))
-        print(f"round {r + 1}: " + "  ".join(f"{k} {v[-1]:.0f} tok/s" for k, v in speeds.items()), flush=True)
-    med = {k: statistics.median(v) for k, v in speeds.items()}
+    med = interleaved_medians({"nbkit": lambda: nbkit_tokens_per_second(cfg), "hf": lambda: hf_tokens_per_second(cfg)},
+                              args.rounds, "tok/s")
     print(f"\n{args.model}, LoRA r={cfg.lora_rank}, batch {cfg.per_device_train_batch_size} x {cfg.max_seq_length} "
           f"tokens, {'bf16' if cfg.bf16 else 'fp32'}, {steps} steps x {args.rounds} rounds; {peak_text}")
     print("| loop  | tokens/s | MFU (6N) | LoRA FLOPs utilisation |")

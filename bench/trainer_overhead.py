@@ -10,12 +10,12 @@ Prints ms per optimizer step (median over rounds) and the ratios nbkit/bare and 
     python bench/trainer_overhead.py [--rounds 5] [--steps 60]
 """
 import argparse
-import statistics
 import tempfile
 import time
 from functools import partial
 
 import torch
+from common import hf_trainer, interleaved_medians
 from torch.utils.data import DataLoader
 
 from nbkit import TrainConfig, train
@@ -61,16 +61,9 @@ def nbkit_loop(cfg: TrainConfig) -> float:
     return 1000 * (s["train_seconds"] - s["eval_seconds"]) / s["steps_completed"]
 
 
-def hf_trainer(cfg: TrainConfig) -> float:
-    from transformers import Trainer, TrainingArguments
-
+def hf_loop(cfg: TrainConfig) -> float:
     model, tokenizer = load_model(cfg)
-    features, _, _ = build_datasets(cfg, tokenizer)
-    kwargs = cfg.to_training_args_kwargs()
-    kwargs.update(eval_strategy="no", save_strategy="no", logging_strategy="no", report_to=[],
-                  load_best_model_at_end=False, disable_tqdm=True, output_dir=tempfile.mkdtemp())
-    trainer = Trainer(model=model, args=TrainingArguments(**kwargs), train_dataset=features,
-                      data_collator=partial(collate, pad_token_id=tokenizer.pad_token_id))
+    trainer = hf_trainer(cfg, model, tokenizer, partial(collate, pad_token_id=tokenizer.pad_token_id))
     start = time.perf_counter()
     trainer.train()
     return 1000 * (time.perf_counter() - start) / cfg.max_steps
@@ -83,13 +76,9 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     cfg = bench_config(args.steps, tempfile.mkdtemp())
-    times = {"bare": [], "nbkit": [], "hf": []}
     bare_loop(cfg)  # warm-up: first-call costs (imports, allocator) are not the loop's
-    for r in range(args.rounds):
-        for name, fn in (("bare", bare_loop), ("nbkit", nbkit_loop), ("hf", hf_trainer)):
-            times[name].append(fn(cfg))
-        print(f"round {r + 1}: " + "  ".join(f"{n} {t[-1]:.2f}" for n, t in times.items()), flush=True)
-    med = {n: statistics.median(t) for n, t in times.items()}
+    med = interleaved_medians({name: partial(fn, cfg) for name, fn in
+                               (("bare", bare_loop), ("nbkit", nbkit_loop), ("hf", hf_loop))}, args.rounds, "ms/step")
     print(f"\n{args.steps} steps x {args.rounds} rounds, batch {cfg.per_device_train_batch_size}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
     print("| loop  | ms/step (median) |")
