@@ -1,9 +1,13 @@
 """Run sizes: how big a run each (model, device) affords, so every chapter runs on the tiny model,
 on SmolLM2-135M on a laptop CPU, or on a bigger model on a GPU by changing one parameter.
 
-    TrainConfig(model=model, ..., **run_size(model, device))
+Two tables, two levels:
+  RUN_SIZES       one run: rows, sequence length, evaluation size (TrainConfig fields), via sized()
+  CHAPTER_SIZES   one chapter: its own parameters (how many runs, how many steps, which LRs around a
+                  real LLM's), via chapter_parameters(); a chapter's parameters cell holds the tiny
+                  model's values, and this table says what another model runs instead, and why
 
-The learning rate and the other knobs are not here: they are what the chapters are about.
+    base = sized(TrainConfig(model=model, ...), device)
 """
 from __future__ import annotations
 
@@ -48,3 +52,41 @@ def sized(cfg, device: str = "auto"):
     defaults = TrainConfig()
     size = {k: v for k, v in run_size(cfg.model, device).items() if getattr(cfg, k) == getattr(defaults, k)}
     return cfg.replace(**size) if size else cfg
+
+
+# ---------------------------------------------------------------- chapter sizes
+
+# Per chapter: ("tiny", "*") repeats the notebook's own defaults (a test keeps the two equal), the other
+# keys say what replaces them on that model and device. SmolLM2-135M on two CPU cores trains about
+# 140 tokens/s with LoRA and 80 with full fine-tuning (bench/llm_finetune.py): a step of 16 rows takes
+# 5 to 9 s, so a chapter there runs fewer runs of fewer steps. A real LLM also wants smaller learning
+# rates than the tiny model (its weights already sit in a good minimum). Any other model on a CPU runs
+# SmolLM2's size; ("*", "cuda") is for any model but the tiny one on a GPU.
+CHAPTER_SIZES: dict[str, dict[tuple[str, str], dict]] = {
+}
+
+
+def chapter_size(chapter: str, model: str, device: str) -> dict:
+    """The parameters CHAPTER_SIZES changes for this chapter on this model and device ({}: none)."""
+    if chapter not in CHAPTER_SIZES:
+        raise ValueError(f"chapter={chapter!r} has no entry in CHAPTER_SIZES; allowed: {', '.join(CHAPTER_SIZES)}")
+    device = resolve_device(device)
+    if model == "tiny":
+        return {}
+    sizes = CHAPTER_SIZES[chapter]
+    for key in ((model, device), ("*", device), ("smollm2-135m", device)):
+        if key in sizes:
+            return dict(sizes[key])
+    return {}
+
+
+def chapter_parameters(chapter: str, model: str, device: str, **values) -> dict:
+    """values, with this model's chapter size swapped in for each parameter left at the notebook's
+    default (the tiny model's value): a value the learner set with -p wins, as in sized()."""
+    defaults = CHAPTER_SIZES[chapter][("tiny", "*")] if chapter in CHAPTER_SIZES else {}
+    size = chapter_size(chapter, model, device)
+    unknown = sorted(set(size) - set(values))
+    if unknown:
+        raise ValueError(f"chapter_parameters({chapter!r}) needs the values of {unknown}: CHAPTER_SIZES sizes them "
+                         f"for model={model!r}")
+    return {k: size[k] if k in size and v == defaults.get(k) else v for k, v in values.items()}
