@@ -63,6 +63,20 @@ def sized(cfg, device: str = "auto"):
 # rates than the tiny model (its weights already sit in a good minimum). Any other model on a CPU runs
 # SmolLM2's size; ("*", "cuda") is for any model but the tiny one on a GPU.
 CHAPTER_SIZES: dict[str, dict[tuple[str, str], dict]] = {
+    # ---- 00_quickstart
+
+    # ---- 01_learning_rate
+
+    # ---- 02_optimizer
+
+    # ---- 03_batch_size
+
+    # ---- 04_epochs_early_stopping
+
+    # ---- 05_peft_lora_qlora
+
+    # ---- 06_stability_reproducibility_speed
+
 }
 
 
