@@ -64,6 +64,13 @@ def sized(cfg, device: str = "auto"):
 # SmolLM2's size; ("*", "cuda") is for any model but the tiny one on a GPU.
 CHAPTER_SIZES: dict[str, dict[tuple[str, str], dict]] = {
     # ---- 00_quickstart
+    "00_quickstart": {
+        ("tiny", "*"): dict(learning_rate=1e-3, num_train_epochs=5),
+        # full fine-tuning, 12 steps an epoch of the 240-row run size: about 4 minutes on two cores
+        ("smollm2-135m", "cpu"): dict(learning_rate=5e-5,  # HF TrainingArguments' default, made for full fine-tuning of pretrained models
+                                      num_train_epochs=2),  # two, so the training loss can fall from the first epoch to the last
+        ("*", "cuda"): dict(learning_rate=5e-5),  # untested here (no GPU): a real LLM's full fine-tuning LR; epochs are cheap on a GPU
+    },
 
     # ---- 01_learning_rate
 

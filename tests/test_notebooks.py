@@ -39,6 +39,11 @@ CLEAR_HINT = ".venv/bin/jupyter nbconvert --clear-output --inplace notebooks/*.i
 # up to 10 minutes (bench/chapter_speed.py measures that); here it runs the same method on half the
 # rows with two epochs and a 30-step LR range test, which its checks must pass just the same.
 SHORTENED = {"07_capstone": {"max_samples": 120, "max_epochs": 2, "lr_test_steps": 30}}
+# And one chapter on the real LLM too, at its SmolLM2 defaults (nbkit.profiles.CHAPTER_SIZES), as
+# `-p model smollm2-135m -p device cpu` runs it: the quickstart, whose facts must hold on any model.
+ON_SMOLLM2 = {"model": "smollm2-135m", "device": "cpu"}
+CASES = [(p, SHORTENED.get(p.stem, {})) for p in NOTEBOOKS]
+CASES += [(p, ON_SMOLLM2) for p in NOTEBOOKS if p.stem == "00_quickstart"]
 
 # pytest skips a test whose parameter list is empty: a missing notebooks/ must FAIL instead
 NO_NOTEBOOK = Path("no chapter notebook in notebooks/")
@@ -73,10 +78,10 @@ def kernel_of_this_venv():
     return spec
 
 
-def execute(notebook: Path, out_dir: Path) -> nbformat.NotebookNode:
+def execute(notebook: Path, out_dir: Path, parameters: dict) -> nbformat.NotebookNode:
     """Run the notebook with papermill from notebooks/, output_dir changed (to out_dir/runs), and
-    the SHORTENED parameters where a chapter has them."""
-    parameters = {"output_dir": str(out_dir / "runs"), **SHORTENED.get(notebook.stem, {})}
+    these parameters (SHORTENED, ON_SMOLLM2, or none)."""
+    parameters = {"output_dir": str(out_dir / "runs"), **parameters}
     papermill.execute_notebook(str(notebook), str(out_dir / "out.ipynb"), cwd=str(NOTEBOOKS_DIR),
                                parameters=parameters, kernel_name=KERNEL,
                                progress_bar=False, execution_timeout=CELL_TIMEOUT)
@@ -89,12 +94,18 @@ def cited_path(path: str) -> Path:
     return path if path.is_absolute() else NOTEBOOKS_DIR / path
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS or [NO_NOTEBOOK], ids=ids(NOTEBOOKS) or ["none"])
-def test_chapter_runs_headless_and_its_claims_hold(notebook, tmp_path, monkeypatch, kernel_of_this_venv):
+def case_id(case) -> str:
+    notebook, parameters = case
+    return notebook.stem + (f"-on-{parameters['model']}" if "model" in parameters else "")
+
+
+@pytest.mark.parametrize("notebook, parameters", CASES or [(NO_NOTEBOOK, {})],
+                         ids=[case_id(c) for c in CASES] or ["none"])
+def test_chapter_runs_headless_and_its_claims_hold(notebook, parameters, tmp_path, monkeypatch, kernel_of_this_venv):
     notebook = need(notebook)
     # DESIGN: with MPLBACKEND=Agg in the kernel's environment, executed notebooks lose their images
     monkeypatch.delenv("MPLBACKEND", raising=False)
-    executed = execute(notebook, tmp_path)  # a failing cell raises PapermillExecutionError here
+    executed = execute(notebook, tmp_path, parameters)  # a failing cell raises PapermillExecutionError here
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors, f"{notebook.name}: cells raised {[e.get('ename') for e in errors]}"
@@ -131,6 +142,8 @@ def test_chapter_runs_headless_and_its_claims_hold(notebook, tmp_path, monkeypat
             run = nbkit.load_run(path)
             assert run.status not in UNFINISHED, (
                 f"[{check['claim']}] {check['says']}: cites {cited}, whose status is {run.status!r}")
+            if "model" in parameters:  # the chapter really trained the model it was given
+                assert run.config["model"] == parameters["model"], f"{cited} trained {run.config['model']}"
 
     # a learner sees pictures, not only widget state
     images = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
