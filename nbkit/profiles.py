@@ -76,6 +76,38 @@ CHAPTER_SIZES: dict[str, dict[tuple[str, str], dict]] = {
     # ---- 05_peft_lora_qlora
 
     # ---- 06_stability_reproducibility_speed
+    "06_stability_reproducibility_speed": {
+        ("tiny", "*"): dict(max_samples=400, num_train_epochs=2, batch_size=16, learning_rate=1e-3,
+                            spike_learning_rate=0.3, adam_learning_rate=0.05, extra_seeds=[1, 2, 3, 4],
+                            precision_steps=8, demo_rows=4, dist_samples=160, dist_batch=8),
+        # about 30 runs: each is 8 steps of 4 rows over 32 training rows (the cost of 2 steps of 16), 8 held out
+        ("smollm2-135m", "cpu"): dict(
+            max_samples=40,  # 32 training rows, 8 held out: evaluation is a third of a run's cost
+            num_train_epochs=1,  # one pass: the chapter compares runs step by step, not epochs
+            batch_size=4,  # 8 steps an epoch: enough steps for a spike or a divergence at a quarter of the rows
+            learning_rate=1e-4,  # full fine-tuning of small LLMs: 1e-5 to 1e-4 (top: few steps); tiny's 1e-3 is 10x that
+            spike_learning_rate=1.2,  # tiny's 0.3 moves the weights 4.2% of their norm in one step (0.3 x 13.1 / 92.6);
+            # the same relative step here: 0.042 x 2120 (SmolLM2's weight norm) / 73.8 (its first gradient norm)
+            adam_learning_rate=0.1,  # Adam's first step moves every weight by lr: tiny's 0.05 is 0.57 of its weights'
+            # RMS (0.088); 0.57 of SmolLM2's 0.183 is 0.1
+            extra_seeds=[1, 2],  # three seeds: the band and the paired tests at 15 runs instead of 23
+            precision_steps=1,  # bf16 and fp16 are emulated here (no avx512_bf16): 16x and more per step
+            demo_rows=1,  # one row: an emulated fp16 backward of 135M parameters takes tens of seconds
+            dist_samples=40,  # 32 training rows: 8 batches of 4 split evenly over 2 processes, 2 steps
+            dist_batch=4,  # two SmolLM2 processes on two cores: the smallest batch the split allows
+        ),
+        # untested here (no GPU): a GPU affords the tiny sizes; the LRs are SmolLM2's by the same reasoning
+        # (a hub model's weight norm and first gradient differ: measure them). The fp16 demos and the
+        # several-process run stay on the CPU (nbkit.stability, nbkit.distributed), so they stay small.
+        ("*", "cuda"): dict(
+            learning_rate=2e-5,  # full fine-tuning of 0.5B-7B models: 1e-5 to 2e-5 (Alpaca, LLaMA-Factory examples)
+            spike_learning_rate=1.2,  # SmolLM2's relative-step value; recompute for another model
+            adam_learning_rate=0.01,  # 500x a healthy LR: Adam's first step moves every weight by 0.01
+            demo_rows=1,  # CPU fp16 autocast, emulated: one row
+            dist_samples=40,  # the launch forces the processes onto the CPU (ACCELERATE_USE_CPU)
+            dist_batch=4,  # as on a CPU
+        ),
+    },
 
 }
 
