@@ -81,8 +81,69 @@ CHAPTER_SIZES: dict[str, dict[tuple[str, str], dict]] = {
     # ---- 04_epochs_early_stopping
 
     # ---- 05_peft_lora_qlora
+    "05_peft_lora_qlora": {
+        ("tiny", "*"): dict(max_samples=120, num_train_epochs=4, knowledge_epochs=8, full_learning_rates=[3e-4, 1e-3],
+                            freeze_learning_rates=[1e-3, 3e-3], lora_learning_rates=[3e-3, 1e-2], rank_learning_rate=3e-3,
+                            ranks=[1, 4, 8, 16, 64], rslora_steps=12, dropouts=[0.0, 0.05, 0.1], dropout_epochs=10),
+        # about 25 runs; a step of 16 rows takes 10-12 CPU-seconds for LoRA, QLoRA 8 and 4 bit alike (measured
+        # here, one thread), about as much again for evaluating and generating: so 2 steps a run, 4 on facts
+        ("smollm2-135m", "cpu"): dict(
+            max_samples=40,  # 32 training rows (2 steps of 16), 8 held out, on reviews and facts alike
+            num_train_epochs=1,  # one pass over reviews: a real LLM learns the format in a few steps
+            knowledge_epochs=2,  # facts: twice as long, the ranks need steps to differ
+            full_learning_rates=[1e-4],  # full fine-tuning of small LLMs: 1e-5 to 1e-4 (top: 2 steps)
+            freeze_learning_rates=[3e-4],  # fewer weights train: 3x full, the tiny chapter's ratio
+            lora_learning_rates=[1e-3, 3e-3],  # LoRA: 1e-4 to 1e-3 in practice (Hu et al. 2021, QLoRA's 2e-4),
+            # the top for 2 steps, and 3x it as the too-high probe the forgetting check needs
+            rank_learning_rate=1e-3,  # one of lora_learning_rates: the rank-8 run is reused
+            ranks=[1, 8, 64],  # still 1 to 64 (hidden size 576): one run fewer per task than 5 ranks
+            rslora_steps=1,  # the update's norm after Adam's first step already shows the alpha/r scaling
+            dropouts=[0.0, 0.1],  # without and with: the check compares them
+            dropout_epochs=2,  # the shortest run with an epoch after the best one
+        ),
+        # untested here (no GPU): a GPU affords the tiny sizes; only the LRs move to a real LLM's
+        # (e.g. Qwen2.5-0.5B: full 1e-5 to 2e-5 as in LLaMA-Factory's examples, LoRA 1e-4 to 3e-4, QLoRA's 2e-4)
+        ("*", "cuda"): dict(
+            full_learning_rates=[1e-5, 3e-5],  # full fine-tuning of 0.5B-7B models
+            freeze_learning_rates=[3e-5, 1e-4],  # fewer weights train: 3x full
+            lora_learning_rates=[1e-4, 3e-4],  # LoRA and QLoRA: about 10x full
+            rank_learning_rate=1e-4,  # one of lora_learning_rates: the rank-8 run is reused
+        ),
+    },
 
     # ---- 06_stability_reproducibility_speed
+    "06_stability_reproducibility_speed": {
+        ("tiny", "*"): dict(max_samples=400, num_train_epochs=2, batch_size=16, learning_rate=1e-3,
+                            spike_learning_rate=0.3, adam_learning_rate=0.05, extra_seeds=[1, 2, 3, 4],
+                            precision_steps=8, demo_rows=4, dist_samples=160, dist_batch=8),
+        # about 30 runs: each is 8 steps of 4 rows over 32 training rows (the cost of 2 steps of 16), 8 held out
+        ("smollm2-135m", "cpu"): dict(
+            max_samples=40,  # 32 training rows, 8 held out: evaluation is a third of a run's cost
+            num_train_epochs=1,  # one pass: the chapter compares runs step by step, not epochs
+            batch_size=4,  # 8 steps an epoch: enough steps for a spike or a divergence at a quarter of the rows
+            learning_rate=1e-4,  # full fine-tuning of small LLMs: 1e-5 to 1e-4 (top: few steps); tiny's 1e-3 is 10x that
+            spike_learning_rate=1.2,  # tiny's 0.3 moves the weights 4.2% of their norm in one step (0.3 x 13.1 / 92.6);
+            # the same relative step here: 0.042 x 2120 (SmolLM2's weight norm) / 73.8 (its first gradient norm)
+            adam_learning_rate=0.1,  # Adam's first step moves every weight by lr: tiny's 0.05 is 0.57 of its weights'
+            # RMS (0.088); 0.57 of SmolLM2's 0.183 is 0.1
+            extra_seeds=[1, 2],  # three seeds: the band and the paired tests at 15 runs instead of 23
+            precision_steps=1,  # bf16 and fp16 are emulated here (no avx512_bf16): 16x and more per step
+            demo_rows=1,  # one row: an emulated fp16 backward of 135M parameters takes tens of seconds
+            dist_samples=40,  # 32 training rows: 8 batches of 4 split evenly over 2 processes, 2 steps
+            dist_batch=4,  # two SmolLM2 processes on two cores: the smallest batch the split allows
+        ),
+        # untested here (no GPU): a GPU affords the tiny sizes; the LRs are SmolLM2's by the same reasoning
+        # (a hub model's weight norm and first gradient differ: measure them). The fp16 demos and the
+        # several-process run stay on the CPU (nbkit.stability, nbkit.distributed), so they stay small.
+        ("*", "cuda"): dict(
+            learning_rate=2e-5,  # full fine-tuning of 0.5B-7B models: 1e-5 to 2e-5 (Alpaca, LLaMA-Factory examples)
+            spike_learning_rate=1.2,  # SmolLM2's relative-step value; recompute for another model
+            adam_learning_rate=0.01,  # 500x a healthy LR: Adam's first step moves every weight by 0.01
+            demo_rows=1,  # CPU fp16 autocast, emulated: one row
+            dist_samples=40,  # the launch forces the processes onto the CPU (ACCELERATE_USE_CPU)
+            dist_batch=4,  # as on a CPU
+        ),
+    },
 
 }
 
