@@ -75,13 +75,13 @@ CHAPTER_SIZES: dict[str, dict[tuple[str, str], dict]] = {
                             spread_batch_sizes=[4, 8, 16, 32, 64], spread_draws=6, probe_every=10,
                             memory_batch_sizes=[4, 16, 64], accumulation=[[32, 1], [8, 4], [4, 8]]),
         ("smollm2-135m", "cpu"): dict(
-            max_samples=160,  # 128 training rows: batch 32 still makes 4 steps, batch 4 makes 32
-            num_train_epochs=1,  # every batch size sees the same 128 samples; 5 sweep runs + 3 accumulated ones
+            max_samples=120,  # 96 training rows: batch 32 still makes 3 steps, batch 4 makes 24
+            num_train_epochs=1,  # every batch size sees the same 96 samples; 5 sweep runs + 3 accumulated ones
             learning_rate=1e-4,  # full fine-tuning of small LLMs: 1e-5..1e-4, at base_batch 16 (scaled with the batch)
-            batch_sizes=[4, 8, 16, 32],  # 64 and 128 would need 4x the rows for several steps each
+            batch_sizes=[4, 8, 16, 32],  # 64 and 128 would make 2 and 1 steps of 96 rows
             spread_batch_sizes=[4, 8, 16, 32],  # 1/B still predicts 8x from smallest to largest
             spread_draws=3,  # a draw is a forward + backward of B rows, and 3 full gradients of 135M floats are 1.6 GB
-            probe_every=4,  # the batch-16 run makes 8 steps: probes before the first, at 4 and at 8
+            probe_every=3,  # the batch-16 run makes 6 steps: probes before the first, at 3 and at 6
             memory_batch_sizes=[4, 16],  # a profiled step of SmolLM2 costs ~45 CPU s (seen here): two of them
             accumulation=[[16, 1], [8, 2], [4, 4]],  # effective 16: cheaper profiled steps, the same exactness test
         ),
