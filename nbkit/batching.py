@@ -134,7 +134,8 @@ def gradient_spread(model, features, pad_token_id: int, batch_sizes, draws: int 
                                                         pad_token_id) for _ in range(draws)])
         grads = torch.stack(grads)
         mean = grads.mean(0)
-        variance = float(((grads - mean) ** 2).sum() / (draws - 1))
+        squared = (grads - mean).pow_(2)  # in place: one copy of the draws, not two (~0.5 GB each on a real LLM)
+        variance = float(squared.sum() / (draws - 1))
         rows.append({"batch_size": b, "gradient_variance": variance, "mean_grad_norm": float(mean.norm()),
                      "noise_to_signal": variance / float(mean.norm() ** 2),
                      "loss_std": float(torch.tensor(losses).std())})
@@ -160,10 +161,14 @@ def measure_noise_scale(model, features, pad_token_id: int, b_small: int = 4, n_
     if n_micro < 2:
         raise ValueError(f"n_micro={n_micro}: need >= 2 micro-batches to have two batch sizes")
     picks = torch.randperm(len(features), generator=generator)[:b_small * n_micro].tolist()
-    grads = [batch_gradient(model, features, picks[i * b_small:(i + 1) * b_small], pad_token_id)
-             for i in range(n_micro)]
-    g_small_sq = sum(float(g.norm() ** 2) for g in grads) / n_micro
-    g_big_sq = float((sum(grads) / n_micro).norm() ** 2)
+    # one gradient in memory at a time, beside their running sum (a real LLM's gradient is ~0.5 GB)
+    squared_norms, total = [], 0
+    for i in range(n_micro):
+        g = batch_gradient(model, features, picks[i * b_small:(i + 1) * b_small], pad_token_id)
+        squared_norms.append(float(g.norm() ** 2))
+        total = total + g
+    g_small_sq = sum(squared_norms) / n_micro
+    g_big_sq = float((total / n_micro).norm() ** 2)
     return noise_scale_estimate(g_small_sq, g_big_sq, b_small, b_small * n_micro)
 
 

@@ -77,8 +77,42 @@ CHAPTER_SIZES: dict[str, dict[tuple[str, str], dict]] = {
     # ---- 02_optimizer
 
     # ---- 03_batch_size
+    "03_batch_size": {
+        ("tiny", "*"): dict(max_samples=600, num_train_epochs=2, learning_rate=1e-3, batch_sizes=[4, 8, 16, 32, 64, 128],
+                            spread_batch_sizes=[4, 8, 16, 32, 64], spread_draws=6, probe_every=10,
+                            memory_batch_sizes=[4, 16, 64], accumulation=[[32, 1], [8, 4], [4, 8]]),
+        ("smollm2-135m", "cpu"): dict(
+            max_samples=120,  # 96 training rows: batch 32 still makes 3 steps, batch 4 makes 24
+            num_train_epochs=1,  # every batch size sees the same 96 samples; 5 sweep runs + 3 accumulated ones
+            learning_rate=1e-4,  # full fine-tuning of small LLMs: 1e-5..1e-4, at base_batch 16 (scaled with the batch)
+            batch_sizes=[4, 8, 16, 32],  # 64 and 128 would make 2 and 1 steps of 96 rows
+            spread_batch_sizes=[4, 8, 16, 32],  # 1/B still predicts 8x from smallest to largest
+            spread_draws=3,  # a draw is a forward + backward of B rows, and 3 full gradients of 135M floats are 1.6 GB
+            probe_every=3,  # the batch-16 run makes 6 steps: probes before the first, at 3 and at 6
+            memory_batch_sizes=[4, 16],  # a profiled step of SmolLM2 costs ~45 CPU s (seen here): two of them
+            accumulation=[[16, 1], [8, 2], [4, 4]],  # effective 16: cheaper profiled steps, the same exactness test
+        ),
+        # a GPU affords the tiny sizes; only the LR moves to a real LLM's full fine-tuning scale (untested: no GPU here)
+        ("*", "cuda"): dict(learning_rate=1e-4),
+    },
 
     # ---- 04_epochs_early_stopping
+    "04_epochs_early_stopping": {
+        ("tiny", "*"): dict(rows=120, long_epochs=12, patiences=[1, 2, 3], learning_rate=1e-3,
+                            full_learning_rates=[3e-4, 1e-3, 3e-3], lora_learning_rates=[1e-3, 3e-3, 1e-2]),
+        ("smollm2-135m", "cpu"): dict(
+            rows=40,  # 32 training rows = 2 steps of 16 an epoch (a SmolLM2 review row is ~54 tokens), 8 validation
+            long_epochs=5,  # 10 steps: past a minimum at epoch 1-2 and still room for patience 2 to stop early
+            patiences=[1, 2],  # each patience is a run; 3 would stop at or after the long run's last epoch
+            learning_rate=1e-4,  # full fine-tuning of small LLMs: 1e-5..1e-4; the top of it, to over-fit in 10 steps
+            full_learning_rates=[1e-4, 3e-4],  # the long run's LR (reused, no new run) and one 3x higher
+            lora_learning_rates=[3e-4, 1e-3, 3e-3],  # LoRA ~10x full's LR (1e-4..1e-3 common), 3x either side of 1e-3
+        ),
+        # a GPU affords the tiny sizes (120 rows, 12 epochs, 3 patiences); only the LRs move to a real LLM's
+        # scale, as on the CPU above (untested: no GPU here)
+        ("*", "cuda"): dict(learning_rate=1e-4, full_learning_rates=[3e-5, 1e-4, 3e-4],
+                            lora_learning_rates=[3e-4, 1e-3, 3e-3]),
+    },
 
     # ---- 05_peft_lora_qlora
     "05_peft_lora_qlora": {
