@@ -66,6 +66,32 @@ CHAPTER_SIZES: dict[str, dict[tuple[str, str], dict]] = {
     # ---- 00_quickstart
 
     # ---- 01_learning_rate
+    "01_learning_rate": {
+        ("tiny", "*"): dict(learning_rate=1e-3, sweep_learning_rates=[1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 1.0],
+                            sweep_epochs=2, schedule_learning_rate=3e-3, warmup_learning_rate=1e-2, warmup_ratio=0.1,
+                            warmup_max_steps=60, max_samples=0, range_test_steps=100),
+        # full fine-tuning, ~9 s a step on two cores: 10 runs of at most 8 steps + a 20-step range test, ~95 steps.
+        # LRs: published full fine-tunes of small LLMs use 1e-5 to 1e-4; SmolLM2-135M was pretrained at a peak
+        # of 3e-3 (nbkit.models.pretraining_card), so LR2's rule gives 3e-5 to 3e-4
+        ("smollm2-135m", "cpu"): dict(
+            max_samples=80,  # 64 rows to train on: 4 steps an epoch, 8 a run (2 epochs: step decay needs two)
+            learning_rate=1e-4,  # the first run: the top of published full fine-tuning practice, inside LR2's rule
+            sweep_learning_rates=[1e-5, 1e-4, 1e-3, 3e-3, 1.0],  # too small, practice, 10x it, the pretraining LR, diverges
+            schedule_learning_rate=1e-3,  # 10x practice: the decay matters there (in the sweep: its linear run is reused)
+            warmup_learning_rate=1e-3,  # 10x practice, as tiny's 1e-2 is 10x its best: near the edge
+            warmup_ratio=0.25,  # 2 of the 8 steps (0.1 rounds up to 1: a first step at LR 0, no ramp)
+            warmup_max_steps=8,  # two epochs of 4 steps: the first steps are what warmup is about
+            range_test_steps=20,  # 1e-7 to 1 in 20 steps, ~3 a decade: enough for the order of magnitude
+        ),
+        # any model but tiny on a GPU: the tiny sizes (every row, the 100-step range test), LRs of a real LLM
+        # (as on SmolLM2, spread over the same number of runs as tiny). Untested here: no GPU in this lab's CI
+        ("*", "cuda"): dict(
+            learning_rate=1e-4,  # published full fine-tuning practice for small LLMs: 1e-5 to 1e-4
+            sweep_learning_rates=[1e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 1.0],  # tiny's seven runs, 10-30x lower; 1.0 diverges
+            schedule_learning_rate=3e-4,  # 3x practice, as tiny's 3e-3 is 3x its default
+            warmup_learning_rate=1e-3,  # 10x practice: near the edge
+        ),
+    },
 
     # ---- 02_optimizer
 
