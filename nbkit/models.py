@@ -94,13 +94,29 @@ def pretrained_source(model: str) -> tuple[str, dict]:
     return model, {}
 
 
+# How SmolLM2-135M (the base that SmolLM2-135M-Instruct was then SFT- and DPO-tuned from) was pretrained,
+# read off its nanotron config, huggingface/smollm pre-training/smollm2/config_smollm2_135M.yaml
+# (https://github.com/huggingface/smollm/blob/main/pre-training/smollm2/config_smollm2_135M.yaml; the repo
+# later moved it under text/pretraining/smollm2/): AdamW at 3e-3, linear warmup over 2000 steps, constant
+# until step 1,600,000, then linear decay to 0 over the last 400,000 steps ("warmup-stable-decay"); 64
+# data-parallel replicas x 8 sequences x 2048 tokens a step, 2,000,000 steps (the README's "2 trillion tokens").
+SMOLLM2_135M_PRETRAINING = dict(
+    peak_learning_rate=3e-3, lr_scheduler_type="warmup-stable-decay", warmup_steps=2000, decay_steps=400_000,
+    min_learning_rate=0.0, steps=2_000_000, batch=512, seq_len=2048, tokens_seen=2_000_000 * 512 * 2048,
+    optimizer="AdamW", adam_betas=[0.9, 0.95], weight_decay=0.01, max_grad_norm=1.0,
+    source="https://github.com/huggingface/smollm/blob/main/pre-training/smollm2/config_smollm2_135M.yaml",
+)
+
+
 def pretraining_card(model: str = "tiny") -> dict:
     """How a base model was pretrained (peak_learning_rate, lr_scheduler_type, steps, tokens_seen,
-    ...), from its pretrain.json. Only the tiny base ships one: chapter 1 tests the article's
-    "fine-tune at 1/10 to 1/100 of the pretraining LR" against it."""
+    ...): the tiny base's from its pretrain.json, SmolLM2-135M's from its published nanotron config.
+    Chapter 1 tests the article's "fine-tune at 1/10 to 1/100 of the pretraining LR" against it."""
+    if model == "smollm2-135m":
+        return dict(SMOLLM2_135M_PRETRAINING)
     if model != "tiny":
-        raise ValueError(f"model: {model!r} has no pretraining card here; allowed: 'tiny' "
-                         "(for a Hub model, read its paper or model card)")
+        raise ValueError(f"model: {model!r} has no pretraining card here; allowed: 'tiny', 'smollm2-135m' "
+                         "(for another Hub model, read its paper or model card)")
     return json.loads((TINY_PATH / "pretrain.json").read_text())
 
 

@@ -73,8 +73,71 @@ CHAPTER_SIZES: dict[str, dict[tuple[str, str], dict]] = {
     },
 
     # ---- 01_learning_rate
+    "01_learning_rate": {
+        ("tiny", "*"): dict(learning_rate=1e-3, sweep_learning_rates=[1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 1.0],
+                            sweep_epochs=2, schedule_learning_rate=3e-3, warmup_learning_rate=1e-2, warmup_ratio=0.1,
+                            warmup_max_steps=60, max_samples=0, range_test_steps=100),
+        # full fine-tuning, ~9 s a step on two cores: 10 runs of at most 8 steps + a 20-step range test, ~95 steps.
+        # LRs: published full fine-tunes of small LLMs use 1e-5 to 1e-4; SmolLM2-135M was pretrained at a peak
+        # of 3e-3 (nbkit.models.pretraining_card), so LR2's rule gives 3e-5 to 3e-4
+        ("smollm2-135m", "cpu"): dict(
+            max_samples=80,  # 64 rows to train on: 4 steps an epoch, 8 a run (2 epochs: step decay needs two)
+            learning_rate=1e-4,  # the first run: the top of published full fine-tuning practice, inside LR2's rule
+            sweep_learning_rates=[1e-5, 1e-4, 1e-3, 3e-3, 1.0],  # too small, practice, 10x it, the pretraining LR, diverges
+            schedule_learning_rate=1e-3,  # 10x practice: the decay matters there (in the sweep: its linear run is reused)
+            warmup_learning_rate=1e-3,  # 10x practice, as tiny's 1e-2 is 10x its best: near the edge
+            warmup_ratio=0.25,  # 2 of the 8 steps (0.1 rounds up to 1: a first step at LR 0, no ramp)
+            warmup_max_steps=8,  # two epochs of 4 steps: the first steps are what warmup is about
+            range_test_steps=20,  # 1e-7 to 1 in 20 steps, ~3 a decade: enough for the order of magnitude
+        ),
+        # any model but tiny on a GPU: the tiny sizes (every row, the 100-step range test), LRs of a real LLM
+        # (as on SmolLM2, spread over the same number of runs as tiny). Untested here: no GPU in this lab's CI
+        ("*", "cuda"): dict(
+            learning_rate=1e-4,  # published full fine-tuning practice for small LLMs: 1e-5 to 1e-4
+            sweep_learning_rates=[1e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 1.0],  # tiny's seven runs, 10-30x lower; 1.0 diverges
+            schedule_learning_rate=3e-4,  # 3x practice, as tiny's 3e-3 is 3x its default
+            warmup_learning_rate=1e-3,  # 10x practice: near the edge
+        ),
+    },
 
     # ---- 02_optimizer
+    "02_optimizer": {
+        ("tiny", "*"): dict(learning_rate=3e-3, compare_samples=480, adamw_learning_rates=[1e-3, 3e-3, 1e-2],
+                            adam_l2_learning_rates=[3e-4, 1e-3, 3e-3], sgd_learning_rates=[1e-2, 3e-2, 1e-1, 3e-1],
+                            lion_learning_rates=[3e-4, 1e-3, 3e-3], grid_learning_rates=[3e-4, 1e-3, 3e-3],
+                            grid_weight_decays=[0.0, 0.1, 1.0, 10.0], grid_epochs=3, beta1_values=[0.8, 0.9, 0.95],
+                            beta2_values=[0.99, 0.999, 0.9999], decay_values=[0.0, 0.01, 0.1, 1.0, 10.0, 100.0],
+                            decay_epochs=8, decay_learning_rate=1e-3),
+        # full fine-tuning, ~9 s a step on two cores (8-bit AdamW ~4x that: bitsandbytes' CPU update): every
+        # experiment, one or two LRs per optimizer, ~21 runs of 4 (arithmetic) or 6 (reviews) steps, ~108 in all.
+        # LRs: published full fine-tunes of small LLMs use 1e-5 to 1e-4 with AdamW
+        ("smollm2-135m", "cpu"): dict(
+            learning_rate=1e-4,  # the first run, AdamW at the top of that practice (chapter 1's first run too)
+            compare_samples=80,  # 64 rows to train on: 4 steps a run for the comparison and the betas
+            adamw_learning_rates=[1e-4],  # one LR (8-bit AdamW shares this grid, and each of its steps is slow)
+            adam_l2_learning_rates=[1e-4],  # at AdamW's: the decay (0.01) is too small to need its own scale here
+            sgd_learning_rates=[1e-2, 1e-1],  # its step is the clipped gradient (norm <= 1) whatever the model: tiny's range
+            lion_learning_rates=[3e-5, 1e-4],  # 3x below AdamW's, as the Lion paper advises, and AdamW's own
+            grid_learning_rates=[3e-5, 1e-4],  # two LRs: keeping one decay across LRs still has a cost to measure
+            grid_weight_decays=[0.0, 1.0],  # none and tiny's middle value: 0 must be there, a cell per decay is 2 runs
+            grid_epochs=1,  # 6 steps of reviews (96 rows to train on); 8 runs
+            beta1_values=[0.8, 0.9],  # the default and the start of tiny's grid
+            beta2_values=[0.95, 0.999],  # SmolLM2's own pretraining beta2 (its nanotron config) and the default
+            decay_values=[0.0, 0.01, 0.1, 100.0],  # none, the article's two (the checks read them), tiny's largest
+            decay_epochs=1,  # 6 steps: over-fitting cannot show in so few; the decay's mechanism still does
+            decay_learning_rate=1e-4,  # AdamW's LR above; lr x wd x steps at 100: 0.06 (tiny: 10% a step)
+        ),
+        # any model but tiny on a GPU: the tiny sizes, AdamW's LRs 10-30x lower as for a real LLM, the others
+        # moved with them. Untested here: no GPU in this lab's CI
+        ("*", "cuda"): dict(
+            learning_rate=1e-4,  # published full fine-tuning practice for small LLMs: 1e-5 to 1e-4
+            adamw_learning_rates=[3e-5, 1e-4, 3e-4],  # around that practice
+            adam_l2_learning_rates=[1e-5, 3e-5, 1e-4],  # a step lower, as tiny's coupled L2 did best lower
+            lion_learning_rates=[1e-5, 3e-5, 1e-4],  # 3-10x below AdamW's middle, as the Lion paper advises
+            grid_learning_rates=[3e-5, 1e-4, 3e-4],  # AdamW's grid
+            decay_learning_rate=1e-4,  # AdamW's middle LR
+        ),
+    },
 
     # ---- 03_batch_size
     "03_batch_size": {
