@@ -161,10 +161,10 @@ CHAPTER_SIZES: dict[str, dict[tuple[str, str], dict]] = {
 
     # ---- 04_epochs_early_stopping
     "04_epochs_early_stopping": {
-        ("tiny", "*"): dict(rows=120, long_epochs=12, patiences=[1, 2, 3], learning_rate=1e-3,
+        ("tiny", "*"): dict(max_samples=120, long_epochs=12, patiences=[1, 2, 3], learning_rate=1e-3,
                             full_learning_rates=[3e-4, 1e-3, 3e-3], lora_learning_rates=[1e-3, 3e-3, 1e-2]),
         ("smollm2-135m", "cpu"): dict(
-            rows=40,  # 32 training rows = 2 steps of 16 an epoch (a SmolLM2 review row is ~54 tokens), 8 validation
+            max_samples=40,  # 32 training rows = 2 steps of 16 an epoch (a SmolLM2 review row is ~54 tokens), 8 validation
             long_epochs=5,  # 10 steps: past a minimum at epoch 1-2 and still room for patience 2 to stop early
             patiences=[1, 2],  # each patience is a run; 3 would stop at or after the long run's last epoch
             learning_rate=1e-4,  # full fine-tuning of small LLMs: 1e-5..1e-4; the top of it, to over-fit in 10 steps
