@@ -105,12 +105,18 @@ def test_loss_scaling_recovers_underflowing_fp16_gradients(tmp_path):
 
 
 def test_grad_scaler_skips_overflowing_steps_and_halves_the_scale(tmp_path):
-    trace = grad_scaler_trace(tiny_config(tmp_path), init_scale=2.0 ** 20, steps=7)
+    trace = grad_scaler_trace(tiny_config(tmp_path), init_scale=2.0 ** 20, max_steps=16, steps_after_fit=2)
     assert not trace["gradients_finite"].iloc[0]  # 2^20 x the gradients overflows fp16
     assert (trace["weights_changed"] == trace["gradients_finite"]).all()  # a skipped step leaves the weights
     first_good = int(trace["gradients_finite"].idxmax())
     assert trace["gradients_finite"].iloc[first_good:].all()
     assert trace["scale"].iloc[first_good] == 2.0 ** 20 / 2 ** first_good
+    assert len(trace) == first_good + 2  # it stops two steps after the gradients first fit
+
+
+def test_grad_scaler_trace_stops_at_max_steps_when_the_gradients_never_fit(tmp_path):
+    trace = grad_scaler_trace(tiny_config(tmp_path), init_scale=2.0 ** 60, max_steps=3)
+    assert len(trace) == 3 and not trace["gradients_finite"].any() and not trace["weights_changed"].any()
 
 
 def test_an_fp16_step_skipped_by_the_scaler_does_not_advance_the_schedule(tmp_path):
