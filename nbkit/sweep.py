@@ -140,12 +140,10 @@ def sweep(cfg: TrainConfig, grid: dict, callbacks=(), progress=True, stop_event=
         else:
             try:
                 run = train(run_cfg.replace(run_name=_run_name(run_cfg, knobs)), callbacks=callbacks,
-                            stop_event=stop_event)
+                            stop_event=stop_event, keep_model=keep_models)
             except KeyboardInterrupt:  # stopped before train() could catch it (e.g. loading the model)
                 stopped = True
                 break
-            if not keep_models:
-                run.model = run.tokenizer = None
         runs.append(run)
         if progress:
             line = _progress_line(i, len(planned), run, knob_label(run_cfg, knobs))

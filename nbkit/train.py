@@ -303,11 +303,13 @@ def seed_everything(cfg: TrainConfig) -> None:
 
 # ---------------------------------------------------------------- the loop
 
-def train(cfg: TrainConfig, callbacks=(), stop_event=None) -> Run:
+def train(cfg: TrainConfig, callbacks=(), stop_event=None, keep_model=True) -> Run:
     """Fine-tune cfg.model on cfg.dataset; returns the Run (files under cfg.output_dir).
 
     callbacks: functions f(event, data) called on "train_begin", "step", "epoch_end", "run_end".
     stop_event: a threading.Event; setting it stops the run cleanly ("interrupted").
+    keep_model: return the weights and tokenizer in run.model / run.tokenizer (False: only the
+    curves and files, so a chapter of real-LLM runs does not hold every model in memory).
     """
     from accelerate import Accelerator
 
@@ -471,4 +473,6 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None) -> Run:
         run = Run(path=None, config=cfg.to_dict(), steps=None, epochs=None, summary={"status": status})
     run.model, run.tokenizer = raw_model, tokenizer
     emit("run_end", {"run": run})
+    if not keep_model:  # after run_end, whose callbacks may still read the weights
+        run.model = run.tokenizer = None
     return run

@@ -240,6 +240,15 @@ def test_events_in_order(tmp_path):
     assert events.count("epoch_end") == 2 and "step" in events
 
 
+def test_keep_model_false_returns_the_curves_without_the_weights(tmp_path):
+    seen_at_run_end = []
+    run = train(small(tmp_path, num_train_epochs=1), keep_model=False,
+                callbacks=[lambda e, d: e == "run_end" and seen_at_run_end.append(d["run"].model is not None)])
+    assert seen_at_run_end == [True]  # run_end's callbacks still see the weights
+    assert run.model is None and run.tokenizer is None
+    assert len(run.steps) > 0 and run.best_eval_loss is not None and (run.path / "summary.json").exists()
+
+
 # ------------------------------------------------------------------ determinism
 
 def test_same_seed_same_curve(tmp_path):
