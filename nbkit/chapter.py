@@ -1,17 +1,29 @@
 """A chapter's record: each article claim it tests, the verdict computed from the runs it just
 made, the numbers behind the verdict, and the figures it drew.
 
-    ch = Chapter("01_learning_rate", claims=["LR1", "LR2"], output_dir=output_dir)
-    df = sweep(TrainConfig(output_dir=ch.runs_dir, ...), {"learning_rate": [...]})
-    ch.figure("lr_sweep", plots.sweep_plot(df, "learning_rate"))
-    ch.check("LR1", "the largest LR diverges", holds=..., numbers={...}, runs=df)
+    ch = Chapter("01_learning_rate", claims=["LR1", "LR2"], output_dir=output_dir, parameters=p)
+    df = sweep(TrainConfig(output_dir=ch.runs_dir, ...), {"learning_rate": [...], "seed": ch.seeds})
+    ch.figure("lr_sweep", plots.sweep_plot(df, "learning_rate"))      # saved AND shown, once
+    ch.check("LR1", "the largest LR diverges", holds=[... one bool per seed ...], seeds=ch.seeds,
+             numbers={...}, runs=df)
+    ch.check("PE1", "LoRA trains 1.6% of the weights", holds=..., deterministic=True)
+    ch.conclude("LR1", holds="too small is slow, too large diverges", otherwise="...")
+    ch.summary_markdown()                                                # the Summary, from the verdicts
+
+Seeds are part of a verdict. A check whose outcome depends on the initialisation or the data
+order is computed on every seed of `ch.seeds` (the chapter's `seed` parameter, then the next
+ones: a verdict is about the knob, not about seed 42) and holds only if it holds on each; it
+records `seeds` and `held_on`. A fact no seed can change (a parameter count, the exactness of
+gradient accumulation, a memory plan) says `deterministic=True` and is computed once.
 
 Everything lands in `<output_dir>/<chapter>/`: the runs, `figures/*.png` and `results.json`
 (rewritten after every check, atomically, so a chapter stopped half-way still leaves a
 readable record). A check states what the chapter's text told the learner to look for;
 `holds` is that statement evaluated on the runs. Where the article's rule does not hold at the
 tiny model's scale, the chapter says so and the check asserts what the learner really sees,
-with `article="differs at this scale"`. Tests run every chapter and read results.json.
+with `article="differs at this scale"`. The Summary is not written by hand: each claim's two
+texts (`conclude`) sit beside its checks, and the verdict picks the one shown. Tests run every
+chapter and read results.json.
 """
 from __future__ import annotations
 
@@ -21,6 +33,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from IPython import get_ipython
+from IPython.display import Image, Markdown, display
 
 from nbkit.runs import Run, write_json_atomic
 
@@ -30,6 +44,13 @@ ARTICLE_RELATIONS = ("agrees", "differs at this scale")
 # the article: chapters such as 00_quickstart check them like the article's claims.
 LAB_CLAIM = "LAB"
 LAB_CLAIM_TEXT = "A fact about the lab, not a claim of the article"
+SEED_SET_SIZE = 3  # the fewest seeds that tell a knob's effect from one lucky (or unlucky) seed
+
+
+def seed_set(seed: int, size: int = SEED_SET_SIZE) -> list[int]:
+    """The seeds a seed-dependent check runs on: `seed` first (what the learner set), then the
+    next ones, so that nobody picks the others by hand."""
+    return [int(seed) + i for i in range(size)]
 
 
 def article_claims(path: Path = CLAIMS_FILE) -> dict[str, str]:
@@ -66,7 +87,7 @@ class Chapter:
     """Collects one chapter's checks and figures and writes them to results.json."""
 
     def __init__(self, name: str, claims: list[str], output_dir: str | Path = "runs",
-                 parameters: dict | None = None):
+                 parameters: dict | None = None, seeds: list[int] | None = None):
         known = {**article_claims(), LAB_CLAIM: LAB_CLAIM_TEXT}
         unknown = [c for c in claims if c not in known]
         if unknown:
@@ -78,8 +99,11 @@ class Chapter:
         self.runs_dir = Path(output_dir) / name  # the chapter's runs, figures and results.json
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.parameters = dict(parameters or {})
+        # seed-dependent checks run on these: the `seed` parameter and the next ones
+        self.seeds = list(seeds) if seeds is not None else seed_set(self.parameters.get("seed", 42))
         self.checks: list[dict] = []
         self.figures: list[str] = []
+        self.conclusions: dict[str, dict] = {}
         self.started = time.time()
         self.save()
 
@@ -87,35 +111,90 @@ class Chapter:
     def results_path(self) -> Path:
         return self.runs_dir / "results.json"
 
-    def figure(self, name: str, fig):
-        """Save `fig` as figures/<name>.png and return it, so a cell shows it."""
+    def figure(self, name: str, fig) -> None:
+        """Save `fig` as figures/<name>.png and show that picture in the notebook, once, wherever
+        the call stands in its cell. Returns nothing, so a cell ending with it does not show the
+        figure a second time; a pyplot figure is closed, so the inline backend does not either."""
         folder = self.runs_dir / "figures"
         folder.mkdir(exist_ok=True)
-        fig.savefig(folder / f"{name}.png", dpi=80)
+        path = folder / f"{name}.png"
+        fig.savefig(path, dpi=80)
         rel = f"figures/{name}.png"
         if rel not in self.figures:
             self.figures.append(rel)
         self.save()
-        return fig
+        _close_if_pyplot(fig)
+        _show(Image(data=path.read_bytes(), format="png"), {"nbkit": {"figure": rel}})
 
     def check(self, claim: str, says: str, holds, numbers: dict | None = None, runs=None,
-              article: str = "agrees") -> None:
+              article: str = "agrees", seeds: list[int] | None = None, deterministic: bool = False) -> None:
         """Record (and print) one verdict: `says` is the chapter's statement, `holds` whether the
         runs just made bear it out. `article` says whether the statement agrees with the
-        article's claim or shows where it does not hold at this scale. Returns nothing, so a
-        check cell shows only the printed verdict (read them with verdicts() or summary())."""
+        article's claim or shows where it does not hold at this scale.
+
+        Either `seeds` (usually `ch.seeds`) with `holds` a list of one bool per seed, in that
+        order: the statement holds only if it holds on every seed, and `held_on` counts those
+        it held on; or `deterministic=True` with one bool, for a fact no seed can change.
+        Returns nothing, so a check cell shows only the printed verdict."""
         if claim not in self.claims:
             raise ValueError(f"claim: {claim!r} is not declared by this chapter; declared: {self.claims}")
         if article not in ARTICLE_RELATIONS:
             raise ValueError(f"article: {article!r} is not allowed; allowed: {ARTICLE_RELATIONS}")
-        holds = bool(holds)
-        numbers = _clean(dict(numbers or {}))
-        self.checks.append({"claim": claim, "says": says, "holds": holds, "article": article,
-                            "numbers": numbers, "runs": _run_paths(runs)})
+        if seeds is not None and deterministic:
+            raise ValueError(f"[{claim}] {says!r}: give seeds=[...] (the seeds it was computed on, one bool of "
+                             "holds per seed) or deterministic=True (a fact no seed changes), not both")
+        entry = {"claim": claim, "says": says, "article": article}
+        if seeds is None and not deterministic:  # a check not yet moved to a seed set: say it ran on one seed
+            seeds, holds = self.seeds[:1], [holds]
+            entry["single_seed"] = True
+        if deterministic:
+            if isinstance(holds, (list, tuple)):
+                raise ValueError(f"[{claim}] holds: a deterministic check has one bool, got {holds!r}")
+            entry.update(holds=bool(holds), deterministic=True)
+        else:
+            seeds = [int(s) for s in seeds]
+            per_seed = [bool(h) for h in holds] if isinstance(holds, (list, tuple)) else None
+            if not seeds or per_seed is None or len(per_seed) != len(seeds):
+                raise ValueError(f"[{claim}] holds: give one bool per seed of seeds={seeds}, got {holds!r}")
+            entry.update(holds=all(per_seed), seeds=seeds, held_on=sum(per_seed), holds_per_seed=per_seed)
+        entry.update(numbers=_clean(dict(numbers or {})), runs=_run_paths(runs))
+        self.checks.append(entry)
         self.save()
-        shown = ", ".join(f"{k}={_short(v)}" for k, v in numbers.items())
-        mark = "HOLDS" if holds else "DOES NOT HOLD"
-        print(f"[{claim}] {mark}: {says}" + (f"\n      {shown}" if shown else ""))
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in entry["numbers"].items())
+        print(f"[{claim}] {verdict_line(entry)}: {says}" + (f"\n      {shown}" if shown else ""))
+
+    def conclude(self, claim: str, holds: str, otherwise: str) -> None:
+        """The Summary's sentence for `claim`, for each outcome: `holds` is shown if every check
+        of the claim held (on every seed), `otherwise` if not. Written beside the claim's checks,
+        so the Summary never states what the runs did not show."""
+        if claim not in self.claims:
+            raise ValueError(f"claim: {claim!r} is not declared by this chapter; declared: {self.claims}")
+        self.conclusions[claim] = {"holds": holds, "otherwise": otherwise}
+        self.save()
+
+    def summary_lines(self) -> dict[str, str]:
+        """Per declared claim, the Summary's markdown line chosen by its verdict."""
+        missing = [c for c in self.claims if c not in self.conclusions]
+        if missing:
+            raise ValueError(f"no conclude(...) for {missing}: each claim needs its two texts before the Summary")
+        lines = {}
+        for claim, verdict in self.verdicts().items():
+            mine = [c for c in self.checks if c["claim"] == claim]
+            if verdict:
+                lines[claim] = f"**{claim}** holds ({_seed_note(mine)}): {self.conclusions[claim]['holds']}"
+                continue
+            failed = "; ".join(f"*{c['says']}* ({verdict_line(c).lower()})" for c in mine if not c["holds"])
+            head = "was not checked" if verdict is None else "does not hold in these runs"
+            lines[claim] = (f"**{claim}** {head}: {self.conclusions[claim]['otherwise']}"
+                            + (f" Not shown: {failed}." if failed else ""))
+        return lines
+
+    def summary_markdown(self):
+        """The Summary as markdown, shown in the notebook: a line per claim, chosen by its verdict."""
+        lines = self.summary_lines()
+        self.save()
+        _show(Markdown("\n".join(f"* {line}" for line in lines.values())),
+              {"nbkit": {"summary": {c: v for c, v in self.verdicts().items()}}})
 
     def verdicts(self) -> dict[str, bool | None]:
         """Per declared claim: True if every check of it holds, None if it has no check yet."""
@@ -127,16 +206,54 @@ class Chapter:
 
     def summary(self) -> pd.DataFrame:
         """A row per check: claim, verdict, what was checked, relation to the article."""
-        return pd.DataFrame([{"claim": c["claim"], "holds": c["holds"], "article": c["article"],
-                              "says": c["says"]} for c in self.checks],
-                            columns=["claim", "holds", "article", "says"])
+        return pd.DataFrame([{"claim": c["claim"], "holds": c["holds"], "held_on": _held_on(c),
+                              "article": c["article"], "says": c["says"]} for c in self.checks],
+                            columns=["claim", "holds", "held_on", "article", "says"])
 
     def save(self) -> Path:
         write_json_atomic(self.results_path, {
             "chapter": self.name, "declared": self.claims, "article": self.article,
-            "verdicts": self.verdicts(), "checks": self.checks, "figures": self.figures,
+            "verdicts": self.verdicts(), "seeds": self.seeds, "checks": self.checks,
+            "conclusions": self.conclusions, "figures": self.figures,
             "parameters": _clean(self.parameters), "seconds": round(time.time() - self.started, 1)})
         return self.results_path
+
+
+def verdict_line(check: dict) -> str:
+    """HOLDS / WITHIN SEED NOISE / DOES NOT HOLD, with the seeds it held on."""
+    if check.get("deterministic"):
+        return "HOLDS (deterministic: one run)" if check["holds"] else "DOES NOT HOLD (deterministic: one run)"
+    held, n = check["held_on"], len(check["seeds"])
+    if check.get("single_seed"):
+        return f"{'HOLDS' if held else 'DOES NOT HOLD'} on seed {check['seeds'][0]} only (no seed set yet)"
+    if held == n:
+        return f"HOLDS on {n}/{n} seeds"
+    if held == 0:
+        return f"DOES NOT HOLD on any of {n} seeds"
+    return f"WITHIN SEED NOISE: holds on {held}/{n} seeds"
+
+
+def _held_on(check: dict) -> str:
+    return "deterministic" if check.get("deterministic") else f"{check['held_on']}/{len(check['seeds'])}"
+
+
+def _seed_note(checks: list[dict]) -> str:
+    seeds = sorted({s for c in checks for s in c.get("seeds", [])})
+    if not seeds:
+        return "deterministic: one run"
+    return f"on seeds {', '.join(map(str, seeds))}"
+
+
+def _close_if_pyplot(fig) -> None:
+    """A figure made with pyplot would be drawn again by the inline backend at the cell's end."""
+    import matplotlib.pyplot as plt
+    plt.close(fig)  # a figure pyplot does not manage (nbkit.plots makes those) is left as it is
+
+
+def _show(obj, metadata: dict) -> None:
+    """Display in the notebook (tagged, so tests can find it); nothing outside a kernel."""
+    if get_ipython() is not None:
+        display(obj, metadata=metadata)
 
 
 def _short(value) -> str:

@@ -26,6 +26,7 @@ import pandas as pd
 from nbkit.config import TrainConfig
 from nbkit.plots import NOT_KNOBS, as_runs, differing_knobs, knob_label
 from nbkit.train import train
+from nbkit.workers import pool, train_in_worker
 
 FINISHED = ("completed", "early_stopped", "diverged")  # runs that ended on their own: safe to reuse
 RESULT_COLUMNS = ["status", "best_epoch", "best_eval_loss", "final_eval_loss", "base_eval_loss",
@@ -118,7 +119,7 @@ def _reusable(run_cfg: TrainConfig, reuse) -> object | None:
 
 
 def sweep(cfg: TrainConfig, grid: dict, callbacks=(), progress=True, stop_event=None,
-          keep_models=False, reuse=None) -> pd.DataFrame:
+          keep_models=False, reuse=None, workers: int = 1) -> pd.DataFrame:
     """Train cfg.replace(**combo) for every combination of grid values; a row per run.
 
     grid: {knob: [values]}, e.g. {"learning_rate": [1e-4, 1e-3], "lora_rank": [4, 16]}.
@@ -126,34 +127,66 @@ def sweep(cfg: TrainConfig, grid: dict, callbacks=(), progress=True, stop_event=
     progress: print a line per finished run. keep_models: keep each Run's model and tokenizer
     in memory (off: a sweep of real models would hold all of them). reuse: runs made earlier
     (Runs, folders or a sweep table); a combination whose config matches one of them takes that
-    run instead of training it again (same seed and config give the same curve). Returns the table;
+    run instead of training it again (same seed and config give the same curve). workers: train
+    that many runs side by side in worker processes (nbkit.workers; callbacks and stop_event
+    need the runs in this process, so they keep workers at 1). Returns the table;
     df.attrs["runs"] holds the Runs, aligned with the rows, df.attrs["knobs"] the varied knobs.
     """
     planned = grid_configs(cfg, grid)  # every value checked before the first run
     knobs = list(planned[0][0])
     reuse = as_runs(reuse) if reuse is not None else []
+    if workers > 1 and (callbacks or stop_event is not None):
+        raise ValueError(f"workers={workers}: callbacks and stop_event run in this process; allowed: workers=1 with them")
+    named = [(combo, run_cfg.replace(run_name=_run_name(run_cfg, knobs))) for combo, run_cfg in planned]
+    earlier = [_reusable(run_cfg, reuse) for _, run_cfg in planned]
+    if workers > 1:
+        runs = _train_side_by_side(named, earlier, workers, keep_models, progress, knobs)
+        return _table(runs, knobs)
     runs, stopped = [], False
-    for i, (combo, run_cfg) in enumerate(planned, start=1):
-        earlier = _reusable(run_cfg, reuse)
-        if earlier is not None:  # a copy: never strip the model from the caller's Run
-            run = earlier if keep_models else dataclasses.replace(earlier, model=None, tokenizer=None)
+    for i, ((combo, run_cfg), done) in enumerate(zip(named, earlier), start=1):
+        if done is not None:  # a copy: never strip the model from the caller's Run
+            run = done if keep_models else dataclasses.replace(done, model=None, tokenizer=None)
         else:
             try:
-                run = train(run_cfg.replace(run_name=_run_name(run_cfg, knobs)), callbacks=callbacks,
-                            stop_event=stop_event, keep_model=keep_models)
+                run = train(run_cfg, callbacks=callbacks, stop_event=stop_event, keep_model=keep_models)
             except KeyboardInterrupt:  # stopped before train() could catch it (e.g. loading the model)
                 stopped = True
                 break
         runs.append(run)
         if progress:
-            line = _progress_line(i, len(planned), run, knob_label(run_cfg, knobs))
-            print(line + (" (reused, not trained again)" if earlier is not None else ""), flush=True)
+            _print_progress(i, len(planned), run, knob_label(run_cfg, knobs), done is not None)
         if run.status == "interrupted":  # train() caught the stop button: the user wants out
             stopped = True
             break
     if stopped:
         print(f"sweep interrupted: returning the {len(runs)} of {len(planned)} runs made so far", flush=True)
     return _table(runs, knobs)
+
+
+def _print_progress(i, n, run, label, reused) -> None:
+    print(_progress_line(i, n, run, label) + (" (reused, not trained again)" if reused else ""), flush=True)
+
+
+def _train_side_by_side(named, earlier, workers, keep_models, progress, knobs) -> list:
+    """The runs of a sweep in `workers` processes, in the grid's order; the stop button (a
+    KeyboardInterrupt while waiting) cancels the runs not started and keeps the finished ones."""
+    executor = pool(workers)
+    futures = [None if done is not None else executor.submit(train_in_worker, run_cfg, keep_models)
+               for (_, run_cfg), done in zip(named, earlier)]
+    runs = []
+    try:
+        for i, ((combo, run_cfg), done, future) in enumerate(zip(named, earlier, futures), start=1):
+            run = future.result() if future is not None else (
+                done if keep_models else dataclasses.replace(done, model=None, tokenizer=None))
+            runs.append(run)
+            if progress:
+                _print_progress(i, len(named), run, knob_label(run_cfg, knobs), done is not None)
+    except KeyboardInterrupt:
+        for future in futures:
+            if future is not None:
+                future.cancel()
+        print(f"sweep interrupted: returning the {len(runs)} of {len(named)} runs made so far", flush=True)
+    return runs
 
 
 def sweep_from_runs(runs, knobs=None) -> pd.DataFrame:

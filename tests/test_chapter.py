@@ -5,7 +5,7 @@ import math
 import pytest
 from matplotlib.figure import Figure
 
-from nbkit.chapter import LAB_CLAIM, Chapter, article_claims
+from nbkit.chapter import seed_set, LAB_CLAIM, Chapter, article_claims
 
 
 def read_results(ch):
@@ -75,14 +75,15 @@ def test_check_prints_its_verdict_and_records_it(tmp_path, capsys):
     assert ch.check("LR1", "the big LR diverges", holds=1 > 2, numbers={"lr": 0.1}) is None  # nothing echoed in a cell
     assert ch.checks[-1]["holds"] is False and ch.verdicts() == {"LR1": False}
     out = capsys.readouterr().out
-    assert "[LR1] DOES NOT HOLD: the big LR diverges" in out and "lr=0.1" in out
+    assert "[LR1] DOES NOT HOLD on seed 42 only (no seed set yet): the big LR diverges" in out and "lr=0.1" in out
+    assert ch.checks[-1]["seeds"] == [42] and ch.checks[-1]["single_seed"] is True
 
 
 def test_figure_writes_a_png_and_lists_it_once(tmp_path):
     ch = Chapter("ch", claims=["LR1"], output_dir=tmp_path)
     fig = Figure()
     fig.add_subplot().plot([0, 1], [1, 0])
-    assert ch.figure("curves", fig) is fig
+    assert ch.figure("curves", fig) is None  # shown by figure() itself: a cell ending with it shows it once
     ch.figure("curves", fig)  # drawn again: still listed once
     png = tmp_path / "ch" / "figures" / "curves.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -98,5 +99,48 @@ def test_verdicts_none_true_false_per_claim(tmp_path):
     assert ch.verdicts() == {"LR1": True, "LR2": False, "LAB": None}
     assert read_results(ch)["verdicts"] == {"LR1": True, "LR2": False, "LAB": None}
     summary = ch.summary()
-    assert list(summary.columns) == ["claim", "holds", "article", "says"]
+    assert list(summary.columns) == ["claim", "holds", "held_on", "article", "says"]
     assert list(summary["says"]) == ["a", "b", "c"]
+
+
+def test_seed_set_follows_the_seed_parameter(tmp_path):
+    ch = Chapter("ch", claims=["LR1"], output_dir=tmp_path, parameters={"seed": 7})
+    assert ch.seeds == seed_set(7) and ch.seeds[0] == 7 and len(set(ch.seeds)) == len(ch.seeds) >= 3
+    assert read_results(ch)["seeds"] == ch.seeds
+
+
+def test_a_seeded_check_holds_only_on_every_seed_and_counts_them(tmp_path, capsys):
+    ch = Chapter("ch", claims=["LR1", "LR2"], output_dir=tmp_path, parameters={"seed": 5})
+    ch.check("LR1", "all", holds=[True] * len(ch.seeds), seeds=ch.seeds)
+    ch.check("LR2", "some", holds=[True] + [False] * (len(ch.seeds) - 1), seeds=ch.seeds)
+    first, second = read_results(ch)["checks"]
+    assert first["holds"] is True and first["held_on"] == len(ch.seeds) and first["seeds"] == ch.seeds
+    assert second["holds"] is False and second["held_on"] == 1
+    assert "WITHIN SEED NOISE: holds on 1/" in capsys.readouterr().out
+    assert ch.verdicts() == {"LR1": True, "LR2": False}
+
+
+def test_a_deterministic_check_says_so_and_bad_seed_arguments_are_refused(tmp_path):
+    ch = Chapter("ch", claims=["PE1"], output_dir=tmp_path)
+    ch.check("PE1", "LoRA trains fewer weights", holds=True, deterministic=True)
+    assert read_results(ch)["checks"][0]["deterministic"] is True and "seeds" not in read_results(ch)["checks"][0]
+    with pytest.raises(ValueError, match="not both"):
+        ch.check("PE1", "x", holds=[True], seeds=[1], deterministic=True)
+    with pytest.raises(ValueError, match="one bool per seed"):
+        ch.check("PE1", "x", holds=[True], seeds=[1, 2, 3])
+    with pytest.raises(ValueError, match="one bool"):
+        ch.check("PE1", "x", holds=[True], deterministic=True)
+
+
+def test_summary_line_is_chosen_by_the_verdict(tmp_path):
+    ch = Chapter("ch", claims=["LR1", "LR2"], output_dir=tmp_path, parameters={"seed": 1})
+    with pytest.raises(ValueError, match="conclude"):
+        ch.summary_lines()
+    ch.check("LR1", "a", holds=[True] * 3, seeds=ch.seeds)
+    ch.check("LR2", "b falls", holds=[True, False, True], seeds=ch.seeds)
+    ch.conclude("LR1", holds="TEXT-IF-HELD-1", otherwise="TEXT-IF-NOT-1")
+    ch.conclude("LR2", holds="TEXT-IF-HELD-2", otherwise="TEXT-IF-NOT-2")
+    lines = ch.summary_lines()
+    assert "TEXT-IF-HELD-1" in lines["LR1"] and "TEXT-IF-NOT-1" not in lines["LR1"]
+    assert "TEXT-IF-NOT-2" in lines["LR2"] and "TEXT-IF-HELD-2" not in lines["LR2"] and "b falls" in lines["LR2"]
+    assert read_results(ch)["conclusions"]["LR2"]["otherwise"] == "TEXT-IF-NOT-2"

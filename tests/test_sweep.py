@@ -6,6 +6,7 @@ import itertools
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -183,3 +184,19 @@ def test_reuse_accepts_a_sweep_table_and_its_runs_match_a_fresh_training(tmp_pat
     assert again.loc[0, "path"] == first.loc[1, "path"]
     fresh = sweep(small(tmp_path, run_name="fresh"), {"learning_rate": [2e-3]}, progress=False)
     assert fresh.loc[0, "best_eval_loss"] == pytest.approx(again.loc[0, "best_eval_loss"])  # reuse is safe
+
+
+def test_workers_train_side_by_side_in_grid_order_with_the_same_curves(tmp_path):
+    cfg = small(tmp_path)
+    grid = {"seed": [1, 2, 3]}
+    serial = sweep(cfg.replace(output_dir=str(tmp_path / "serial")), grid, progress=False)
+    reuse_first = serial.attrs["runs"][:1]
+    parallel = sweep(cfg.replace(output_dir=str(tmp_path / "parallel")), grid, progress=False, workers=2,
+                     reuse=reuse_first)
+    assert list(parallel["seed"]) == [1, 2, 3]
+    assert parallel.loc[0, "path"] == serial.loc[0, "path"]  # reused, not trained again
+    assert all(str(tmp_path / "parallel") in p for p in parallel["path"][1:])  # trained by the workers
+    # one thread in a worker, two here: the same run up to float rounding of the sums
+    assert np.allclose(parallel["best_eval_loss"], serial["best_eval_loss"], rtol=1e-3)
+    with pytest.raises(ValueError, match="workers=2"):
+        sweep(cfg, grid, workers=2, callbacks=[lambda event, data: None])
