@@ -145,9 +145,23 @@ def test_chapter_runs_headless_and_its_claims_hold(notebook, parameters, tmp_pat
             if "model" in parameters:  # the chapter really trained the model it was given
                 assert run.config["model"] == parameters["model"], f"{cited} trained {run.config['model']}"
 
-    # a learner sees pictures, not only widget state
+    # every figure results.json lists is on the page, as an image (Chapter.figure shows it, tagged)
     images = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "image/png" in o.get("data", {})]
+    shown = [o.get("metadata", {}).get("nbkit", {}).get("figure") for o in images]
+    not_shown = [f for f in results["figures"] if f not in shown]
+    assert not not_shown, f"{notebook.name}: figures saved but never shown in the notebook: {not_shown}"
+
+    # a Summary built from the verdicts states what results.json says, claim by claim
+    summaries = [o["metadata"]["nbkit"]["summary"] for c in executed.cells if c.cell_type == "code"
+                 for o in c.get("outputs", []) if "summary" in o.get("metadata", {}).get("nbkit", {})]
+    for summary in summaries:
+        assert summary == results["verdicts"], (
+            f"{notebook.name}: the Summary shows verdicts {summary}, results.json says {results['verdicts']}")
+    if results.get("conclusions"):
+        assert summaries, f"{notebook.name}: conclude() was called but the Summary (ch.summary_markdown()) is not shown"
+
+    # a learner sees pictures, not only widget state
     assert images, (f"{notebook.name}: the executed notebook shows no image/png output "
                     "(is `%matplotlib inline` in its first code cell?)")
 
