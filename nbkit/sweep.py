@@ -144,8 +144,8 @@ def sweep(cfg: TrainConfig, grid: dict, callbacks=(), progress=True, stop_event=
         return _table(runs, knobs)
     runs, stopped = [], False
     for i, ((combo, run_cfg), done) in enumerate(zip(named, earlier), start=1):
-        if done is not None:  # a copy: never strip the model from the caller's Run
-            run = done if keep_models else dataclasses.replace(done, model=None, tokenizer=None)
+        if done is not None:
+            run = _reused(done, keep_models)
         else:
             try:
                 run = train(run_cfg, callbacks=callbacks, stop_event=stop_event, keep_model=keep_models)
@@ -163,6 +163,11 @@ def sweep(cfg: TrainConfig, grid: dict, callbacks=(), progress=True, stop_event=
     return _table(runs, knobs)
 
 
+def _reused(run, keep_models):
+    """An earlier run standing in for a combination: a copy, never strip the caller's Run's model."""
+    return run if keep_models else dataclasses.replace(run, model=None, tokenizer=None)
+
+
 def _print_progress(i, n, run, label, reused) -> None:
     print(_progress_line(i, n, run, label) + (" (reused, not trained again)" if reused else ""), flush=True)
 
@@ -176,8 +181,7 @@ def _train_side_by_side(named, earlier, workers, keep_models, progress, knobs) -
     runs = []
     try:
         for i, ((combo, run_cfg), done, future) in enumerate(zip(named, earlier, futures), start=1):
-            run = future.result() if future is not None else (
-                done if keep_models else dataclasses.replace(done, model=None, tokenizer=None))
+            run = future.result() if future is not None else _reused(done, keep_models)
             runs.append(run)
             if progress:
                 _print_progress(i, len(named), run, knob_label(run_cfg, knobs), done is not None)
