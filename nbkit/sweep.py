@@ -20,13 +20,14 @@ import dataclasses
 import itertools
 import math
 import re
+from concurrent.futures.process import BrokenProcessPool
 
 import pandas as pd
 
 from nbkit.config import TrainConfig
 from nbkit.plots import NOT_KNOBS, as_runs, differing_knobs, knob_label
 from nbkit.train import train
-from nbkit.workers import pool, train_in_worker
+from nbkit.workers import discard, pool, train_in_worker
 
 FINISHED = ("completed", "early_stopped", "diverged")  # runs that ended on their own: safe to reuse
 RESULT_COLUMNS = ["status", "best_epoch", "best_eval_loss", "final_eval_loss", "base_eval_loss",
@@ -176,15 +177,20 @@ def _train_side_by_side(named, earlier, workers, keep_models, progress, knobs) -
     """The runs of a sweep in `workers` processes, in the grid's order; the stop button (a
     KeyboardInterrupt while waiting) cancels the runs not started and keeps the finished ones."""
     executor = pool(workers)
-    futures = [None if done is not None else executor.submit(train_in_worker, run_cfg, keep_models)
-               for (_, run_cfg), done in zip(named, earlier)]
-    runs = []
+    runs, futures = [], []
     try:
+        futures = [None if done is not None else executor.submit(train_in_worker, run_cfg, keep_models)
+                   for (_, run_cfg), done in zip(named, earlier)]
         for i, ((combo, run_cfg), done, future) in enumerate(zip(named, earlier, futures), start=1):
             run = future.result() if future is not None else _reused(done, keep_models)
             runs.append(run)
             if progress:
                 _print_progress(i, len(named), run, knob_label(run_cfg, knobs), done is not None)
+    except BrokenProcessPool as err:  # a worker was killed (out of memory, or by hand): a message, not a traceback
+        discard(workers)
+        raise RuntimeError(f"sweep: a worker process died after {len(runs)} of {len(named)} runs ({err}); the "
+                           f"finished runs are in their folders; run the sweep again (new workers start), or with "
+                           f"workers=1") from None
     except KeyboardInterrupt:
         for future in futures:
             if future is not None:

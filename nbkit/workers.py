@@ -40,6 +40,13 @@ def pool(workers: int) -> ProcessPoolExecutor:
     return _pools[workers]
 
 
+def discard(workers: int) -> None:
+    """Drop a pool whose process died (BrokenProcessPool): the next pool(workers) starts a new one."""
+    executor = _pools.pop(workers, None)
+    if executor is not None:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
 def shutdown() -> None:
     """Stop every pool (a later sweep with workers starts a new one)."""
     while _pools:

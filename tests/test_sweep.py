@@ -200,3 +200,17 @@ def test_workers_train_side_by_side_in_grid_order_with_the_same_curves(tmp_path)
     assert np.allclose(parallel["best_eval_loss"], serial["best_eval_loss"], rtol=1e-3)
     with pytest.raises(ValueError, match="workers=2"):
         sweep(cfg, grid, workers=2, callbacks=[lambda event, data: None])
+
+
+def test_a_killed_worker_ends_the_sweep_with_a_message_and_the_next_sweep_gets_new_workers(tmp_path):
+    import os
+    import signal
+    from nbkit import workers
+    cfg = small(tmp_path, max_steps=40)
+    executor = workers.pool(2)
+    os.kill(executor.submit(os.getpid).result(), signal.SIGKILL)  # a worker dies (as under the out-of-memory killer)
+    with pytest.raises(RuntimeError, match="worker process died"):
+        sweep(cfg, {"seed": [1, 2]}, progress=False, workers=2)
+    assert workers.pool(2) is not executor  # a fresh pool, not the broken one
+    again = sweep(cfg.replace(max_steps=2), {"seed": [1, 2]}, progress=False, workers=2)
+    assert list(again["status"]) == ["completed", "completed"]
