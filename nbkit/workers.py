@@ -54,8 +54,14 @@ def shutdown() -> None:
 
 
 def _start_worker(threads: int) -> None:
+    import signal
+
     import torch
     torch.set_num_threads(threads)
+    # the stop button (and a kernel shutdown) sends SIGINT to the whole process group: the sweep
+    # in the kernel handles it by cancelling the runs not started; a worker printing its own
+    # KeyboardInterrupt traceback would only be noise
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def train_in_worker(cfg, keep_model: bool):
