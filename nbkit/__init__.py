@@ -4,8 +4,24 @@
     run = train(TrainConfig(model="tiny", learning_rate=3e-4, num_train_epochs=6))
     run.status, run.steps, run.epochs, run.best_epoch, run.path
 """
-from nbkit.config import TrainConfig
-from nbkit.runs import Run, list_runs, load_run
-from nbkit.train import train
+import logging
+
+
+def _drop_bitsandbytes_kernel_notice(record: logging.LogRecord) -> bool:
+    """bitsandbytes (0.49) tries, at import, to fetch an optional fused CPU kernel from the Hub and
+    logs a warning when it cannot (offline, or the repository not on a trust list), then uses its
+    own CPU kernels, the ones nbkit's QLoRA runs use. Every chapter and `python -m nbkit` imports
+    it (through peft), so the notice would open every output while teaching nothing: it is
+    dropped, and only it (any other bitsandbytes warning still shows)."""
+    return not record.getMessage().startswith("Failed to load CPU gemm_4bit_forward")
+
+
+# set before transformers/peft import bitsandbytes (nbkit.config below does): the logger named
+# after that module is the one it logs to
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_drop_bitsandbytes_kernel_notice)
+
+from nbkit.config import TrainConfig  # noqa: E402
+from nbkit.runs import Run, list_runs, load_run  # noqa: E402
+from nbkit.train import train  # noqa: E402
 
 __all__ = ["TrainConfig", "Run", "train", "load_run", "list_runs"]

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from nbkit.config import ConfigError, TrainConfig, field_docs
+from nbkit.data import DataFileError
 from nbkit.export import EXPORT_FORMATS, export_text
 
 
@@ -29,7 +30,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except ConfigError as err:
+    except (ConfigError, DataFileError) as err:  # the user's input, named: a line, not a traceback
         print(f"nbkit: error: {err}", file=sys.stderr)
         return 2
 

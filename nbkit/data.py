@@ -286,18 +286,28 @@ _FORMATS = ("expected one JSON object per line: Alpaca {\"instruction\", \"input
             "{\"messages\": [{\"role\", \"content\"}]}")
 
 
+class DataFileError(ValueError):
+    """A data file that cannot be used; the message starts with FILE:LINE (or FILE) and says what
+    the line should look like. `python -m nbkit` prints it as `nbkit: error: ...`, exit status 2."""
+
+
 def load_jsonl(path):
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                examples.append({"messages": _parse_row(json.loads(line))})
-            except ValueError as e:  # json.JSONDecodeError is a ValueError too
-                raise ValueError(f"{path}:{line_no}: {e} ({_FORMATS})") from None
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    examples.append({"messages": _parse_row(json.loads(line))})
+                except ValueError as e:  # json.JSONDecodeError is a ValueError too
+                    raise DataFileError(f"{path}:{line_no}: {e} ({_FORMATS})") from None
+    except UnicodeDecodeError as e:
+        raise DataFileError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise DataFileError(f"{path}: cannot read it ({e.strerror})") from None
     if not examples:
-        raise ValueError(f"{path}: no examples ({_FORMATS})")
+        raise DataFileError(f"{path}: no examples ({_FORMATS})")
     return examples
 
 

@@ -13,6 +13,7 @@ Fine-tuning methods (finetuning_type, as LLaMA-Factory names them):
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -140,9 +141,27 @@ def _quantization_config(bits: int):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
+@contextlib.contextmanager
+def quiet_loading(quiet: bool = True):
+    """Hide transformers' "Loading weights" bars when progress bars are off, then put the
+    global switch back as it was (no state leaks into the next run of the notebook)."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def load_base_model(cfg: TrainConfig, device: torch.device | str = "cpu"):
     """The pretrained model, in fp32 (mixed precision is applied by autocast in the loop),
-    quantised when quantization_bit is set. safetensors only; remote code only if allowed."""
+    quantised when quantization_bit is set. safetensors only; remote code only if allowed.
+    Without transformers' "Loading weights" bar: reading a local checkpoint is over before a
+    learner could read it, and in a chapter's output it is only noise."""
     from transformers import AutoModelForCausalLM
 
     source, extra = pretrained_source(cfg.model)
@@ -150,7 +169,8 @@ def load_base_model(cfg: TrainConfig, device: torch.device | str = "cpu"):
     if cfg.quantization_bit:
         kwargs["quantization_config"] = _quantization_config(cfg.quantization_bit)
         kwargs["device_map"] = {"": str(device)}  # a quantised model cannot be moved later
-    return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    with quiet_loading():
+        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
 
 
 def decoder_layers(model) -> torch.nn.ModuleList:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from nbkit.config import TrainConfig
 from nbkit.data import collate, load_examples, split_examples, task_metric, tokenize_example
 from nbkit.evaluate import autocast_context, evaluate_loss, exact_match_accuracy, token_loss_sum
-from nbkit.models import count_parameters, load_model, memory_footprint
+from nbkit.models import count_parameters, load_model, memory_footprint, quiet_loading  # noqa: F401 (re-exported)
 from nbkit.runs import Run, RunWriter, load_run, new_run_dir
 
 UNSUPPORTED_LAUNCHES = ("DEEPSPEED", "FSDP", "MEGATRON_LM")  # they take over backward and clipping
@@ -274,22 +274,6 @@ class EarlyStopping:
     @property
     def should_stop(self) -> bool:
         return self.patience is not None and self.bad_epochs >= self.patience
-
-
-@contextlib.contextmanager
-def quiet_loading(quiet: bool):
-    """Hide transformers' "Loading weights" bars when progress bars are off, then put the
-    global switch back as it was (no state leaks into the next run of the notebook)."""
-    from transformers.utils import logging as hf_logging
-
-    was_on = hf_logging.is_progress_bar_enabled()
-    if quiet:
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_on:
-            hf_logging.enable_progress_bar()
 
 
 def seed_everything(cfg: TrainConfig) -> None:

@@ -56,6 +56,24 @@ def test_bad_set_exits_2_with_a_message_and_no_traceback(tmp_path):
     assert "learning_rate=-1.0" in done.stderr and "> 0" in done.stderr
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
+    # and nothing before it: no library notice at import (bitsandbytes' kernel fetch, nbkit/__init__.py)
+    assert done.stderr.startswith("nbkit: error:"), done.stderr
+
+
+@pytest.mark.parametrize("lines, where, says", [
+    (['{"instruction": "What is 2 + 2?", "output": "4"}', '{"instruction": "What is 1 + 1?", "output": '],
+     ":2:", "one JSON object per line"),
+    (['{"instruction": "What is 2 + 2?", "output": "4"}', "", '{"prompt": "no known keys"}'],
+     ":3:", "unknown format"),
+    ([], "", "no examples"),
+])
+def test_a_bad_data_file_is_one_error_line_naming_file_and_line(lines, where, says, tmp_path):
+    (tmp_path / "mine.jsonl").write_text("\n".join(lines) + "\n")
+    done = nbkit("train", "--set", "dataset=mine.jsonl", "--set", f"output_dir={tmp_path / 'runs'}", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"nbkit: error: mine.jsonl{where}"), done.stderr
+    assert says in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_train_prints_the_summary(tmp_path):
@@ -64,6 +82,7 @@ def test_train_prints_the_summary(tmp_path):
                  "--set", f"output_dir={tmp_path / 'runs'}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "status:     completed" in done.stdout
+    assert "Loading weights" not in done.stderr and "gemm_4bit" not in done.stderr, done.stderr
     run_folders = list((tmp_path / "runs").iterdir())
     assert len(run_folders) == 1 and str(run_folders[0]) in done.stdout
 

@@ -31,3 +31,17 @@ def test_another_model_has_no_card_and_says_which_do():
     with pytest.raises(ValueError, match=r"model: 'Qwen/Qwen2.5-0.5B-Instruct' has no pretraining card here; "
                                          r"allowed: 'tiny', 'smollm2-135m'"):
         pretraining_card("Qwen/Qwen2.5-0.5B-Instruct")
+
+
+def test_loading_a_model_draws_no_progress_bar_even_with_progress_bars_on(capfd):
+    from transformers.utils import logging as hf_logging
+
+    from nbkit.config import TrainConfig
+    from nbkit.models import load_model
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    model, _ = load_model(TrainConfig(disable_tqdm=False))  # what chapter 3's memory plan loads
+    captured = capfd.readouterr()
+    assert model is not None
+    assert "Loading weights" not in captured.err + captured.out
+    assert hf_logging.is_progress_bar_enabled() == was_on  # the global switch is put back
