@@ -170,7 +170,24 @@ def load_base_model(cfg: TrainConfig, device: torch.device | str = "cpu"):
         kwargs["quantization_config"] = _quantization_config(cfg.quantization_bit)
         kwargs["device_map"] = {"": str(device)}  # a quantised model cannot be moved later
     with quiet_loading():
-        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    if cfg.quantization_bit == 4:
+        keep_4bit_weights_trainable(model)
+    return model
+
+
+def keep_4bit_weights_trainable(model) -> None:
+    """Stop bitsandbytes (0.49) repacking 4-bit weights for its fast CPU inference kernel.
+
+    On a CPU with AVX512-BF16, the first forward pass without gradients (an evaluation) repacks
+    each Linear4bit's weights for `gemv_4bit`, for good; that op has no backward, so from then on
+    every training step's gradient stops at the last quantised layer: the LoRA adapters of all
+    earlier layers get a zero gradient and QLoRA silently trains almost nothing (torch warns
+    "gemv_4bit: an autograd kernel was not registered"). Without the repacking, evaluation uses
+    the same dequantise-and-multiply path as training: a little slower, and correct."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def decoder_layers(model) -> torch.nn.ModuleList:

@@ -45,3 +45,31 @@ def test_loading_a_model_draws_no_progress_bar_even_with_progress_bars_on(capfd)
     assert model is not None
     assert "Loading weights" not in captured.err + captured.out
     assert hf_logging.is_progress_bar_enabled() == was_on  # the global switch is put back
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_qlora_gradients_reach_the_first_layer_after_an_evaluation(bits):
+    """bitsandbytes repacks 4-bit weights for a backward-less CPU kernel at the first no-grad pass
+    (nbkit.models.keep_4bit_weights_trainable stops it): an epoch-0 evaluation must not cut the
+    gradient of every later training step."""
+    import torch
+
+    from nbkit.config import TrainConfig
+    from nbkit.models import load_model
+
+    model, _ = load_model(TrainConfig(finetuning_type="lora", quantization_bit=bits, lora_rank=4))
+    tokens = torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(0))
+
+    def first_layer_grad_norms():
+        model.train()
+        model.zero_grad()
+        model(input_ids=tokens, labels=tokens).loss.backward()
+        return [p.grad.norm().item() for n, p in model.named_parameters() if "layers.0." in n and "lora_B" in n]
+
+    before = first_layer_grad_norms()
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=tokens)
+    after = first_layer_grad_norms()
+    assert before and all(b > 0 for b in before)
+    assert after == pytest.approx(before, rel=1e-4)
