@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: lab test bench chromium
+.PHONY: lab test test-seeds test-all bench chromium
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ lab: $(VENV)/.installed
 
 test: $(VENV)/.installed chromium
 	$(BIN)/python -m pytest -q
+
+# every chapter again at a second seed, drawn at random once (tests/test_notebooks.py ANOTHER_SEED):
+# a verdict must not depend on seed 42. About 20 minutes on 2 cores, so not part of `make test`/CI.
+test-seeds: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m seeds tests/test_notebooks.py
+
+# before calling work done: the test suite and the second seed
+test-all: test test-seeds
 
 # the browser test drives Debian's Chromium through playwright (never `playwright install`)
 chromium:
