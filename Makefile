@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: lab test test-seeds test-all bench chromium
+.PHONY: lab test test-seeds test-llm test-all bench chromium
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,12 @@ test: $(VENV)/.installed chromium
 test-seeds: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m seeds tests/test_notebooks.py
 
-# before calling work done: the test suite and the second seed
-test-all: test test-seeds
+# the quickstart and the capstone on SmolLM2-135M, the real LLM (about 25 minutes on 2 cores)
+test-llm: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m llm tests/test_notebooks.py
+
+# before calling work done: the test suite, the second seed and the real LLM
+test-all: test test-seeds test-llm
 
 # the browser test drives Debian's Chromium through playwright (never `playwright install`)
 chromium:

@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -217,10 +218,14 @@ def apply_finetuning(model, cfg: TrainConfig):
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     check_lora_rank(cfg, model.config.hidden_size)
-    if cfg.quantization_bit:
-        # casts norms to fp32 and enables input grads; gradient checkpointing stays off (tiny models)
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return get_peft_model(model, cfg.to_lora_config())
+    with warnings.catch_warnings():
+        # PEFT (0.21) reads transformers' deprecated `is_gradient_checkpointing`: a FutureWarning
+        # per LoRA run, about their code, not about the run; only that one is hidden, only here
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        if cfg.quantization_bit:
+            # casts norms to fp32 and enables input grads; gradient checkpointing stays off (tiny models)
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        return get_peft_model(model, cfg.to_lora_config())
 
 
 def load_model(cfg: TrainConfig, device: torch.device | str = "cpu"):

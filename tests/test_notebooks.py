@@ -36,15 +36,18 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 UNFINISHED = ("incomplete", "running")
 CLEAR_HINT = ".venv/bin/jupyter nbconvert --clear-output --inplace notebooks/*.ipynb tests/fixtures/*.ipynb"
 
-# Chapters run at their defaults, except the capstone: at its defaults it fine-tunes SmolLM2-135M for
-# up to 10 minutes (bench/chapter_speed.py measures that); here it runs the same method on half the
-# rows with two epochs and a 30-step LR range test, which its checks must pass just the same.
-SHORTENED = {"07_capstone": {"max_samples": 120, "max_epochs": 2, "lr_test_steps": 30}}
-# And one chapter on the real LLM too, at its SmolLM2 defaults (nbkit.profiles.CHAPTER_SIZES), as
-# `-p model smollm2-135m -p device cpu` runs it: the quickstart, whose facts must hold on any model.
+# Chapters run at their defaults, on the tiny model, except the capstone, whose default model is
+# SmolLM2-135M (up to half an hour for its seed set on 2 cores; bench/chapter_speed.py measures it):
+# in `make test` it runs the same method on the tiny model, which must fix the task just the same.
+ON_TINY = {"07_capstone": {"model": "tiny"}}
+CASES = [(p, ON_TINY.get(p.stem, {})) for p in NOTEBOOKS]
+# On the real LLM, as `-p model smollm2-135m -p device cpu` runs them (sized by nbkit.profiles): the
+# quickstart, whose facts must hold on any model, and the capstone on half its rows with two epochs
+# and a 30-step range test. Minutes of SmolLM2 per seed: `make test-llm` (and `make test-all`) runs them.
 ON_SMOLLM2 = {"model": "smollm2-135m", "device": "cpu"}
-CASES = [(p, SHORTENED.get(p.stem, {})) for p in NOTEBOOKS]
-CASES += [(p, ON_SMOLLM2) for p in NOTEBOOKS if p.stem == "00_quickstart"]
+LLM_CASES = [(p, {**ON_SMOLLM2, **({"max_samples": 120, "max_epochs": 2, "lr_test_steps": 30}
+                                  if p.stem == "07_capstone" else {})})
+             for p in NOTEBOOKS if p.stem in ("00_quickstart", "07_capstone")]
 
 # pytest skips a test whose parameter list is empty: a missing notebooks/ must FAIL instead
 NO_NOTEBOOK = Path("no chapter notebook in notebooks/")
@@ -110,6 +113,16 @@ def test_chapter_runs_headless_and_its_claims_hold(notebook, parameters, tmp_pat
     assert_the_chapter_showed_its_claims(notebook, executed, tmp_path, parameters)
 
 
+@pytest.mark.llm
+@pytest.mark.parametrize("notebook, parameters", LLM_CASES or [(NO_NOTEBOOK, {})],
+                         ids=[case_id(c) for c in LLM_CASES] or ["none"])
+def test_chapter_on_a_real_llm(notebook, parameters, tmp_path, monkeypatch, kernel_of_this_venv):
+    notebook = need(notebook)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    executed = execute(notebook, tmp_path, parameters)
+    assert_the_chapter_showed_its_claims(notebook, executed, tmp_path, parameters)
+
+
 # A second seed for every chapter: drawn at random once (random.randint(100, 99999)) and written
 # here, never chosen or changed to make a chapter pass. A verdict is about the knob: at this seed
 # (and the two after it, the chapter's seed set) every check must hold as it does at 42. Too long
@@ -122,7 +135,7 @@ ANOTHER_SEED = 86410
 def test_chapter_holds_at_another_seed(notebook, tmp_path, monkeypatch, kernel_of_this_venv):
     notebook = need(notebook)
     monkeypatch.delenv("MPLBACKEND", raising=False)
-    parameters = {**SHORTENED.get(notebook.stem, {}), "seed": ANOTHER_SEED}
+    parameters = {**ON_TINY.get(notebook.stem, {}), "seed": ANOTHER_SEED}
     executed = execute(notebook, tmp_path, parameters)
     assert_the_chapter_showed_its_claims(notebook, executed, tmp_path, parameters)
 
