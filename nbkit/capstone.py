@@ -1,13 +1,15 @@
-"""The capstone's steps: pick the batch with the memory planner, compare answers before and after,
-and check that the exported configs are accepted by their tools (run sizes: nbkit.profiles).
+"""The capstone's steps: pick the batch with the memory planner, the learning rate with the range
+test, fine-tune by the method on every seed of the chapter, compare answers before and after, and
+check that the exported configs are accepted by their tools (run sizes: nbkit.profiles).
 
 Each step is one short function so the notebook reads as the method of chapters 1 to 6:
-LR range test (lr_finder) -> batch (memory planner) -> epochs (validation curve, early stopping)
--> rank (chapter 5) -> train -> before/after -> exports.
+batch (memory planner) -> epochs bound (validation curve, early stopping) -> LR range test
+(lr_finder) -> rank (chapter 5) -> train -> before/after -> exports.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +17,66 @@ import yaml
 
 from nbkit.config import TrainConfig
 from nbkit.evaluate import answers_table
+
+# What the method needs that depends on the model: the range test's length and the bound on the
+# epochs (early stopping picks the epoch below it). The chapter's parameters say 0 for "the model's own".
+METHOD_SETTINGS = {
+    # a range-test step costs about a second and an epoch about a minute on two cores: 40 steps (6 a
+    # decade) find the order of magnitude, and SmolLM2 already knows arithmetic, so 3 epochs bound it
+    "smollm2-135m": dict(lr_test_steps=40, max_epochs=3),
+    # steps cost milliseconds, so the tiny model gets fastai's 100-step test (14 points a decade): on
+    # 40 points its coarse curve falls steepest near 1e-2, where LoRA on this 128-wide model stalls on
+    # the chat format and never learns the sums. And it has never seen the task: rank-8 adapters need
+    # several times SmolLM2's epochs, so the bound is higher (early stopping still ends the run)
+    "tiny": dict(lr_test_steps=100, max_epochs=12),
+}
+
+
+def method_settings(model: str, lr_test_steps: int = 0, max_epochs: int = 0) -> dict:
+    """The range test's steps and the epochs bound for `model` (METHOD_SETTINGS; another model gets
+    SmolLM2's); a value the learner set (not 0) wins."""
+    own = METHOD_SETTINGS.get(model, METHOD_SETTINGS["smollm2-135m"])
+    for name, value in (("lr_test_steps", lr_test_steps), ("max_epochs", max_epochs)):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name}={value!r} is not allowed: a whole number, 0 for the model's own ({own[name]})")
+    return dict(lr_test_steps=lr_test_steps or own["lr_test_steps"], max_epochs=max_epochs or own["max_epochs"])
+
+
+def chosen_learning_rate(finder) -> float:
+    """The range test's suggestion, to two significant digits: a number to write in a config."""
+    return float(f"{finder.suggestion:.1e}")
+
+
+@dataclass
+class MethodRun:
+    """One seed's pass through the method: the range test, the run it chose, and the validation loss
+    of the weights the run kept (re-evaluated right after training, while they are in memory)."""
+    finder: object
+    run: object
+    kept_loss: float
+
+
+def fine_tune_by_the_method(cfg: TrainConfig, lr_test_steps: int) -> MethodRun:
+    """cfg's seed through the method: the LR range test picks the learning rate, then the fine-tune
+    (cfg's epochs bound, early stopping, best epoch restored). Only the curves come back."""
+    from nbkit.lr_finder import lr_range_test
+    from nbkit.train import train, validation_loss
+
+    finder = lr_range_test(cfg, num_steps=lr_test_steps)
+    run = train(cfg.replace(learning_rate=chosen_learning_rate(finder)))
+    kept_loss = validation_loss(run)
+    run.model = run.tokenizer = None  # a real LLM's weights are not kept for every seed
+    return MethodRun(finder, run, kept_loss)
+
+
+def method_on_seeds(cfg: TrainConfig, seeds: list[int], lr_test_steps: int, workers: int = 1) -> list[MethodRun]:
+    """The whole method again at each seed (its own range test, its own run), side by side in
+    `workers` processes (nbkit.workers) or one after another."""
+    cfgs = [cfg.replace(seed=seed, run_name=f"{cfg.run_name or 'method'}-seed{seed}") for seed in seeds]
+    if workers > 1:
+        from nbkit.workers import pool
+        return list(pool(workers).map(fine_tune_by_the_method, cfgs, [lr_test_steps] * len(cfgs)))
+    return [fine_tune_by_the_method(c, lr_test_steps) for c in cfgs]
 
 
 def pick_batch(cfg: TrainConfig, memory_gb: float, effective_batch: int) -> dict:

@@ -1,0 +1,28 @@
+"""nbkit.capstone: the settings of the method that depend on the model."""
+import pytest
+
+from nbkit.capstone import METHOD_SETTINGS, chosen_learning_rate, method_settings
+from nbkit.lr_finder import LRRangeTest
+
+
+def test_zero_means_the_models_own_setting_and_a_value_set_wins():
+    assert method_settings("tiny") == METHOD_SETTINGS["tiny"]
+    assert method_settings("smollm2-135m") == METHOD_SETTINGS["smollm2-135m"]
+    assert method_settings("tiny", lr_test_steps=30) == dict(METHOD_SETTINGS["tiny"], lr_test_steps=30)
+    assert method_settings("smollm2-135m", max_epochs=2)["max_epochs"] == 2
+
+
+def test_another_model_gets_smollm2s_settings():
+    assert method_settings("Qwen/Qwen2.5-0.5B-Instruct") == METHOD_SETTINGS["smollm2-135m"]
+
+
+@pytest.mark.parametrize("name, value", [("lr_test_steps", -1), ("max_epochs", 2.5)])
+def test_a_bad_setting_is_named_with_what_is_allowed(name, value):
+    with pytest.raises(ValueError, match=rf"{name}={value!r} is not allowed: a whole number, 0 for the model's own"):
+        method_settings("tiny", **{name: value})
+
+
+def test_the_chosen_lr_is_the_suggestion_to_two_significant_digits():
+    finder = LRRangeTest(lrs=[1e-3], losses=[1.0], smoothed=[1.0], suggestion=0.002063, min_loss_lr=0.5,
+                         stopped_early=False, stop_reason="", steps=1, seconds=0.0)
+    assert chosen_learning_rate(finder) == 2.1e-3
