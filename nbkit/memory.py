@@ -21,9 +21,11 @@ Precision (what each value assumes; LLaMA-Factory's names):
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -438,6 +440,24 @@ def _training_step(model, optimizer, batch: int, seq: int, bf16: bool, fp16: boo
     optimizer.zero_grad(set_to_none=True)
 
 
+@contextlib.contextmanager
+def _kineto_lines_hidden():
+    """The profiler's C++ side (kineto) writes "USDT ... profiler_start" / "profiler_stop" lines
+    straight to the process's stderr, past Python (no setting turns them off): in a notebook they
+    land in the chapter's output and teach nothing. Point file descriptor 2 at /dev/null while it
+    starts and stops, then put it back (Python's own stderr is flushed first, so nothing is lost)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def measure_peak_memory(cfg, gradient_checkpointing: bool = False) -> dict:
     """Measured CPU memory of one training step of cfg (per_device_train_batch_size x max_seq_length,
     gradient_accumulation_steps micro-batches), by category (DESIGN.md's recipe). With
@@ -460,8 +480,8 @@ def measure_peak_memory(cfg, gradient_checkpointing: bool = False) -> dict:
     step = (model, optimizer, cfg.per_device_train_batch_size, cfg.max_seq_length, cfg.bf16, cfg.fp16,
             cfg.gradient_accumulation_steps)
     _training_step(*step)
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
-                 with_stack=True) as prof:
+    with _kineto_lines_hidden(), profile(activities=[ProfilerActivity.CPU], profile_memory=True,
+                                         record_shapes=True, with_stack=True) as prof:
         _training_step(*step)
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "memory_timeline.json")

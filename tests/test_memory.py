@@ -279,3 +279,16 @@ def test_pick_batch_plans_every_field_of_the_config(precision):
     chosen = cfg.replace(per_device_train_batch_size=picked["per_device_train_batch_size"],
                          gradient_accumulation_steps=picked["gradient_accumulation_steps"])
     assert picked["plan"].total == plan_for_config(chosen).total
+
+
+def test_measuring_memory_prints_no_profiler_lines_and_gives_stderr_back(capfd):
+    import sys
+
+    from nbkit.config import TrainConfig
+    from nbkit.memory import measure_peak_memory
+
+    assert measure_peak_memory(TrainConfig(per_device_train_batch_size=2, max_seq_length=16))["peak"] > 0
+    print("still here", file=sys.stderr)
+    err = capfd.readouterr().err
+    assert "USDT" not in err and "profiler_start" not in err, err
+    assert "still here" in err
