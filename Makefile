@@ -30,7 +30,7 @@ test: $(VENV)/.installed chromium
 test-seeds: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m seeds tests/test_notebooks.py
 
-# the quickstart and the capstone on SmolLM2-135M, the real LLM (about 25 minutes on 2 cores)
+# the quickstart on SmolLM2-135M, the real LLM: three fine-tunes (about 10 minutes on 2 cores)
 test-llm: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m llm tests/test_notebooks.py
 

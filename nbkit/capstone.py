@@ -18,28 +18,31 @@ import yaml
 from nbkit.config import TrainConfig
 from nbkit.evaluate import answers_table
 
-# What the method needs that depends on the model: the range test's length and the bound on the
-# epochs (early stopping picks the epoch below it). The chapter's parameters say 0 for "the model's own".
+# What the method needs that depends on the model: the range test's length, the bound on the epochs
+# and early stopping's patience. The chapter's parameters say 0 for "the model's own".
 METHOD_SETTINGS = {
     # a range-test step costs about a second and an epoch about a minute on two cores: 40 steps (6 a
-    # decade) find the order of magnitude, and SmolLM2 already knows arithmetic, so 3 epochs bound it
-    "smollm2-135m": dict(lr_test_steps=40, max_epochs=3),
+    # decade) find the order of magnitude; SmolLM2 already knows arithmetic, so 3 epochs bound it, and
+    # its validation curve turns once: stop at the first epoch that is not better
+    "smollm2-135m": dict(lr_test_steps=40, max_epochs=3, early_stopping_patience=1),
     # steps cost milliseconds, so the tiny model gets fastai's 100-step test (14 points a decade): on
     # 40 points its coarse curve falls steepest near 1e-2, where LoRA on this 128-wide model stalls on
-    # the chat format and never learns the sums. And it has never seen the task: rank-8 adapters need
-    # several times SmolLM2's epochs, so the bound is higher (early stopping still ends the run)
-    "tiny": dict(lr_test_steps=100, max_epochs=12),
+    # the chat format and never learns the sums. It has never seen the task: rank-8 adapters need
+    # several times SmolLM2's epochs, and on some seeds the validation loss stalls for an epoch or two
+    # before the sums "click" (chapter 4: patience must outlast a plateau), so a higher bound, patience 3
+    "tiny": dict(lr_test_steps=100, max_epochs=12, early_stopping_patience=3),
 }
 
 
-def method_settings(model: str, lr_test_steps: int = 0, max_epochs: int = 0) -> dict:
-    """The range test's steps and the epochs bound for `model` (METHOD_SETTINGS; another model gets
-    SmolLM2's); a value the learner set (not 0) wins."""
+def method_settings(model: str, lr_test_steps: int = 0, max_epochs: int = 0, early_stopping_patience: int = 0) -> dict:
+    """The range test's steps, the epochs bound and the patience for `model` (METHOD_SETTINGS; another
+    model gets SmolLM2's); a value the learner set (not 0) wins."""
     own = METHOD_SETTINGS.get(model, METHOD_SETTINGS["smollm2-135m"])
-    for name, value in (("lr_test_steps", lr_test_steps), ("max_epochs", max_epochs)):
+    given = dict(lr_test_steps=lr_test_steps, max_epochs=max_epochs, early_stopping_patience=early_stopping_patience)
+    for name, value in given.items():
         if not isinstance(value, int) or value < 0:
             raise ValueError(f"{name}={value!r} is not allowed: a whole number, 0 for the model's own ({own[name]})")
-    return dict(lr_test_steps=lr_test_steps or own["lr_test_steps"], max_epochs=max_epochs or own["max_epochs"])
+    return {name: value or own[name] for name, value in given.items()}
 
 
 def chosen_learning_rate(finder) -> float:

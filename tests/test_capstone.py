@@ -9,6 +9,7 @@ def test_zero_means_the_models_own_setting_and_a_value_set_wins():
     assert method_settings("tiny") == METHOD_SETTINGS["tiny"]
     assert method_settings("smollm2-135m") == METHOD_SETTINGS["smollm2-135m"]
     assert method_settings("tiny", lr_test_steps=30) == dict(METHOD_SETTINGS["tiny"], lr_test_steps=30)
+    assert method_settings("tiny", early_stopping_patience=1)["early_stopping_patience"] == 1
     assert method_settings("smollm2-135m", max_epochs=2)["max_epochs"] == 2
 
 
@@ -16,7 +17,7 @@ def test_another_model_gets_smollm2s_settings():
     assert method_settings("Qwen/Qwen2.5-0.5B-Instruct") == METHOD_SETTINGS["smollm2-135m"]
 
 
-@pytest.mark.parametrize("name, value", [("lr_test_steps", -1), ("max_epochs", 2.5)])
+@pytest.mark.parametrize("name, value", [("lr_test_steps", -1), ("max_epochs", 2.5), ("early_stopping_patience", "3")])
 def test_a_bad_setting_is_named_with_what_is_allowed(name, value):
     with pytest.raises(ValueError, match=rf"{name}={value!r} is not allowed: a whole number, 0 for the model's own"):
         method_settings("tiny", **{name: value})
