@@ -476,6 +476,7 @@ def measure_peak_memory(cfg, gradient_checkpointing: bool = False) -> dict:
     model.train()  # as in training (HF checkpoints only in train mode)
     if gradient_checkpointing:  # transformers >= 5 names it activation_checkpointing_enable
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False  # no KV cache in training (as HF Trainer sets it): else transformers says so on stderr
     optimizer = build_optimizer(cfg, model)
     step = (model, optimizer, cfg.per_device_train_batch_size, cfg.max_seq_length, cfg.bf16, cfg.fp16,
             cfg.gradient_accumulation_steps)
@@ -507,6 +508,7 @@ def measure_peak_memory_cuda(cfg, gradient_checkpointing: bool = False) -> dict:
     model.train()
     if gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False  # no KV cache in training (as HF Trainer sets it): else transformers says so on stderr
     optimizer = build_optimizer(cfg, model)
     step = (model, optimizer, cfg.per_device_train_batch_size, cfg.max_seq_length, cfg.bf16, cfg.fp16,
             cfg.gradient_accumulation_steps)
