@@ -14,10 +14,12 @@ Fine-tuning methods (finetuning_type, as LLaMA-Factory names them):
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import os
 import shutil
+import unittest.mock
 import warnings
 from pathlib import Path
 
@@ -63,8 +65,14 @@ def convert_smollm2(folder: Path) -> Path:
     gguf = smollm2_gguf_path()
     partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
-    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    # transformers draws a bar per GGUF tensor with a plain tqdm no switch turns off: in a chapter's
+    # output (the first SmolLM2 run converts) it would be noise, so that module's tqdm is muted here
+    muted = unittest.mock.patch.object(gguf_utils, "tqdm", functools.partial(gguf_utils.tqdm, disable=True))
+    with quiet_loading(), muted:
+        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # transformers refuses to save a model loaded from GGUF; its weights are plain fp32 by now, so
     # copy them into a fresh model of the same config without the GGUF quantisation marker
     config = loaded.config
@@ -73,8 +81,9 @@ def convert_smollm2(folder: Path) -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
-    model.save_pretrained(partial, safe_serialization=True)
-    tokenizer.save_pretrained(partial)
+    with quiet_loading():  # and its "Writing model shards" bar
+        model.save_pretrained(partial, safe_serialization=True)
+        tokenizer.save_pretrained(partial)
     (partial / "SOURCE.txt").write_text(f"dequantised by nbkit.models.convert_smollm2 from {gguf}\n")
     try:
         partial.rename(folder)
