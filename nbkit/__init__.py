@@ -5,6 +5,7 @@
     run.status, run.steps, run.epochs, run.best_epoch, run.path
 """
 import logging
+import warnings
 
 
 def _drop_bitsandbytes_kernel_notice(record: logging.LogRecord) -> bool:
@@ -19,6 +20,11 @@ def _drop_bitsandbytes_kernel_notice(record: logging.LogRecord) -> bool:
 # set before transformers/peft import bitsandbytes (nbkit.config below does): the logger named
 # after that module is the one it logs to
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_drop_bitsandbytes_kernel_notice)
+
+# bitsandbytes' 8-bit matmul warns on every forward of an 8-bit QLoRA run that it casts fp32 inputs to
+# fp16 (how LLM.int8() computes): dozens of identical lines in a chapter's output, teaching nothing new
+warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast from torch.float32 to float16",
+                        category=UserWarning)
 
 from nbkit.config import TrainConfig  # noqa: E402
 from nbkit.runs import Run, list_runs, load_run  # noqa: E402
