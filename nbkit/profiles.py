@@ -75,9 +75,10 @@ CHAPTER_SIZES: dict[str, dict[tuple[str, str], dict]] = {
     # ---- 01_learning_rate
     "01_learning_rate": {
         ("tiny", "*"): dict(learning_rate=1e-3, sweep_learning_rates=[1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 1.0],
-                            sweep_epochs=2, schedule_learning_rate=3e-3, warmup_learning_rate=1e-2, warmup_ratio=0.1,
-                            warmup_max_steps=60, max_samples=0, range_test_steps=100),
-        # full fine-tuning, ~9 s a step on two cores: 10 runs of at most 8 steps + a 20-step range test, ~95 steps.
+                            sweep_epochs=2, schedule_learning_rate=3e-3, schedule_epochs=3, warmup_learning_rate=0.1,
+                            warmup_ratio=0.25, warmup_max_steps=60, max_samples=0, range_test_steps=100),
+        # full fine-tuning, ~9 s a step on two cores: 10 runs of at most 8 steps + a 20-step range test, ~95 steps
+        # per seed, three times that for the seed set (one worker: a real LLM uses every core in one run).
         # LRs: published full fine-tunes of small LLMs use 1e-5 to 1e-4; SmolLM2-135M was pretrained at a peak
         # of 3e-3 (nbkit.models.pretraining_card), so LR2's rule gives 3e-5 to 3e-4
         ("smollm2-135m", "cpu"): dict(
@@ -85,7 +86,8 @@ CHAPTER_SIZES: dict[str, dict[tuple[str, str], dict]] = {
             learning_rate=1e-4,  # the first run: the top of published full fine-tuning practice, inside LR2's rule
             sweep_learning_rates=[1e-5, 1e-4, 1e-3, 3e-3, 1.0],  # too small, practice, 10x it, the pretraining LR, diverges
             schedule_learning_rate=1e-3,  # 10x practice: the decay matters there (in the sweep: its linear run is reused)
-            warmup_learning_rate=1e-3,  # 10x practice, as tiny's 1e-2 is 10x its best: near the edge
+            schedule_epochs=2,  # the sweep's: its linear run is reused (8 steps; step decay needs two epochs)
+            warmup_learning_rate=1e-3,  # 10x practice: near the edge (tiny's 0.1 is a tenth of its diverging 1.0)
             warmup_ratio=0.25,  # 2 of the 8 steps (0.1 rounds up to 1: a first step at LR 0, no ramp)
             warmup_max_steps=8,  # two epochs of 4 steps: the first steps are what warmup is about
             range_test_steps=20,  # 1e-7 to 1 in 20 steps, ~3 a decade: enough for the order of magnitude
