@@ -146,3 +146,106 @@ def early_damage(run, fraction: float = 0.25, window: int = 3) -> dict:
     first, early = float(losses.iloc[0]), losses.iloc[1:max(2, int(len(losses) * fraction))]
     smoothed = early.rolling(window, min_periods=min(window, len(early))).mean()
     return {"rise": float(smoothed.max() - first), "mean_ratio": float(early.mean() / first), "steps": len(early)}
+
+
+# ---------------------------------------------------------------- epochs: under- and over-fitting (chapter 4)
+
+def _at(epochs: pd.DataFrame, column: str, epoch) -> float:
+    """epochs[column] at that epoch (NaN when the run has no such column, e.g. no accuracy)."""
+    return float(epochs.loc[epoch, column]) if column in epochs else float("nan")
+
+
+def _relative(new: float, old: float) -> float:
+    """new / old - 1 (NaN when old is 0: nothing to compare against)."""
+    return new / old - 1 if old else float("nan")
+
+
+def curve_facts(run) -> dict:
+    """What one run's epoch curves say about under- and over-fitting, as numbers (chapter 4):
+    best_epoch        the epoch of the lowest validation loss (the first if tied: where the curve
+                      doctor puts it), last_epoch the last one evaluated
+    eval_loss_*       validation loss after epoch 1, at the best epoch, at the last
+    train_loss_*      training loss (mean over the epoch's steps) after epoch 1, at the best, at the last
+    accuracy_*        greedy exact-match accuracy after epoch 1, at the best, at the last
+    train_min_epoch   the epoch with the lowest training loss, train_loss_min that loss, and
+                      eval_loss_at_train_min the validation loss there
+    loss_rise         eval_loss_last / eval_loss_best - 1: how far the validation loss climbed
+    error_rise        the same for the error rate (1 - accuracy): what greedy accuracy sees of it
+    last_over_best    eval_loss_last / eval_loss_best
+    with the run's seed, finetuning_type, learning_rate and lr_scheduler_type, and its folder."""
+    ep = run.epochs.set_index("epoch")
+    if "eval_loss" not in ep or ep["eval_loss"].notna().sum() < 2:
+        raise ValueError(f"curve_facts: run {run.path} has no validation loss after an epoch of training")
+    trained = ep.loc[ep.index > 0]
+    best, first, last = ep["eval_loss"].idxmin(), trained.index.min(), trained.index.max()
+    train_min = trained["train_loss"].idxmin()
+    facts = {k: run.config.get(k) for k in ("seed", "finetuning_type", "learning_rate", "lr_scheduler_type")}
+    facts.update(best_epoch=int(best), last_epoch=int(last), train_min_epoch=int(train_min))
+    for name, epoch in (("epoch_1", first), ("best", best), ("last", last)):
+        facts[f"eval_loss_{name}"] = _at(ep, "eval_loss", epoch)
+        facts[f"train_loss_{name}"] = _at(ep, "train_loss", epoch)
+        facts[f"accuracy_{name}"] = _at(ep, "eval_accuracy", epoch)
+    facts["train_loss_min"] = _at(ep, "train_loss", train_min)
+    facts["eval_loss_at_train_min"] = _at(ep, "eval_loss", train_min)
+    facts["loss_rise"] = _relative(facts["eval_loss_last"], facts["eval_loss_best"])
+    facts["error_rise"] = _relative(1 - facts["accuracy_last"], 1 - facts["accuracy_best"])
+    facts["last_over_best"] = facts["eval_loss_last"] / facts["eval_loss_best"]
+    facts["path"] = str(run.path)
+    return facts
+
+
+def curve_table(runs) -> pd.DataFrame:
+    """curve_facts of each run (Run objects, e.g. a sweep's df.attrs["runs"]), a row per run in their order."""
+    return pd.DataFrame([curve_facts(r) for r in runs])
+
+
+def best_per_seed(df: pd.DataFrame, metric: str = "best_eval_loss") -> pd.DataFrame:
+    """Per seed, the row of a sweep table (with a seed column) where `metric` is lowest: each seed's
+    own best setting of the swept knob (its own best LR, say), in seed order."""
+    if "seed" not in df or metric not in df:
+        raise ValueError(f"best_per_seed: the table needs columns 'seed' and {metric!r}; it has {', '.join(df.columns)}")
+    return df.loc[df.groupby("seed")[metric].idxmin()].sort_values("seed")
+
+
+def stopping_table(stopped, long_runs, returned=None) -> pd.DataFrame:
+    """A row per early-stopped run (Run objects), read beside the long run of its seed: the same config
+    without early stopping. Columns: seed, patience, threshold, status, stopped_at_epoch, best_epoch
+    (the trainer's: with a threshold, only gains larger than it count), best_eval_loss, returned_eval_loss
+    (`returned`: the loss of each run's returned model re-evaluated from scratch, e.g.
+    nbkit.train.validation_loss(run); NaN if not given), the long run's best and final eval loss and
+    its last epoch, compute_saved (the share of the long run's steps it did not take) and follows_long
+    (its validation losses equal the long run's at every epoch it ran: same seed, same curve)."""
+    longs = {r.config["seed"]: r for r in long_runs}
+    returned = list(returned) if returned is not None else [float("nan")] * len(stopped)
+    if len(returned) != len(stopped):
+        raise ValueError(f"stopping_table: {len(returned)} returned losses for {len(stopped)} runs")
+    rows = []
+    for run, loss in zip(stopped, returned):
+        seed = run.config["seed"]
+        if seed not in longs:
+            raise ValueError(f"stopping_table: no long run with seed {seed}; long runs have seeds {sorted(longs)}")
+        long, s = longs[seed], run.summary
+        mine = run.epochs.set_index("epoch")["eval_loss"]
+        theirs = long.epochs.set_index("epoch")["eval_loss"].reindex(mine.index)
+        rows.append(dict(seed=seed, patience=run.config["early_stopping_patience"],
+                         threshold=run.config["early_stopping_threshold"], status=run.status,
+                         stopped_at_epoch=s["epochs_completed"], best_epoch=run.best_epoch,
+                         best_eval_loss=run.best_eval_loss, returned_eval_loss=loss,
+                         long_best_eval_loss=long.best_eval_loss, long_final_eval_loss=long.summary["final_eval_loss"],
+                         long_last_epoch=long.summary["epochs_completed"],
+                         compute_saved=1 - s["steps_completed"] / long.summary["steps_completed"],
+                         follows_long=bool(((mine - theirs).abs() <= 1e-6 * theirs.abs()).all())))
+    return pd.DataFrame(rows)
+
+
+def per_seed(table: pd.DataFrame, holds, seeds) -> list[bool]:
+    """Verdicts per row of `table` (a seed column; `holds` a boolean Series or list aligned with its
+    rows) as one bool per seed of `seeds`, in that order: a seed holds if every one of its rows
+    holds; a seed without a row does not."""
+    ok = pd.Series(list(holds), index=table.index, dtype=bool).groupby(table["seed"]).all()
+    return [bool(ok.get(s, False)) for s in seeds]
+
+
+def listed(values, spec: str = ".3g") -> str:
+    """Numbers for a sentence, one per seed say: listed([0.2932, 0.34], ".2f") -> "0.29, 0.34"."""
+    return ", ".join(format(v, spec) for v in values)
