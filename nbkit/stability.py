@@ -4,6 +4,10 @@
     playbook_threshold(run)              # the tuning playbook's clip: ~90th percentile of unclipped norms
     same_curves(run_a, run_b)            # bit-identical per-step losses and grad norms?
     seed_band(runs)                      # spread of a metric over seeds: is a difference real?
+    paired_rule(differences)             # a change paired over seeds: same sign everywhere, mean > 3 SE?
+    runs_by(runs, "max_grad_norm", "seed")  # {(1.0, 43): run}: a sweep's runs by their knob values
+    train_many(configs, workers=2)       # several configs side by side in worker processes
+    clipped_fraction(run), max_relative_difference(a, b)  # one run's share clipped; two curves' largest gap
     LazyTokenizedDataset(path, tok, 64)  # reads and tokenises a JSONL row in __getitem__
     loader_throughput(dataset, workers)  # tokens/s of a DataLoader with that many workers
     number_formats(), autocast_dtypes()  # what fp16 / bf16 hold, which ops autocast keeps in fp32
@@ -37,13 +41,14 @@ MOSTLY_CLIPPED = 0.5  # the playbook's warning sign: more than half the steps cl
 # ---------------------------------------------------------------- gradient clipping
 
 def clipping_table(runs) -> pd.DataFrame:
-    """A row per run: its max_grad_norm, status, the share of its steps that were clipped, the
+    """A row per run: its max_grad_norm and seed, status, the share of its steps that were clipped, the
     median / 90th percentile / largest gradient norm before clipping, and its final eval loss."""
     rows = []
     for run in as_runs(runs):
         s = run.steps
         clipped = s["clipped"].astype(str).str.lower() == "true"
-        rows.append({"max_grad_norm": run.config.get("max_grad_norm"), "status": run.status, "steps": len(s),
+        rows.append({"max_grad_norm": run.config.get("max_grad_norm"), "seed": run.config.get("seed"),
+                     "status": run.status, "steps": len(s),
                      "clipped_fraction": float(clipped.mean()) if len(s) else math.nan,
                      "grad_norm_p50": s["grad_norm"].median(),
                      f"grad_norm_p{PLAYBOOK_PERCENTILE}": s["grad_norm"].quantile(PLAYBOOK_PERCENTILE / 100),
@@ -316,3 +321,70 @@ def step_seconds(run) -> float:
     """Median seconds per optimizer step of a run (from its per-step tokens and tokens/s)."""
     s = as_runs(run)[0].steps
     return float((s["tokens"] / s["tokens_per_second"]).median())
+
+
+# ---------------------------------------------------------------- seed sets
+
+PAIRED_STANDARD_ERRORS = 3  # the paired rule: a mean this many standard errors from zero is not luck
+
+
+def paired_rule(differences, standard_errors: float = PAIRED_STANDARD_ERRORS) -> dict:
+    """Is a change real? `differences`: per seed, the metric with the change minus without it,
+    both runs at that seed (same split, same data order: paired). The rule: every difference
+    has the sign of their mean, and the mean is more than `standard_errors` standard errors
+    (std / sqrt(n)) from zero. per_seed[i]: seed i goes the mean's way and the mean passes (a
+    seed going the other way is the one that spoils it); real: all of per_seed."""
+    d = np.asarray(differences, dtype=float)
+    if len(d) < 2:
+        raise ValueError(f"paired_rule needs at least 2 paired differences, got {len(d)}")
+    mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
+    beyond = abs(mean) > standard_errors * se
+    per_seed = [bool(beyond and np.sign(x) == np.sign(mean) and x != 0) for x in d]
+    return {"mean": mean, "standard_error": se, "standard_errors_from_zero": abs(mean) / se if se else math.inf,
+            "per_seed": per_seed, "real": all(per_seed)}
+
+
+def runs_by(runs, *knobs) -> dict:
+    """The runs (Runs, folders or a sweep table) keyed by their config's values of `knobs`:
+    runs_by(clips, "max_grad_norm", "seed")[1.0, 43]; with one knob the key is the value itself."""
+    if not knobs:
+        raise ValueError("runs_by needs at least one knob, e.g. runs_by(df, 'seed')")
+    out = {}
+    for run in as_runs(runs):
+        key = tuple(run.config.get(k) for k in knobs)
+        out[key[0] if len(knobs) == 1 else key] = run
+    return out
+
+
+def train_many(configs, workers: int = 1) -> list:
+    """train(cfg, keep_model=False) for each config, in order: configs that are no grid (each
+    seed's own clipping threshold, say). workers > 1: side by side in nbkit.workers' processes."""
+    from nbkit.train import train
+
+    configs = list(configs)
+    if workers <= 1:
+        return [train(c, keep_model=False) for c in configs]
+    from concurrent.futures.process import BrokenProcessPool
+
+    from nbkit.workers import discard, pool, train_in_worker
+    try:
+        futures = [pool(workers).submit(train_in_worker, c, False) for c in configs]
+        return [f.result() for f in futures]
+    except BrokenProcessPool as err:  # a worker was killed (out of memory): the next call starts new ones
+        discard(workers)
+        raise RuntimeError(f"train_many: a worker process died ({err}); the finished runs are in their folders; "
+                           "run again, or with workers=1") from None
+
+
+def max_relative_difference(a, b) -> float:
+    """The largest |a_i / b_i - 1| of two aligned sequences (the per-step losses of two runs)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or not len(a):
+        raise ValueError(f"max_relative_difference needs two non-empty sequences of one length, got {a.shape}, {b.shape}")
+    return float(np.max(np.abs(a / b - 1)))
+
+
+def clipped_fraction(run) -> float:
+    """The share of a run's steps whose gradient norm was clipped (clipping_table's column, for one run)."""
+    s = as_runs(run)[0].steps
+    return float((s["clipped"].astype(str).str.lower() == "true").mean()) if len(s) else math.nan

@@ -128,3 +128,53 @@ def test_an_fp16_step_skipped_by_the_scaler_does_not_advance_the_schedule(tmp_pa
     for i in range(len(s) - 1):
         same_lr = s["learning_rate"].iloc[i + 1] == s["learning_rate"].iloc[i]
         assert same_lr == skipped.iloc[i]  # the LR moves on only after a step that was taken
+
+
+# ---------------------------------------------------------------- seed sets
+
+def test_clipping_table_and_clipped_fraction_per_run(runs):
+    from nbkit.stability import clipped_fraction
+    table = clipping_table([runs["a"], runs["b"], runs["clipped"]])
+    assert table["seed"].tolist() == [0, 1, 0]
+    assert [clipped_fraction(runs[k]) for k in ("a", "clipped")] == [0.0, 1.0]
+
+
+def test_runs_by_keys_runs_by_their_knob_values(runs):
+    from nbkit.stability import runs_by
+    by = runs_by([runs["a"], runs["b"], runs["clipped"]], "max_grad_norm", "seed")
+    assert by[None, 1] is runs["b"] and by[1e-3, 0] is runs["clipped"]
+    assert runs_by([runs["a"], runs["b"]], "seed")[1] is runs["b"]  # one knob: the value alone is the key
+    with pytest.raises(ValueError, match="at least one knob"):
+        runs_by([runs["a"]])
+
+
+def test_paired_rule_needs_every_seed_on_the_mean_side_and_the_mean_beyond_3_standard_errors():
+    from nbkit.stability import paired_rule
+    clear = paired_rule([0.10, 0.12, 0.11, 0.09, 0.10])
+    assert clear["real"] and clear["per_seed"] == [True] * 5 and clear["standard_errors_from_zero"] > 3
+    assert clear["mean"] == pytest.approx(0.104) and clear["standard_error"] == pytest.approx(0.0050990195)
+    one_off = paired_rule([0.10, 0.12, -0.01, 0.11, 0.10])  # one seed goes the other way: that one spoils it
+    assert not one_off["real"] and one_off["per_seed"] == [True, True, False, True, True]
+    noise = paired_rule([0.01, -0.02, 0.015])  # mean within 3 standard errors: no seed counts
+    assert noise["per_seed"] == [False, False, False]
+    with pytest.raises(ValueError, match="at least 2"):
+        paired_rule([0.1])
+
+
+def test_train_many_side_by_side_gives_the_runs_in_order_as_one_by_one(tmp_path):
+    from nbkit.stability import train_many
+    cfg = tiny_config(tmp_path, max_steps=2, num_train_epochs=1)
+    configs = [cfg.replace(seed=3), cfg.replace(seed=4, max_grad_norm=0.5)]
+    serial, parallel = train_many(configs), train_many(configs, workers=2)
+    assert [r.config["seed"] for r in parallel] == [3, 4] and parallel[1].config["max_grad_norm"] == 0.5
+    assert all(r.model is None for r in serial + parallel)
+    for a, b in zip(serial, parallel):  # another process, one thread: the same steps up to float roundings
+        assert a.steps["loss"].tolist() == pytest.approx(b.steps["loss"].tolist(), rel=1e-5)
+
+
+def test_max_relative_difference():
+    from nbkit.stability import max_relative_difference
+    assert max_relative_difference([1.0, 2.0, 4.0], [1.0, 2.2, 4.0]) == pytest.approx(1 - 2 / 2.2)
+    assert max_relative_difference([3.0], [3.0]) == 0.0
+    with pytest.raises(ValueError, match="one length"):
+        max_relative_difference([1.0, 2.0], [1.0])
