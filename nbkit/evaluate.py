@@ -148,6 +148,39 @@ def early_damage(run, fraction: float = 0.25, window: int = 3) -> dict:
     return {"rise": float(smoothed.max() - first), "mean_ratio": float(early.mean() / first), "steps": len(early)}
 
 
+def decay_effect(df: pd.DataFrame, metric: str = "best_eval_loss", relative: bool = False) -> pd.DataFrame:
+    """What weight decay does in a sweep over learning_rate x weight_decay (and seed, if it has that
+    column): per seed and weight decay > 0 (the rows) and learning rate (the columns), the metric minus
+    the same seed's metric at weight decay 0 and the same LR; relative=True: the ratio to it, minus 1
+    (0.5: 50% higher). Used by chapter 2 to read a heat map by numbers, not colours."""
+    missing = [c for c in ("learning_rate", "weight_decay", metric) if c not in df]
+    if missing:
+        raise ValueError(f"decay_effect: {missing} are not columns of the sweep table; allowed: {', '.join(df.columns)}")
+    if not (df["weight_decay"] == 0).any():
+        raise ValueError("decay_effect: the sweep has no run at weight_decay 0 to measure the decay against")
+    table = df.assign(seed=df["seed"] if "seed" in df else 0).pivot_table(
+        index=["seed", "weight_decay"], columns="learning_rate", values=metric, aggfunc="first")
+    none = table.xs(0.0, level="weight_decay")
+    decayed = table.drop(index=0.0, level="weight_decay")
+    reference = none.reindex(decayed.index.get_level_values("seed")).set_axis(decayed.index)
+    return decayed / reference - 1 if relative else decayed - reference
+
+
+def with_weight_norms(df: pd.DataFrame) -> pd.DataFrame:
+    """A sweep table made with keep_models=True, plus a weight_norm column (nbkit.models.weight_norm of
+    each run's final weights: what weight decay shrinks); the models are then dropped from the runs, so
+    a sweep per seed holds only one seed's weights at a time (a real LLM's are ~0.5 GB a run)."""
+    from nbkit.models import weight_norm
+
+    runs = df.attrs.get("runs", [])
+    if len(runs) != len(df) or any(r.model is None for r in runs):
+        raise ValueError("with_weight_norms: the table's runs have no weights; make it with sweep(..., keep_models=True)")
+    norms = [weight_norm(r.model) for r in runs]
+    for r in runs:
+        r.model = r.tokenizer = None
+    return df.assign(weight_norm=norms)
+
+
 # ---------------------------------------------------------------- epochs: under- and over-fitting (chapter 4)
 
 def _at(epochs: pd.DataFrame, column: str, epoch) -> float:

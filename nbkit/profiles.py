@@ -105,18 +105,19 @@ CHAPTER_SIZES: dict[str, dict[tuple[str, str], dict]] = {
     # ---- 02_optimizer
     "02_optimizer": {
         ("tiny", "*"): dict(learning_rate=3e-3, compare_samples=480, adamw_learning_rates=[1e-3, 3e-3, 1e-2],
-                            adam_l2_learning_rates=[3e-4, 1e-3, 3e-3], sgd_learning_rates=[1e-2, 3e-2, 1e-1, 3e-1],
-                            lion_learning_rates=[3e-4, 1e-3, 3e-3], grid_learning_rates=[3e-4, 1e-3, 3e-3],
-                            grid_weight_decays=[0.0, 0.1, 1.0, 10.0], grid_epochs=3, beta1_values=[0.8, 0.9, 0.95],
+                            adam_l2_learning_rates=[3e-4, 1e-3, 3e-3], sgd_learning_rates=[1e-2, 3e-2, 1e-1],
+                            lion_learning_rates=[3e-4, 1e-3, 3e-3], grid_learning_rates=[3e-4, 3e-3],
+                            grid_weight_decays=[0.0, 0.1, 1.0], grid_epochs=3, beta1_values=[0.8, 0.9, 0.95],
                             beta2_values=[0.99, 0.999, 0.9999], decay_values=[0.0, 0.01, 0.1, 1.0, 10.0, 100.0],
                             decay_epochs=8, decay_learning_rate=1e-3),
         # full fine-tuning, ~9 s a step on two cores (8-bit AdamW ~4x that: bitsandbytes' CPU update): every
-        # experiment, one or two LRs per optimizer, ~21 runs of 4 (arithmetic) or 6 (reviews) steps, ~108 in all.
+        # experiment, one or two LRs per optimizer, ~21 runs of 4 (arithmetic) or 6 (reviews) steps, ~108 steps per seed,
+        # three times that for the seed set (one worker: a real LLM uses every core in one run).
         # LRs: published full fine-tunes of small LLMs use 1e-5 to 1e-4 with AdamW
         ("smollm2-135m", "cpu"): dict(
             learning_rate=1e-4,  # the first run, AdamW at the top of that practice (chapter 1's first run too)
             compare_samples=80,  # 64 rows to train on: 4 steps a run for the comparison and the betas
-            adamw_learning_rates=[1e-4],  # one LR (8-bit AdamW shares this grid, and each of its steps is slow)
+            adamw_learning_rates=[1e-4],  # one LR (8-bit AdamW runs at learning_rate, and each of its steps is slow)
             adam_l2_learning_rates=[1e-4],  # at AdamW's: the decay (0.01) is too small to need its own scale here
             sgd_learning_rates=[1e-2, 1e-1],  # its step is the clipped gradient (norm <= 1) whatever the model: tiny's range
             lion_learning_rates=[3e-5, 1e-4],  # 3x below AdamW's, as the Lion paper advises, and AdamW's own

@@ -146,3 +146,33 @@ def test_per_seed_holds_for_a_seed_only_if_all_its_rows_hold():
 def test_listed_formats_numbers_for_a_sentence():
     assert listed([0.2932, 0.34], ".2f") == "0.29, 0.34"
     assert listed([0.5, -0.25], "+.0%") == "+50%, -25%"
+
+
+# ---------------------------------------------------------------- chapter 2: weight decay in a sweep
+
+def test_decay_effect_reads_each_decay_against_no_decay_at_the_same_lr_and_seed():
+    from nbkit.evaluate import decay_effect
+    grid = pd.DataFrame({"seed": [1, 1, 1, 1, 2, 2, 2, 2], "learning_rate": [1e-3, 1e-3, 1e-2, 1e-2] * 2,
+                         "weight_decay": [0.0, 0.1] * 4, "best_eval_loss": [2.0, 3.0, 1.0, 1.5, 4.0, 4.0, 2.0, 1.0]})
+    shift, cost = decay_effect(grid), decay_effect(grid, relative=True)
+    assert shift.loc[(1, 0.1)].tolist() == [1.0, 0.5] and shift.loc[(2, 0.1)].tolist() == [0.0, -1.0]
+    assert cost.loc[(1, 0.1)].tolist() == [0.5, 0.5] and cost.loc[(2, 0.1)].tolist() == [0.0, -0.5]
+    assert list(shift.columns) == [1e-3, 1e-2]
+    assert decay_effect(grid.drop(columns="seed").iloc[:4]).loc[(0, 0.1)].tolist() == [1.0, 0.5]  # one seed, no column
+    with pytest.raises(ValueError, match="weight_decay 0"):
+        decay_effect(grid[grid["weight_decay"] > 0])
+    with pytest.raises(ValueError, match="learning_rate"):
+        decay_effect(grid.drop(columns="learning_rate"))
+
+
+def test_with_weight_norms_reads_the_weights_then_drops_them(tiny):
+    from nbkit.evaluate import with_weight_norms
+    from nbkit.models import weight_norm
+    model, tokenizer = tiny
+    run = Run(path="r", config={}, steps=pd.DataFrame(), epochs=pd.DataFrame(), summary={}, model=model, tokenizer=tokenizer)
+    table = pd.DataFrame({"weight_decay": [0.0]})
+    table.attrs["runs"] = [run]
+    out = with_weight_norms(table)
+    assert out["weight_norm"].iloc[0] == pytest.approx(weight_norm(model)) and run.model is None
+    with pytest.raises(ValueError, match="keep_models=True"):
+        with_weight_norms(out)
