@@ -354,6 +354,9 @@ class TrainConfig:
             "packing": False,  # one example a row, padded, as in our loader
             "completion_only_loss": True,  # labels masked to the answer, as in nbkit.data
             "trust_remote_code": self.trust_remote_code,
+            # TRL turns checkpointing on by default; our runs keep every activation. Set under its
+            # transformers 5 name (gradient_checkpointing is a deprecated alias that warns).
+            "activation_checkpointing": False,
         })
         return kwargs
 
