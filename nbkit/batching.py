@@ -117,14 +117,19 @@ def batch_gradient(model, features, indices, pad_token_id: int) -> torch.Tensor:
     return batch_loss_and_gradient(model, features, indices, pad_token_id)[1]
 
 
-def gradient_spread(model, features, pad_token_id: int, batch_sizes, draws: int = 4, seed: int = 0) -> pd.DataFrame:
+def gradient_spread(model, features, pad_token_id: int, batch_sizes, draws: int = 4, seed: int = 0,
+                    loss_draws: int | None = None) -> pd.DataFrame:
     """For each batch size B: `draws` gradients of random batches of B rows, and their spread, the
     unbiased variance sum |g_i - mean|^2 / (draws - 1), which is tr(Sigma) / B in theory. Also the
     spread relative to the squared norm of their mean ("noise_to_signal") and the standard deviation
-    of the batches' losses ("loss_std"): what the per-step loss of a run at these weights scatters by."""
-    if draws < 2:
-        raise ValueError(f"draws={draws}: a spread needs at least 2 draws")
+    of the batches' losses ("loss_std"): what the per-step loss of a run at these weights scatters by.
+    loss_draws: take loss_std from that many more random batches, forward passes only (no gradient:
+    cheap), instead of the `draws` ones; a standard deviation from 6 draws is itself off by ~30%. They
+    are drawn with a generator of their own, so the gradient columns do not depend on loss_draws."""
+    if draws < 2 or (loss_draws is not None and loss_draws < 2):
+        raise ValueError(f"draws={draws}, loss_draws={loss_draws}: a spread needs at least 2 draws")
     generator = torch.Generator().manual_seed(seed)
+    loss_generator = torch.Generator().manual_seed(seed + 1)
     rows = []
     for b in batch_sizes:
         if not 1 <= b <= len(features):
@@ -136,10 +141,20 @@ def gradient_spread(model, features, pad_token_id: int, batch_sizes, draws: int 
         mean = grads.mean(0)
         squared = (grads - mean).pow_(2)  # in place: one copy of the draws, not two (~0.5 GB each on a real LLM)
         variance = float(squared.sum() / (draws - 1))
+        if loss_draws is not None:
+            losses = [batch_loss(model, features, torch.randperm(len(features), generator=loss_generator)[:b].tolist(),
+                                 pad_token_id) for _ in range(loss_draws)]
         rows.append({"batch_size": b, "gradient_variance": variance, "mean_grad_norm": float(mean.norm()),
                      "noise_to_signal": variance / float(mean.norm() ** 2),
                      "loss_std": float(torch.tensor(losses).std())})
     return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def batch_loss(model, features, indices, pad_token_id: int) -> float:
+    """The per-token mean loss on the rows `indices` of `features`, without a gradient."""
+    loss_sum, n = _loss_sum(model, collate([features[i] for i in indices], pad_token_id))
+    return float(loss_sum) / n
 
 
 def noise_scale_estimate(g_small_sq: float, g_big_sq: float, b_small: int, b_big: int) -> dict:
@@ -306,4 +321,183 @@ def noise_scale_figure(table: pd.DataFrame, b_simple: float) -> Figure:
                 clip_on=False, label="inf: the noise swamped the signal")
     ax.set(xlabel="training samples seen", ylabel="gradient noise scale B_simple")
     ax.legend()
+    return fig
+
+
+# ---------------------------------------------------------------- the same, on a seed set
+
+def averaged_noise_scale(model, features, pad_token_id: int, repeats: int = 4, b_small: int = 4, n_micro: int = 8,
+                         seed: int = 0) -> dict:
+    """B_simple at these weights from `repeats` estimates of measure_noise_scale (fresh rows each time):
+    the mean tr(Sigma) over the mean |G|^2, as noise_scale_over_run averages a run's probes (one
+    estimate's |G|^2 can even come out <= 0: a ratio of averages is far steadier)."""
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats}: need at least 1 estimate")
+    generator = torch.Generator().manual_seed(seed)
+    estimates = pd.DataFrame([measure_noise_scale(model, features, pad_token_id, b_small, n_micro, generator)
+                              for _ in range(repeats)])
+    g_sq, trace = float(estimates["grad_norm_sq"].mean()), float(estimates["trace_sigma"].mean())
+    return {"grad_norm_sq": g_sq, "trace_sigma": trace, "b_simple": trace / g_sq if g_sq > 0 else math.inf}
+
+
+def train_side_by_side(configs, workers: int = 1, keep_models=False) -> list:
+    """train() every config, `workers` at a time in worker processes (nbkit.workers; 1: here, one after
+    the other), in their order. keep_models: one bool for all, or one per config (the weights of a run
+    come back only where asked: a real LLM's are ~0.5 GB a run). For configs that differ in several knobs
+    at once, which a sweep's grid cannot express (a batch size with its own LR)."""
+    from nbkit.train import train
+    from nbkit.workers import pool, train_in_worker
+
+    configs = list(configs)
+    keep = list(keep_models) if isinstance(keep_models, (list, tuple)) else [bool(keep_models)] * len(configs)
+    if len(keep) != len(configs):
+        raise ValueError(f"keep_models: one bool per config ({len(configs)}), got {len(keep)}")
+    if workers <= 1:
+        return [train(cfg, keep_model=k) for cfg, k in zip(configs, keep)]
+    executor = pool(workers)
+    futures = [executor.submit(train_in_worker, cfg, k) for cfg, k in zip(configs, keep)]
+    return [f.result() for f in futures]
+
+
+def batch_size_runs(base, batch_sizes, seeds, base_batch: int, exponent: float = 1.0, workers: int = 1) -> pd.DataFrame:
+    """The batch-size experiment at every seed, side by side: each batch of `batch_sizes` with the LR
+    scaled from base.learning_rate at base_batch by `exponent` (rule "scaled"), and each batch larger
+    than base_batch once more with base's LR kept (rule "kept"). The base batch's runs keep their weights
+    (the noise is measured on them), the others do not. A row per run: rule, batch_size, seed,
+    learning_rate, steps, status, best_eval_loss, final_eval_loss, the training loss averaged over all
+    its steps (train_loss_mean), path; df.attrs["runs"] the Runs. Every batch size sees the same samples, so an average over steps is the
+    mean height of the loss-against-samples curve: the lower, the more it learned per sample."""
+    plan = [("scaled", b, s) for b in batch_sizes for s in seeds]
+    plan += [("kept", b, s) for b in batch_sizes if b > base_batch for s in seeds]
+    configs = [base.replace(per_device_train_batch_size=b, seed=s, run_name=f"batch{b}_lr_{rule}",
+                            learning_rate=scaled_learning_rate(base.learning_rate, base_batch, b, exponent)
+                            if rule == "scaled" else base.learning_rate) for rule, b, s in plan]
+    runs = train_side_by_side(configs, workers, keep_models=[rule == "scaled" and b == base_batch for rule, b, _ in plan])
+    table = pd.DataFrame([{"rule": rule, "batch_size": b, "seed": s, "learning_rate": r.config["learning_rate"],
+                           "steps": len(r.steps), "status": r.status, "best_eval_loss": r.best_eval_loss,
+                           "final_eval_loss": r.summary.get("final_eval_loss"),
+                           "train_loss_mean": float(r.steps["loss"].mean()),
+                           "path": str(r.path)}
+                          for (rule, b, s), r in zip(plan, runs)])
+    table.attrs["runs"] = runs
+    return table
+
+
+def _features_of(run):
+    from nbkit.config import TrainConfig
+    from nbkit.train import build_datasets
+
+    if run.model is None or run.tokenizer is None:
+        raise ValueError(f"{run.path}: the run kept no weights; train it with keep_model=True")
+    return build_datasets(TrainConfig.from_dict(run.config), run.tokenizer)[0]
+
+
+def _side_by_side(function, jobs: list[tuple], workers: int) -> list:
+    """function(*job) for every job, in `workers` worker processes (nbkit.workers: one thread each) when
+    workers > 1, else here; results in the jobs' order. `function` must be importable (module level)."""
+    if workers <= 1:
+        return [function(*job) for job in jobs]
+    from nbkit.workers import pool
+
+    executor = pool(workers)
+    return [f.result() for f in [executor.submit(function, *job) for job in jobs]]
+
+
+def _spread_of_run(run, batch_sizes, draws, loss_draws) -> pd.DataFrame:
+    seed = run.config["seed"]
+    return gradient_spread(run.model, _features_of(run), run.tokenizer.pad_token_id, batch_sizes, draws=draws,
+                           seed=seed, loss_draws=loss_draws).assign(seed=seed)
+
+
+def gradient_spread_by_seed(runs, batch_sizes, draws: int = 4, loss_draws: int | None = None,
+                            workers: int = 1) -> pd.DataFrame:
+    """gradient_spread at the final weights of each run (one per seed, kept in memory), on that run's own
+    training rows, its draws seeded by the run's seed; a `seed` column tells them apart. workers > 1:
+    the seeds side by side in worker processes (each gets a copy of its run's weights)."""
+    for r in runs:
+        _features_of(r)  # a run without weights fails here, before anything is sent to a worker
+    return pd.concat(_side_by_side(_spread_of_run, [(r, batch_sizes, draws, loss_draws) for r in runs], workers),
+                     ignore_index=True)
+
+
+def _noise_scales_of_run(run, base_model, repeats, b_small, n_micro) -> dict:
+    features, pad, seed = _features_of(run), run.tokenizer.pad_token_id, run.config["seed"]
+    row = {"seed": seed}
+    for where, model in (("base", base_model), ("end", run.model)):
+        estimate = averaged_noise_scale(model, features, pad, repeats, b_small, n_micro, seed)
+        row.update({f"{k}_{where}": v for k, v in estimate.items()})
+    return row
+
+
+def noise_scale_by_seed(runs, base_model, repeats: int = 4, b_small: int = 4, n_micro: int = 8,
+                        workers: int = 1) -> pd.DataFrame:
+    """The gradient noise scale of each run (one per seed, weights kept) at the base model, before any
+    update, and at the run's end, each averaged over `repeats` estimates on the run's own training rows.
+    A row per seed: b_simple_base, b_simple_end, and the |G|^2 and tr(Sigma) behind each. workers > 1:
+    the seeds side by side in worker processes."""
+    for r in runs:
+        _features_of(r)
+    return pd.DataFrame(_side_by_side(_noise_scales_of_run, [(r, base_model, repeats, b_small, n_micro) for r in runs],
+                                      workers))
+
+
+def step_throughput(cfg, batch_sizes, repeats: int = 5, seed: int = 0, workers: int = 1) -> pd.DataFrame:
+    """Tokens per second of one training step (forward, backward, optimizer step) at each batch size, on
+    random batches of cfg's own training rows: the batch sizes take turns, `repeats` rounds after one
+    warm-up round, and the median step of each is kept. Taking turns in one process makes it a ratio
+    measured side by side: a busy machine slows every batch size alike, which timing whole runs one
+    after the other (or in parallel workers) does not. workers > 1: timed in one worker process (one
+    thread, as the runs of nbkit.workers), alone."""
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats}: time at least one step per batch size")
+    if workers > 1:
+        return _side_by_side(step_throughput, [(cfg, batch_sizes, repeats, seed)], workers)[0]
+    import time
+
+    from nbkit.models import load_model
+    from nbkit.train import build_datasets, build_optimizer
+
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = load_model(cfg)
+    model.train()
+    features = build_datasets(cfg, tokenizer)[0]
+    optimizer = build_optimizer(cfg, model)
+    generator = torch.Generator().manual_seed(seed)
+    times = {b: [] for b in batch_sizes}
+    for round_ in range(repeats + 1):
+        for b in batch_sizes:
+            batch = collate([features[i] for i in torch.randperm(len(features), generator=generator)[:b].tolist()],
+                            tokenizer.pad_token_id)
+            start = time.perf_counter()
+            loss_sum, n = _loss_sum(model, batch)
+            (loss_sum / n).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if round_:  # the first round warms up (allocations, the optimizer's state)
+                times[b].append((int(batch["attention_mask"].sum()), time.perf_counter() - start))
+    return pd.DataFrame([{"batch_size": b, "tokens_per_second": float(np.median([t / s for t, s in times[b]]))}
+                         for b in batch_sizes])
+
+
+def noise_scale_seeds_figure(table: pd.DataFrame) -> Figure:
+    """B_simple at the base model and at the end of the run, a pair of bars per seed (log scale). An
+    infinite estimate (|G|^2 averaged to <= 0: the noise swamped the signal) is a hatched bar reaching
+    above every finite one."""
+    fig = Figure(figsize=(7, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(table))
+    values = table[["b_simple_base", "b_simple_end"]].to_numpy(dtype=float)
+    top = 2 * max([v for v in values.ravel() if np.isfinite(v)] or [1.0])
+    colors = ("tab:blue", "tab:orange")
+    for j, (offset, label) in enumerate(((-0.2, "base model (before any update)"), (0.2, "end of the run"))):
+        finite = np.isfinite(values[:, j])
+        ax.bar(x[finite] + offset, values[finite, j], width=0.4, color=colors[j], label=label)
+        if (~finite).any():
+            ax.bar(x[~finite] + offset, [top] * int((~finite).sum()), width=0.4, color="white", edgecolor=colors[j],
+                   hatch="//", label=f"{label}: inf, the noise swamped the signal")
+    ax.set_yscale("log")
+    ax.set_ylim(top=top * 30)  # room for the legend above the bars
+    ax.set_xticks(x, [f"seed {s}" for s in table["seed"]])
+    ax.set(ylabel="gradient noise scale B_simple (rows)")
+    ax.legend(fontsize=8, loc="upper left")
     return fig

@@ -131,3 +131,72 @@ def test_probe_records_and_does_not_change_the_run(tmp_path):
 def test_probe_refuses_a_bad_interval():
     with pytest.raises(ValueError, match="every"):
         NoiseScaleProbe(every=0)
+
+
+# ---------------------------------------------------------------- the same, on a seed set
+
+def test_loss_draws_take_the_loss_spread_from_forward_passes(model_and_rows):
+    model, rows, pad = model_and_rows
+    few = gradient_spread(model, rows, pad, [4, 32], draws=2, seed=1)
+    many = gradient_spread(model, rows, pad, [4, 32], draws=2, seed=1, loss_draws=16)
+    assert list(few["gradient_variance"]) == list(many["gradient_variance"])  # the gradient draws come first, alike
+    assert list(few["loss_std"]) != list(many["loss_std"])
+    assert many["loss_std"].iloc[1] < many["loss_std"].iloc[0]  # 1/sqrt(B) predicts 2.8x; ask only for a fall
+    with pytest.raises(ValueError, match="loss_draws"):
+        gradient_spread(model, rows, pad, [4], draws=2, loss_draws=1)
+
+
+def test_averaged_noise_scale_is_the_ratio_of_the_averages(model_and_rows, monkeypatch):
+    import nbkit.batching as batching
+    estimates = iter([{"grad_norm_sq": 1.0, "trace_sigma": 10.0, "b_simple": 10.0},
+                      {"grad_norm_sq": -0.5, "trace_sigma": 20.0, "b_simple": math.inf}])
+    monkeypatch.setattr(batching, "measure_noise_scale", lambda *a, **k: next(estimates))
+    model, rows, pad = model_and_rows
+    result = batching.averaged_noise_scale(model, rows, pad, repeats=2)
+    assert result == {"grad_norm_sq": 0.25, "trace_sigma": 15.0, "b_simple": 60.0}
+    with pytest.raises(ValueError, match="repeats"):
+        batching.averaged_noise_scale(model, rows, pad, repeats=0)
+
+
+def test_noise_scale_by_seed_measures_the_base_model_and_the_run(tmp_path, model_and_rows):
+    from nbkit.batching import noise_scale_by_seed
+    run = train(tiny_config(tmp_path, num_train_epochs=1, seed=3))
+    table = noise_scale_by_seed([run], model_and_rows[0], repeats=1, b_small=2, n_micro=4)
+    assert list(table["seed"]) == [3]
+    assert {"b_simple_base", "b_simple_end", "trace_sigma_base", "grad_norm_sq_end"} <= set(table.columns)
+    assert table["trace_sigma_base"].iloc[0] > 0 and table["trace_sigma_end"].iloc[0] > 0
+    in_workers = noise_scale_by_seed([run, run], model_and_rows[0], repeats=1, b_small=2, n_micro=4, workers=2)
+    assert in_workers.iloc[1].to_dict() == pytest.approx(table.iloc[0].to_dict())  # the same numbers, elsewhere
+    run.model = None
+    with pytest.raises(ValueError, match="keep_model"):
+        noise_scale_by_seed([run], model_and_rows[0])
+
+
+def test_batch_size_runs_scale_or_keep_the_lr_and_keep_only_the_base_weights(tmp_path):
+    from nbkit.batching import batch_size_runs
+    cfg = tiny_config(tmp_path, num_train_epochs=1, learning_rate=1e-3)
+    table = batch_size_runs(cfg, [8, 16, 32], seeds=[1, 2], base_batch=16, exponent=1.0)
+    assert len(table) == 3 * 2 + 1 * 2  # every batch at both seeds, and batch 32 again with the LR kept
+    scaled = table[table["rule"] == "scaled"].set_index(["batch_size", "seed"])["learning_rate"]
+    assert scaled[8, 1] == pytest.approx(5e-4) and scaled[32, 2] == pytest.approx(2e-3)
+    assert set(table.loc[table["rule"] == "kept", "learning_rate"]) == {1e-3}
+    assert list(table["steps"].iloc[:2]) == [8, 8]  # 64 rows at batch 8
+    first = table.attrs["runs"][0].steps["loss"]
+    assert table["train_loss_mean"].iloc[0] == pytest.approx(first.mean())
+    kept = [r.model is not None for r in table.attrs["runs"]]
+    assert kept == [rule == "scaled" and b == 16 for rule, b in zip(table["rule"], table["batch_size"])]
+
+
+def test_train_side_by_side_wants_one_keep_flag_per_config(tmp_path):
+    from nbkit.batching import train_side_by_side
+    with pytest.raises(ValueError, match="keep_models"):
+        train_side_by_side([tiny_config(tmp_path)], keep_models=[True, False])
+
+
+def test_step_throughput_times_every_batch_size(tmp_path):
+    from nbkit.batching import step_throughput
+    speed = step_throughput(tiny_config(tmp_path), [2, 32], repeats=2)
+    assert list(speed["batch_size"]) == [2, 32]
+    assert (speed["tokens_per_second"] > 0).all()
+    with pytest.raises(ValueError, match="repeats"):
+        step_throughput(tiny_config(tmp_path), [2], repeats=0)
