@@ -145,16 +145,19 @@ CHAPTER_SIZES: dict[str, dict[tuple[str, str], dict]] = {
     # ---- 03_batch_size
     "03_batch_size": {
         ("tiny", "*"): dict(max_samples=600, num_train_epochs=2, learning_rate=1e-3, batch_sizes=[4, 8, 16, 32, 64, 128],
-                            spread_batch_sizes=[4, 8, 16, 32, 64], spread_draws=6, probe_every=10,
+                            spread_batch_sizes=[4, 8, 16, 32, 64], spread_draws=6, loss_draws=32,
+                            noise_repeats=4, speed_repeats=5,
                             memory_batch_sizes=[4, 16, 64], accumulation=[[32, 1], [8, 4], [4, 8]]),
         ("smollm2-135m", "cpu"): dict(
             max_samples=120,  # 96 training rows: batch 32 still makes 3 steps, batch 4 makes 24
-            num_train_epochs=1,  # every batch size sees the same 96 samples; 5 sweep runs + 3 accumulated ones
+            num_train_epochs=1,  # every batch size sees the same 96 samples; 7 sweep runs a seed + 3 accumulated ones
             learning_rate=1e-4,  # full fine-tuning of small LLMs: 1e-5..1e-4, at base_batch 16 (scaled with the batch)
             batch_sizes=[4, 8, 16, 32],  # 64 and 128 would make 2 and 1 steps of 96 rows
             spread_batch_sizes=[4, 8, 16, 32],  # 1/B still predicts 8x from smallest to largest
             spread_draws=3,  # a draw is a forward + backward of B rows, and 3 full gradients of 135M floats are 1.6 GB
-            probe_every=3,  # the batch-16 run makes 6 steps: probes before the first, at 3 and at 6
+            loss_draws=8,  # forward passes only (up to 32 rows): 8 per size and seed
+            noise_repeats=2,  # an estimate is 8 gradients of 4 rows: 2 at the base model and 2 at each seed's end
+            speed_repeats=2,  # timed steps per batch size after the warm-up; a step of 32 rows takes seconds
             memory_batch_sizes=[4, 16],  # a profiled step of SmolLM2 costs ~45 CPU s (seen here): two of them
             accumulation=[[16, 1], [8, 2], [4, 4]],  # effective 16: cheaper profiled steps, the same exactness test
         ),
