@@ -5,19 +5,24 @@
     seconds_per_step(run), forgetting(run, ...)     cost and damage of a finished run
     lora_update_norm(model)                         ||scaling * B @ A|| summed over the adapted layers
     quantization_error(model, bits)                 how far the quantised base's weights are from fp32
-    save_adapter(run), reload_validation_loss(...)  the adapter as an artifact, reloaded by plain PEFT
+    save_adapter(run), reload_in_fresh_process(...) the adapter as an artifact, reloaded by plain PEFT
+    method_sweeps, compare_methods, by_seed(...)    the chapter's tables over a seed set
+    curve_distance(run_a, run_b), shortfall(...)    how far two runs' curves, or a loss from the best, are
 
 Everything is real: PEFT adapters, bitsandbytes NF4 / int8 weights (both work on the CPU), tensors
 measured as allocated. Nothing is simulated or estimated here (the planner is nbkit.memory's job).
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import subprocess
 import sys
 from functools import partial
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from nbkit.config import TrainConfig
@@ -196,44 +201,260 @@ def reload_in_fresh_process(run_path: str | Path) -> dict:
 
 # ---------------------------------------------------------------- tables and figures of the chapter
 
+@contextlib.contextmanager
+def tiny_model_threads(model: str):
+    """One torch thread while this process evaluates or trains the tiny model, then the setting as it
+    was: its matrices are too small for a second thread to help, and when the cores are busy (runs in
+    worker processes beside it) a second thread waiting for its turn made heldout_text_loss 40x slower
+    (0.4 s against 15 s, measured on two shared cores). Any other model keeps every thread."""
+    before = torch.get_num_threads()
+    if model == "tiny":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def base_heldout_loss(cfg: TrainConfig) -> float:
     """heldout_text_loss of the base model as cfg loads it (quantised if cfg.quantization_bit is set)."""
     from nbkit.models import load_tokenizer
 
     with quiet_loading(cfg.disable_tqdm):
         model = load_base_model(cfg)
-    return heldout_text_loss(model, load_tokenizer(cfg))
+    with tiny_model_threads(cfg.model):
+        return heldout_text_loss(model, load_tokenizer(cfg))
 
 
-def best_run(table):
-    """The Run of a sweep table's row with the lowest best_eval_loss (the method's own good LR)."""
-    return table.attrs["runs"][int(table["best_eval_loss"].idxmin())]
+def _runs_of_rows(table) -> list:
+    """The Runs of a sweep table's rows, in row order, found by their folders: a slice of a table
+    keeps the whole table's attrs["runs"], so positions would not match."""
+    by_path = {str(run.path): run for run in table.attrs["runs"]}
+    return [by_path[str(path)] for path in table["path"]]
 
 
-def method_row(run, heldout_before: float) -> dict:
-    """One row of the methods table: what trains, what it costs, how good it gets, what it forgets."""
-    cfg = TrainConfig.from_dict(run.config)
-    memory = training_memory(cfg)
-    accuracy = run.epochs["eval_accuracy"].max() if "eval_accuracy" in run.epochs else float("nan")
-    return dict(method=method_of(run.config), learning_rate=cfg.learning_rate,
-                trainable_params=memory["trainable_params"],
-                trainable_share=memory["trainable_params"] / memory["total_params"],
-                weights_MB=memory["weights_bytes"] / 1e6, gradients_MB=memory["gradient_bytes"] / 1e6,
-                optimizer_MB=memory["optimizer_bytes"] / 1e6, memory_MB=memory["total_bytes"] / 1e6,
-                seconds_per_step=seconds_per_step(run), best_eval_loss=run.best_eval_loss,
-                best_accuracy=float(accuracy), **forgetting(run, heldout_before), path=str(run.path))
+def run_of(table, **knobs):
+    """The Run of the one row of a sweep table whose columns equal knobs, e.g.
+    run_of(table, learning_rate=3e-3, seed=42)."""
+    mask = (table[list(knobs)] == pd.Series(knobs)).all(axis=1)
+    if mask.sum() != 1:
+        raise ValueError(f"run_of: {int(mask.sum())} rows of the table have {knobs}; give knob values that pick one")
+    return _runs_of_rows(table[mask])[0]
 
 
-def compare_methods(tables: dict, heldout_before: float):
-    """A row per method (indexed by its name), each at its own best LR: the chapter's PE1 table."""
-    import pandas as pd
+def runs_by_seed(table) -> dict:
+    """{seed: Run} of a sweep table that varied only the seed (or a one-value slice of one)."""
+    if table["seed"].duplicated().any():
+        raise ValueError("runs_by_seed: the table has several rows per seed; slice it to one knob value first")
+    return {int(seed): run for seed, run in zip(table["seed"], _runs_of_rows(table))}
 
-    return pd.DataFrame([method_row(best_run(t), heldout_before) for t in tables.values()]).set_index("method")
+
+def by_seed(table, column: str, knob: str | None = None):
+    """A column of a sweep table that varied the seed, as knob values x seeds (a Series by seed if
+    knob is None): the shape a per-seed check reads, one column per seed."""
+    if knob is None:
+        return table.set_index("seed")[column]
+    return table.pivot(index=knob, columns="seed", values=column)
 
 
-def plot_methods(table):
+def add_forgetting(table, heldout_before: float, keep_seed: int | None = None):
+    """Columns heldout_loss_after and forgetting (its rise over the base's) for every run of a sweep
+    made with keep_models=True; then each run's weights are let go (a real LLM's would fill the
+    memory), except those of the runs at keep_seed, if given."""
+    after = []
+    for run in _runs_of_rows(table):
+        with tiny_model_threads(run.config["model"]):
+            after.append(forgetting(run, heldout_before)["heldout_loss_after"])
+        if keep_seed is None or run.config["seed"] != keep_seed:
+            run.model = run.tokenizer = None
+    table["heldout_loss_after"] = after
+    table["forgetting"] = table["heldout_loss_after"] - heldout_before
+    return table
+
+
+INT8_NOTICE_LOGGER = "bitsandbytes.autograd._functions"  # logs "MatMul8bitLt: inputs will be cast ..." per matmul
+
+
+@contextlib.contextmanager
+def int8_notice_silenced():
+    """bitsandbytes logs "MatMul8bitLt: inputs will be cast from torch.float32 to float16" at every
+    int8 matmul of an fp32 model (expected on the CPU, and nothing to act on): silenced in this
+    process, then the logger's level is put back."""
+    logger = logging.getLogger(INT8_NOTICE_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _measured_sweep(cfg: TrainConfig, grid: dict, seeds, workers: int, measure):
+    """sweep(cfg, grid x seeds, keep_models=True), then measure(table) adds its columns and lets the
+    weights go. With one worker (a real LLM) seed by seed, so only one seed's models are ever held:
+    three seeds of SmolLM2 models would not fit a laptop's memory. One table either way."""
+    from nbkit.sweep import RunList, sweep
+
+    if workers > 1:
+        return measure(sweep(cfg, {**grid, "seed": list(seeds)}, keep_models=True, workers=workers, progress=False))
+    parts = [measure(sweep(cfg, {**grid, "seed": [s]}, keep_models=True, workers=1, progress=False)) for s in seeds]
+    table = pd.concat(parts, ignore_index=True)
+    table.attrs["knobs"] = list(parts[0].attrs["knobs"])
+    table.attrs["runs"] = RunList(run for part in parts for run in part.attrs["runs"])
+    return table
+
+
+def method_sweeps(base: TrainConfig, learning_rates: dict, seeds, workers: int, heldout_before: float,
+                  keep_seed: int | None = None) -> dict:
+    """{method: sweep table}: each method of learning_rates ({method: [LRs]}, names of METHODS)
+    trained at its LRs on every seed, models kept until add_forgetting has measured them (those of
+    keep_seed's LoRA runs stay). Runs train in `workers` processes side by side, except QLoRA
+    8-bit's: its int8 matmuls log a notice at every step, which a worker process would print into
+    the notebook; here they train in this process with the notice silenced."""
+    tables = {}
+    for method, lrs in learning_rates.items():
+        cfg = method_config(base, method).replace(run_name=method)
+        keep = keep_seed if method == "lora" else None
+
+        def measure(table, keep=keep):
+            return add_forgetting(table, heldout_before, keep_seed=keep)
+        if METHODS[method].get("quantization_bit") == 8:
+            with int8_notice_silenced(), tiny_model_threads(base.model):
+                tables[method] = _measured_sweep(cfg, {"learning_rate": lrs}, seeds, 1, measure)
+        else:
+            tables[method] = _measured_sweep(cfg, {"learning_rate": lrs}, seeds, workers, measure)
+    return tables
+
+
+def scaling_sweep(cfg: TrainConfig, ranks, seeds, workers: int):
+    """use_rslora off and on at each rank, on every seed: the sweep table with column update_norm
+    (add_update_norms), each run's weights let go once measured."""
+    return _measured_sweep(cfg, {"use_rslora": [False, True], "lora_rank": list(ranks)}, seeds, workers,
+                           add_update_norms)
+
+
+def chosen_learning_rate(table) -> float:
+    """The LR of a sweep over learning_rate x seed whose best validation loss is lowest on average
+    over the seeds: one LR per method, not a different lucky one per seed."""
+    return float(table.groupby("learning_rate")["best_eval_loss"].mean().idxmin())
+
+
+def chosen_rows(tables: dict):
+    """A row per (method, seed): each method's runs at its chosen_learning_rate, with the median
+    seconds per step of each run."""
+    parts = []
+    for method, table in tables.items():
+        rows = table[table["learning_rate"] == chosen_learning_rate(table)].copy()
+        rows["seconds_per_step"] = [seconds_per_step(run) for run in _runs_of_rows(rows)]
+        parts.append(rows.assign(method=method))
+    return pd.concat(parts, ignore_index=True)
+
+
+def compare_methods(tables: dict):
+    """A row per method (indexed by its name) at its chosen LR: what trains and the memory it costs
+    (measured once: no seed changes them), and the mean over the seeds of its best validation
+    loss, accuracy and forgetting (if add_forgetting was called): the chapter's PE1 table."""
+    rows = chosen_rows(tables)
+    out = []
+    for method, mine in rows.groupby("method", sort=False):
+        memory = training_memory(TrainConfig.from_dict(_runs_of_rows(tables[method])[0].config))
+        row = dict(method=method, learning_rate=float(mine["learning_rate"].iloc[0]), seeds=len(mine),
+                   trainable_params=memory["trainable_params"],
+                   trainable_share=memory["trainable_params"] / memory["total_params"],
+                   weights_MB=memory["weights_bytes"] / 1e6, gradients_MB=memory["gradient_bytes"] / 1e6,
+                   optimizer_MB=memory["optimizer_bytes"] / 1e6, memory_MB=memory["total_bytes"] / 1e6,
+                   seconds_per_step=float(mine["seconds_per_step"].median()),
+                   best_eval_loss=float(mine["best_eval_loss"].mean()),
+                   best_accuracy=float(mine["best_eval_accuracy"].mean()))
+        if "forgetting" in mine:
+            row["forgetting"] = float(mine["forgetting"].mean())
+        out.append(row)
+    return pd.DataFrame(out).set_index("method")
+
+
+def curve_distance(a, b, column: str = "loss") -> float:
+    """Mean absolute difference of two runs' per-step curves (training loss by default) over the
+    steps both made: 0 for the same curve. Two runs of one seed see the same batches in the same
+    order, so what is left is what their knobs changed."""
+    x, y = a.steps.set_index("step")[column], b.steps.set_index("step")[column]
+    steps = x.index.intersection(y.index)
+    return float((x[steps] - y[steps]).abs().mean())
+
+
+def add_update_norms(table):
+    """Column update_norm (lora_update_norm) for every run of a sweep made with keep_models=True;
+    then the runs' weights are let go."""
+    norms = []
+    for run in _runs_of_rows(table):
+        if run.model is None:
+            raise ValueError(f"{run.name}: run.model is None: keep the model (sweep(..., keep_models=True))")
+        norms.append(lora_update_norm(run.model))
+        run.model = run.tokenizer = None
+    table["update_norm"] = norms
+    return table
+
+
+def final_train_loss(run) -> float:
+    """The training loss of a run's last epoch (the mean over its steps)."""
+    return float(run.epochs["train_loss"].dropna().iloc[-1])
+
+
+def lowest_train_loss(run) -> float:
+    """The lowest training loss of any epoch (the mean over its steps): how far the run memorised its
+    training rows, whatever a late spike of a run at a constant LR did to its last epoch."""
+    return float(run.epochs["train_loss"].min())
+
+
+def add_lowest_train_loss(table):
+    """Column lowest_train_loss (lowest_train_loss of each row's run) of a sweep table."""
+    table["lowest_train_loss"] = [lowest_train_loss(run) for run in _runs_of_rows(table)]
+    return table
+
+
+def first_eval_loss(run) -> float:
+    """The validation loss after the first epoch (epoch 0 is the base model)."""
+    epochs = run.epochs.set_index("epoch")
+    return float(epochs.loc[1, "eval_loss"])
+
+
+def per_seed_table(tables: dict, reference=None):
+    """A row per (name, seed) of several sweep tables that each varied only the seed: learning
+    rate, lora_alpha, trainable parameters, validation loss after the first epoch and at its best,
+    final and lowest training loss; with reference (a table of the same seeds), the curve_distance of each
+    run to the reference run of its seed."""
+    ref = runs_by_seed(reference) if reference is not None else {}
+    rows = []
+    for name, table in tables.items():
+        for seed, run in runs_by_seed(table).items():
+            cfg = TrainConfig.from_dict(run.config)
+            row = dict(name=name, seed=seed, learning_rate=cfg.learning_rate,
+                       lora_alpha=cfg.resolved_lora_alpha if cfg.finetuning_type == "lora" else None,
+                       trainable_params=run.summary.get("trainable_params"), first_eval_loss=first_eval_loss(run),
+                       best_eval_loss=run.best_eval_loss, final_train_loss=final_train_loss(run),
+                       lowest_train_loss=lowest_train_loss(run), path=str(run.path))
+            if ref:
+                row["curve_distance"] = curve_distance(run, ref[seed])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def shortfall(losses, best, base):
+    """How far short of `best` each loss stops, as a fraction of the whole way from the base
+    model's loss down to `best`: 0 = as good as the best, 1 = no better than the base."""
+    return (losses - best) / (base - best)
+
+
+def _seed_dots(ax, names, rows, column):
+    """Each seed's value as a dot over its method's bar."""
+    for x, name in enumerate(names):
+        values = rows.loc[rows["method"] == name, column]
+        ax.plot([x] * len(values), values, "o", color="black", markersize=3, zorder=3)
+
+
+def plot_methods(table, rows=None):
     """Four panels, a bar per method: trainable parameters, memory (weights + gradients + optimizer
-    state, stacked), best validation loss, forgetting (rise of the held-out pretraining-text loss)."""
+    state, stacked), best validation loss, forgetting (rise of the held-out pretraining-text loss).
+    Bars are means over the seeds; with rows (chosen_rows), each seed is a dot."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
@@ -248,10 +469,15 @@ def plot_methods(table):
     axes[1].set_title("memory, MB (measured)")
     axes[1].legend(fontsize=8)
     axes[2].bar(names, table["best_eval_loss"])
-    axes[2].set_title("best validation loss")
-    axes[3].bar(names, table["forgetting"])
+    axes[2].set_title("best validation loss (dots: seeds)")
+    if "forgetting" in table:
+        axes[3].bar(names, table["forgetting"])
     axes[3].axhline(0, color="black", lw=0.8)
     axes[3].set_title("forgetting: held-out text loss rise")
+    if rows is not None:
+        _seed_dots(axes[2], names, rows, "best_eval_loss")
+        if "forgetting" in rows:
+            _seed_dots(axes[3], names, rows, "forgetting")
     for ax in axes:
         ax.tick_params(axis="x", rotation=45)
     fig.tight_layout()
@@ -259,40 +485,44 @@ def plot_methods(table):
 
 
 def plot_ranks(tables: dict):
-    """Per task, how far each rank's best validation loss is above the best rank's (column
-    `above_best`), against rank on a log axis; and the trainable parameters against rank."""
+    """Per task, the best validation loss against the rank (log axis): a thin line per seed, the
+    mean over the seeds thick; and the trainable parameters against the rank."""
     import matplotlib.pyplot as plt
 
-    fig, (ax, ax_params) = plt.subplots(1, 2, figsize=(11, 3.8))
-    for task, table in tables.items():
-        ax.plot(table["lora_rank"], 100 * table["above_best"], marker="o", label=task)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("lora_rank (lora_alpha = 2 x rank)")
-    ax.set_ylabel("best validation loss above the best rank's, %")
-    ax.axhline(5, color="gray", lw=0.8, ls="--")
-    ax.legend()
-    first = next(iter(tables.values()))
-    ax_params.plot(first["lora_rank"], first["trainable_params"], marker="o")
-    ax_params.set_xscale("log", base=2)
-    ax_params.set_yscale("log")
-    ax_params.set_xlabel("lora_rank")
-    ax_params.set_title("trainable parameters")
+    fig, axes = plt.subplots(1, len(tables) + 1, figsize=(5 * (len(tables) + 1), 3.8))
+    for ax, (task, table) in zip(axes, tables.items()):
+        losses = by_seed(table, "best_eval_loss", "lora_rank")
+        for seed in losses.columns:
+            ax.plot(losses.index, losses[seed], color="tab:blue", alpha=0.35, lw=1, marker=".", label=f"seed {seed}")
+        ax.plot(losses.index, losses.mean(axis=1), color="tab:blue", lw=2.5, marker="o", label="mean")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("lora_rank (lora_alpha = 2 x rank)")
+        ax.set_ylabel("best validation loss")
+        ax.set_title(task)
+        ax.legend(fontsize=8)
+    first = next(iter(tables.values())).drop_duplicates("lora_rank")
+    axes[-1].plot(first["lora_rank"], first["trainable_params"], marker="o")
+    axes[-1].set_xscale("log", base=2)
+    axes[-1].set_yscale("log")
+    axes[-1].set_xlabel("lora_rank")
+    axes[-1].set_title("trainable parameters")
     fig.tight_layout()
     return fig
 
 
 def plot_update_norms(table):
-    """LoRA update norm against rank, standard alpha/r scaling vs rsLoRA's alpha/sqrt(r)."""
+    """LoRA update norm against rank, standard alpha/r scaling vs rsLoRA's alpha/sqrt(r): a line
+    per seed."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for rslora, rows in table.groupby("use_rslora"):
-        ax.plot(rows["lora_rank"], rows["update_norm"], marker="o",
-                label="rsLoRA: alpha / sqrt(r)" if rslora else "standard: alpha / r")
+    for (rslora, seed), rows in table.groupby(["use_rslora", "seed"]):
+        ax.plot(rows["lora_rank"], rows["update_norm"], marker="o", color="tab:orange" if rslora else "tab:blue",
+                alpha=0.7, label=("rsLoRA: alpha / sqrt(r)" if rslora else "standard: alpha / r") + f", seed {seed}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("lora_rank (lora_alpha fixed)")
     ax.set_ylabel("||scaling * B @ A|| after training")
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -185,11 +185,13 @@ CHAPTER_SIZES: dict[str, dict[tuple[str, str], dict]] = {
 
     # ---- 05_peft_lora_qlora
     "05_peft_lora_qlora": {
-        ("tiny", "*"): dict(max_samples=120, num_train_epochs=4, knowledge_epochs=8, full_learning_rates=[3e-4, 1e-3],
-                            freeze_learning_rates=[1e-3, 3e-3], lora_learning_rates=[3e-3, 1e-2], rank_learning_rate=3e-3,
-                            ranks=[1, 4, 8, 16, 64], rslora_steps=12, dropouts=[0.0, 0.05, 0.1], dropout_epochs=10),
-        # about 25 runs; a step of 16 rows takes 10-12 CPU-seconds for LoRA, QLoRA 8 and 4 bit alike (measured
-        # here, one thread), about as much again for evaluating and generating: so 2 steps a run, 4 on facts
+        ("tiny", "*"): dict(max_samples=120, num_train_epochs=4, knowledge_epochs=24, full_learning_rates=[3e-4, 1e-3],
+                            freeze_learning_rates=[3e-3], lora_learning_rates=[1e-3, 3e-3],
+                            qlora_learning_rates=[3e-3], same_learning_rate=1e-3, rank_learning_rate=3e-3,
+                            ranks=[1, 8, 64], rslora_steps=6),
+        # SmolLM2: a step of 16 rows takes 10-12 CPU-seconds for LoRA, QLoRA 8 and 4 bit alike (measured here, one
+        # thread), about as much again for evaluating and generating: so 2 steps a run, 4 on facts; about 25 runs a
+        # seed on three seeds, one at a time (default_workers): untested at three seeds
         ("smollm2-135m", "cpu"): dict(
             max_samples=40,  # 32 training rows (2 steps of 16), 8 held out, on reviews and facts alike
             num_train_epochs=1,  # one pass over reviews: a real LLM learns the format in a few steps
@@ -197,19 +199,21 @@ CHAPTER_SIZES: dict[str, dict[tuple[str, str], dict]] = {
             full_learning_rates=[1e-4],  # full fine-tuning of small LLMs: 1e-5 to 1e-4 (top: 2 steps)
             freeze_learning_rates=[3e-4],  # fewer weights train: 3x full, the tiny chapter's ratio
             lora_learning_rates=[1e-3, 3e-3],  # LoRA: 1e-4 to 1e-3 in practice (Hu et al. 2021, QLoRA's 2e-4),
-            # the top for 2 steps, and 3x it as the too-high probe the forgetting check needs
+            # the top for 2 steps, and 3x it as the too-high probe the forgetting-follows-the-LR check needs
+            qlora_learning_rates=[1e-3],  # QLoRA: LoRA's LR
+            same_learning_rate=1e-4,  # full's LR: LoRA also trains at it (one run a seed) for the same-LR forgetting check
             rank_learning_rate=1e-3,  # one of lora_learning_rates: the rank-8 run is reused
-            ranks=[1, 8, 64],  # still 1 to 64 (hidden size 576): one run fewer per task than 5 ranks
+            ranks=[1, 8, 64],  # 1 to 64 (hidden size 576), as on the tiny model
             rslora_steps=1,  # the update's norm after Adam's first step already shows the alpha/r scaling
-            dropouts=[0.0, 0.1],  # without and with: the check compares them
-            dropout_epochs=2,  # the shortest run with an epoch after the best one
         ),
         # untested here (no GPU): a GPU affords the tiny sizes; only the LRs move to a real LLM's
         # (e.g. Qwen2.5-0.5B: full 1e-5 to 2e-5 as in LLaMA-Factory's examples, LoRA 1e-4 to 3e-4, QLoRA's 2e-4)
         ("*", "cuda"): dict(
             full_learning_rates=[1e-5, 3e-5],  # full fine-tuning of 0.5B-7B models
             freeze_learning_rates=[3e-5, 1e-4],  # fewer weights train: 3x full
-            lora_learning_rates=[1e-4, 3e-4],  # LoRA and QLoRA: about 10x full
+            lora_learning_rates=[3e-5, 1e-4, 3e-4],  # LoRA and QLoRA: about 3-10x full, and full's top LR
+            qlora_learning_rates=[1e-4],  # QLoRA: LoRA's usual LR (QLoRA's paper: 1e-4 to 2e-4)
+            same_learning_rate=3e-5,  # full's top LR, where LoRA also trains: the same-LR forgetting check
             rank_learning_rate=1e-4,  # one of lora_learning_rates: the rank-8 run is reused
         ),
     },

@@ -102,3 +102,116 @@ def test_panel_preview_shows_trainable_parameters_before_training(tmp_path):
     p.controls["lora_rank"].value = 32
     assert p.preview_html.value != before  # redrawn on change
     assert "parameters train" not in panel(cfg, ["lora_rank"]).preview_html.value  # no preview asked
+
+
+@pytest.fixture(scope="module")
+def lr_seed_sweep(tmp_path_factory):
+    """4 short LoRA runs: 2 LRs x 2 seeds, models kept (a sweep table as the chapter makes them)."""
+    from nbkit.sweep import sweep
+
+    cfg = tiny_config(tmp_path_factory.mktemp("sweep"), finetuning_type="lora", num_train_epochs=2)
+    return sweep(cfg, {"learning_rate": [1e-4, 1e-2], "seed": [1, 2]}, keep_models=True, progress=False)
+
+
+def test_seed_set_tables_pick_runs_by_their_folders_and_one_lr_per_method(lr_seed_sweep):
+    from nbkit.peft_lab import by_seed, chosen_learning_rate, chosen_rows, compare_methods, run_of, runs_by_seed
+
+    table = lr_seed_sweep
+    wide = by_seed(table, "best_eval_loss", "learning_rate")
+    assert list(wide.columns) == [1, 2] and list(wide.index) == [1e-4, 1e-2]
+    assert chosen_learning_rate(table) == float(wide.mean(axis=1).idxmin())
+    # a slice keeps the whole table's attrs["runs"]: runs are found by folder, not by position
+    high = table[table["learning_rate"] == 1e-2]
+    by_seed_runs = runs_by_seed(high)
+    assert {s: r.config["learning_rate"] for s, r in by_seed_runs.items()} == {1: 1e-2, 2: 1e-2}
+    assert run_of(table, learning_rate=1e-2, seed=2) is by_seed_runs[2]
+    with pytest.raises(ValueError, match="2 rows"):
+        run_of(table, learning_rate=1e-2)
+    with pytest.raises(ValueError, match="several rows per seed"):
+        runs_by_seed(table)
+    rows = chosen_rows({"lora": table})
+    assert set(rows["learning_rate"]) == {chosen_learning_rate(table)} and sorted(rows["seed"]) == [1, 2]
+    assert (rows["seconds_per_step"] > 0).all()
+    methods = compare_methods({"lora": table})
+    assert methods.loc["lora", "best_eval_loss"] == pytest.approx(rows["best_eval_loss"].mean())
+    assert methods.loc["lora", "memory_MB"] > methods.loc["lora", "weights_MB"] > 0
+    assert methods.loc["lora", "seeds"] == 2 and "forgetting" not in methods  # add_forgetting was not called
+
+
+def test_add_forgetting_measures_then_lets_the_weights_go(lr_seed_sweep):
+    import copy
+
+    from nbkit.evaluate import heldout_text_loss
+    from nbkit.peft_lab import add_forgetting
+
+    table = lr_seed_sweep.copy()
+    table.attrs["runs"] = [copy.copy(r) for r in lr_seed_sweep.attrs["runs"]]  # the module's runs keep their models
+    before = 1.0
+    expected = [heldout_text_loss(r.model, r.tokenizer) - before for r in table.attrs["runs"]]
+    add_forgetting(table, before, keep_seed=2)
+    assert table["forgetting"].tolist() == pytest.approx(expected)
+    assert [r.model is None for r in table.attrs["runs"]] == [s != 2 for s in table["seed"]]
+
+
+def test_curve_distance_is_zero_for_a_run_and_itself_and_grows_with_the_lr(lr_seed_sweep):
+    from nbkit.peft_lab import (add_lowest_train_loss, curve_distance, final_train_loss, first_eval_loss,
+                                lowest_train_loss, per_seed_table, run_of, shortfall)
+
+    low, high = run_of(lr_seed_sweep, learning_rate=1e-4, seed=1), run_of(lr_seed_sweep, learning_rate=1e-2, seed=1)
+    assert curve_distance(low, low) == 0.0
+    assert curve_distance(low, high) > 0
+    assert first_eval_loss(high) == pytest.approx(float(high.epochs.set_index("epoch").loc[1, "eval_loss"]))
+    assert final_train_loss(high) == pytest.approx(float(high.epochs["train_loss"].iloc[-1]))
+    assert lowest_train_loss(high) == pytest.approx(float(high.epochs["train_loss"].min()))
+    assert lowest_train_loss(high) <= final_train_loss(high)
+    slice_ = add_lowest_train_loss(lr_seed_sweep[lr_seed_sweep["seed"] == 1].copy())
+    assert slice_["lowest_train_loss"].tolist() == [lowest_train_loss(low), lowest_train_loss(high)]
+    table = lr_seed_sweep
+    low_rows, high_rows = table[table["learning_rate"] == 1e-4], table[table["learning_rate"] == 1e-2]
+    per_seed = per_seed_table({"low": low_rows, "high": high_rows}, reference=low_rows)
+    assert len(per_seed) == 4 and (per_seed.loc[per_seed["name"] == "low", "curve_distance"] == 0).all()
+    assert (per_seed.loc[per_seed["name"] == "high", "curve_distance"] > 0).all()
+    assert shortfall(2.0, 1.0, 5.0) == 0.25 and shortfall(1.0, 1.0, 5.0) == 0.0
+
+
+def test_update_norms_column_then_models_dropped(tmp_path):
+    from nbkit.peft_lab import add_update_norms
+    from nbkit.sweep import sweep
+
+    cfg = tiny_config(tmp_path, finetuning_type="lora", max_steps=2, learning_rate=1e-2)
+    table = sweep(cfg, {"lora_rank": [2, 8]}, keep_models=True, progress=False)
+    expected = [lora_update_norm(r.model) for r in table.attrs["runs"]]
+    add_update_norms(table)
+    assert table["update_norm"].tolist() == pytest.approx(expected) and all(v > 0 for v in expected)
+    assert all(r.model is None for r in table.attrs["runs"])
+    with pytest.raises(ValueError, match="keep the model"):
+        add_update_norms(table)
+
+
+def test_method_sweeps_measure_forgetting_and_keep_only_the_asked_seeds_lora_weights(tmp_path):
+    import logging
+
+    from nbkit.peft_lab import INT8_NOTICE_LOGGER, method_sweeps
+
+    cfg = tiny_config(tmp_path, max_steps=2)
+    level = logging.getLogger(INT8_NOTICE_LOGGER).level
+    tables = method_sweeps(cfg, {"lora": [1e-3], "qlora-8bit": [1e-3]}, seeds=[1, 2], workers=1,
+                           heldout_before=1.0, keep_seed=2)
+    assert list(tables) == ["lora", "qlora-8bit"]
+    assert tables["qlora-8bit"].attrs["runs"][0].config["quantization_bit"] == 8
+    for method, table in tables.items():
+        assert table["forgetting"].notna().all() and sorted(table["seed"]) == [1, 2]
+        kept = [r.model is not None for r in table.attrs["runs"]]
+        assert kept == [method == "lora" and s == 2 for s in table["seed"]]
+    assert logging.getLogger(INT8_NOTICE_LOGGER).level == level  # the notice is silenced only while 8-bit trains
+
+
+def test_scaling_sweep_one_seed_at_a_time_gives_one_table_with_update_norms(tmp_path):
+    from nbkit.peft_lab import _runs_of_rows, scaling_sweep
+
+    cfg = tiny_config(tmp_path, finetuning_type="lora", lora_alpha=8, max_steps=1, learning_rate=1e-2)
+    table = scaling_sweep(cfg, [2, 8], seeds=[1, 2], workers=1)  # one worker: seed by seed, then one table
+    assert len(table) == 8 and sorted(set(table["seed"])) == [1, 2]
+    assert (table["update_norm"] > 0).all()
+    assert [r.config["seed"] for r in _runs_of_rows(table)] == table["seed"].tolist()
+    assert all(r.model is None for r in table.attrs["runs"])
