@@ -49,7 +49,7 @@ LLM_CASES = [(p, ON_SMOLLM2) for p in NOTEBOOKS if p.stem == "00_quickstart"]
 # Chapters whose checks still run on one seed (issue 16 is open for them): each of their checks says
 # "on seed 42 only" and their Summary is still written by hand. Every other chapter must compute each
 # check on its seed set (or mark it deterministic) and show a Summary built from the verdicts.
-ONE_SEED_STILL = {"02_optimizer", "07_capstone"}
+ONE_SEED_STILL = {"07_capstone"}
 
 # pytest skips a test whose parameter list is empty: a missing notebooks/ must FAIL instead
 NO_NOTEBOOK = Path("no chapter notebook in notebooks/")
