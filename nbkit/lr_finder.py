@@ -33,6 +33,11 @@ from nbkit.train import (accumulation_groups, build_datasets, build_optimizer, b
                          trainable_state, uses_bf16)
 
 SKIP_START = 5  # the first smoothed points average only a few losses: their slope is batch noise
+# The slope is read across a decade of LR (half either side), not between neighbouring points: with
+# 14 points a decade, two noisy batches in a row made a "steepest descent" at 3e-7 on one seed of the
+# capstone's tiny model, a hundred times below where the loss really falls. A test of 3 points a
+# decade already reads a decade between neighbours, and is unchanged.
+SLOPE_HALF_WINDOW = 0.5  # decades of LR either side of a point
 RESULT_FILE = "lr_range_test.json"
 
 
@@ -127,14 +132,25 @@ def _to_device(batch: dict, device) -> dict:
 
 # ---------------------------------------------------------------- the suggestion
 
+def slopes_per_decade(lrs, smoothed) -> np.ndarray:
+    """The smoothed loss's change per decade of LR at each point, read across the points within
+    SLOPE_HALF_WINDOW decades either side (the ends use what the curve has)."""
+    x, y = np.log10(np.asarray(lrs, dtype=float)), np.asarray(smoothed, dtype=float)
+    lo = np.searchsorted(x, x - SLOPE_HALF_WINDOW - 1e-9, side="left")
+    hi = np.searchsorted(x, x + SLOPE_HALF_WINDOW + 1e-9, side="right") - 1
+    lo, hi = np.minimum(lo, np.arange(len(x)) - 1).clip(0), np.maximum(hi, np.arange(len(x)) + 1).clip(max=len(x) - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (y[hi] - y[lo]) / (x[hi] - x[lo])
+
+
 def suggest_lr(lrs, smoothed) -> tuple[float, float, str]:
     """(suggestion, min_loss_lr, rule) from the smoothed curve.
 
     min_loss_lr: the LR at the lowest finite smoothed loss.
-    suggestion: the LR where the smoothed loss falls fastest per decade of LR: the most
-    negative numpy.gradient(smoothed, log10(lrs)), searched from point SKIP_START (the first
-    points average only a few losses, and the first one is a one-sided difference) up to and
-    including the minimum (after it the loss rises: those slopes say nothing about descent).
+    suggestion: the LR where the smoothed loss falls fastest per decade of LR: the most negative
+    slopes_per_decade (read across a decade, so a pair of noisy batches is not a descent), searched
+    from point SKIP_START (the first points average only a few losses) up to and including the
+    minimum (after it the loss rises: those slopes say nothing about descent).
     Steepest descent is where the loss still improves fastest and is far from blowing up,
     which Smith and fastai's current `lr_find` (its "steep" suggestion) take as the LR to
     train at; the minimum itself is the edge of stability, and min_loss_lr / 10 (fastai's
@@ -153,7 +169,7 @@ def suggest_lr(lrs, smoothed) -> tuple[float, float, str]:
     fallback = (max(min_loss_lr / 10, float(lrs[0])), min_loss_lr, "min_loss_lr / 10 (no descent to measure)")
     if n < 2 or i_min < SKIP_START:
         return fallback
-    slopes = np.gradient(smoothed, np.log10(lrs))[SKIP_START:i_min + 1]
+    slopes = slopes_per_decade(lrs, smoothed)[SKIP_START:i_min + 1]
     steepest = int(np.argmin(slopes))
     if slopes[steepest] >= 0:
         return fallback

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nbkit import plots
-from nbkit.lr_finder import LRRangeTest, exponential_lrs, lr_range_test, suggest_lr, SKIP_START
+from nbkit.lr_finder import LRRangeTest, exponential_lrs, lr_range_test, slopes_per_decade, suggest_lr, SKIP_START
 from nbkit.models import load_model, load_tokenizer
 from nbkit.train import build_datasets, build_train_loader
 from conftest import tiny_config
@@ -122,7 +122,7 @@ def test_suggestion_inside_range_and_before_the_stop(name, request):
         assert r.suggestion < r.lrs[-1]
     # the smoothed loss really falls there, and no later point before the minimum falls faster
     i, i_min = r.lrs.index(r.suggestion), int(np.argmin(r.smoothed))
-    slopes = np.gradient(np.array(r.smoothed[:i_min + 1]), np.log10(r.lrs[:i_min + 1]))
+    slopes = slopes_per_decade(r.lrs, r.smoothed)[:i_min + 1]
     assert slopes[i] < 0 and slopes[i] == slopes[SKIP_START:].min()
 
 
@@ -139,6 +139,25 @@ def test_suggestion_rule_on_a_known_curve():
     # a NaN tail (a blow-up) is ignored, not an error
     with_nan = np.concatenate([curve[:100], [np.nan]])
     assert suggest_lr(lrs[:101], with_nan)[0] == suggestion
+
+
+def test_two_noisy_batches_early_are_not_the_steepest_descent():
+    """The capstone's tiny model on one seed: a flat start with two low batches in a row (14 points
+    a decade), then the real descent two decades later. Read across a decade, the dip is small."""
+    lrs = np.array(exponential_lrs(1e-7, 1.0, 100))
+    x = np.log10(lrs)
+    curve = 7.0 - 2.5 / (1 + np.exp(-3 * (x - np.log10(2e-3))))  # falls from 7 to 4.5 around 2e-3
+    curve[7:9] -= [0.15, 0.3]  # a smoothed curve's dip after two low batches, as steep as the descent
+    assert np.gradient(curve, x)[SKIP_START:].argmin() + SKIP_START in (6, 7, 8)  # neighbours are fooled
+    suggestion, _, rule = suggest_lr(lrs, curve)
+    assert rule == "steepest descent" and suggestion == pytest.approx(2e-3, rel=0.2)
+
+
+def test_a_coarse_test_reads_its_neighbours():
+    """At 3 points a decade half a decade either side is the neighbouring point: numpy's slope."""
+    lrs = np.array(exponential_lrs(1e-7, 1.0, 22))
+    curve = np.cos(np.linspace(0, 3, 22))
+    assert slopes_per_decade(lrs, curve)[1:-1] == pytest.approx(np.gradient(curve, np.log10(lrs))[1:-1])
 
 
 def test_no_descent_falls_back_to_a_tenth_of_the_minimum():
