@@ -4,7 +4,7 @@ check that the exported configs are accepted by their tools (run sizes: nbkit.pr
 
 Each step is one short function so the notebook reads as the method of chapters 1 to 6:
 batch (memory planner) -> epochs bound (validation curve, early stopping) -> LR range test
-(lr_finder) -> rank (chapter 5) -> train -> before/after -> exports.
+(lr_finder) -> method and rank (chapter 5) -> train -> before/after -> exports.
 """
 from __future__ import annotations
 
@@ -18,31 +18,54 @@ import yaml
 from nbkit.config import TrainConfig
 from nbkit.evaluate import answers_table
 
-# What the method needs that depends on the model: the range test's length, the bound on the epochs
-# and early stopping's patience. The chapter's parameters say 0 for "the model's own".
+# What the method needs that depends on the model: how it fine-tunes (chapter 5), the range test's
+# length, the bound on the epochs and early stopping's patience, each with the reason the chapter
+# prints. The chapter's parameters say 0 (or "") for "the model's own".
 METHOD_SETTINGS = {
-    # a range-test step costs about a second and an epoch about a minute on two cores: 40 steps (6 a
-    # decade) find the order of magnitude; SmolLM2 already knows arithmetic, so 3 epochs bound it, and
-    # its validation curve turns once: stop at the first epoch that is not better
-    "smollm2-135m": dict(lr_test_steps=40, max_epochs=3, early_stopping_patience=1),
-    # steps cost milliseconds, so the tiny model gets fastai's 100-step test (14 points a decade): on
-    # 40 points its coarse curve falls steepest near 1e-2, where LoRA on this 128-wide model stalls on
-    # the chat format and never learns the sums. It has never seen the task: rank-8 adapters need
-    # several times SmolLM2's epochs, and on some seeds the validation loss stalls for an epoch or two
-    # before the sums "click" (chapter 4: patience must outlast a plateau), so a higher bound, patience 3
-    "tiny": dict(lr_test_steps=100, max_epochs=12, early_stopping_patience=3),
+    "smollm2-135m": dict(
+        finetuning_type="lora", lr_test_steps=40, max_epochs=3, early_stopping_patience=1,
+        why="SmolLM2 already computes sums; what it lacks is the format (a bare number, not a sentence): a "
+            "small LoRA rank is enough (chapter 5: a simple task needs little rank). A range-test step costs "
+            "about a second and an epoch about a minute on two cores: 40 steps (6 a decade) find the order of "
+            "magnitude; 3 epochs bound the run, and its validation curve turns once: stop at the first epoch "
+            "that is not better."),
+    # tiny: chosen from runs of the whole method at 40 epochs, patience 3 (seeds drawn at random plus 42-44
+    # and 86410-86411, 2026-12-04): LoRA rank 8 stalled near 10% exact match on 1 seed in 8 (the others
+    # reached 87-99%); full fine-tuning reached 80-96% on all 6 tried, stopping at epochs 11-22. With a
+    # bound of 12 epochs LoRA stopped at 10% on seed 42, still improving at its last epoch.
+    "tiny": dict(
+        finetuning_type="full", lr_test_steps=100, max_epochs=40, early_stopping_patience=3,
+        why="the tiny model has never seen a sum: for it the task is knowledge to store, not a format, and "
+            "chapter 5 found that a knowledge task needs rank and that full fine-tuning learns it furthest; "
+            "LoRA at rank 8 learns the sums on most seeds but can stall for good on some, and the planner "
+            "says full fine-tuning of this model fits memory_gb many times over. Steps cost milliseconds, so "
+            "fastai's 100-step range test (14 points a decade). Under the linear schedule the epochs bound "
+            "also sets how fast the LR decays, so a tight bound starves the late epochs: 40, far above where "
+            "early stopping ends these runs. The validation loss can stall for an epoch or two before the "
+            "sums click (chapter 4: patience must outlast a plateau): patience 3."),
 }
 
 
-def method_settings(model: str, lr_test_steps: int = 0, max_epochs: int = 0, early_stopping_patience: int = 0) -> dict:
-    """The range test's steps, the epochs bound and the patience for `model` (METHOD_SETTINGS; another
-    model gets SmolLM2's); a value the learner set (not 0) wins."""
+def method_settings(model: str, finetuning_type: str = "", lr_test_steps: int = 0, max_epochs: int = 0,
+                    early_stopping_patience: int = 0) -> dict:
+    """How the method fine-tunes `model`, the range test's steps, the epochs bound and the patience
+    (METHOD_SETTINGS; another model gets SmolLM2's); a value the learner set (not 0 or "") wins."""
     own = METHOD_SETTINGS.get(model, METHOD_SETTINGS["smollm2-135m"])
-    given = dict(lr_test_steps=lr_test_steps, max_epochs=max_epochs, early_stopping_patience=early_stopping_patience)
-    for name, value in given.items():
-        if not isinstance(value, int) or value < 0:
+    if finetuning_type not in ("", "lora", "full"):
+        raise ValueError(f"finetuning_type={finetuning_type!r} is not allowed: 'lora', 'full', or '' for the "
+                         f"model's own ({own['finetuning_type']!r})")
+    numbers = dict(lr_test_steps=lr_test_steps, max_epochs=max_epochs, early_stopping_patience=early_stopping_patience)
+    for name, value in numbers.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{name}={value!r} is not allowed: a whole number, 0 for the model's own ({own[name]})")
-    return {name: value or own[name] for name, value in given.items()}
+    given = dict(finetuning_type=finetuning_type, **numbers)
+    return {name: value or own[name] for name, value in given.items()}  # "why" stays out: why_these_settings
+
+
+def why_these_settings(model: str) -> str:
+    """Why the method runs `model` with its METHOD_SETTINGS (another model: SmolLM2's reasons)."""
+    known = model if model in METHOD_SETTINGS else "smollm2-135m"
+    return f"{known}: {METHOD_SETTINGS[known]['why']}"
 
 
 def chosen_learning_rate(finder) -> float:
@@ -99,23 +122,28 @@ def pick_batch(cfg: TrainConfig, memory_gb: float, effective_batch: int) -> dict
 
 
 def before_and_after(run, examples: list[dict], n: int = 8, max_new_tokens: int = 16) -> pd.DataFrame:
-    """Greedy answers of the base (LoRA adapters switched off) and of the fine-tuned model, side by side."""
+    """Greedy answers of the base and of the fine-tuned model, side by side. After LoRA the base is the
+    same weights with the adapters switched off; after full fine-tuning it is loaded again."""
+    from nbkit.models import load_base_model
+
     model, tokenizer = run.model, run.tokenizer
-    if not hasattr(model, "disable_adapter"):
-        raise ValueError("before_and_after needs a LoRA run (finetuning_type='lora'): the base is the model "
-                         "with its adapters switched off")
-    with model.disable_adapter():
-        before = answers_table(model, tokenizer, examples, n, max_new_tokens)
     after = answers_table(model, tokenizer, examples, n, max_new_tokens)
+    if hasattr(model, "disable_adapter"):
+        with model.disable_adapter():
+            before = answers_table(model, tokenizer, examples, n, max_new_tokens)
+    else:
+        base = load_base_model(TrainConfig.from_dict(run.config), next(model.parameters()).device)
+        before = answers_table(base, tokenizer, examples, n, max_new_tokens)
     return pd.DataFrame({"question": before["question"], "reference": before["reference"],
                          "base answer": before["answer"], "fine-tuned answer": after["answer"],
                          "base correct": before["correct"], "fine-tuned correct": after["correct"]})
 
 
 def exports_accepted(paths: dict) -> dict:
-    """Load each exported file with its own tool: TRL builds SFTConfig + LoraConfig from the script,
-    transformers builds TrainingArguments from the JSON, and the LLaMA-Factory YAML parses to a
-    mapping with the keys llamafactory-cli needs. Returns {format: what was built}."""
+    """Load each exported file with its own tool: TRL builds SFTConfig (and LoraConfig; None after full
+    fine-tuning) from the script, transformers builds TrainingArguments from the JSON, and the
+    LLaMA-Factory YAML parses to a mapping with the keys llamafactory-cli needs. Returns {format: what
+    was built}."""
     from transformers import TrainingArguments
 
     namespace = {"__name__": "nbkit_exported"}  # not "__main__": builds the configs, does not train
@@ -125,5 +153,6 @@ def exports_accepted(paths: dict) -> dict:
     needed = {"model_name_or_path", "stage", "finetuning_type", "dataset", "template", "output_dir"}
     if not needed <= set(lf):
         raise ValueError(f"{paths['llamafactory']}: missing LLaMA-Factory keys {sorted(needed - set(lf))}")
-    return {"trl": (type(namespace["training_args"]).__name__, type(namespace["peft_config"]).__name__),
+    peft_config = namespace["peft_config"]  # None for full fine-tuning
+    return {"trl": (type(namespace["training_args"]).__name__, type(peft_config).__name__ if peft_config else None),
             "training_args": type(args).__name__, "llamafactory": f"{len(lf)} keys, stage={lf['stage']}"}

@@ -143,10 +143,10 @@ class Chapter:
         if seeds is not None and deterministic:
             raise ValueError(f"[{claim}] {says!r}: give seeds=[...] (the seeds it was computed on, one bool of "
                              "holds per seed) or deterministic=True (a fact no seed changes), not both")
+        if seeds is None and not deterministic:
+            raise ValueError(f"[{claim}] {says!r}: say what it was computed on: seeds=ch.seeds with one bool of holds "
+                             "per seed, or deterministic=True for a fact no seed changes")
         entry = {"claim": claim, "says": says, "article": article}
-        if seeds is None and not deterministic:  # a check not yet moved to a seed set: say it ran on one seed
-            seeds, holds = self.seeds[:1], [holds]
-            entry["single_seed"] = True
         if deterministic:
             if isinstance(holds, (list, tuple)):
                 raise ValueError(f"[{claim}] holds: a deterministic check has one bool, got {holds!r}")
@@ -224,8 +224,6 @@ def verdict_line(check: dict) -> str:
     if check.get("deterministic"):
         return "HOLDS (deterministic: one run)" if check["holds"] else "DOES NOT HOLD (deterministic: one run)"
     held, n = check["held_on"], len(check["seeds"])
-    if check.get("single_seed"):
-        return f"{'HOLDS' if held else 'DOES NOT HOLD'} on seed {check['seeds'][0]} only (no seed set yet)"
     if held == n:
         return f"HOLDS on {n}/{n} seeds"
     if held == 0:

@@ -38,14 +38,14 @@ def test_results_json_is_written_at_once_and_rewritten_after_each_check(tmp_path
     assert first["chapter"] == "ch" and first["checks"] == [] and first["verdicts"] == {"LR1": None}
     assert first["parameters"] == {"learning_rate": 1e-3}
 
-    ch.check("LR1", "the big LR diverges", holds=True, numbers={"lr": 0.1}, runs=["a/run"])
+    ch.check("LR1", "the big LR diverges", holds=True, numbers={"lr": 0.1}, runs=["a/run"], deterministic=True)
     second = read_results(ch)
     assert [c["says"] for c in second["checks"]] == ["the big LR diverges"]
     assert second["checks"][0]["numbers"] == {"lr": 0.1}
     assert second["checks"][0]["runs"] == ["a/run"]
     assert second["checks"][0]["article"] == "agrees"
 
-    ch.check("LR1", "the small LR is slow", holds=False)
+    ch.check("LR1", "the small LR is slow", holds=[False, True, True], seeds=ch.seeds)
     third = read_results(ch)
     assert [c["holds"] for c in third["checks"]] == [True, False]
     assert third["verdicts"] == {"LR1": False}
@@ -54,15 +54,15 @@ def test_results_json_is_written_at_once_and_rewritten_after_each_check(tmp_path
 def test_check_on_an_undeclared_claim_is_refused(tmp_path):
     ch = Chapter("ch", claims=["LR1"], output_dir=tmp_path)
     with pytest.raises(ValueError, match="LR2"):
-        ch.check("LR2", "something", holds=True)
+        ch.check("LR2", "something", holds=True, deterministic=True)
     with pytest.raises(ValueError, match="article"):
-        ch.check("LR1", "something", holds=True, article="sort of")
+        ch.check("LR1", "something", holds=True, article="sort of", deterministic=True)
     assert read_results(ch)["checks"] == []
 
 
 def test_nan_and_inf_numbers_become_null(tmp_path):
     ch = Chapter("ch", claims=["LR1"], output_dir=tmp_path)
-    ch.check("LR1", "diverges", holds=True,
+    ch.check("LR1", "diverges", holds=True, deterministic=True,
              numbers={"loss": math.nan, "top": math.inf, "losses": [1.0, math.nan], "ok": 2.5})
     text = ch.results_path.read_text()
     assert "NaN" not in text and "Infinity" not in text
@@ -72,11 +72,20 @@ def test_nan_and_inf_numbers_become_null(tmp_path):
 
 def test_check_prints_its_verdict_and_records_it(tmp_path, capsys):
     ch = Chapter("ch", claims=["LR1"], output_dir=tmp_path)
-    assert ch.check("LR1", "the big LR diverges", holds=1 > 2, numbers={"lr": 0.1}) is None  # nothing echoed in a cell
+    assert ch.check("LR1", "the big LR diverges", holds=[False] * 3, numbers={"lr": 0.1},
+                    seeds=ch.seeds) is None  # nothing echoed in a cell
     assert ch.checks[-1]["holds"] is False and ch.verdicts() == {"LR1": False}
     out = capsys.readouterr().out
-    assert "[LR1] DOES NOT HOLD on seed 42 only (no seed set yet): the big LR diverges" in out and "lr=0.1" in out
-    assert ch.checks[-1]["seeds"] == [42] and ch.checks[-1]["single_seed"] is True
+    assert "[LR1] DOES NOT HOLD on any of 3 seeds: the big LR diverges" in out and "lr=0.1" in out
+    assert ch.checks[-1]["seeds"] == [42, 43, 44] and ch.checks[-1]["held_on"] == 0
+
+
+def test_a_check_must_say_what_it_was_computed_on(tmp_path):
+    ch = Chapter("ch", claims=["LR1"], output_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"\[LR1\] 'x falls': say what it was computed on: seeds=ch.seeds .* "
+                                         r"or deterministic=True"):
+        ch.check("LR1", "x falls", holds=True)
+    assert read_results(ch)["checks"] == []
 
 
 def test_figure_writes_a_png_and_lists_it_once(tmp_path):
@@ -93,9 +102,9 @@ def test_figure_writes_a_png_and_lists_it_once(tmp_path):
 def test_verdicts_none_true_false_per_claim(tmp_path):
     ch = Chapter("ch", claims=["LR1", "LR2", "LAB"], output_dir=tmp_path)
     assert ch.verdicts() == {"LR1": None, "LR2": None, "LAB": None}
-    ch.check("LR1", "a", holds=True)
-    ch.check("LR2", "b", holds=True)
-    ch.check("LR2", "c", holds=False)
+    ch.check("LR1", "a", holds=True, deterministic=True)
+    ch.check("LR2", "b", holds=True, deterministic=True)
+    ch.check("LR2", "c", holds=False, deterministic=True)
     assert ch.verdicts() == {"LR1": True, "LR2": False, "LAB": None}
     assert read_results(ch)["verdicts"] == {"LR1": True, "LR2": False, "LAB": None}
     summary = ch.summary()
