@@ -31,7 +31,7 @@ METHOD_SETTINGS = {
             "that is not better."),
     # tiny: chosen from runs of the whole method at 40 epochs, patience 3 (seeds drawn at random plus 42-44
     # and 86410-86411, 2026-12-04): LoRA rank 8 stalled near 10% exact match on 1 seed in 8 (the others
-    # reached 87-99%); full fine-tuning reached 80-96% on all 6 tried, stopping at epochs 11-22. With a
+    # reached 87-99%); full fine-tuning reached 80-96% on all 6 tried (best epochs 11-22, stopped by 25). With a
     # bound of 12 epochs LoRA stopped at 10% on seed 42, still improving at its last epoch.
     "tiny": dict(
         finetuning_type="full", lr_test_steps=100, max_epochs=40, early_stopping_patience=3,
