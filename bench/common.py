@@ -6,7 +6,8 @@ import statistics
 import tempfile
 
 from nbkit import TrainConfig
-from nbkit.train import build_datasets
+from nbkit.core.export import training_args_kwargs
+from nbkit.core.train import build_datasets
 
 
 def hf_trainer(cfg: TrainConfig, model, tokenizer, data_collator, callbacks=()):
@@ -15,7 +16,7 @@ def hf_trainer(cfg: TrainConfig, model, tokenizer, data_collator, callbacks=()):
     from transformers import Trainer, TrainingArguments
 
     features, _, _ = build_datasets(cfg, tokenizer)
-    kwargs = cfg.to_training_args_kwargs()
+    kwargs = training_args_kwargs(cfg)
     kwargs.update(eval_strategy="no", save_strategy="no", logging_strategy="no", report_to=[],
                   load_best_model_at_end=False, disable_tqdm=True, output_dir=tempfile.mkdtemp())
     return Trainer(model=model, args=TrainingArguments(**kwargs), train_dataset=features,

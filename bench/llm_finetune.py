@@ -22,8 +22,8 @@ import torch
 from common import hf_trainer, interleaved_medians
 
 from nbkit import TrainConfig, train
-from nbkit.data import collate
-from nbkit.models import count_parameters, load_model
+from nbkit.core.data import collate
+from nbkit.core.models import count_parameters, load_model
 
 # Dense bf16 tensor-core peaks from the vendors' datasheets (TFLOPS, without sparsity).
 GPU_PEAK_TFLOPS = {"H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L4": 121, "A10": 125, "4090": 165,

@@ -17,7 +17,7 @@ import statistics
 import tempfile
 
 from nbkit import TrainConfig
-from nbkit.ui import panel
+from nbkit.views.ui import panel
 
 TARGET_SECONDS = 3.0  # first plotted point after pressing Train
 

@@ -20,10 +20,11 @@ import tempfile
 import time
 
 from nbkit import TrainConfig, train
-from nbkit.data import load_examples
-from nbkit.distributed import launch
-from nbkit.models import load_model
-from nbkit.stability import LazyTokenizedDataset, cpu_has_bf16, loader_throughput, step_seconds, usable_cores, write_jsonl
+from nbkit.core.data import load_examples
+from nbkit.core.distributed import launch
+from nbkit.core.models import load_model
+from nbkit.labs.ch06_stability import (LazyTokenizedDataset, cpu_has_bf16, loader_throughput, step_seconds,
+                                       usable_cores, write_jsonl)
 
 PRECISIONS = {"fp32": {}, "bf16": {"bf16": True}, "fp16": {"fp16": True}}
 WORKERS = (0, 1, 2, 4)

@@ -2,7 +2,7 @@
 
 The same tiny model, data and batch size, trained for the same number of optimizer steps by
   bare    a minimal loop: forward, loss, backward, clip, AdamW step, scheduler step
-  nbkit   nbkit.train (recording, events, run store; evaluation time subtracted)
+  nbkit   nbkit.core.train (recording, events, run store; evaluation time subtracted)
   hf      transformers.Trainer (evaluation, saving and logging off)
 interleaved round by round (this machine is noisy; absolute times drift, ratios less so).
 Prints ms per optimizer step (median over rounds) and the ratios nbkit/bare and nbkit/hf.
@@ -19,9 +19,9 @@ from common import hf_trainer, interleaved_medians
 from torch.utils.data import DataLoader
 
 from nbkit import TrainConfig, train
-from nbkit.data import collate
-from nbkit.models import load_model
-from nbkit.train import build_datasets, build_scheduler
+from nbkit.core.data import collate
+from nbkit.core.models import load_model
+from nbkit.core.train import build_datasets, build_scheduler
 
 
 def bench_config(steps: int, out: str) -> TrainConfig:

@@ -17,7 +17,7 @@ def _drop_bitsandbytes_kernel_notice(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Failed to load CPU gemm_4bit_forward")
 
 
-# set before transformers/peft import bitsandbytes (nbkit.config below does): the logger named
+# set before transformers/peft import bitsandbytes (nbkit.core.config below does): the logger named
 # after that module is the one it logs to
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_drop_bitsandbytes_kernel_notice)
 
@@ -26,8 +26,8 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_drop_bitsandbytes_
 warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast from torch.float32 to float16",
                         category=UserWarning)
 
-from nbkit.config import TrainConfig  # noqa: E402
-from nbkit.runs import Run, list_runs, load_run  # noqa: E402
-from nbkit.train import train  # noqa: E402
+from nbkit.core.config import TrainConfig  # noqa: E402
+from nbkit.core.runs import Run, list_runs, load_run  # noqa: E402
+from nbkit.core.train import train  # noqa: E402
 
 __all__ = ["TrainConfig", "Run", "train", "load_run", "list_runs"]

@@ -1,4 +1,4 @@
-"""`python -m nbkit ...`: see nbkit/cli.py."""
-from nbkit.cli import main
+"""`python -m nbkit ...`: see nbkit/interfaces/cli.py."""
+from nbkit.interfaces.cli import main
 
 raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""nbkit.batching: the two loss normalisations under gradient accumulation, the gradient spread
+"""nbkit.labs.ch03_batch_size: the two loss normalisations under gradient accumulation, the gradient spread
 across batch sizes, and the gradient noise scale (McCandlish et al. 2018, Appendix A)."""
 import math
 
@@ -7,11 +7,11 @@ import torch
 
 from conftest import tiny_config
 from nbkit import train
-from nbkit.batching import (NoiseScaleProbe, compare_normalisations, exact_token_mean, gradient_spread,
-                            length_grouped_micro_batches, mean_of_micro_means, measure_noise_scale,
-                            noise_scale_estimate)
-from nbkit.models import load_model
-from nbkit.train import build_datasets
+from nbkit.core.models import load_model
+from nbkit.core.train import build_datasets
+from nbkit.labs.ch03_batch_size import (NoiseScaleProbe, compare_normalisations, exact_token_mean, gradient_spread,
+                                        length_grouped_micro_batches, mean_of_micro_means, measure_noise_scale,
+                                        noise_scale_estimate)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -147,7 +147,7 @@ def test_loss_draws_take_the_loss_spread_from_forward_passes(model_and_rows):
 
 
 def test_averaged_noise_scale_is_the_ratio_of_the_averages(model_and_rows, monkeypatch):
-    import nbkit.batching as batching
+    import nbkit.labs.ch03_batch_size as batching
     estimates = iter([{"grad_norm_sq": 1.0, "trace_sigma": 10.0, "b_simple": 10.0},
                       {"grad_norm_sq": -0.5, "trace_sigma": 20.0, "b_simple": math.inf}])
     monkeypatch.setattr(batching, "measure_noise_scale", lambda *a, **k: next(estimates))
@@ -159,7 +159,7 @@ def test_averaged_noise_scale_is_the_ratio_of_the_averages(model_and_rows, monke
 
 
 def test_noise_scale_by_seed_measures_the_base_model_and_the_run(tmp_path, model_and_rows):
-    from nbkit.batching import noise_scale_by_seed
+    from nbkit.labs.ch03_batch_size import noise_scale_by_seed
     run = train(tiny_config(tmp_path, num_train_epochs=1, seed=3))
     table = noise_scale_by_seed([run], model_and_rows[0], repeats=1, b_small=2, n_micro=4)
     assert list(table["seed"]) == [3]
@@ -173,7 +173,7 @@ def test_noise_scale_by_seed_measures_the_base_model_and_the_run(tmp_path, model
 
 
 def test_batch_size_runs_scale_or_keep_the_lr_and_keep_only_the_base_weights(tmp_path):
-    from nbkit.batching import batch_size_runs
+    from nbkit.labs.ch03_batch_size import batch_size_runs
     cfg = tiny_config(tmp_path, num_train_epochs=1, learning_rate=1e-3)
     table = batch_size_runs(cfg, [8, 16, 32], seeds=[1, 2], base_batch=16, exponent=1.0)
     assert len(table) == 3 * 2 + 1 * 2  # every batch at both seeds, and batch 32 again with the LR kept
@@ -188,13 +188,13 @@ def test_batch_size_runs_scale_or_keep_the_lr_and_keep_only_the_base_weights(tmp
 
 
 def test_train_side_by_side_wants_one_keep_flag_per_config(tmp_path):
-    from nbkit.batching import train_side_by_side
+    from nbkit.labs.ch03_batch_size import train_side_by_side
     with pytest.raises(ValueError, match="keep_models"):
         train_side_by_side([tiny_config(tmp_path)], keep_models=[True, False])
 
 
 def test_step_throughput_times_every_batch_size(tmp_path):
-    from nbkit.batching import step_throughput
+    from nbkit.labs.ch03_batch_size import step_throughput
     speed = step_throughput(tiny_config(tmp_path), [2, 32], repeats=2)
     assert list(speed["batch_size"]) == [2, 32]
     assert (speed["tokens_per_second"] > 0).all()

@@ -1,11 +1,11 @@
-"""nbkit.chapter.Chapter: what a chapter records in results.json (no training here: fast)."""
+"""nbkit.interfaces.chapter.Chapter: what a chapter records in results.json (no training here: fast)."""
 import json
 import math
 
 import pytest
 from matplotlib.figure import Figure
 
-from nbkit.chapter import seed_set, LAB_CLAIM, Chapter, article_claims
+from nbkit.interfaces.chapter import Chapter, LAB_CLAIM, article_claims, seed_set
 
 
 def read_results(ch):

@@ -13,8 +13,8 @@ import yaml
 from peft import LoraConfig
 from transformers import TrainingArguments
 
-from nbkit.cli import main
-from nbkit.config import TrainConfig
+from nbkit.core.config import TrainConfig
+from nbkit.interfaces.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

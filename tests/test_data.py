@@ -1,4 +1,4 @@
-"""Unit tests of nbkit.data: built-in tasks, file loaders, label masking, split, collate."""
+"""Unit tests of nbkit.core.data: built-in tasks, file loaders, label masking, split, collate."""
 
 import json
 import re
@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from nbkit import data
+from nbkit.core import data
 
 TINY = Path(__file__).resolve().parents[1] / "data" / "tiny"
 

@@ -9,9 +9,9 @@ import yaml
 from conftest import tiny_config
 
 from nbkit import train
-from nbkit.distributed import (accelerate_configs, check_accelerate_config, deepspeed_config, effective_batch,
-                               launch, launch_command, write_accelerate_configs)
-from nbkit.train import check_process_split
+from nbkit.core.distributed import (accelerate_configs, check_accelerate_config, deepspeed_config, effective_batch,
+                                    launch, launch_command, write_accelerate_configs)
+from nbkit.core.train import check_process_split
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

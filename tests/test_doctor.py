@@ -1,4 +1,4 @@
-"""nbkit.doctor: each diagnosis on constructed curves (exact, fast), then on real tiny runs made
+"""nbkit.views.doctor: each diagnosis on constructed curves (exact, fast), then on real tiny runs made
 to show it (the doctor must read what training really produces, not only our idea of it)."""
 import math
 
@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from nbkit import TrainConfig, train
-from nbkit.doctor import (FLAT_FRACTION, IMPROVING_FALL, NOISY_SCATTER, OVERFIT_RISE, best_evaluation, diagnose,
-                          report, scatter, verdicts)
-from nbkit.runs import Run
+from nbkit.core.runs import Run
+from nbkit.views.doctor import (FLAT_FRACTION, IMPROVING_FALL, NOISY_SCATTER, OVERFIT_RISE, best_evaluation, diagnose,
+                                report, scatter, verdicts)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py

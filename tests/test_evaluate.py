@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from nbkit import TrainConfig
-from nbkit.evaluate import early_damage, early_loss_rise, heldout_text_loss, text_loss
-from nbkit.models import load_model
-from nbkit.runs import Run
+from nbkit.core.evaluate import early_damage, early_loss_rise, heldout_text_loss, text_loss
+from nbkit.core.models import load_model
+from nbkit.core.runs import Run
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_early_damage_of_a_short_run_uses_the_steps_it_has():
 
 # ---------------------------------------------------------------- chapter 4: the curves of an epochs run
 
-from nbkit.evaluate import best_per_seed, curve_facts, curve_table, listed, per_seed, stopping_table  # noqa: E402
+from nbkit.core.evaluate import best_per_seed, curve_facts, curve_table, listed, per_seed, stopping_table  # noqa: E402
 
 
 def epochs_run(eval_losses, train_losses, accuracy=None, seed=1, steps_per_epoch=4, **summary) -> Run:
@@ -151,7 +151,7 @@ def test_listed_formats_numbers_for_a_sentence():
 # ---------------------------------------------------------------- chapter 2: weight decay in a sweep
 
 def test_decay_effect_reads_each_decay_against_no_decay_at_the_same_lr_and_seed():
-    from nbkit.evaluate import decay_effect
+    from nbkit.core.evaluate import decay_effect
     grid = pd.DataFrame({"seed": [1, 1, 1, 1, 2, 2, 2, 2], "learning_rate": [1e-3, 1e-3, 1e-2, 1e-2] * 2,
                          "weight_decay": [0.0, 0.1] * 4, "best_eval_loss": [2.0, 3.0, 1.0, 1.5, 4.0, 4.0, 2.0, 1.0]})
     shift, cost = decay_effect(grid), decay_effect(grid, relative=True)
@@ -166,8 +166,8 @@ def test_decay_effect_reads_each_decay_against_no_decay_at_the_same_lr_and_seed(
 
 
 def test_with_weight_norms_reads_the_weights_then_drops_them(tiny):
-    from nbkit.evaluate import with_weight_norms
-    from nbkit.models import weight_norm
+    from nbkit.core.evaluate import with_weight_norms
+    from nbkit.core.models import weight_norm
     model, tokenizer = tiny
     run = Run(path="r", config={}, steps=pd.DataFrame(), epochs=pd.DataFrame(), summary={}, model=model, tokenizer=tokenizer)
     table = pd.DataFrame({"weight_decay": [0.0]})

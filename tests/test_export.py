@@ -1,22 +1,30 @@
-"""Exports to the tools people use at work: the TRL script (built and run with the installed TRL),
-and write_exports / write_dataset as the capstone uses them. The LLaMA-Factory YAML and the
-TrainingArguments kwargs are tested key by key in test_config.py; the CLI in test_cli.py."""
+"""Exports to the tools people use at work: TrainingArguments / SFTConfig kwargs, PEFT's LoraConfig
+and the LLaMA-Factory YAML key by key, the TRL script (built and run with the installed TRL), and
+write_exports / write_dataset as the capstone uses them; the CLI in test_cli.py."""
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
-from peft import LoraConfig
-from transformers import BitsAndBytesConfig, TrainingArguments
+from peft import LoraConfig, get_peft_model
+from transformers import (BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM, TrainingArguments,
+                          get_scheduler)
 from trl import SFTConfig
 
-from nbkit.config import ConfigError, TrainConfig
-from nbkit.export import EXPORT_FILES, export_text, prompt_completion, trl_script, write_dataset, write_exports
+from nbkit.core.config import ConfigError, TrainConfig
+from nbkit.core.export import (EXPORT_FILES, LLAMAFACTORY_SECTIONS, export_text, llamafactory_dict, llamafactory_yaml,
+                               lora_config, lora_config_kwargs, prompt_completion, sft_config_kwargs, shared_args,
+                               training_args_kwargs, trl_script, write_dataset, write_exports)
+
+LORA = dict(finetuning_type="lora")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,8 +77,8 @@ def test_trl_marks_the_same_answer_tokens_as_nbkit(tmp_path):
     from datasets import load_dataset
     from trl import SFTTrainer
 
-    from nbkit.models import load_model
-    from nbkit.train import build_datasets
+    from nbkit.core.models import load_model
+    from nbkit.core.train import build_datasets
 
     cfg = TrainConfig(max_samples=40, output_dir=str(tmp_path / "out"))
     model, tokenizer = load_model(cfg)
@@ -109,13 +117,13 @@ def test_write_exports_writes_three_files_each_readable_by_its_tool(tmp_path):
     cfg = TrainConfig(finetuning_type="lora", lora_rank=4, output_dir=str(tmp_path / "runs"))
     written = write_exports(cfg, tmp_path / "exports")
     assert {fmt: path.name for fmt, path in written.items()} == EXPORT_FILES
-    assert yaml.safe_load(written["llamafactory"].read_text()) == cfg.to_llamafactory_dict()
+    assert yaml.safe_load(written["llamafactory"].read_text()) == llamafactory_dict(cfg)
     assert TrainingArguments(**json.loads(written["training_args"].read_text())).learning_rate == cfg.learning_rate
     compile(written["trl"].read_text(), "trl_sft.py", "exec")  # valid Python
 
 
 def test_write_dataset_is_nbkits_own_split_in_prompt_completion_form(tmp_path):
-    from nbkit.train import load_split
+    from nbkit.core.train import load_split
 
     cfg = TrainConfig(dataset="reviews", output_dir=str(tmp_path))
     files = write_dataset(cfg, tmp_path)
@@ -128,3 +136,236 @@ def test_write_dataset_is_nbkits_own_split_in_prompt_completion_form(tmp_path):
 def test_unknown_export_format_names_the_allowed_ones():
     with pytest.raises(ConfigError, match=r"format='axolotl'.*llamafactory, trl"):
         export_text(TrainConfig(), "axolotl")
+
+
+# ---------------------------------------------------------------- HF TrainingArguments
+
+TRAINING_ARGS_CONFIGS = {
+    "defaults": dict(),
+    "cosine_warmup": dict(lr_scheduler_type="cosine", warmup_ratio=0.1, weight_decay=0.01),
+    "restarts": dict(lr_scheduler_type="cosine_with_restarts", lr_scheduler_kwargs={"num_cycles": 2}),
+    "polynomial": dict(lr_scheduler_type="polynomial", lr_scheduler_kwargs={"power": 2.0}, warmup_steps=5),
+    "plateau": dict(lr_scheduler_type="reduce_lr_on_plateau", lr_scheduler_kwargs={"factor": 0.5, "patience": 0}),
+    "sgd": dict(optim="sgd", sgd_momentum=0.8),
+    "lion": dict(optim="lion_8bit", learning_rate=1e-4),
+    "best_by_epoch": dict(load_best_model_at_end=True, early_stopping_patience=2),
+    "best_by_steps": dict(load_best_model_at_end=True, eval_steps=20),
+    "no_clip": dict(max_grad_norm=None, max_steps=100, gradient_accumulation_steps=4),
+    "lora": dict(lora_rank=4, run_name="lora-r4", **LORA),
+}
+
+
+@pytest.mark.parametrize("values", TRAINING_ARGS_CONFIGS.values(), ids=TRAINING_ARGS_CONFIGS.keys())
+def test_training_arguments_accept_the_export(values, tmp_path):
+    cfg = TrainConfig(output_dir=str(tmp_path), **values)
+    args = TrainingArguments(**training_args_kwargs(cfg))
+    assert args.learning_rate == cfg.learning_rate
+    assert args.lr_scheduler_type.value == cfg.lr_scheduler_type
+    assert args.optim.value == cfg.optim
+    assert args.per_device_train_batch_size == cfg.per_device_train_batch_size
+    assert args.gradient_accumulation_steps == cfg.gradient_accumulation_steps
+    assert args.max_steps == cfg.max_steps
+    assert args.max_grad_norm == (cfg.max_grad_norm or 0.0)
+    assert args.load_best_model_at_end == cfg.load_best_model_at_end
+    # The scheduler HF would build accepts the kwargs we pass through.
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.learning_rate)
+    get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.get_warmup_steps(200),
+                  num_training_steps=200, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+
+
+def test_warmup_ratio_becomes_a_fractional_warmup_steps():
+    args = TrainingArguments(**training_args_kwargs(TrainConfig(warmup_ratio=0.1)))
+    assert args.warmup_steps == 0.1
+    assert args.get_warmup_steps(200) == 20
+
+
+def test_warmup_steps_wins_over_warmup_ratio():
+    args = TrainingArguments(**training_args_kwargs(TrainConfig(warmup_ratio=0.1, warmup_steps=7)))
+    assert args.get_warmup_steps(200) == 7
+
+
+def test_evaluation_and_saving_strategies():
+    by_epoch = TrainingArguments(**training_args_kwargs(TrainConfig(load_best_model_at_end=True)))
+    assert (by_epoch.eval_strategy.value, by_epoch.save_strategy.value) == ("epoch", "epoch")
+    assert by_epoch.metric_for_best_model == "eval_loss" and by_epoch.greater_is_better is False
+    by_steps = TrainingArguments(**training_args_kwargs(TrainConfig(eval_steps=25)))
+    assert (by_steps.eval_strategy.value, by_steps.eval_steps, by_steps.save_strategy.value) == ("steps", 25, "no")
+
+
+def test_sgd_momentum_reaches_hf_through_optim_args():
+    kwargs = training_args_kwargs(TrainConfig(optim="sgd", sgd_momentum=0.8))
+    assert kwargs["optim_args"] == "momentum=0.8"
+
+
+@pytest.mark.parametrize("values, field_name, closest", [
+    (dict(lr_scheduler_type="step", lr_scheduler_kwargs={"step_size": 1, "gamma": 0.5}), "lr_scheduler_type",
+     "StepLR"),
+    (dict(optim="adam_l2", weight_decay=0.01), "optim", "adamw_torch"),
+])
+def test_our_additions_have_no_hf_equivalent(values, field_name, closest):
+    cfg = TrainConfig(**values)  # valid for nbkit's own loop
+    for export in (training_args_kwargs, sft_config_kwargs, llamafactory_dict, llamafactory_yaml):
+        with pytest.raises(ValueError) as caught:
+            export(cfg)
+        assert field_name in str(caught.value) and closest in str(caught.value)
+
+
+# ---------------------------------------------------------------- PEFT LoraConfig
+
+
+def tiny_llama():
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config)
+
+
+def lora_layers(model):
+    return {name.split(".")[-1]: module for name, module in model.named_modules() if hasattr(module, "lora_A")}
+
+
+def test_lora_config_on_all_linear_layers():
+    cfg = TrainConfig(lora_rank=4, lora_dropout=0.05, **LORA)
+    model = get_peft_model(tiny_llama(), lora_config(cfg))
+    layers = lora_layers(model)
+    assert set(layers) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    q_proj = layers["q_proj"]
+    assert q_proj.r["default"] == 4
+    assert q_proj.scaling["default"] == 8 / 4  # alpha defaults to 2 x rank
+    assert q_proj.lora_dropout["default"].p == 0.05
+    assert model(torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 64)
+
+
+def test_lora_config_on_named_layers():
+    cfg = TrainConfig(lora_target="q_proj, v_proj", **LORA)
+    model = get_peft_model(tiny_llama(), lora_config(cfg))
+    assert set(lora_layers(model)) == {"q_proj", "v_proj"}
+
+
+def test_rslora_and_dora_flags_land():
+    cfg = TrainConfig(lora_rank=4, lora_alpha=8, use_rslora=True, use_dora=True, **LORA)
+    model = get_peft_model(tiny_llama(), lora_config(cfg))
+    q_proj = lora_layers(model)["q_proj"]
+    assert q_proj.scaling["default"] == pytest.approx(8 / math.sqrt(4))  # rsLoRA: alpha / sqrt(r)
+    assert "default" in q_proj.lora_magnitude_vector  # DoRA's magnitude
+
+
+def test_no_lora_config_without_lora():
+    for export in (lora_config, lora_config_kwargs):
+        with pytest.raises(ConfigError, match="finetuning_type='full'.*allowed: finetuning_type='lora'"):
+            export(TrainConfig())
+
+
+# ---------------------------------------------------------------- LLaMA-Factory
+
+# Every key LLaMA-Factory's `llamafactory-cli train` accepts that we may write. Sources
+# (hiyouga/LLaMA-Factory, main, 2025): src/llamafactory/hparams/model_args.py (model_name_or_path,
+# trust_remote_code, quantization_bit, quantization_method), data_args.py (dataset, dataset_dir,
+# template, cutoff_len, max_samples, val_size), finetuning_args.py (stage, finetuning_type,
+# freeze_trainable_layers, lora_rank, lora_alpha, lora_dropout, lora_target, use_rslora, use_dora,
+# early_stopping_steps), training_args.py, which subclasses transformers' Seq2SeqTrainingArguments
+# (LLaMA-Factory pins transformers <= 4.57.1, which still has warmup_ratio): the rest.
+LLAMAFACTORY_KEYS = {
+    "model_name_or_path", "trust_remote_code", "quantization_bit", "quantization_method",
+    "dataset", "dataset_dir", "template", "cutoff_len", "max_samples", "val_size",
+    "stage", "finetuning_type", "freeze_trainable_layers", "lora_rank", "lora_alpha", "lora_dropout",
+    "lora_target", "use_rslora", "use_dora", "early_stopping_steps",
+    "do_train", "output_dir", "logging_steps", "report_to", "run_name", "disable_tqdm",
+    "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+    "learning_rate", "num_train_epochs", "max_steps", "lr_scheduler_type", "lr_scheduler_kwargs",
+    "warmup_ratio", "warmup_steps", "optim", "optim_args", "adam_beta1", "adam_beta2", "adam_epsilon",
+    "weight_decay", "max_grad_norm", "bf16", "fp16", "seed", "full_determinism", "dataloader_num_workers",
+    "eval_strategy", "eval_steps", "save_strategy", "save_steps", "load_best_model_at_end",
+    "metric_for_best_model", "greater_is_better",
+}
+LORA_KEYS = {"lora_rank", "lora_alpha", "lora_dropout", "lora_target", "use_rslora", "use_dora"}
+
+LLAMAFACTORY_CONFIGS = {
+    "full": dict(),
+    "freeze": dict(finetuning_type="freeze", freeze_trainable_layers=1),
+    "lora": dict(lora_rank=16, lora_alpha=8, learning_rate=3e-4, warmup_ratio=0.05, **LORA),
+    "qlora": dict(quantization_bit=4, use_rslora=True, adam_epsilon=1e-6, **LORA),
+    "everything": dict(model="smollm2-135m", max_samples=500, max_steps=50, warmup_steps=3, optim="sgd",
+                       lr_scheduler_type="cosine", lr_scheduler_kwargs={"num_cycles": 0.5}, eval_steps=10,
+                       load_best_model_at_end=True, early_stopping_patience=3, max_grad_norm=None,
+                       run_name="demo", bf16=True),
+}
+
+
+@pytest.mark.parametrize("values", LLAMAFACTORY_CONFIGS.values(), ids=LLAMAFACTORY_CONFIGS.keys())
+def test_llamafactory_yaml_round_trips_with_known_keys(values):
+    cfg = TrainConfig(**values)
+    loaded = yaml.safe_load(llamafactory_yaml(cfg))
+    assert loaded == llamafactory_dict(cfg)
+    assert set(loaded) <= LLAMAFACTORY_KEYS, set(loaded) - LLAMAFACTORY_KEYS
+    for key in ("learning_rate", "adam_epsilon", "adam_beta2", "weight_decay", "num_train_epochs"):
+        assert isinstance(loaded[key], float), key  # 3e-4 would come back as a string
+    assert loaded["learning_rate"] == cfg.learning_rate
+    assert loaded["finetuning_type"] == cfg.finetuning_type
+    assert loaded["cutoff_len"] == cfg.max_seq_length
+    assert (LORA_KEYS <= set(loaded)) == (cfg.finetuning_type == "lora")
+    assert ("freeze_trainable_layers" in loaded) == (cfg.finetuning_type == "freeze")
+    assert loaded["stage"] == "sft" and loaded["do_train"] is True
+
+
+def test_every_key_written_has_a_yaml_section_and_is_a_llamafactory_key():
+    placed = list(itertools.chain(*LLAMAFACTORY_SECTIONS.values()))
+    assert len(placed) == len(set(placed))  # each key in one section only
+    assert set(placed) == LLAMAFACTORY_KEYS
+
+
+@pytest.mark.parametrize("values", LLAMAFACTORY_CONFIGS.values(), ids=LLAMAFACTORY_CONFIGS.keys())
+def test_shared_keys_have_the_same_value_in_hf_and_llamafactory(values):
+    cfg = TrainConfig(**values)
+    hf, lf = training_args_kwargs(cfg), llamafactory_dict(cfg)
+    shared = shared_args(cfg)
+    assert hf == {"output_dir": cfg.output_dir, **shared}
+    assert list(hf)[1:] == list(shared)  # TrainingArguments' order, as the JSON export writes it
+    renamed_or_dropped = {"warmup_steps", "lr_scheduler_kwargs", "max_steps"}  # LLaMA-Factory's differences
+    for key, value in shared.items():
+        if key not in renamed_or_dropped:
+            assert lf[key] == value, key
+    if cfg.warmup_steps == 0:
+        assert lf["warmup_ratio"] == shared["warmup_steps"] == cfg.warmup_ratio
+    else:
+        assert lf["warmup_steps"] == shared["warmup_steps"] == cfg.warmup_steps
+    assert lf.get("lr_scheduler_kwargs", {}) == shared["lr_scheduler_kwargs"]
+    assert lf.get("max_steps", -1) == shared["max_steps"]
+
+
+def test_sft_config_kwargs_are_the_training_args_plus_trl_keys():
+    cfg = TrainConfig(max_seq_length=128, trust_remote_code=True)
+    kwargs = sft_config_kwargs(cfg)
+    assert list(kwargs)[:len(training_args_kwargs(cfg))] == list(training_args_kwargs(cfg))
+    assert (kwargs["max_length"], kwargs["packing"], kwargs["completion_only_loss"]) == (128, False, True)
+    assert kwargs["trust_remote_code"] is True and kwargs["activation_checkpointing"] is False
+
+
+def test_llamafactory_lora_values():
+    loaded = yaml.safe_load(llamafactory_yaml(TrainConfig(lora_rank=16, quantization_bit=4, **LORA)))
+    assert (loaded["lora_rank"], loaded["lora_alpha"], loaded["lora_target"]) == (16, 32, "all")
+    assert (loaded["quantization_bit"], loaded["quantization_method"]) == (4, "bnb")
+
+
+def test_llamafactory_models_and_templates():
+    tiny = llamafactory_dict(TrainConfig())
+    assert tiny["model_name_or_path"].endswith("data/tiny") and tiny["model_name_or_path"].startswith("/")
+    smol = llamafactory_dict(TrainConfig(model="smollm2-135m"))
+    assert (smol["model_name_or_path"], smol["template"]) == ("HuggingFaceTB/SmolLM2-135M-Instruct", "smollm2")
+    hub = llamafactory_dict(TrainConfig(model="Qwen/Qwen2.5-0.5B-Instruct"))
+    assert hub["model_name_or_path"] == "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def test_llamafactory_warmup_schedule_and_early_stopping():
+    by_ratio = llamafactory_dict(TrainConfig(warmup_ratio=0.1))
+    assert by_ratio["warmup_ratio"] == 0.1 and "warmup_steps" not in by_ratio
+    by_steps = llamafactory_dict(TrainConfig(warmup_ratio=0.1, warmup_steps=4, early_stopping_patience=2))
+    assert by_steps["warmup_steps"] == 4 and "warmup_ratio" not in by_steps
+    assert by_steps["early_stopping_steps"] == 2
+
+
+def test_llamafactory_jsonl_dataset(tmp_path):
+    data = tmp_path / "my_task.jsonl"
+    data.write_text('{"instruction": "1+1", "output": "2"}\n')
+    loaded = llamafactory_dict(TrainConfig(dataset=str(data)))
+    assert (loaded["dataset"], loaded["dataset_dir"]) == ("my_task", str(tmp_path.resolve()))

@@ -1,4 +1,4 @@
-"""nbkit.lr_finder (the LR range test) and plots.lr_finder_plot, on real short ramps of the
+"""nbkit.core.lr_finder (the LR range test) and plots.lr_finder_plot, on real short ramps of the
 tiny model: the ramp, the early stop, the restored weights, determinism, the suggestion."""
 import math
 
@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from nbkit import plots
-from nbkit.lr_finder import LRRangeTest, exponential_lrs, lr_range_test, slopes_per_decade, suggest_lr, SKIP_START
-from nbkit.models import load_model, load_tokenizer
-from nbkit.train import build_datasets, build_train_loader
+from nbkit.core.lr_finder import (LRRangeTest, SKIP_START, exponential_lrs, lr_range_test, slopes_per_decade,
+                                  suggest_lr)
+from nbkit.core.models import load_model, load_tokenizer
+from nbkit.core.train import build_datasets, build_train_loader
+from nbkit.views import plots
 from conftest import tiny_config
 
 # to 100 with AdamW the tiny model blows up well before the last step; smoothing 0.9 lets
@@ -231,7 +232,7 @@ def test_plot_of_a_full_ramp_from_its_saved_file(gentle, tmp_path):
 # ------------------------------------------------------------------ seed sets (chapter 1)
 
 def test_range_tests_one_per_seed_side_by_side_equal_one_by_one(cfg):
-    from nbkit.lr_finder import range_tests
+    from nbkit.labs.ch01_learning_rate import range_tests
     short = dict(start_lr=1e-5, end_lr=1e-1, num_steps=10)
     serial = range_tests(cfg, [3, 4], **short)
     assert [r.config["seed"] for r in serial] == [3, 4]
@@ -244,9 +245,9 @@ def test_range_tests_one_per_seed_side_by_side_equal_one_by_one(cfg):
 
 
 def test_sweep_with_text_loss_measures_every_run_and_lets_the_weights_go(cfg):
-    from nbkit.evaluate import heldout_text_loss
-    from nbkit.lr_finder import sweep_with_text_loss
-    from nbkit.train import train
+    from nbkit.core.evaluate import heldout_text_loss
+    from nbkit.labs.ch01_learning_rate import sweep_with_text_loss
+    from nbkit.core.train import train
     short = cfg.replace(max_steps=2, num_train_epochs=1)
     first = train(short.replace(learning_rate=1e-3, seed=5))  # reused by the sweep, not trained again
     df = sweep_with_text_loss(short, [1e-4, 1e-3], [5, 6], reuse=[first])
@@ -263,13 +264,13 @@ def test_sweep_with_text_loss_measures_every_run_and_lets_the_weights_go(cfg):
 
 
 def fake_sweep_run(path, epoch_losses):
-    from nbkit.runs import Run
+    from nbkit.core.runs import Run
     epochs = pd.DataFrame({"epoch": range(len(epoch_losses)), "eval_loss": epoch_losses})
     return Run(path=path, config={}, steps=pd.DataFrame(), epochs=epochs, summary={})
 
 
 def test_lr_sweep_facts_per_seed():
-    from nbkit.lr_finder import lr_sweep_facts
+    from nbkit.labs.ch01_learning_rate import lr_sweep_facts
     rows, runs = [], []
     for seed, losses in [(1, [3.0, 1.0, 1.5, 2.0]), (2, [3.0, 1.2, 1.1, 1.0])]:
         for lr, loss in zip([1e-4, 1e-3, 1e-2, 1e-1], losses):

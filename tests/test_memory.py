@@ -1,16 +1,16 @@
-"""The memory planner (nbkit.memory): its formulas on hand-computed cases, its shape against
+"""The memory planner (nbkit.core.memory): its formulas on hand-computed cases, its shape against
 LLaMA-Factory's published 7B table, and its error against the profiler on real training steps."""
 import importlib.util
 
 import pytest
 import torch
 
-from nbkit.config import TrainConfig
-from nbkit.memory import (LLAMAFACTORY_7B_GB, OPTIMIZER_BYTES, SIZE_ANCHORS, ModelShape, compare_llamafactory_7b,
-                          largest_batch, measure_peak_memory, plan_for_config, plan_for_effective_batch,
-                          plan_memory, planned_vs_measured, trainable_params)
-from nbkit.models import count_parameters, load_model
-from nbkit.train import measure_optimizer_state
+from nbkit.core.config import TrainConfig
+from nbkit.core.memory import (LLAMAFACTORY_7B_GB, ModelShape, OPTIMIZER_BYTES, SIZE_ANCHORS, compare_llamafactory_7b,
+                               largest_batch, measure_peak_memory, plan_for_config, plan_for_effective_batch,
+                               plan_memory, planned_vs_measured, trainable_params)
+from nbkit.core.models import count_parameters, load_model
+from nbkit.labs.ch02_optimizer import measure_optimizer_state
 
 MAX_ERROR_PERCENT = 25  # the issue's bound for planned total vs measured peak
 # LLaMA-Factory's table is itself an estimate, rounded to "nice" numbers, at a batch and length it
@@ -268,7 +268,7 @@ else:
 def test_pick_batch_plans_every_field_of_the_config(precision):
     """The capstone's batch choice plans the config as plan_for_config does (fp16 included, frozen
     layers included): the largest fitting batch fits, one more row does not."""
-    from nbkit.capstone import pick_batch
+    from nbkit.labs.ch07_capstone import pick_batch
 
     cfg = TrainConfig(finetuning_type="freeze", freeze_trainable_layers=1, **precision)
     memory_gb = 0.05
@@ -284,8 +284,8 @@ def test_pick_batch_plans_every_field_of_the_config(precision):
 def test_measuring_memory_prints_no_profiler_lines_and_gives_stderr_back(capfd):
     import sys
 
-    from nbkit.config import TrainConfig
-    from nbkit.memory import measure_peak_memory
+    from nbkit.core.config import TrainConfig
+    from nbkit.core.memory import measure_peak_memory
 
     assert measure_peak_memory(TrainConfig(per_device_train_batch_size=2, max_seq_length=16))["peak"] > 0
     print("still here", file=sys.stderr)

@@ -1,8 +1,8 @@
-"""nbkit.memory_panel: plan_report's answers are plan_memory's, and the panel redraws on every change."""
+"""nbkit.views.memory_panel: plan_report's answers are plan_memory's, and the panel redraws on every change."""
 import pytest
 
-from nbkit.memory import ModelShape, largest_batch, plan_memory
-from nbkit.memory_panel import METHODS, plan_report, planner_panel
+from nbkit.core.memory import ModelShape, largest_batch, plan_memory
+from nbkit.views.memory_panel import METHODS, plan_report, planner_panel
 
 GB = 1e9
 

@@ -1,9 +1,9 @@
-"""Pretraining cards (nbkit.models.pretraining_card): what chapter 1 compares the fine-tuning LR with."""
+"""Pretraining cards (nbkit.core.models.pretraining_card): what chapter 1 compares the fine-tuning LR with."""
 import json
 
 import pytest
 
-from nbkit.models import TINY_PATH, pretraining_card
+from nbkit.core.models import TINY_PATH, pretraining_card
 
 CHAPTER_1_READS = {"peak_learning_rate", "lr_scheduler_type", "steps"}
 
@@ -36,8 +36,8 @@ def test_another_model_has_no_card_and_says_which_do():
 def test_loading_a_model_draws_no_progress_bar_even_with_progress_bars_on(capfd):
     from transformers.utils import logging as hf_logging
 
-    from nbkit.config import TrainConfig
-    from nbkit.models import load_model
+    from nbkit.core.config import TrainConfig
+    from nbkit.core.models import load_model
 
     was_on = hf_logging.is_progress_bar_enabled()
     model, _ = load_model(TrainConfig(disable_tqdm=False))  # what chapter 3's memory plan loads
@@ -50,12 +50,12 @@ def test_loading_a_model_draws_no_progress_bar_even_with_progress_bars_on(capfd)
 @pytest.mark.parametrize("bits", [4, 8])
 def test_qlora_gradients_reach_the_first_layer_after_an_evaluation(bits):
     """bitsandbytes repacks 4-bit weights for a backward-less CPU kernel at the first no-grad pass
-    (nbkit.models.keep_4bit_weights_trainable stops it): an epoch-0 evaluation must not cut the
+    (nbkit.core.models.keep_4bit_weights_trainable stops it): an epoch-0 evaluation must not cut the
     gradient of every later training step."""
     import torch
 
-    from nbkit.config import TrainConfig
-    from nbkit.models import load_model
+    from nbkit.core.config import TrainConfig
+    from nbkit.core.models import load_model
 
     model, _ = load_model(TrainConfig(finetuning_type="lora", quantization_bit=bits, lora_rank=4))
     tokens = torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(0))

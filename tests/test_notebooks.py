@@ -1,7 +1,7 @@
 """Every chapter notebook, run headless with papermill at its defaults, as a learner would run it.
 
 What a learner sees is what we test: each chapter writes `<output_dir>/<chapter>/results.json`
-(nbkit.chapter.Chapter) with a verdict per claim computed from the runs it just made; here we
+(nbkit.interfaces.chapter.Chapter) with a verdict per claim computed from the runs it just made; here we
 assert that every claim the notebook declares was checked and holds, that its figures and cited
 runs exist, and that the executed notebook really shows images. Plus the rules every committed
 notebook follows: no outputs, a papermill `parameters` cell of annotated literals, declared claims.
@@ -24,7 +24,7 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
 import nbkit
-from nbkit.chapter import LAB_CLAIM, article_claims, seed_set
+from nbkit.interfaces.chapter import LAB_CLAIM, article_claims, seed_set
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO / "notebooks"
@@ -45,7 +45,7 @@ SHORTENED = {"07_capstone": {"max_samples": 120, "max_epochs": 2, "lr_test_steps
 ON_TINY = {"07_capstone": {"model": "tiny"}}
 CASES = ([(p, SHORTENED.get(p.stem, {})) for p in NOTEBOOKS]
          + [(p, ON_TINY[p.stem]) for p in NOTEBOOKS if p.stem in ON_TINY])
-# On the real LLM, as `-p model smollm2-135m -p device cpu` runs it (sized by nbkit.profiles): the
+# On the real LLM, as `-p model smollm2-135m -p device cpu` runs it (sized by nbkit.interfaces.profiles): the
 # quickstart, whose facts must hold on any model. Three SmolLM2 fine-tunes: `make test-llm` (and
 # `make test-all`) runs it.
 ON_SMOLLM2 = {"model": "smollm2-135m", "device": "cpu"}
@@ -312,7 +312,7 @@ def test_every_notebook_has_a_parameters_cell_and_declares_claims(notebook):
     assert "output_dir" in names, f"{notebook.name}: the parameters cell has no output_dir (the tests set it)"
     # one parameter switches every chapter to another model (-p model smollm2-135m), sized by device
     assert {"model", "device"} <= names, (f"{notebook.name}: the parameters cell needs `model` and `device` "
-                                          "(nbkit.profiles.sized applies the run size for them)")
+                                          "(nbkit.interfaces.profiles.sized applies the run size for them)")
 
     claims = nb.metadata.get("nbkit", {}).get("claims")
     assert isinstance(claims, list) and claims, (

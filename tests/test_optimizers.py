@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from nbkit import TrainConfig
-from nbkit.models import load_model, weight_norm
-from nbkit.train import measure_optimizer_state, optimizer_state_bytes
+from nbkit.core.memory import optimizer_state_bytes
+from nbkit.core.models import load_model, weight_norm
+from nbkit.labs.ch02_optimizer import measure_optimizer_state
 
 
 def measured(optim: str) -> dict:

@@ -5,11 +5,11 @@ import torch
 from conftest import tiny_config
 
 from nbkit import train
-from nbkit.data import FACT_PHRASINGS, NAMES, THINGS, load_examples, split_examples, task_metric
-from nbkit.peft_lab import (METHODS, lora_update_norm, method_config, method_of, preview, quantization_error,
-                            reload_in_fresh_process, save_adapter, seconds_per_step, training_memory)
-from nbkit.train import validation_loss
-from nbkit.ui import panel
+from nbkit.core.data import FACT_PHRASINGS, NAMES, THINGS, load_examples, split_examples, task_metric
+from nbkit.core.train import validation_loss
+from nbkit.labs.ch05_peft import (METHODS, lora_update_norm, method_config, method_of, preview, quantization_error,
+                                  reload_in_fresh_process, save_adapter, seconds_per_step, training_memory)
+from nbkit.views.ui import panel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -49,7 +49,7 @@ def test_quantization_error_is_small_at_8_bits_larger_at_4(tmp_path):
 
 def test_lora_update_norm_is_zero_before_training_and_follows_alpha(tmp_path):
     cfg = tiny_config(tmp_path, finetuning_type="lora", max_steps=3, learning_rate=1e-2)
-    from nbkit.models import load_model
+    from nbkit.core.models import load_model
 
     fresh, _ = load_model(cfg)
     assert lora_update_norm(fresh) == 0.0  # PEFT starts B at zero: the adapted model is the base
@@ -107,14 +107,14 @@ def test_panel_preview_shows_trainable_parameters_before_training(tmp_path):
 @pytest.fixture(scope="module")
 def lr_seed_sweep(tmp_path_factory):
     """4 short LoRA runs: 2 LRs x 2 seeds, models kept (a sweep table as the chapter makes them)."""
-    from nbkit.sweep import sweep
+    from nbkit.core.sweep import sweep
 
     cfg = tiny_config(tmp_path_factory.mktemp("sweep"), finetuning_type="lora", num_train_epochs=2)
     return sweep(cfg, {"learning_rate": [1e-4, 1e-2], "seed": [1, 2]}, keep_models=True, progress=False)
 
 
 def test_seed_set_tables_pick_runs_by_their_folders_and_one_lr_per_method(lr_seed_sweep):
-    from nbkit.peft_lab import by_seed, chosen_learning_rate, chosen_rows, compare_methods, run_of, runs_by_seed
+    from nbkit.labs.ch05_peft import by_seed, chosen_learning_rate, chosen_rows, compare_methods, run_of, runs_by_seed
 
     table = lr_seed_sweep
     wide = by_seed(table, "best_eval_loss", "learning_rate")
@@ -141,8 +141,8 @@ def test_seed_set_tables_pick_runs_by_their_folders_and_one_lr_per_method(lr_see
 def test_add_forgetting_measures_then_lets_the_weights_go(lr_seed_sweep):
     import copy
 
-    from nbkit.evaluate import heldout_text_loss
-    from nbkit.peft_lab import add_forgetting
+    from nbkit.core.evaluate import heldout_text_loss
+    from nbkit.labs.ch05_peft import add_forgetting
 
     table = lr_seed_sweep.copy()
     table.attrs["runs"] = [copy.copy(r) for r in lr_seed_sweep.attrs["runs"]]  # the module's runs keep their models
@@ -154,8 +154,8 @@ def test_add_forgetting_measures_then_lets_the_weights_go(lr_seed_sweep):
 
 
 def test_curve_distance_is_zero_for_a_run_and_itself_and_grows_with_the_lr(lr_seed_sweep):
-    from nbkit.peft_lab import (add_lowest_train_loss, curve_distance, final_train_loss, first_eval_loss,
-                                lowest_train_loss, per_seed_table, run_of, shortfall)
+    from nbkit.labs.ch05_peft import (add_lowest_train_loss, curve_distance, final_train_loss, first_eval_loss,
+                                      lowest_train_loss, per_seed_table, run_of, shortfall)
 
     low, high = run_of(lr_seed_sweep, learning_rate=1e-4, seed=1), run_of(lr_seed_sweep, learning_rate=1e-2, seed=1)
     assert curve_distance(low, low) == 0.0
@@ -175,8 +175,8 @@ def test_curve_distance_is_zero_for_a_run_and_itself_and_grows_with_the_lr(lr_se
 
 
 def test_update_norms_column_then_models_dropped(tmp_path):
-    from nbkit.peft_lab import add_update_norms
-    from nbkit.sweep import sweep
+    from nbkit.labs.ch05_peft import add_update_norms
+    from nbkit.core.sweep import sweep
 
     cfg = tiny_config(tmp_path, finetuning_type="lora", max_steps=2, learning_rate=1e-2)
     table = sweep(cfg, {"lora_rank": [2, 8]}, keep_models=True, progress=False)
@@ -191,7 +191,7 @@ def test_update_norms_column_then_models_dropped(tmp_path):
 def test_method_sweeps_measure_forgetting_and_keep_only_the_asked_seeds_lora_weights(tmp_path):
     import logging
 
-    from nbkit.peft_lab import INT8_NOTICE_LOGGER, method_sweeps
+    from nbkit.labs.ch05_peft import INT8_NOTICE_LOGGER, method_sweeps
 
     cfg = tiny_config(tmp_path, max_steps=2)
     level = logging.getLogger(INT8_NOTICE_LOGGER).level
@@ -207,7 +207,7 @@ def test_method_sweeps_measure_forgetting_and_keep_only_the_asked_seeds_lora_wei
 
 
 def test_scaling_sweep_one_seed_at_a_time_gives_one_table_with_update_norms(tmp_path):
-    from nbkit.peft_lab import _runs_of_rows, scaling_sweep
+    from nbkit.labs.ch05_peft import _runs_of_rows, scaling_sweep
 
     cfg = tiny_config(tmp_path, finetuning_type="lora", lora_alpha=8, max_steps=1, learning_rate=1e-2)
     table = scaling_sweep(cfg, [2, 8], seeds=[1, 2], workers=1)  # one worker: seed by seed, then one table

@@ -1,4 +1,4 @@
-"""nbkit.plots on real small runs of the tiny model: what each figure draws must match what
+"""nbkit.views.plots on real small runs of the tiny model: what each figure draws must match what
 the run recorded (best epoch, divergence, early stop, clipping, the LR of every step)."""
 import math
 
@@ -6,7 +6,8 @@ import matplotlib.pyplot as plt
 import pytest
 
 from nbkit import TrainConfig, load_run, train
-from nbkit import plots
+from nbkit.core.runs import runs_table
+from nbkit.views import plots
 from conftest import tiny_config
 
 
@@ -173,7 +174,7 @@ def test_compare_runs_per_step_and_bad_metric(runs):
 
 def test_runs_table_has_a_row_per_run_with_the_differing_knobs(runs):
     chosen = [runs["linear"], runs["diverged"], runs["early"]]
-    table = plots.runs_table([r.path for r in chosen])  # folders work as well as Runs
+    table = runs_table([r.path for r in chosen])  # folders work as well as Runs
     assert list(table["status"]) == [r.status for r in chosen]
     assert list(table["learning_rate"]) == [r.config["learning_rate"] for r in chosen]
     assert "output_dir" not in table and "model" not in table  # same in all: not a column

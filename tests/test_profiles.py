@@ -1,4 +1,4 @@
-"""Run sizes per model and device (nbkit.profiles): what `-p model smollm2-135m` changes in a chapter."""
+"""Run sizes per model and device (nbkit.interfaces.profiles): what `-p model smollm2-135m` changes in a chapter."""
 import ast
 from pathlib import Path
 
@@ -6,8 +6,8 @@ import nbformat
 import pytest
 
 from nbkit import TrainConfig
-from nbkit.profiles import (CHAPTER_SIZES, RUN_SIZES, chapter_parameters, chapter_size, resolve_device, run_size,
-                            sized)
+from nbkit.interfaces import profiles
+from nbkit.interfaces.profiles import RUN_SIZES, chapter_parameters, chapter_size, resolve_device, run_size, sized
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -41,46 +41,81 @@ def test_device_names_are_checked():
 
 # ---------------------------------------------------------------- chapter sizes
 
-def notebook_defaults(path: Path) -> dict:
-    """{parameter: default} of a notebook's parameters cell."""
-    nb = nbformat.read(path, as_version=4)
-    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    return {n.target.id: ast.literal_eval(n.value) for n in ast.parse(cell.source).body}
-
-
-CHAPTERS = sorted(p for p in NOTEBOOKS.glob("0*.ipynb") if notebook_defaults(p).get("model") == "tiny")
+CHAPTERS = sorted(NOTEBOOKS.glob("0*.ipynb"))
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
-def test_every_tiny_chapter_has_a_size_whose_parameters_are_the_notebooks(path):
-    """CHAPTER_SIZES names only real parameters, repeats the notebook's defaults exactly, keeps each
-    parameter's type, and the chapter passes every sized parameter through chapter_parameters."""
-    assert path.stem in CHAPTER_SIZES, f"{path.stem}: no CHAPTER_SIZES entry (how it runs on SmolLM2)"
-    sizes, defaults = CHAPTER_SIZES[path.stem], notebook_defaults(path)
-    tiny = sizes[("tiny", "*")]
-    assert {k: defaults.get(k) for k in tiny} == tiny, "the ('tiny', '*') row must repeat the notebook's defaults"
-    assert ("smollm2-135m", "cpu") in sizes
-    for key, size in sizes.items():
-        assert set(size) <= set(tiny), f"{key}: {sorted(set(size) - set(tiny))} are not sized parameters"
-        for name, value in size.items():
-            assert type(value) is type(tiny[name]), f"{key} {name}={value!r}: not a {type(tiny[name]).__name__}"
-    code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
-    call = code[code.index(f'chapter_parameters("{path.stem}"'):]
-    call = call[:call.index(")")]
-    assert all(f"{name}={name}" in call for name in tiny), f"pass every sized parameter: {sorted(tiny)}"
+def test_every_chapter_has_sizes_that_name_its_parameters_with_their_types(path):
+    """notebooks/sizes/<chapter>.toml exists, says what SmolLM2 on a CPU runs, and (chapter_sizes checks
+    it, raising otherwise) names only parameters of the chapter's parameters cell, each with its type."""
+    sizes = profiles.chapter_sizes(path.stem)
+    assert any(model == "smollm2-135m" for model, _ in sizes), f"{path.stem}: no SmolLM2 table in sizes/{path.stem}.toml"
+    defaults = profiles.notebook_defaults(path.stem)
+    assert all(set(size) <= set(defaults) for size in sizes.values())
 
 
-def test_chapter_parameters_swaps_in_the_size_only_where_the_default_was_left(monkeypatch):
-    monkeypatch.setitem(CHAPTER_SIZES, "99_test", {("tiny", "*"): dict(rows=600, lrs=[1e-3, 1e-2]),
-                                                  ("smollm2-135m", "cpu"): dict(rows=160, lrs=[1e-5, 1e-4])})
-    assert chapter_parameters("99_test", "tiny", "cpu", rows=600, lrs=[1e-3, 1e-2]) == dict(rows=600, lrs=[1e-3, 1e-2])
-    assert chapter_parameters("99_test", "smollm2-135m", "cpu", rows=600, lrs=[1e-3, 1e-2], seed=1) == \
-        dict(rows=160, lrs=[1e-5, 1e-4], seed=1)
-    # a value the learner set wins; any hub model on a CPU runs SmolLM2's size
-    assert chapter_parameters("99_test", "Qwen/Qwen2.5-0.5B-Instruct", "cpu", rows=50, lrs=[1e-3, 1e-2]) == \
-        dict(rows=50, lrs=[1e-5, 1e-4])
-    assert chapter_size("99_test", "smollm2-135m", "cuda") == {}
-    with pytest.raises(ValueError, match=r"needs the values of \['lrs'\]"):
-        chapter_parameters("99_test", "smollm2-135m", "cpu", rows=600)
-    with pytest.raises(ValueError, match=r"chapter='98_nope' has no entry in CHAPTER_SIZES"):
-        chapter_size("98_nope", "smollm2-135m", "cpu")
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_every_chapter_sets_up_in_one_call_and_reads_its_parameters_from_p(path):
+    """The set-up is Chapter.from_notebook(..., globals()); after it, no code cell reads a parameter by
+    its bare name (it would miss the model's size): each reads p.<name>."""
+    nb = nbformat.read(path, as_version=4)
+    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    after = "\n".join(c.source for c in nb.cells[at + 1:] if c.cell_type == "code")
+    assert f'Chapter.from_notebook("{path.stem}"' in after and "globals())" in after
+    names = set(profiles.notebook_defaults(path.stem))
+    code = ast.parse("\n".join("#" + line if line.startswith("%") else line for line in after.splitlines()))
+    bare = {n.id for n in ast.walk(code) if isinstance(n, ast.Name) and n.id in names}
+    assert not bare, f"read as p.<name>: {sorted(bare)}"
+
+
+def fake_chapter(tmp_path, monkeypatch, cell: str, sizes: str | None):
+    """A notebook 99_test.ipynb with this parameters cell, and these sizes, in tmp_path."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(cell, metadata={"tags": ["parameters"]})]
+    nbformat.write(nb, tmp_path / "99_test.ipynb")
+    (tmp_path / "sizes").mkdir()
+    if sizes is not None:
+        (tmp_path / "sizes" / "99_test.toml").write_text(sizes)
+    monkeypatch.setattr(profiles, "NOTEBOOKS_DIR", tmp_path)
+    monkeypatch.setattr(profiles, "SIZES_DIR", tmp_path / "sizes")
+
+
+CELL = 'model: str = "tiny"  # the model\ndevice: str = "auto"\nrows: int = 600\nlrs: list = [1e-3, 1e-2]\nseed: int = 42\n'
+SIZES = '["smollm2-135m".cpu]\nrows = 160  # why\nlrs = [1e-5, 1e-4]\n\n["*".cuda]\nlrs = [1e-6]\n'
+
+
+def test_chapter_parameters_swaps_in_the_size_only_where_the_default_was_left(tmp_path, monkeypatch):
+    fake_chapter(tmp_path, monkeypatch, CELL, SIZES)
+    values = dict(model="tiny", device="cpu", rows=600, lrs=[1e-3, 1e-2], seed=42, other="not a parameter")
+    assert vars(chapter_parameters("99_test", values)) == dict(model="tiny", device="cpu", rows=600, lrs=[1e-3, 1e-2], seed=42)
+    smol = chapter_parameters("99_test", dict(values, model="smollm2-135m", seed=1))
+    assert (smol.rows, smol.lrs, smol.seed) == (160, [1e-5, 1e-4], 1)
+    # a value the learner set wins; any hub model on a CPU runs SmolLM2's size; on a GPU the "*" table
+    qwen = chapter_parameters("99_test", dict(values, model="Qwen/Qwen2.5-0.5B-Instruct", rows=50))
+    assert (qwen.rows, qwen.lrs) == (50, [1e-5, 1e-4])
+    assert chapter_size("99_test", "smollm2-135m", "cuda") == {"lrs": [1e-6]}
+    assert chapter_size("99_test", "tiny", "cuda") == {}  # the tiny model keeps the cell's values
+
+
+def test_a_chapter_without_sizes_runs_its_cell_on_every_model(tmp_path, monkeypatch):
+    fake_chapter(tmp_path, monkeypatch, CELL, None)
+    p = chapter_parameters("99_test", dict(model="smollm2-135m", device="cpu", rows=600, lrs=[1e-3], seed=3))
+    assert (p.rows, p.lrs) == (600, [1e-3])
+
+
+@pytest.mark.parametrize("sizes, message", [
+    ('["smollm2-135m".cpu]\nrowz = 160\n', r"'rowz' is not a parameter of 99_test.ipynb; allowed: model, device, rows"),
+    ('["smollm2-135m".cpu]\nrows = 1.5\n', r"rows=1.5: must be of type int, as the notebook's 600"),
+])
+def test_a_bad_sizes_file_is_named_with_the_table_and_what_is_allowed(tmp_path, monkeypatch, sizes, message):
+    fake_chapter(tmp_path, monkeypatch, CELL, sizes)
+    with pytest.raises(ValueError, match=message):
+        chapter_parameters("99_test", dict(model="smollm2-135m", device="cpu", rows=600, lrs=[1e-3], seed=3))
+
+
+def test_a_missing_value_or_notebook_is_named(tmp_path, monkeypatch):
+    fake_chapter(tmp_path, monkeypatch, CELL, SIZES)
+    with pytest.raises(ValueError, match=r"chapter_parameters\('99_test'\): no value for \['lrs', 'seed'\]"):
+        chapter_parameters("99_test", dict(model="tiny", device="cpu", rows=600))
+    with pytest.raises(ValueError, match=r"chapter='98_nope': no notebook 98_nope.ipynb; allowed: 99_test"):
+        chapter_parameters("98_nope", {})

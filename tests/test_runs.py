@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from nbkit import TrainConfig, list_runs, load_run, train
-from nbkit.runs import RunWriter, new_run_dir, write_json_atomic
+from nbkit.core.runs import RunWriter, new_run_dir, write_json_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 

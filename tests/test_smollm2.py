@@ -2,7 +2,7 @@
 wheel (the set-up installs it, so CI runs these), a few LoRA steps lower its validation loss, and
 the adapter it saves reloads in plain PEFT in a fresh process with the same loss.
 
-About two minutes: the first load dequantises the GGUF file into the cache (nbkit.models.cache_dir)."""
+About two minutes: the first load dequantises the GGUF file into the cache (nbkit.core.models.cache_dir)."""
 from __future__ import annotations
 
 import importlib.util
@@ -15,7 +15,7 @@ import textwrap
 import pytest
 
 from nbkit import TrainConfig, train
-from nbkit.models import SMOLLM2_INSTALL, load_tokenizer, smollm2_cache_path
+from nbkit.core.models import SMOLLM2_INSTALL, load_tokenizer, smollm2_cache_path
 
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
@@ -40,7 +40,7 @@ def test_smollm2_loads_offline_with_its_chat_template(tmp_path):
 
 
 def test_lora_steps_lower_the_loss_and_the_adapter_reloads_in_plain_peft(tmp_path):
-    from nbkit.train import validation_loss
+    from nbkit.core.train import validation_loss
 
     run = train(smollm2_config(tmp_path))
     assert run.status == "completed"
@@ -56,13 +56,13 @@ def test_lora_steps_lower_the_loss_and_the_adapter_reloads_in_plain_peft(tmp_pat
         import json, torch
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
-        from nbkit.config import TrainConfig
-        from nbkit.train import validation_loss
-        from nbkit.runs import load_run
+        from nbkit.core.config import TrainConfig
+        from nbkit.core.train import validation_loss
+        from nbkit.core.runs import load_run
         base = AutoModelForCausalLM.from_pretrained({str(smollm2_cache_path())!r}, dtype=torch.float32)
         model = PeftModel.from_pretrained(base, {str(adapter)!r})
         run = load_run({str(run.path)!r})
-        from nbkit.models import load_tokenizer
+        from nbkit.core.models import load_tokenizer
         run.tokenizer = load_tokenizer(TrainConfig.from_dict(run.config))
         run.model = model.eval()
         peft_loss = validation_loss(run)

@@ -1,4 +1,4 @@
-"""nbkit.stability: clipping statistics, seed comparisons, the lazy dataset and its loader
+"""nbkit.labs.ch06_stability: clipping statistics, seed comparisons, the lazy dataset and its loader
 throughput, and the mixed-precision demonstrations. Small runs of the tiny base."""
 import math
 
@@ -7,11 +7,12 @@ import torch
 from conftest import tiny_config
 
 from nbkit import train
-from nbkit.data import load_examples, tokenize_example
-from nbkit.models import load_model
-from nbkit.stability import (LazyTokenizedDataset, autocast_dtypes, clipping_table, format_limits, fp16_gradient_demo,
-                             grad_scaler_trace, loader_throughput, number_formats, playbook_threshold, same_curves,
-                             seed_band, step_band, step_seconds, write_jsonl)
+from nbkit.core.data import load_examples, tokenize_example
+from nbkit.core.models import load_model
+from nbkit.labs.ch06_stability import (LazyTokenizedDataset, autocast_dtypes, clipping_table, format_limits,
+                                       fp16_gradient_demo, grad_scaler_trace, loader_throughput, number_formats,
+                                       playbook_threshold, same_curves, seed_band, step_band, step_seconds,
+                                       write_jsonl)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -133,14 +134,14 @@ def test_an_fp16_step_skipped_by_the_scaler_does_not_advance_the_schedule(tmp_pa
 # ---------------------------------------------------------------- seed sets
 
 def test_clipping_table_and_clipped_fraction_per_run(runs):
-    from nbkit.stability import clipped_fraction
+    from nbkit.labs.ch06_stability import clipped_fraction
     table = clipping_table([runs["a"], runs["b"], runs["clipped"]])
     assert table["seed"].tolist() == [0, 1, 0]
     assert [clipped_fraction(runs[k]) for k in ("a", "clipped")] == [0.0, 1.0]
 
 
 def test_runs_by_keys_runs_by_their_knob_values(runs):
-    from nbkit.stability import runs_by
+    from nbkit.labs.ch06_stability import runs_by
     by = runs_by([runs["a"], runs["b"], runs["clipped"]], "max_grad_norm", "seed")
     assert by[None, 1] is runs["b"] and by[1e-3, 0] is runs["clipped"]
     assert runs_by([runs["a"], runs["b"]], "seed")[1] is runs["b"]  # one knob: the value alone is the key
@@ -149,7 +150,7 @@ def test_runs_by_keys_runs_by_their_knob_values(runs):
 
 
 def test_paired_rule_needs_every_seed_on_the_mean_side_and_the_mean_beyond_3_standard_errors():
-    from nbkit.stability import paired_rule
+    from nbkit.labs.ch06_stability import paired_rule
     clear = paired_rule([0.10, 0.12, 0.11, 0.09, 0.10])
     assert clear["real"] and clear["per_seed"] == [True] * 5 and clear["standard_errors_from_zero"] > 3
     assert clear["mean"] == pytest.approx(0.104) and clear["standard_error"] == pytest.approx(0.0050990195)
@@ -162,7 +163,7 @@ def test_paired_rule_needs_every_seed_on_the_mean_side_and_the_mean_beyond_3_sta
 
 
 def test_train_many_side_by_side_gives_the_runs_in_order_as_one_by_one(tmp_path):
-    from nbkit.stability import train_many
+    from nbkit.labs.ch06_stability import train_many
     cfg = tiny_config(tmp_path, max_steps=2, num_train_epochs=1)
     configs = [cfg.replace(seed=3), cfg.replace(seed=4, max_grad_norm=0.5)]
     serial, parallel = train_many(configs), train_many(configs, workers=2)
@@ -173,7 +174,7 @@ def test_train_many_side_by_side_gives_the_runs_in_order_as_one_by_one(tmp_path)
 
 
 def test_max_relative_difference():
-    from nbkit.stability import max_relative_difference
+    from nbkit.labs.ch06_stability import max_relative_difference
     assert max_relative_difference([1.0, 2.0, 4.0], [1.0, 2.2, 4.0]) == pytest.approx(1 - 2 / 2.2)
     assert max_relative_difference([3.0], [3.0]) == 0.0
     with pytest.raises(ValueError, match="one length"):

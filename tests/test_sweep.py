@@ -1,4 +1,4 @@
-"""nbkit.sweep on real small runs: a row per combination, divergence as a row, bad values
+"""nbkit.core.sweep on real small runs: a row per combination, divergence as a row, bad values
 caught before anything trains, the stop button keeps finished rows; and the sweep plots."""
 import contextlib
 import io
@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nbkit import TrainConfig, load_run, plots
-from nbkit.sweep import grid_configs, sweep, sweep_from_runs
+from nbkit import TrainConfig, load_run
+from nbkit.core.runs import as_runs
+from nbkit.core.sweep import grid_configs, sweep, sweep_from_runs
+from nbkit.views import plots
 
 
 def small(tmp_dir, **kw) -> TrainConfig:
@@ -127,7 +129,7 @@ def test_table_survives_pandas_operations(lr_sweep, batch_sweep):
     both = pd.concat([df, df.copy()])  # attrs hold Runs: pandas copies and compares them
     assert len(both) == 4
     healthy = df[df["status"] != "diverged"]
-    assert [r.path for r in plots.as_runs(healthy)] == [df.attrs["runs"][0].path]  # aligned by path
+    assert [r.path for r in as_runs(healthy)] == [df.attrs["runs"][0].path]  # aligned by path
 
 
 # ------------------------------------------------------------------ plots of a sweep
@@ -205,7 +207,7 @@ def test_workers_train_side_by_side_in_grid_order_with_the_same_curves(tmp_path)
 def test_a_killed_worker_ends_the_sweep_with_a_message_and_the_next_sweep_gets_new_workers(tmp_path):
     import os
     import signal
-    from nbkit import workers
+    from nbkit.core import workers
     cfg = small(tmp_path, max_steps=40)
     executor = workers.pool(2)
     os.kill(executor.submit(os.getpid).result(), signal.SIGKILL)  # a worker dies (as under the out-of-memory killer)

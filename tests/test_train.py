@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nbkit import TrainConfig, load_run, train
-from nbkit.train import EarlyStopping
+from nbkit.core.callbacks import EarlyStopping
 
 
 def small(tmp_path, **kw) -> TrainConfig:
@@ -57,12 +57,12 @@ def test_accumulation_equals_one_big_batch_with_variable_lengths(tmp_path):
     a weight comparison after Adam tests Adam's sensitivity, not the accumulation."""
     common = dict(dataset="arithmetic", max_steps=3, max_grad_norm=None, num_train_epochs=1,
                   optim="sgd", sgd_momentum=0.0, learning_rate=0.1)
-    from nbkit.models import load_model
+    from nbkit.core.models import load_model
 
     before = {n: p.detach().clone() for n, p in load_model(small(tmp_path))[0].named_parameters()}
     big = train(small(tmp_path, per_device_train_batch_size=32, gradient_accumulation_steps=1, **common))
     acc = train(small(tmp_path, per_device_train_batch_size=8, gradient_accumulation_steps=4, **common))
-    from nbkit.train import build_datasets
+    from nbkit.core.train import build_datasets
 
     features, _, _ = build_datasets(small(tmp_path), big.tokenizer)
     assert len({sum(x != -100 for x in f["labels"]) for f in features}) > 1  # lengths really differ
@@ -161,9 +161,9 @@ def test_threshold_counts_small_gains_as_no_improvement():
 
 
 def test_early_stopping_and_best_weights_restored_on_a_real_run(tmp_path):
-    from nbkit.evaluate import evaluate_loss
-    from nbkit.train import build_datasets
-    from nbkit.data import collate
+    from nbkit.core.evaluate import evaluate_loss
+    from nbkit.core.train import build_datasets
+    from nbkit.core.data import collate
     from functools import partial
     from torch.utils.data import DataLoader
 
@@ -184,7 +184,7 @@ def test_early_stopping_and_best_weights_restored_on_a_real_run(tmp_path):
 
 
 def test_validation_loss_re_evaluates_the_returned_weights(tmp_path):
-    from nbkit.train import validation_loss
+    from nbkit.core.train import validation_loss
 
     cfg = small(tmp_path, dataset="reviews", max_samples=60, lr_scheduler_type="constant", num_train_epochs=4,
                 early_stopping_patience=1, load_best_model_at_end=True)
@@ -273,7 +273,7 @@ def test_lora_trainable_count_equals_peft(tmp_path):
 def test_freeze_trains_only_the_last_layers(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from nbkit.models import TINY_PATH
+    from nbkit.core.models import TINY_PATH
 
     base = dict(AutoModelForCausalLM.from_pretrained(TINY_PATH).named_parameters())
     run = train(small(tmp_path, finetuning_type="freeze", freeze_trainable_layers=1, max_steps=3))
@@ -304,9 +304,10 @@ def test_same_curve_as_hf_trainer(tmp_path):
 
     from transformers import Trainer, TrainingArguments, TrainerCallback
 
-    from nbkit.data import collate
-    from nbkit.models import load_model
-    from nbkit.train import build_datasets
+    from nbkit.core.data import collate
+    from nbkit.core.export import training_args_kwargs
+    from nbkit.core.models import load_model
+    from nbkit.core.train import build_datasets
 
     cfg = small(tmp_path, max_steps=8, gradient_accumulation_steps=2, per_device_train_batch_size=8,
                 warmup_ratio=0.25, lr_scheduler_type="cosine", weight_decay=0.01)
@@ -315,7 +316,7 @@ def test_same_curve_as_hf_trainer(tmp_path):
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_model(cfg)
     features, _, _ = build_datasets(cfg, tokenizer)
-    kwargs = cfg.to_training_args_kwargs()
+    kwargs = training_args_kwargs(cfg)
     kwargs.update(output_dir=str(tmp_path / "hf"), eval_strategy="no", save_strategy="no", report_to=[],
                   logging_steps=1, load_best_model_at_end=False, disable_tqdm=True,
                   accelerator_config={"use_seedable_sampler": False})  # keep the sampler we give it
@@ -348,7 +349,7 @@ def test_same_curve_as_hf_trainer(tmp_path):
 def tiny_config():
     from transformers import AutoConfig
 
-    from nbkit.models import TINY_PATH
+    from nbkit.core.models import TINY_PATH
 
     return AutoConfig.from_pretrained(TINY_PATH)
 
@@ -387,7 +388,7 @@ def test_base_knows_its_pretraining_text_so_forgetting_is_measurable(tmp_path):
     loss on it is far below an untrained model of the same shape."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from nbkit.models import TINY_PATH
+    from nbkit.core.models import TINY_PATH
 
     cfg = small(tmp_path, dataset="corpus", max_steps=1, learning_rate=1e-12)
     base_loss = train(cfg).summary["base_eval_loss"]

@@ -1,4 +1,4 @@
-"""nbkit.ui driven in-process, no browser: the controls a panel builds, and what Train, Stop and
+"""nbkit.views.ui driven in-process, no browser: the controls a panel builds, and what Train, Stop and
 bad values do, on real (tiny, quick) runs of the tiny model in the panel's background thread."""
 import base64
 import html
@@ -10,10 +10,10 @@ import ipywidgets as widgets
 import pytest
 
 from nbkit import TrainConfig
-from nbkit.doctor import diagnose
-from nbkit.config import FINETUNING_TYPES, OPTIMIZER_NAMES, SCHEDULER_NAMES, field_docs
-from nbkit import ui
-from nbkit.ui import OptionalControl, panel
+from nbkit.core.config import FINETUNING_TYPES, OPTIMIZER_NAMES, SCHEDULER_NAMES, field_docs
+from nbkit.views import ui
+from nbkit.views.doctor import diagnose
+from nbkit.views.ui import OptionalControl, panel
 
 FIXTURE = Path(__file__).parent / "fixtures" / "panel_demo.ipynb"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

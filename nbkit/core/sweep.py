@@ -1,0 +1,207 @@
+"""Many runs at once: every combination of a grid of knob values, one table of results.
+
+    df = sweep(cfg, {"learning_rate": [1e-4, 1e-3, 1e-2]})
+    plots.sweep_plot(df, "learning_rate")         # best_eval_loss against the LR
+    plots.compare_runs(df)                        # their validation curves overlaid
+    df.attrs["runs"]                              # the Run objects, a list aligned with the rows
+
+Each combination trains `cfg.replace(**combo)` with cfg's seed (unless the grid varies
+`seed`), in itertools.product order. Every combination is checked before the first run starts,
+so a bad value fails at once with the config's ValueError. A diverged run is a row like any
+other; the kernel's stop button ends the sweep and keeps the rows finished so far.
+`sweep_from_runs(runs)` rebuilds the same table from stored runs (Run objects or folders).
+
+Rows and df.attrs["runs"] stay aligned only until the table is filtered or sorted; the
+`path` column is the lasting link (`as_runs(df)` follows it, for any subset of rows).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import re
+from concurrent.futures.process import BrokenProcessPool
+
+import pandas as pd
+
+from nbkit.core.config import TrainConfig
+from nbkit.core.runs import NOT_KNOBS, as_runs, differing_knobs, knob_label
+from nbkit.core.train import train
+from nbkit.core.workers import discard, pool, train_in_worker
+
+FINISHED = ("completed", "early_stopped", "diverged")  # runs that ended on their own: safe to reuse
+RESULT_COLUMNS = ["status", "best_epoch", "best_eval_loss", "final_eval_loss", "base_eval_loss",
+                  "final_eval_accuracy", "best_eval_accuracy", "diverged_at_step", "train_seconds",
+                  "trainable_params", "run_name", "path"]
+
+
+class RunList(list):
+    """The Runs kept in df.attrs["runs"]. pandas deep-copies attrs into every derived table
+    and compares them with == when concatenating; a Run holds DataFrames (no truth value) and
+    maybe a model, so this list copies shallowly and compares runs by their folders."""
+
+    def __deepcopy__(self, memo):
+        return RunList(self)
+
+    def __eq__(self, other):
+        return isinstance(other, list) and [str(r.path) for r in self] == [str(r.path) for r in other]
+
+    __hash__ = None
+
+
+def grid_configs(cfg: TrainConfig, grid: dict) -> list[tuple[dict, TrainConfig]]:
+    """(combo, checked config) for every combination, in itertools.product order. Raises the
+    config's ValueError for a bad name or value before anything trains."""
+    if not grid:
+        raise ValueError("grid is empty: give at least one knob, e.g. {'learning_rate': [1e-4, 1e-3]}")
+    values = {}
+    for knob, options in grid.items():
+        options = [options] if isinstance(options, (str, bytes)) or not hasattr(options, "__iter__") else list(options)
+        if not options:
+            raise ValueError(f"grid[{knob!r}] is empty: give at least one value")
+        values[knob] = options
+    combos = [dict(zip(values, combo)) for combo in itertools.product(*values.values())]
+    return [(combo, cfg.replace(**combo)) for combo in combos]
+
+
+def _run_name(cfg: TrainConfig, knobs) -> str:
+    """"learning_rate=0.001,seed=2": readable, and safe as part of a folder name."""
+    name = knob_label(cfg, knobs).replace(", ", ",")
+    name = re.sub(r"[^A-Za-z0-9._=,+-]+", "-", name)
+    return f"{cfg.run_name}-{name}" if cfg.run_name else name
+
+
+def _num(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def result_row(run, knobs) -> dict:
+    """A row of the sweep table for one run: its knob values, then RESULT_COLUMNS."""
+    s = run.summary
+    accuracy = run.epochs["eval_accuracy"] if "eval_accuracy" in run.epochs else pd.Series(dtype=float)
+    row = {k: run.config.get(k) for k in knobs}
+    row.update(status=run.status, best_epoch=s.get("best_epoch"), best_eval_loss=_num(s.get("best_eval_loss")),
+               final_eval_loss=_num(s.get("final_eval_loss")), base_eval_loss=_num(s.get("base_eval_loss")),
+               final_eval_accuracy=_num(s.get("final_eval_accuracy")),
+               best_eval_accuracy=float(accuracy.max()) if accuracy.notna().any() else math.nan,
+               diverged_at_step=_num(s.get("diverged_at_step")), train_seconds=_num(s.get("train_seconds")),
+               trainable_params=s.get("trainable_params"), run_name=run.config.get("run_name"),
+               path=str(run.path))
+    return row
+
+
+def _table(runs, knobs) -> pd.DataFrame:
+    df = pd.DataFrame([result_row(r, knobs) for r in runs], columns=list(knobs) + RESULT_COLUMNS)
+    df.attrs["knobs"] = list(knobs)
+    df.attrs["runs"] = RunList(runs)
+    return df
+
+
+def _progress_line(i, n, run, label) -> str:
+    loss = run.best_eval_loss
+    loss = f"{loss:.4f}" if isinstance(loss, float) and math.isfinite(loss) else loss
+    line = f"[{i}/{n}] {label}: {run.status}, best epoch {run.best_epoch}, best eval_loss {loss}"
+    if run.status == "diverged":
+        line += f" (diverged at step {run.summary.get('diverged_at_step')})"
+    return line + f", {_num(run.summary.get('train_seconds')):.1f} s"
+
+
+def _same_experiment(cfg: TrainConfig, run) -> bool:
+    """Would training cfg repeat `run`? Same value of every knob (where runs are stored, their
+    names and the progress bar do not count) and the run ended on its own."""
+    if run.status not in FINISHED:
+        return False
+    mine, theirs = cfg.to_dict(), TrainConfig.from_dict(run.config).to_dict()
+    return all(mine[k] == theirs[k] for k in mine if k not in NOT_KNOBS)
+
+
+def _reusable(run_cfg: TrainConfig, reuse) -> object | None:
+    return next((run for run in reuse if _same_experiment(run_cfg, run)), None)
+
+
+def sweep(cfg: TrainConfig, grid: dict, callbacks=(), progress=True, stop_event=None,
+          keep_models=False, reuse=None, workers: int = 1) -> pd.DataFrame:
+    """Train cfg.replace(**combo) for every combination of grid values; a row per run.
+
+    grid: {knob: [values]}, e.g. {"learning_rate": [1e-4, 1e-3], "lora_rank": [4, 16]}.
+    callbacks, stop_event: passed to every train() call (setting the event ends the sweep).
+    progress: print a line per finished run. keep_models: keep each Run's model and tokenizer
+    in memory (off: a sweep of real models would hold all of them). reuse: runs made earlier
+    (Runs, folders or a sweep table); a combination whose config matches one of them takes that
+    run instead of training it again (same seed and config give the same curve). workers: train
+    that many runs side by side in worker processes (nbkit.core.workers; callbacks and stop_event
+    need the runs in this process, so they keep workers at 1). Returns the table;
+    df.attrs["runs"] holds the Runs, aligned with the rows, df.attrs["knobs"] the varied knobs.
+    """
+    planned = grid_configs(cfg, grid)  # every value checked before the first run
+    knobs = list(planned[0][0])
+    reuse = as_runs(reuse) if reuse is not None else []
+    if workers > 1 and (callbacks or stop_event is not None):
+        raise ValueError(f"workers={workers}: callbacks and stop_event run in this process; allowed: workers=1 with them")
+    named = [(combo, run_cfg.replace(run_name=_run_name(run_cfg, knobs))) for combo, run_cfg in planned]
+    earlier = [_reusable(run_cfg, reuse) for _, run_cfg in planned]
+    if workers > 1:
+        runs = _train_side_by_side(named, earlier, workers, keep_models, progress, knobs)
+        return _table(runs, knobs)
+    runs, stopped = [], False
+    for i, ((combo, run_cfg), done) in enumerate(zip(named, earlier), start=1):
+        if done is not None:
+            run = _reused(done, keep_models)
+        else:
+            try:
+                run = train(run_cfg, callbacks=callbacks, stop_event=stop_event, keep_model=keep_models)
+            except KeyboardInterrupt:  # stopped before train() could catch it (e.g. loading the model)
+                stopped = True
+                break
+        runs.append(run)
+        if progress:
+            _print_progress(i, len(planned), run, knob_label(run_cfg, knobs), done is not None)
+        if run.status == "interrupted":  # train() caught the stop button: the user wants out
+            stopped = True
+            break
+    if stopped:
+        print(f"sweep interrupted: returning the {len(runs)} of {len(planned)} runs made so far", flush=True)
+    return _table(runs, knobs)
+
+
+def _reused(run, keep_models):
+    """An earlier run standing in for a combination: a copy, never strip the caller's Run's model."""
+    return run if keep_models else dataclasses.replace(run, model=None, tokenizer=None)
+
+
+def _print_progress(i, n, run, label, reused) -> None:
+    print(_progress_line(i, n, run, label) + (" (reused, not trained again)" if reused else ""), flush=True)
+
+
+def _train_side_by_side(named, earlier, workers, keep_models, progress, knobs) -> list:
+    """The runs of a sweep in `workers` processes, in the grid's order; the stop button (a
+    KeyboardInterrupt while waiting) cancels the runs not started and keeps the finished ones."""
+    executor = pool(workers)
+    runs, futures = [], []
+    try:
+        futures = [None if done is not None else executor.submit(train_in_worker, run_cfg, keep_models)
+                   for (_, run_cfg), done in zip(named, earlier)]
+        for i, ((combo, run_cfg), done, future) in enumerate(zip(named, earlier, futures), start=1):
+            run = future.result() if future is not None else _reused(done, keep_models)
+            runs.append(run)
+            if progress:
+                _print_progress(i, len(named), run, knob_label(run_cfg, knobs), done is not None)
+    except BrokenProcessPool as err:  # a worker was killed (out of memory, or by hand): a message, not a traceback
+        discard(workers)
+        raise RuntimeError(f"sweep: a worker process died after {len(runs)} of {len(named)} runs ({err}); the "
+                           f"finished runs are in their folders; run the sweep again (new workers start), or with "
+                           f"workers=1") from None
+    except KeyboardInterrupt:
+        for future in futures:
+            if future is not None:
+                future.cancel()
+        print(f"sweep interrupted: returning the {len(runs)} of {len(named)} runs made so far", flush=True)
+    return runs
+
+
+def sweep_from_runs(runs, knobs=None) -> pd.DataFrame:
+    """The sweep table for stored runs (Run objects or run folders), e.g. after a restart:
+    sweep_from_runs(list_runs("runs")["path"]). knobs default to the fields that differ."""
+    runs = as_runs(list(runs))
+    knobs = list(knobs) if knobs is not None else differing_knobs([r.config for r in runs])
+    return _table(runs, knobs)

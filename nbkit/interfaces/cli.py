@@ -1,0 +1,147 @@
+"""`python -m nbkit`: train from the shell, export a config to other tools, list the knobs.
+
+    python -m nbkit train --config my_run.yaml --set learning_rate=3e-4 --set lora_rank=16
+    python -m nbkit export --format llamafactory --set finetuning_type=lora -o lf_sft.yaml
+    python -m nbkit export --format training_args --style python
+    python -m nbkit export --format trl --config my_run.yaml -o trl_sft.py
+    python -m nbkit show-config
+    accelerate launch --num_processes 2 -m nbkit train --config my_run.yaml   # several processes (DDP)
+    torchrun --nproc_per_node 2 -m nbkit train --config my_run.yaml
+
+`--set key=value` values are strings converted to the field's type, as in a YAML file.
+A bad config prints one line on stderr and exits with status 2.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from nbkit.core.config import ConfigError, TrainConfig, field_docs
+from nbkit.core.data import DataFileError
+from nbkit.core.export import EXPORT_FORMATS, export_text
+
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, DataFileError) as err:  # the user's input, named: a line, not a traceback
+        print(f"nbkit: error: {err}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m nbkit", description="nbkit: fine-tuning hyperparameter lab")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="run one fine-tune and print its summary")
+    add_config_options(train)
+    train.set_defaults(handler=run_train)
+
+    export = commands.add_parser("export", help="write the config for LLaMA-Factory, TRL, HF TrainingArguments or PEFT")
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    export.add_argument("--style", choices=("json", "python"), default="json",
+                        help="training_args and lora only: JSON (default) or Python code")
+    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    add_config_options(export)
+    export.set_defaults(handler=run_export)
+
+    show = commands.add_parser("show-config", help="every field with its value and why it has that default")
+    add_config_options(show)
+    show.set_defaults(handler=run_show_config)
+    return parser
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE.yaml", help="start from this YAML file (default: the defaults)")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                        help="override one field; repeat for more")
+
+
+def load_config(args) -> TrainConfig:
+    """Defaults, or the --config file, with the --set overrides applied; checked."""
+    values = {}
+    if args.config:
+        values = read_yaml_mapping(args.config)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set learning_rate=3e-4")
+        values[key.strip()] = value
+    return TrainConfig.from_dict(values)
+
+
+def read_yaml_mapping(path: str) -> dict:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise ConfigError(f"--config {path}: cannot read it ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--config {path}: not valid YAML ({err})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of field: value, got {type(data).__name__}")
+    return data
+
+
+def run_train(args) -> int:
+    cfg = load_config(args)
+    from nbkit.core.train import train  # heavy; only this command needs it
+
+    run = train(cfg)
+    if run.path is not None:  # under `accelerate launch` / `torchrun` only the main process writes and prints
+        print(format_summary(run))
+    return 0
+
+
+# Summary entries that say nothing about the training itself.
+HIDDEN_SUMMARY_KEYS = ("status", "best_epoch", "pid", "host", "started_at", "finished_at")
+
+
+def format_summary(run) -> str:
+    """status, best epoch and folder first, then the rest of summary.json, numbers to 4 digits."""
+    lines = [f"status:     {run.status}", f"best epoch: {run.best_epoch}", f"run folder: {run.path}"]
+    for key, value in run.summary.items():
+        if key in HIDDEN_SUMMARY_KEYS or value is None:
+            continue
+        shown = f"{value:.4g}" if isinstance(value, float) else value
+        lines.append(f"  {key}: {shown}")
+    return "\n".join(lines)
+
+
+def run_export(args) -> int:
+    cfg = load_config(args)
+    text = export_text(cfg, args.format, args.style)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def run_show_config(args) -> int:
+    print(format_fields(load_config(args)))
+    return 0
+
+
+def format_fields(cfg: TrainConfig) -> str:
+    """Each field under its section: name = value  # why (a * marks a value that is not the default)."""
+    changed = cfg.changed_fields()
+    lines, section = [], None
+    for field_section, name, comment in field_docs():
+        if field_section != section:
+            section = field_section
+            lines += ["", f"# --- {section} ---"]
+        mark = "*" if name in changed else " "
+        lines.append(f"{mark}{name} = {getattr(cfg, name)!r}  # {comment}")
+    return "\n".join(lines).lstrip("\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

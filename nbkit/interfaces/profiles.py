@@ -1,0 +1,134 @@
+"""Run sizes: how big a run each (model, device) affords, so every chapter runs on the tiny model,
+on SmolLM2-135M on a laptop CPU, or on a bigger model on a GPU by changing one parameter.
+
+Two levels:
+  RUN_SIZES                  one run: rows, sequence length, evaluation size (TrainConfig fields), via sized()
+  notebooks/sizes/*.toml     one chapter: its own parameters (how many runs, how many steps, which LRs
+                             around a real LLM's), via chapter_parameters(); a chapter's parameters cell
+                             holds the tiny model's values, and its file says what another model runs
+                             instead, and why
+
+    p = chapter_parameters("01_learning_rate", globals())   # Chapter.from_notebook does this
+    base = sized(TrainConfig(model=p.model, ...), p.device)
+"""
+from __future__ import annotations
+
+import ast
+import json
+import tomllib
+from pathlib import Path
+from types import SimpleNamespace
+
+# Rows, sequence length and evaluation size per (model, device). Why these numbers:
+#   tiny, cpu           TrainConfig's defaults: a whole run takes seconds
+#   smollm2-135m, cpu   LoRA trains about 140 tokens/s on two cores (bench/llm_finetune.py), so an
+#                       epoch of 192 rows of ~45 tokens takes about a minute: 240 rows keep runs short
+#   any model, cuda     the task at full size, longer rows, bf16 (every recent GPU has it)
+RUN_SIZES = {
+    ("tiny", "cpu"): dict(max_samples=None, eval_generate_samples=200, max_seq_length=64),
+    ("smollm2-135m", "cpu"): dict(max_samples=240, eval_generate_samples=48, max_seq_length=64, max_new_tokens=8),
+    ("*", "cuda"): dict(max_samples=None, eval_generate_samples=200, max_seq_length=128, bf16=True),
+}
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'."""
+    import torch
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device={device!r} is not allowed; allowed: 'auto', 'cpu', 'cuda'")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def run_size(model: str, device: str) -> dict:
+    """TrainConfig overrides that size a run for this model on this device (RUN_SIZES)."""
+    device = resolve_device(device)
+    for key in ((model, device), ("*", device)):
+        if key in RUN_SIZES:
+            return dict(RUN_SIZES[key])
+    # an HF model on a CPU: as SmolLM2 (anything bigger will be slow on a CPU anyway)
+    return dict(RUN_SIZES[("smollm2-135m", "cpu")])
+
+
+def sized(cfg, device: str = "auto"):
+    """cfg with its model's run size on this device, for the fields cfg leaves at TrainConfig's
+    defaults: what a chapter sets on purpose wins. For the tiny model on a CPU it changes nothing."""
+    from nbkit.core.config import TrainConfig
+
+    defaults = TrainConfig()
+    size = {k: v for k, v in run_size(cfg.model, device).items() if getattr(cfg, k) == getattr(defaults, k)}
+    return cfg.replace(**size) if size else cfg
+
+
+# ---------------------------------------------------------------- chapter sizes
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+SIZES_DIR = NOTEBOOKS_DIR / "sizes"  # <chapter>.toml: what a chapter runs on other models, with the reasons
+
+
+def notebook_defaults(chapter: str) -> dict:
+    """{name: default} of the parameters cell of notebooks/<chapter>.ipynb, in the cell's order: the
+    tiny model's values, and the list of the chapter's parameters."""
+    path = NOTEBOOKS_DIR / f"{chapter}.ipynb"
+    if not path.exists():
+        chapters = sorted(p.stem for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+        raise ValueError(f"chapter={chapter!r}: no notebook {path.name}; allowed: {', '.join(chapters)}")
+    cells = json.loads(path.read_text())["cells"]
+    cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        raise ValueError(f"{path.name} has no cell tagged 'parameters' (papermill's parameters cell)")
+    body = ast.parse("".join(cell["source"])).body
+    return {node.target.id: ast.literal_eval(node.value) for node in body if isinstance(node, ast.AnnAssign)}
+
+
+def chapter_sizes(chapter: str) -> dict[tuple[str, str], dict]:
+    """notebooks/sizes/<chapter>.toml as {(model, device): {parameter: value}}; {} without a file (the
+    chapter runs the same sizes on every model). Each value must name a parameter of the chapter's
+    parameters cell and have its default's type."""
+    path = SIZES_DIR / f"{chapter}.toml"
+    if not path.exists():
+        return {}
+    defaults = notebook_defaults(chapter)
+    sizes = {}
+    for model, devices in tomllib.loads(path.read_text()).items():
+        for device, size in devices.items():
+            for name, value in size.items():
+                if name not in defaults:
+                    raise ValueError(f"{path}: [{model!r}.{device}] {name}={value!r}: {name!r} is not a parameter of "
+                                     f"{chapter}.ipynb; allowed: {', '.join(defaults)}")
+                if type(value) is not type(defaults[name]):
+                    raise ValueError(f"{path}: [{model!r}.{device}] {name}={value!r}: must be of type "
+                                     f"{type(defaults[name]).__name__}, as the notebook's {defaults[name]!r}")
+            sizes[(model, device)] = dict(size)
+    return sizes
+
+
+def chapter_size(chapter: str, model: str, device: str) -> dict:
+    """The parameters this chapter changes on this model and device ({}: none): the table for this model
+    and device, or for this model on any device; another model than the tiny one falls back on the
+    tables for any model on this device, then on SmolLM2's."""
+    device = resolve_device(device)
+    sizes = chapter_sizes(chapter)
+    keys = [(model, device), (model, "*")]
+    if model != "tiny":  # the tiny model runs the cell's own values unless a table names it
+        keys += [("*", device), ("smollm2-135m", device), ("smollm2-135m", "*")]  # any other model: as SmolLM2
+    for key in keys:
+        if key in sizes:
+            return dict(sizes[key])
+    return {}
+
+
+def chapter_parameters(chapter: str, values: dict) -> SimpleNamespace:
+    """The parameters cell of notebooks/<chapter>.ipynb as a namespace (p.learning_rate, ...): each
+    value from `values` (the notebook's globals(), where papermill's -p values have landed) and, for
+    a parameter left at the cell's default, this model's size on this device (chapter_size). A value
+    the learner set wins, as in sized()."""
+    defaults = notebook_defaults(chapter)
+    missing = [name for name in defaults if name not in values]
+    if missing:
+        raise ValueError(f"chapter_parameters({chapter!r}): no value for {missing}; run the parameters cell first")
+    chosen = {name: values[name] for name in defaults}
+    size = chapter_size(chapter, chosen.get("model", "tiny"), chosen.get("device", "auto"))
+    return SimpleNamespace(**{k: size[k] if k in size and v == defaults[k] else v for k, v in chosen.items()})

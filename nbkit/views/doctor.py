@@ -1,0 +1,268 @@
+"""The curve doctor: what a run's loss curves show, with the evidence, and what to change.
+
+    from nbkit.views.doctor import diagnose, report
+    for d in diagnose(run):
+        print(d.name, d.message, d.advice)    # e.g. "over-fitting", "validation loss lowest at epoch 2 ..."
+    print(report(run))                        # the same, as lines of text
+    verdicts(runs)                            # a table: a row per run, its diagnoses and advice
+
+Pure functions of run.steps (a row per optimizer step), run.epochs (a row per evaluation,
+epoch 0 = the base model) and run.summary; nothing trains. Works on a finished run and on one
+still in flight (the panel asks after every epoch). The diagnoses, checked in this order:
+
+- diverged        the trainer stopped the run because the loss blew up (or a loss is not finite)
+- flat            the loss has hardly moved from where it started: the steps are too small
+- over-fitting    validation loss turned up after its minimum while the training loss kept falling
+- still improving the last evaluation is the best one and still clearly better than the one before
+- noisy           the step losses scatter widely around their trend in the second half of the run
+- healthy         none of the above
+
+A run can have several (over-fitting and noisy, say); "healthy" only comes alone, and so do
+"diverged" and "flat" (nothing else can be read from such curves). The thresholds are module
+constants with the reason for each; they were chosen for what the words mean, not fitted to runs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from nbkit.core.callbacks import best_of
+
+# "Flat": less than 5% of the starting loss gone. A run that learns anything at all removes far
+# more in its first epoch (the tiny model drops the chat format's loss by over half in a few steps).
+FLAT_FRACTION = 0.05
+# "Over-fitting": validation loss ended more than 2% above its minimum while the training loss
+# fell. Smaller rises are within the wobble of one evaluation to the next on a small split.
+OVERFIT_RISE = 0.02
+# "Still improving": the last evaluation beat the one before by more than 1%: one more epoch at
+# that pace is worth its cost. Below that the curve has levelled off.
+IMPROVING_FALL = 0.01
+# "Noisy": around a straight-line trend, the step losses of the second half of the run scatter
+# with a standard deviation above 10% of all the loss the run has removed so far (first steps'
+# mean minus the second half's mean): one step's loss then says little about progress, and the
+# updates push the weights about by a sizeable part of what they have learned. Measured against
+# the fall, not the loss level: a task with noisy labels keeps a big scatter at a low loss.
+NOISY_SCATTER = 0.10
+NOISE_MIN_STEPS = 8  # fewer steps than this in the second half: too few to tell scatter from trend
+FIRST_STEPS = 3  # the starting loss = the mean of the first few steps (one step alone is itself noisy)
+
+
+@dataclass
+class Diagnosis:
+    name: str  # "diverged", "flat", "over-fitting", "still improving", "noisy" or "healthy"
+    message: str  # what the curves show, with the epochs/steps and values
+    advice: str  # what to change next
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.message} → {self.advice}"
+
+
+# ---------------------------------------------------------------- the evidence
+
+def _evals(run) -> pd.DataFrame:
+    """The evaluations with a finite eval_loss, epoch 0 (the base model) included."""
+    epochs = run.epochs if run.epochs is not None else pd.DataFrame()
+    if "eval_loss" not in epochs:
+        return pd.DataFrame(columns=["epoch", "eval_loss", "train_loss"])
+    return epochs[np.isfinite(epochs["eval_loss"].astype(float))]
+
+
+def _step_losses(run) -> np.ndarray:
+    steps = run.steps if run.steps is not None else pd.DataFrame()
+    return steps["loss"].to_numpy(dtype=float) if "loss" in steps else np.array([])
+
+
+def _epoch(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _pct(new: float, old: float) -> str:
+    return f"{100 * (new - old) / old:+.0f}%"
+
+
+def best_evaluation(run) -> tuple | None:
+    """(epoch, eval_loss) of the lowest validation loss so far, or None before any evaluation."""
+    evals = _evals(run)
+    return best_of(zip(evals["epoch"], evals["eval_loss"].astype(float)))
+
+
+def scatter(losses) -> float:
+    """Standard deviation of the second half's step losses around their straight-line trend, as
+    a fraction of the loss removed so far (NaN when there are too few steps or nothing was removed)."""
+    losses = np.asarray(losses, dtype=float)
+    half = losses[len(losses) // 2:]
+    if len(half) < NOISE_MIN_STEPS or not np.all(np.isfinite(losses)):
+        return math.nan
+    fall = losses[:FIRST_STEPS].mean() - half.mean()
+    if fall <= 0:
+        return math.nan
+    x = np.arange(len(half))
+    trend = np.polyval(np.polyfit(x, half, 1), x)
+    return float(np.std(half - trend) / fall)
+
+
+# ---------------------------------------------------------------- one check per diagnosis
+
+def _diverged(run) -> Diagnosis | None:
+    losses = _step_losses(run)
+    step = run.summary.get("diverged_at_step")
+    if step is None and len(losses) and not np.all(np.isfinite(losses)):
+        step = int(np.flatnonzero(~np.isfinite(losses))[0]) + 1
+    if run.summary.get("status") != "diverged" and step is None:
+        return None
+    loss = losses[int(step) - 1] if step is not None and 0 < int(step) <= len(losses) else math.nan
+    start = losses[0] if len(losses) else math.nan
+    lr = run.config.get("learning_rate")
+    return Diagnosis("diverged", f"the loss blew up at step {step}: {loss:.4g}, against {start:.4g} at step 1",
+                     (f"lower the learning rate (it was {lr:g})" if lr else "lower the learning rate")
+                     + ", or add warmup (warmup_ratio 0.05-0.1) or gradient clipping (max_grad_norm 1.0)")
+
+
+def _flat(run) -> Diagnosis | None:
+    losses, evals = _step_losses(run), _evals(run)
+    if len(losses) < 2 * FIRST_STEPS:
+        return None
+    start, end = losses[:FIRST_STEPS].mean(), losses[-FIRST_STEPS:].mean()
+    if start <= 0 or (start - end) / start >= FLAT_FRACTION:
+        return None
+    message = f"the training loss went from {start:.4g} (first steps) to {end:.4g} (last steps) in {len(losses)} steps"
+    if len(evals) >= 2:
+        base, best = float(evals["eval_loss"].iloc[0]), float(evals["eval_loss"].min())
+        if (base - best) / base >= FLAT_FRACTION:
+            return None  # validation loss did move: slow training, not a flat one
+        message += f"; validation loss {base:.4g} before training, {best:.4g} at best"
+    lr = run.config.get("learning_rate")
+    return Diagnosis("flat", message + " — flat from the start",
+                     f"raise the learning rate (it was {lr:g}); try 10x" if lr else "raise the learning rate")
+
+
+def _overfitting(run) -> Diagnosis | None:
+    evals, best = _evals(run), best_evaluation(run)
+    if best is None:
+        return None
+    best_epoch, best_loss = best
+    after = evals[evals["epoch"] > best_epoch]
+    if after.empty:
+        return None
+    last = after.iloc[-1]
+    last_loss = float(last["eval_loss"])
+    if last_loss <= best_loss * (1 + OVERFIT_RISE):
+        return None
+    train_at = evals.set_index("epoch")["train_loss"] if "train_loss" in evals else pd.Series(dtype=float)
+    train_best = float(train_at.get(best_epoch, math.nan))
+    train_last = float(last.get("train_loss", math.nan))
+    if best_epoch > 0 and not (train_last < train_best):  # validation up, training not down: not over-fitting
+        return None
+    first_bad = after.iloc[0]["epoch"]
+    train_part = (f", while the training loss fell to {train_last:.4g}" if best_epoch == 0
+                  else f", while the training loss fell from {train_best:.4g} to {train_last:.4g}")
+    message = (f"validation loss was lowest at epoch {_epoch(best_epoch)} ({best_loss:.4g}) and rose to "
+               f"{last_loss:.4g} by epoch {_epoch(last['epoch'])} ({_pct(last_loss, best_loss)}){train_part}: "
+               f"over-fitting from epoch {_epoch(first_bad)}")
+    message += _accuracy_note(evals, best_epoch)
+    regularise = "add regularisation (weight_decay, lora_dropout) or more data"
+    if run.summary.get("status") == "early_stopped":
+        return Diagnosis("over-fitting", message + f"; early stopping ended the run at epoch {_epoch(last['epoch'])}",
+                         _after_early_stop(run, best_epoch) + f"; to over-fit later, {regularise}")
+    return Diagnosis("over-fitting", message,
+                     f"stop at epoch {_epoch(best_epoch)} (num_train_epochs={_epoch(best_epoch)}, or "
+                     f"early_stopping_patience=2 with load_best_model_at_end=True), or {regularise}")
+
+
+def _after_early_stop(run, best_epoch) -> str:
+    """Advice for a run early stopping already ended: are the returned weights the best epoch's?"""
+    kept = run.summary.get("best_epoch")  # the trainer's best: it counts only gains above early_stopping_threshold
+    threshold = run.config.get("early_stopping_threshold")
+    if not run.summary.get("restored_best"):
+        return "set load_best_model_at_end=True: the returned weights are the last epoch's, not the best one's"
+    if kept is not None and kept != best_epoch:
+        return (f"the returned weights are epoch {_epoch(kept)}'s, not those of the minimum at epoch "
+                f"{_epoch(best_epoch)}: early_stopping_threshold={threshold} did not count that gain; lower it")
+    return f"nothing to change: early stopping caught it, and the returned weights are epoch {_epoch(kept)}'s"
+
+
+def _accuracy_note(evals, best_epoch) -> str:
+    """Where accuracy peaked, if not at the epoch of the lowest validation loss."""
+    if "eval_accuracy" not in evals or not evals["eval_accuracy"].notna().any():
+        return ""
+    acc = evals.set_index("epoch")["eval_accuracy"].astype(float)
+    if acc.get(best_epoch, math.nan) >= acc.max():
+        return ""
+    return (f"; accuracy peaked later, at epoch {_epoch(acc.idxmax())} ({acc.max():.3g} against "
+            f"{acc.get(best_epoch, math.nan):.3g} at the loss minimum): loss and accuracy disagree on the best epoch")
+
+
+def _still_improving(run) -> Diagnosis | None:
+    evals = _evals(run)
+    if len(evals) < 2:
+        return None
+    last, before = evals.iloc[-1], evals.iloc[-2]
+    last_loss, before_loss = float(last["eval_loss"]), float(before["eval_loss"])
+    if last_loss > float(evals["eval_loss"].min()) or last_loss >= before_loss * (1 - IMPROVING_FALL):
+        return None
+    message = (f"validation loss still falling at the last evaluation: {before_loss:.4g} at epoch "
+               f"{_epoch(before['epoch'])} → {last_loss:.4g} at epoch {_epoch(last['epoch'])} "
+               f"({_pct(last_loss, before_loss)}); best epoch so far: the last one")
+    if run.summary.get("status") == "running":
+        return Diagnosis("still improving", message, "let it run; if it is still improving at the end, train longer")
+    if run.summary.get("status") == "interrupted":
+        return Diagnosis("still improving", message, "it was still improving when it was stopped: let it finish")
+    epochs = run.config.get("num_train_epochs")
+    more = f" (num_train_epochs above {epochs})" if epochs else ""
+    return Diagnosis("still improving", message, f"train longer{more}")
+
+
+def _noisy(run) -> Diagnosis | None:
+    losses = _step_losses(run)
+    spread = scatter(losses)
+    if not spread > NOISY_SCATTER:
+        return None
+    half = len(losses) // 2
+    batch = run.config.get("per_device_train_batch_size")
+    fall = losses[:FIRST_STEPS].mean() - losses[half:].mean()
+    return Diagnosis("noisy", f"from step {half + 1} on, the step losses scatter around their trend by "
+                     f"{spread * fall:.3g} (standard deviation), {100 * spread:.0f}% of the {fall:.3g} the loss "
+                     "has fallen since the first steps",
+                     "a bigger batch" + (f" (it was {batch}) or gradient accumulation" if batch else "")
+                     + ", or a lower learning rate")
+
+
+def _healthy(run) -> Diagnosis:
+    best = best_evaluation(run)
+    evals = _evals(run)
+    if best is None or len(evals) < 2:
+        return Diagnosis("healthy", "no sign of trouble yet (no evaluation after training so far)", "let it run")
+    base = float(evals["eval_loss"].iloc[0])
+    return Diagnosis("healthy", f"validation loss fell from {base:.4g} to {best[1]:.4g}, lowest at epoch "
+                     f"{_epoch(best[0])}, and has levelled off there", "nothing to fix; to do better, try the "
+                     "next knob (learning rate, batch size, or more data)")
+
+
+def diagnose(run) -> list[Diagnosis]:
+    """What the curves of `run` show, most serious first; always at least one Diagnosis."""
+    for alone in (_diverged, _flat):
+        found = alone(run)
+        if found:
+            return [found]
+    found = [d for d in (_overfitting(run), _still_improving(run), _noisy(run)) if d]
+    return found or [_healthy(run)]
+
+
+def report(run) -> str:
+    """diagnose(run) as text, a line per diagnosis."""
+    return "\n".join(str(d) for d in diagnose(run))
+
+
+def verdicts(runs) -> pd.DataFrame:
+    """A row per run (Run objects): its name, best epoch, the diagnoses' names, and the first
+    diagnosis's evidence and advice (the most serious one)."""
+    rows = []
+    for run in runs:
+        found = diagnose(run)
+        rows.append({"run": run.config.get("run_name") or run.name, "status": run.status,
+                     "best_epoch": run.best_epoch, "diagnosis": ", ".join(d.name for d in found),
+                     "evidence": found[0].message, "advice": found[0].advice})
+    return pd.DataFrame(rows)

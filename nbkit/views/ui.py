@@ -1,0 +1,550 @@
+"""Interactive panels: a chapter's knobs as widgets, a Train button, a live plot, the runs so far.
+
+    from nbkit.views.ui import panel
+    runs = []                                   # this notebook's runs, shared by all its panels
+    p = panel(cfg, ["learning_rate", "lr_scheduler_type", "warmup_ratio"], runs)
+    p                                           # or display(p.widget)
+
+How it behaves:
+- Building a panel trains nothing, and under papermill showing it is harmless: nobody clicks.
+- Train first checks `cfg.replace(**values)`; a value the config refuses is shown in the status
+  line (the config's own message), never as a traceback. So are errors inside the training.
+- The run trains in a background thread. The trainer calls back on every step; the thread
+  redraws the plot by replacing the Output widget's outputs (never `with out:` from a thread),
+  at most every REDRAW_SECONDS and at every epoch end. The figure is `plots.loss_curves` of the
+  run so far, so the live plot and the final one look the same.
+- Progress bars are switched off (disable_tqdm=True) unless the panel has that field: the status
+  line and the plot show the progress.
+- Stop sets the threading.Event the trainer checks after each step: the run ends "interrupted".
+- Under the plot, the curve doctor's verdict (nbkit.views.doctor): what the curves show, with the
+  epochs and values, and what to change. Updated at every epoch end and once the run has ended.
+- Each finished run is appended to `runs`; every panel sharing that list refreshes its table.
+
+The controls: `CONTROLS` maps each TrainConfig field to a function that builds its widget from
+the field's current value. Tooltips are the field comments of TrainConfig (config.field_docs).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import threading
+import time
+import weakref
+from pathlib import Path
+
+import ipywidgets as widgets
+import pandas as pd
+
+from nbkit.core.callbacks import BestTracker, EPOCH_END, RUN_END, STEP, TRAIN_BEGIN
+from nbkit.core.config import (DATASET_NAMES, FINETUNING_TYPES, MODEL_NAMES, OPTIMIZER_NAMES, SCHEDULER_NAMES,
+                               TrainConfig, check_field_names, field_docs)
+from nbkit.core.runs import Run, knob_label, runs_table
+from nbkit.core.train import train
+from nbkit.views import plots
+from nbkit.views.doctor import Diagnosis, diagnose
+
+REDRAW_SECONDS = 0.4  # at most this often during an epoch; every epoch end is drawn at once
+PLOT_DPI = 90  # a 7x4 inch figure -> 630x360 pixels: sharp enough, quick to render and send
+DESCRIPTION_WIDTH = "210px"  # fits "per_device_train_batch_size"
+CONTROL_WIDTH = "560px"
+
+RESULT_COLUMNS = ("status", "best_epoch", "best_eval_loss", "final_eval_accuracy", "run")  # of runs_table
+OK_COLOR, ERROR_COLOR, NOTE_COLOR = "#2ca02c", "#d62728", "#555555"
+WARN_COLOR = "#b35900"  # dark orange: something to change, nothing broken
+DIAGNOSIS_COLORS = {"diverged": ERROR_COLOR, "flat": WARN_COLOR, "over-fitting": WARN_COLOR, "noisy": WARN_COLOR,
+                    "still improving": NOTE_COLOR, "healthy": OK_COLOR}
+
+
+# ---------------------------------------------------------------- one widget per field
+
+def log_slider(value, lo, hi):
+    """A slider over powers of ten (lo..hi, widened to include value), 10 steps per decade."""
+    exponent = math.log10(value)
+    return widgets.FloatLogSlider(value=value, base=10, min=min(math.log10(lo), math.floor(exponent)),
+                                  max=max(math.log10(hi), math.ceil(exponent)), step=0.1, readout_format=".3g")
+
+
+def int_slider(value, lo, hi):
+    return widgets.IntSlider(value=value, min=min(lo, value), max=max(hi, value), step=1)
+
+
+def float_slider(value, lo, hi, step, readout_format=".2f"):
+    return widgets.FloatSlider(value=value, min=min(lo, value), max=max(hi, value), step=step,
+                               readout_format=readout_format)
+
+
+def dropdown(value, options):
+    """options: names, or (label, value) pairs; the current value is added if it is not one of them."""
+    values = [o[1] if isinstance(o, tuple) else o for o in options]
+    options = list(options) if value in values else list(options) + [value]
+    return widgets.Dropdown(options=options, value=value)
+
+
+def checkbox(value):
+    return widgets.Checkbox(value=value, indent=True)
+
+
+def text(value, placeholder=""):
+    return widgets.Text(value="" if value is None else str(value), placeholder=placeholder)
+
+
+class OptionalControl(widgets.HBox):
+    """A slider with a checkbox for the field's "off" value (None, or -1 for max_steps).
+    `.value` is `off_value` while the box is ticked, else the slider's value."""
+
+    def __init__(self, slider, value, off_value=None, off_label="off"):
+        is_off = value == off_value
+        box = widgets.Checkbox(value=is_off, description=off_label, indent=False,
+                               layout=widgets.Layout(width="auto"))
+        super().__init__([slider, box])
+        self.slider, self.off_box, self.off_value = slider, box, off_value
+        slider.disabled = is_off
+        box.observe(self._toggle, "value")
+
+    def _toggle(self, change):
+        self.slider.disabled = change["new"]
+
+    @property
+    def value(self):
+        return self.off_value if self.off_box.value else self.slider.value
+
+    @value.setter
+    def value(self, value):
+        self.off_box.value = value == self.off_value
+        if value != self.off_value:
+            self.slider.value = value
+
+
+def optional(value, make_slider, on_default, off_value=None, off_label="off"):
+    """An OptionalControl whose slider starts at `value`, or at `on_default` while off."""
+    return OptionalControl(make_slider(on_default if value == off_value else value), value, off_value, off_label)
+
+
+# field -> function(current value) -> widget. Every TrainConfig field has one.
+CONTROLS = {
+    # model and data
+    "model": lambda v: dropdown(v, MODEL_NAMES),
+    "dataset": lambda v: dropdown(v, DATASET_NAMES),
+    "max_seq_length": lambda v: int_slider(v, 16, 512),
+    "val_size": lambda v: float_slider(v, 0.05, 0.5, 0.05),
+    "max_samples": lambda v: optional(v, lambda x: int_slider(x, 16, 5000), 1000, off_label="all"),
+    "trust_remote_code": checkbox,
+    # learning rate and its schedule
+    "learning_rate": lambda v: log_slider(v, 1e-6, 1e-1),
+    "lr_scheduler_type": lambda v: dropdown(v, SCHEDULER_NAMES),
+    "lr_scheduler_kwargs": lambda v: text(json.dumps(v) if v else "", 'e.g. {"num_cycles": 2}'),
+    "warmup_ratio": lambda v: float_slider(v, 0.0, 0.5, 0.01),
+    "warmup_steps": lambda v: int_slider(v, 0, 200),
+    # optimizer
+    "optim": lambda v: dropdown(v, OPTIMIZER_NAMES),
+    "adam_beta1": lambda v: float_slider(v, 0.0, 0.99, 0.01),
+    "adam_beta2": lambda v: float_slider(v, 0.9, 0.999, 0.001, ".3f"),
+    "adam_epsilon": lambda v: log_slider(v, 1e-12, 1e-4),
+    "weight_decay": lambda v: float_slider(v, 0.0, 0.3, 0.01),
+    "sgd_momentum": lambda v: float_slider(v, 0.0, 0.99, 0.01),
+    # batch
+    "per_device_train_batch_size": lambda v: int_slider(v, 1, 64),
+    "per_device_eval_batch_size": lambda v: int_slider(v, 1, 256),
+    "gradient_accumulation_steps": lambda v: int_slider(v, 1, 16),
+    # how long to train
+    "num_train_epochs": lambda v: int_slider(v, 1, 20),
+    "max_steps": lambda v: optional(v, lambda x: int_slider(x, 1, 1000), 100, off_value=-1, off_label="off (epochs)"),
+    # evaluation
+    "eval_steps": lambda v: optional(v, lambda x: int_slider(x, 1, 100), 10, off_label="epoch ends only"),
+    "predict_with_generate": checkbox,
+    "max_new_tokens": lambda v: int_slider(v, 1, 64),
+    "eval_generate_samples": lambda v: optional(v, lambda x: int_slider(x, 1, 1000), 200, off_label="all"),
+    # early stopping
+    "early_stopping_patience": lambda v: optional(v, lambda x: int_slider(x, 1, 10), 2),
+    "early_stopping_threshold": lambda v: float_slider(v, 0.0, 0.1, 0.001, ".3f"),
+    "load_best_model_at_end": checkbox,
+    # fine-tuning method
+    "finetuning_type": lambda v: dropdown(v, FINETUNING_TYPES),
+    "freeze_trainable_layers": lambda v: int_slider(v, 1, 12),
+    "lora_rank": lambda v: int_slider(v, 1, 128),
+    "lora_alpha": lambda v: optional(v, lambda x: float_slider(x, 1.0, 256.0, 1.0, ".0f"), 16.0,
+                                     off_label="2 x rank"),
+    "lora_dropout": lambda v: float_slider(v, 0.0, 0.5, 0.01),
+    "lora_target": lambda v: text(v, "all, or q_proj,v_proj"),
+    "use_rslora": checkbox,
+    "use_dora": checkbox,
+    "quantization_bit": lambda v: dropdown(v, [("off", None), ("4-bit (QLoRA)", 4), ("8-bit", 8)]),
+    # stability, precision, reproducibility
+    "max_grad_norm": lambda v: optional(v, lambda x: log_slider(x, 1e-2, 1e2), 1.0),
+    "seed": lambda v: widgets.BoundedIntText(value=v, min=0, max=2**31 - 1),
+    "full_determinism": checkbox,
+    "dataloader_num_workers": lambda v: int_slider(v, 0, 8),
+    "bf16": checkbox,
+    "fp16": checkbox,
+    # logging and output
+    "logging_steps": lambda v: int_slider(v, 1, 100),
+    "disable_tqdm": checkbox,
+    "output_dir": text,
+    "run_name": lambda v: text(v, "None = the run store names it"),
+}
+
+
+def control_for(name: str, value, doc: str = ""):
+    """The widget for field `name` showing `value`, labelled with the name, the doc as tooltip."""
+    widget = CONTROLS[name](value)
+    labelled = widget.slider if isinstance(widget, OptionalControl) else widget
+    labelled.description = name
+    labelled.tooltip = doc
+    labelled.style.description_width = DESCRIPTION_WIDTH
+    if "continuous_update" in labelled.trait_names():
+        labelled.continuous_update = False  # one value per release, not one per pixel dragged
+    if isinstance(widget, OptionalControl):
+        widget.off_box.tooltip = doc
+        labelled.layout.width = "auto"
+    else:
+        labelled.layout.width = CONTROL_WIDTH
+    return widget
+
+
+# ---------------------------------------------------------------- rendering for Output widgets
+
+_DRAW_LOCK = threading.Lock()  # the training thread and the notebook's thread both render
+
+
+def _png_output(fig) -> dict:
+    with _DRAW_LOCK:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=PLOT_DPI)
+    return {"output_type": "display_data", "metadata": {},
+            "data": {"image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
+                     "text/plain": f"<Figure: {fig.axes[0].get_title() if fig.axes else ''}>"}}
+
+
+def _html_output(markup: str, plain: str) -> dict:
+    return {"output_type": "display_data", "metadata": {}, "data": {"text/html": markup, "text/plain": plain}}
+
+
+def show(out: widgets.Output, *outputs: dict) -> None:
+    """Replace what `out` shows in one assignment: safe from any thread (no `with out:`),
+    and the browser never sees an empty output in between."""
+    out.outputs = tuple(outputs)
+
+
+# ---------------------------------------------------------------- the panel
+
+_PANELS = weakref.WeakSet()  # live panels, so that panels sharing a runs list refresh together
+
+
+class TrainPanel:
+    """Widgets for some TrainConfig fields + Train / Stop + live plot + the notebook's runs.
+
+    Attributes tests and notebooks use: controls (field -> widget), train_button, stop_button,
+    status (HTML), plot_output, doctor (HTML: the curve doctor's verdict), runs (the shared list
+    of Runs), table_output, run_selector, overlay_button, overlay_output, widget (the VBox to
+    display); about the last Train: last_error, first_plot_seconds, plot_updates, diagnoses. values() and config() read the controls;
+    join(timeout) waits for the training thread."""
+
+    def __init__(self, cfg: TrainConfig, fields: list[str], runs: list | None = None, preview=None):
+        check_field_names(dict.fromkeys(fields))  # a wrong name fails here, with a suggestion
+        self.base_config = cfg
+        self.preview = preview  # f(TrainConfig) -> str shown before training (e.g. parameters, memory)
+        self.preview_html = widgets.HTML(value="")
+        self.fields = list(fields)
+        self.runs = runs if runs is not None else []  # not `runs or []`: an empty shared list must stay shared
+        self.last_error: BaseException | None = None
+        self.first_plot_seconds: float | None = None  # last Train: from the click to the first plotted point
+        self.plot_updates = 0  # last Train: how many times the live plot was redrawn
+        self.diagnoses: list[Diagnosis] = []  # last Train: the curve doctor's latest verdict
+        docs = {name: doc for _, name, doc in field_docs()}
+        self.controls = {name: control_for(name, getattr(cfg, name), docs.get(name, "")) for name in self.fields}
+        for control in self.controls.values():  # check each change at once: a refused value shows before Train
+            parts = [control.slider, control.off_box] if isinstance(control, OptionalControl) else [control]
+            for part in parts:
+                part.observe(self._on_change, "value")
+
+        self.train_button = widgets.Button(description="Train", button_style="primary",
+                                           tooltip="train with these values (in the background)")
+        self.stop_button = widgets.Button(description="Stop", disabled=True,
+                                          tooltip="stop after the current step; the run is kept as 'interrupted'")
+        self.status = widgets.HTML(value=self._message("ready: press Train", NOTE_COLOR))
+        self.plot_output = widgets.Output()
+        self.doctor = widgets.HTML(value="")
+        self.table_output = widgets.Output()
+        self.run_selector = widgets.SelectMultiple(options=[], rows=4, description="runs",
+                                                   tooltip="choose runs to overlay (none chosen = all)",
+                                                   layout=widgets.Layout(width="560px"))
+        self.overlay_button = widgets.Button(description="Overlay",
+                                             tooltip="validation loss per epoch of the chosen runs, overlaid")
+        self.overlay_output = widgets.Output()
+        self.train_button.on_click(self._on_train)
+        self.stop_button.on_click(self._on_stop)
+        self.overlay_button.on_click(self._on_overlay)
+
+        self.widget = widgets.VBox([
+            widgets.VBox(list(self.controls.values())),
+            self.preview_html,
+            widgets.HBox([self.train_button, self.stop_button, self.status]),
+            self.plot_output,
+            self.doctor,
+            widgets.HTML("<b>Runs in this notebook</b>"),
+            self.table_output,
+            widgets.HBox([self.run_selector, self.overlay_button]),
+            self.overlay_output,
+        ])
+        self._thread: threading.Thread | None = None
+        self._stop_event = threading.Event()
+        _PANELS.add(self)
+        self.refresh_runs()
+        self.refresh_preview(cfg)
+
+    # ------------------------------------------------------------ display
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def __repr__(self) -> str:
+        return f"TrainPanel(fields={self.fields}, runs={len(self.runs)})"
+
+    # ------------------------------------------------------------ reading the controls
+
+    def values(self) -> dict:
+        """{field: value} as the controls show them now."""
+        return {name: control.value for name, control in self.controls.items()}
+
+    def config(self) -> TrainConfig:
+        """The base config with the controls' values; raises the config's ValueError if refused."""
+        return self.base_config.replace(**self.values())
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the training thread; True when no training is running any more."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.running
+
+    # ------------------------------------------------------------ buttons
+
+    def _on_change(self, change):
+        if self.running:
+            return  # the run in flight keeps its values; its status stays
+        try:
+            cfg = self.config()
+        except ValueError as err:
+            self._say(f"not allowed: {err}", ERROR_COLOR)
+            return
+        self.refresh_preview(cfg)
+        self._say("ready: press Train", NOTE_COLOR)
+
+    def refresh_preview(self, cfg: TrainConfig) -> None:
+        """Show preview(cfg) under the controls (nothing when the panel has no preview)."""
+        if self.preview is not None:
+            self.preview_html.value = self._message(self.preview(cfg), NOTE_COLOR)
+
+    def _on_train(self, button=None):
+        if self.running:
+            self._say("already running: press Stop first", ERROR_COLOR)
+            return
+        try:
+            cfg = self.config()
+        except ValueError as err:  # the config's message names the field, the value and what is allowed
+            self.last_error = err
+            self._say(f"not allowed: {err}", ERROR_COLOR)
+            return
+        if "disable_tqdm" not in self.fields:  # the panel shows progress itself; a progress bar written
+            cfg = cfg.replace(disable_tqdm=True)  # from a thread would land in whichever cell runs next
+        self.last_error, self.first_plot_seconds, self.plot_updates = None, None, 0
+        self.show_diagnoses([])
+        self._stop_event = threading.Event()
+        self.train_button.disabled, self.stop_button.disabled = True, False
+        self._say("starting: loading the model and data…", NOTE_COLOR)
+        self._thread = threading.Thread(target=self._train_in_background, args=(cfg, time.time()), daemon=True,
+                                        name="nbkit-panel-train")
+        self._thread.start()
+
+    def _on_stop(self, button=None):
+        if self.running:
+            self._stop_event.set()
+            self._say("stopping after this step…", NOTE_COLOR)
+
+    def _on_overlay(self, button=None):
+        self.refresh_runs()
+        chosen = [self.runs[i] for i in self.run_selector.value] or list(self.runs)
+        if not chosen:
+            show(self.overlay_output, _html_output("<i>no runs yet: press Train</i>", "no runs yet"))
+            return
+        try:
+            show(self.overlay_output, _png_output(plots.compare_runs(chosen)))
+        except Exception as err:  # noqa: BLE001 - a message, never a traceback
+            show(self.overlay_output, _html_output(self._message(f"cannot overlay: {err}", ERROR_COLOR), str(err)))
+
+    # ------------------------------------------------------------ the training thread
+
+    def _train_in_background(self, cfg: TrainConfig, clicked: float):
+        live = _LiveRun(self, cfg, clicked)
+        try:
+            run = train(cfg, callbacks=[live.on_event], stop_event=self._stop_event)
+        except Exception as err:  # noqa: BLE001 - shown as a message: the learner changes a knob and retries
+            self.last_error = err
+            kind = "not allowed" if isinstance(err, ValueError) else f"training failed ({type(err).__name__})"
+            self._say(f"{kind}: {err}", ERROR_COLOR)
+        else:
+            self.runs.append(run)
+            live.finish(run)
+            for panel in list(_PANELS):
+                if panel.runs is self.runs:
+                    panel.refresh_runs()
+        finally:
+            self.train_button.disabled, self.stop_button.disabled = False, True
+
+    # ------------------------------------------------------------ status and tables
+
+    @staticmethod
+    def _message(text: str, color: str) -> str:
+        return f'<span style="color:{color}">{html.escape(text)}</span>'
+
+    def _say(self, text: str, color: str = NOTE_COLOR) -> None:
+        self.status.value = self._message(text, color)
+
+    def show_diagnoses(self, diagnoses: list[Diagnosis]) -> None:
+        """Show the curve doctor's verdict under the plot (nothing for an empty list)."""
+        self.diagnoses = list(diagnoses)
+        self.doctor.value = doctor_html(self.diagnoses)
+
+    def runs_table(self) -> pd.DataFrame:
+        """runs_table of the notebook's runs, with this panel's fields always as columns."""
+        if not self.runs:
+            return pd.DataFrame()
+        table = runs_table(self.runs)
+        for position, name in enumerate(f for f in self.fields if f not in table):
+            table.insert(position, name, [run.config.get(name) for run in self.runs])
+        table.index = range(1, len(table) + 1)  # "#1", "#2": as in the run chooser
+        return table
+
+    def refresh_runs(self) -> None:
+        """Redraw the runs table and the run chooser (called after every run of any panel
+        that shares this panel's runs list)."""
+        table = self.runs_table()
+        if table.empty:
+            show(self.table_output, _html_output("<i>no runs yet</i>", "no runs yet"))
+        else:
+            unmeasured = [c for c in RESULT_COLUMNS if table[c].isna().all()]  # e.g. accuracy without a metric
+            shown = table.drop(columns=unmeasured)
+            markup = shown.to_html(float_format=lambda x: f"{x:.4g}", na_rep="", classes="nbkit-runs", border=0)
+            show(self.table_output, _html_output(markup, table.to_string()))
+        knobs = [c for c in table.columns if c not in RESULT_COLUMNS]
+        options = [(f"#{i + 1} {knob_label(run.config, knobs) or run.name} ({run.status})", i)
+                   for i, run in enumerate(self.runs)]
+        kept = tuple(v for v in self.run_selector.value if v < len(options))
+        self.run_selector.options = options
+        self.run_selector.value = kept
+
+
+class _LiveRun:
+    """The run in flight, as the trainer's events build it: rows, best epoch, redraw timing."""
+
+    def __init__(self, panel: TrainPanel, cfg: TrainConfig, clicked: float):
+        self.panel, self.cfg, self.clicked = panel, cfg, clicked
+        self.steps: list[dict] = []
+        self.epochs: list[dict] = []
+        self.best = BestTracker(cfg.early_stopping_threshold)  # the trainer's rule for the best epoch
+        self.total_steps, self.num_epochs, self.path = None, None, None
+        self.last_draw = 0.0
+
+    def on_event(self, event: str, data: dict) -> None:
+        handlers = {TRAIN_BEGIN: self._on_train_begin, STEP: self._on_step, EPOCH_END: self._on_epoch_end,
+                    RUN_END: self._on_run_end}
+        try:
+            handlers[event](data)
+        except Exception as err:  # noqa: BLE001 - a drawing problem must never stop the training
+            self.panel.last_error = err
+            self.panel._say(f"plot update failed ({type(err).__name__}: {err}); training goes on", ERROR_COLOR)
+
+    def _on_train_begin(self, data):
+        self.total_steps = data["total_steps"]
+        self.num_epochs = math.ceil(self.total_steps / data["steps_per_epoch"])
+        self.path = data.get("path")
+        self._progress()
+
+    def _on_step(self, row):
+        self.steps.append(row)
+        if time.time() - self.last_draw >= REDRAW_SECONDS:
+            self._draw()
+            self._progress()
+
+    def _on_epoch_end(self, row):
+        self.epochs.append(row)
+        self.best.update(row["epoch"], row["eval_loss"])
+        self._draw()
+        self._progress()
+        self.panel.show_diagnoses(diagnose(self._run_so_far()))
+
+    def _on_run_end(self, data):
+        pass  # finish() draws the stored run once train() has returned it
+
+    def _progress(self):
+        step = self.steps[-1]["step"] if self.steps else 0
+        epoch = math.ceil(self.steps[-1]["epoch"] - 1e-9) if self.steps else 0
+        text = f"running: epoch {epoch}/{self.num_epochs}, step {step}/{self.total_steps}"
+        if self.steps:
+            text += f" — loss {self.steps[-1]['loss']:.4g}"
+        if self.best.best is not None:
+            text += f"; best epoch {self.best.best_epoch} (eval_loss {self.best.best_loss:.4g})"
+        self.panel._say(text, NOTE_COLOR)
+
+    def _run_so_far(self) -> Run:
+        summary = {"status": "running", "best_epoch": self.best.best_epoch,
+                   "best_eval_loss": self.best.best_loss if self.best.best is not None else None}
+        return Run(path=Path(self.path or "running"), config=self.cfg.to_dict(), steps=pd.DataFrame(self.steps),
+                   epochs=pd.DataFrame(self.epochs), summary=summary)
+
+    def _draw(self):
+        fig = plots.loss_curves(self._run_so_far())
+        fig.axes[0].set_xlim(-0.2, self.num_epochs + 0.2)  # the whole run's width: the curve grows into it
+        show(self.panel.plot_output, _png_output(fig))
+        self.last_draw = time.time()
+        self.panel.plot_updates += 1
+        if self.panel.first_plot_seconds is None:
+            self.panel.first_plot_seconds = self.last_draw - self.clicked
+
+    def finish(self, run: Run):
+        show(self.panel.plot_output, _png_output(plots.loss_curves(run)))
+        self.panel._say(*final_status(run))
+        self.panel.show_diagnoses(diagnose(run))
+
+
+def doctor_html(diagnoses: list[Diagnosis]) -> str:
+    """The doctor's verdict as a short list: the diagnosis in colour, its evidence, what to change."""
+    if not diagnoses:
+        return ""
+    items = "".join(
+        f'<li><b style="color:{DIAGNOSIS_COLORS.get(d.name, NOTE_COLOR)}">{html.escape(d.name)}</b>: '
+        f"{html.escape(d.message)}<br>&rarr; <i>{html.escape(d.advice)}</i></li>" for d in diagnoses)
+    return f'<div class="nbkit-doctor"><b>Curve doctor</b><ul style="margin:2px 0">{items}</ul></div>'
+
+
+def final_status(run: Run) -> tuple[str, str]:
+    """(text, colour) of the status line once a run has ended."""
+    s = run.summary
+    best = ""
+    if run.best_epoch is not None and run.best_eval_loss is not None and math.isfinite(run.best_eval_loss):
+        best = f"best epoch {run.best_epoch} (eval_loss {run.best_eval_loss:.4g})"
+    seconds = s.get("train_seconds") or 0.0
+    if run.status == "diverged":
+        lr = run.config.get("learning_rate")
+        return (f"diverged at step {s.get('diverged_at_step')} — lower the learning rate (it was {lr:g}), "
+                f"or add warmup / gradient clipping", ERROR_COLOR)
+    if run.status == "interrupted":
+        return (f"stopped: interrupted at step {s.get('steps_completed')}/{s.get('total_steps')}"
+                + (f" — {best} so far" if best else ""), NOTE_COLOR)
+    if run.status == "early_stopped":
+        return (f"early stopped at epoch {s.get('epochs_completed')}, finished in {seconds:.1f} s — {best}",
+                OK_COLOR)
+    return f"finished in {seconds:.1f} s — {best}", OK_COLOR
+
+
+def panel(cfg: TrainConfig, fields: list[str], runs: list | None = None, preview=None) -> TrainPanel:
+    """A TrainPanel for `fields` of `cfg`: show it as a cell's last value or with display(p.widget).
+    `runs`: the notebook's list of runs, shared by its panels; each Train appends to it.
+    `preview`: f(config) -> text shown under the controls and redrawn on every change, before training."""
+    return TrainPanel(cfg, fields, runs, preview)
