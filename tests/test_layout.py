@@ -78,3 +78,15 @@ def test_the_check_sees_an_import_that_goes_up(tmp_path):
     assert len(wrong_imports(tmp_path / "core" / "bad.py", tmp_path)) == 1
     assert len(wrong_imports(tmp_path / "labs" / "ch01_x.py", tmp_path)) == 1
     assert wrong_imports(tmp_path / "views" / "ok.py", tmp_path) == []
+
+
+def test_only_the_views_draw_and_never_with_pyplot():
+    """Figures are matplotlib Figure objects made in nbkit.views, never with pyplot (plots.py says why);
+    the core and the labs compute and import no matplotlib at all. (nbkit.interfaces.chapter may close
+    a pyplot figure a learner made and passed to ch.figure.)"""
+    for path in MODULES:
+        text, layer = path.read_text(), path.relative_to(PACKAGE).parts[0]
+        if layer == "views":
+            assert "import matplotlib.pyplot" not in text and "from matplotlib import pyplot" not in text, path
+        if layer in ("core", "labs"):
+            assert "matplotlib" not in text, f"{path}: draws outside nbkit.views"

@@ -25,7 +25,6 @@ import math
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 
 from nbkit.core.callbacks import TRAIN_BEGIN
 from nbkit.core.data import collate
@@ -261,70 +260,6 @@ def samples_seen(run) -> pd.Series:
     return run.steps["step"] * cfg["per_device_train_batch_size"] * cfg["gradient_accumulation_steps"]
 
 
-# ---------------------------------------------------------------- figures
-
-def noise_figure(spread: pd.DataFrame) -> Figure:
-    """Gradient variance and the spread of the batch loss against batch size (log-log), each with the
-    1/B (variance) or 1/sqrt(B) (standard deviation) line through the smallest batch."""
-    fig = Figure(figsize=(9, 3.6), layout="constrained")
-    b = spread["batch_size"].to_numpy(dtype=float)
-    for ax, column, power, label in zip(fig.subplots(1, 2), ["gradient_variance", "loss_std"], [1.0, 0.5],
-                                        ["variance of the batch gradient", "std of the batch loss"]):
-        y = spread[column].to_numpy()
-        ax.loglog(b, y, "o-", label="measured")
-        ax.loglog(b, y[0] * (b[0] / b) ** power, "--", color="grey", label=f"1/B^{power:g} from the smallest")
-        ax.set_xticks(b, [f"{v:g}" for v in b], minor=False)
-        ax.set_xticks([], minor=True)
-        ax.set(xlabel="batch size", ylabel=label)
-        ax.legend()
-    return fig
-
-
-def throughput_memory_figure(table: pd.DataFrame) -> Figure:
-    """Tokens per second (every row) and measured peak memory with the plan (the rows that have one)
-    against batch size."""
-    fig = Figure(figsize=(9, 3.6), layout="constrained")
-    left, right = fig.subplots(1, 2)
-    left.semilogx(table["batch_size"], table["tokens_per_second"], "o-", base=2)
-    left.set(xlabel="batch size", ylabel="tokens / s (median step)", ylim=(0, None))
-    measured = table.dropna(subset=["measured_MB"])
-    right.semilogx(measured["batch_size"], measured["measured_MB"], "o-", base=2, label="measured peak")
-    right.semilogx(measured["batch_size"], measured["planned_MB"], "x--", base=2, label="planned (nbkit.core.memory)")
-    right.set(xlabel="batch size", ylabel="MB", ylim=(0, None))
-    right.legend()
-    return fig
-
-
-def samples_figure(runs, labels, smooth_samples: int = 64) -> Figure:
-    """Training loss against samples seen, one line per run, each averaged over about smooth_samples
-    samples so batches of different sizes are smoothed alike."""
-    fig = Figure(figsize=(7, 4), layout="constrained")
-    ax = fig.add_subplot()
-    for run, label in zip(runs, labels):
-        batch = run.config["per_device_train_batch_size"] * run.config["gradient_accumulation_steps"]
-        window = max(1, smooth_samples // batch)
-        ax.plot(samples_seen(run), run.steps["loss"].rolling(window, min_periods=1).mean(), label=label)
-    ax.set(xlabel="training samples seen", ylabel="training loss (smoothed)", yscale="log")
-    ax.legend(fontsize=8)
-    return fig
-
-
-def noise_scale_figure(table: pd.DataFrame, b_simple: float) -> Figure:
-    """B_simple at each probe, and the run's value (mean trace / mean |G|^2)."""
-    fig = Figure(figsize=(7, 3.6), layout="constrained")
-    ax = fig.add_subplot()
-    finite = np.isfinite(table["b_simple"])
-    ax.semilogy(table["samples_seen"], table["b_simple"].where(finite), "o-", label="B_simple at each probe")
-    ax.axhline(b_simple, color="grey", ls="--", label=f"over the run: {b_simple:.0f}")
-    if not finite.all():  # |G|^2 estimated <= 0: drawn at the top, where a very large noise scale would be
-        top = ax.get_ylim()[1]
-        ax.plot(table.loc[~finite, "samples_seen"], [top] * int((~finite).sum()), "^", color="#d62728",
-                clip_on=False, label="inf: the noise swamped the signal")
-    ax.set(xlabel="training samples seen", ylabel="gradient noise scale B_simple")
-    ax.legend()
-    return fig
-
-
 # ---------------------------------------------------------------- the same, on a seed set
 
 def averaged_noise_scale(model, features, pad_token_id: int, repeats: int = 4, b_small: int = 4, n_micro: int = 8,
@@ -478,26 +413,3 @@ def step_throughput(cfg, batch_sizes, repeats: int = 5, seed: int = 0, workers: 
     return pd.DataFrame([{"batch_size": b, "tokens_per_second": float(np.median([t / s for t, s in times[b]]))}
                          for b in batch_sizes])
 
-
-def noise_scale_seeds_figure(table: pd.DataFrame) -> Figure:
-    """B_simple at the base model and at the end of the run, a pair of bars per seed (log scale). An
-    infinite estimate (|G|^2 averaged to <= 0: the noise swamped the signal) is a hatched bar reaching
-    above every finite one."""
-    fig = Figure(figsize=(7, 3.6), layout="constrained")
-    ax = fig.add_subplot()
-    x = np.arange(len(table))
-    values = table[["b_simple_base", "b_simple_end"]].to_numpy(dtype=float)
-    top = 2 * max([v for v in values.ravel() if np.isfinite(v)] or [1.0])
-    colors = ("tab:blue", "tab:orange")
-    for j, (offset, label) in enumerate(((-0.2, "base model (before any update)"), (0.2, "end of the run"))):
-        finite = np.isfinite(values[:, j])
-        ax.bar(x[finite] + offset, values[finite, j], width=0.4, color=colors[j], label=label)
-        if (~finite).any():
-            ax.bar(x[~finite] + offset, [top] * int((~finite).sum()), width=0.4, color="white", edgecolor=colors[j],
-                   hatch="//", label=f"{label}: inf, the noise swamped the signal")
-    ax.set_yscale("log")
-    ax.set_ylim(top=top * 30)  # room for the legend above the bars
-    ax.set_xticks(x, [f"seed {s}" for s in table["seed"]])
-    ax.set(ylabel="gradient noise scale B_simple (rows)")
-    ax.legend(fontsize=8, loc="upper left")
-    return fig

@@ -155,37 +155,6 @@ def loader_throughput(dataset, num_workers: int, batch_size: int = 16, pad_token
             "main_process_cpu_seconds": main_cpu, "torch_warning": said[0] if said else ""}
 
 
-def band_figure(band: pd.DataFrame, runs: dict, metric: str = "loss"):
-    """The seeds' band (min to max per step, shaded) with other runs drawn over it: is their
-    difference larger than what the seed alone does?"""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 4), layout="constrained")
-    ax = fig.subplots()
-    ax.fill_between(band.index, band["min"], band["max"], alpha=0.3, color="tab:blue", label="seed band (min-max)")
-    ax.plot(band.index, band["mean"], color="tab:blue", label="mean over seeds")
-    for (label, run), color in zip(runs.items(), ("tab:red", "tab:green", "tab:purple")):
-        steps = as_runs(run)[0].steps
-        ax.plot(steps["step"], steps[metric], color=color, label=label)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel(metric)
-    ax.legend()
-    return fig
-
-
-def bar_figure(table: pd.DataFrame, x: str, y: str, title: str):
-    """A bar per row of table: y against x (workers against tokens/s, precision against time)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 3.5), layout="constrained")
-    ax = fig.subplots()
-    ax.bar([str(v) for v in table[x]], table[y], color="tab:blue")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    ax.set_title(title, fontsize=10)
-    return fig
-
-
 def cpu_has_bf16() -> bool:
     """Does this CPU have bf16 instructions (AVX-512 BF16 or AMX)? Without them bf16 is emulated."""
     try:
