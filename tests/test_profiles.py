@@ -119,3 +119,29 @@ def test_a_missing_value_or_notebook_is_named(tmp_path, monkeypatch):
         chapter_parameters("99_test", dict(model="tiny", device="cpu", rows=600))
     with pytest.raises(ValueError, match=r"chapter='98_nope': no notebook 98_nope.ipynb; allowed: 99_test"):
         chapter_parameters("98_nope", {})
+
+
+def test_parameters_are_converted_by_the_type_the_cell_declares(tmp_path, monkeypatch):
+    """papermill passes `-p flag false` as the string "false" (truthy) and an untyped list as a string."""
+    fake_chapter(tmp_path, monkeypatch, CELL + "flag: bool = True\nratio: float = 0.5\n", SIZES)
+    values = dict(model="tiny", device="cpu", rows="12", lrs="[1e-4, 1e-3]", seed=1, flag="false", ratio=1)
+    p = chapter_parameters("99_test", values)
+    assert (p.rows, p.lrs, p.flag, p.ratio) == (12, [1e-4, 1e-3], False, 1.0)
+    assert type(p.ratio) is float and p.flag is False
+    for word, expected in [("yes", True), ("no", False), ("1", True), ("0", False), ("True", True)]:
+        assert chapter_parameters("99_test", dict(values, flag=word)).flag is expected
+    with pytest.raises(ValueError, match=r"flag='maybe' is invalid; allowed: true or false"):
+        chapter_parameters("99_test", dict(values, flag="maybe"))
+    with pytest.raises(ValueError, match=r"rows='many' is invalid; allowed: a whole number"):
+        chapter_parameters("99_test", dict(values, rows="many"))
+
+
+def test_a_value_set_with_p_wins_even_when_it_equals_the_default(tmp_path, monkeypatch):
+    """What papermill injected (a plain assignment in an executed cell, IPython's `In`) is the learner's
+    choice: `-p rows 600` on SmolLM2 keeps 600, though 600 is also the cell's (tiny) default."""
+    fake_chapter(tmp_path, monkeypatch, CELL, SIZES)
+    injected = "# Parameters\nmodel = \"smollm2-135m\"\nrows = 600\n"
+    values = dict(model="smollm2-135m", device="cpu", rows=600, lrs=[1e-3, 1e-2], seed=42)
+    assert chapter_parameters("99_test", dict(values, In=["import x", CELL, injected])).rows == 600
+    assert chapter_parameters("99_test", dict(values, In=["import x", CELL])).rows == 160  # not set: sized
+    assert chapter_parameters("99_test", values).lrs == [1e-5, 1e-4]

@@ -18,6 +18,7 @@ works and ``TrainConfig(learning_rate="abc")`` fails with a clear message.
 This module is the root of nbkit's import graph: it must not import other nbkit modules.
 """
 
+import ast
 import dataclasses
 import difflib
 import inspect
@@ -452,9 +453,20 @@ def _to_dict(value):
     raise ValueError
 
 
-_CONVERTERS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str, dict: _to_dict}
+def _to_list(value):
+    if isinstance(value, str):  # "[1e-3, 3e-3]": papermill passes a list it cannot type as its text
+        try:
+            value = ast.literal_eval(value)  # Python's reading: YAML would take 1e-3 for a string
+        except (ValueError, SyntaxError):
+            raise ValueError from None
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise ValueError
+
+
+_CONVERTERS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str, dict: _to_dict, list: _to_list}
 _TYPE_WORDS = {bool: "true or false", int: "a whole number", float: "a number such as 3e-4",
-               str: "a string", dict: 'a mapping such as {"num_cycles": 2}'}
+               str: "a string", dict: 'a mapping such as {"num_cycles": 2}', list: "a list such as [1e-3, 3e-3]"}
 
 
 def _unpack(annotation):
@@ -467,7 +479,8 @@ def _unpack(annotation):
 
 
 def coerce_value(name: str, value, annotation):
-    """`value` converted to the field's type; strings such as "3e-4", "true", "none" are parsed."""
+    """`value` converted to the field's (or a chapter parameter's) type; strings such as "3e-4",
+    "true", "none", "[1, 2]" are parsed."""
     kind, optional = _unpack(annotation)
     allowed = _TYPE_WORDS[kind] + (" or None" if optional else "")
     if optional and (value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS)):

@@ -225,7 +225,7 @@ def model_card(f):
     return f"""# tiny: the embedded base model of nbkit
 
 A {f['parameters']:,}-parameter Llama-architecture causal LM, pretrained from scratch on CPU by
-`nbkit/pretrain.py` on English text that `nbkit/data.py` generates. No downloaded data or weights.
+`nbkit/core/pretrain.py` on English text that `nbkit/core/data.py` generates. No downloaded data or weights.
 
 ## Architecture
 `{f['architecture']}`: {f['num_hidden_layers']} layers, hidden size {f['hidden_size']},

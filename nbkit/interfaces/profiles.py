@@ -19,6 +19,8 @@ import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
+from nbkit.core.config import coerce_value
+
 # Rows, sequence length and evaluation size per (model, device). Why these numbers:
 #   tiny, cpu           TrainConfig's defaults: a whole run takes seconds
 #   smollm2-135m, cpu   LoRA trains about 140 tokens/s on two cores (bench/llm_finetune.py), so an
@@ -68,9 +70,11 @@ NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 SIZES_DIR = NOTEBOOKS_DIR / "sizes"  # <chapter>.toml: what a chapter runs on other models, with the reasons
 
 
-def notebook_defaults(chapter: str) -> dict:
-    """{name: default} of the parameters cell of notebooks/<chapter>.ipynb, in the cell's order: the
-    tiny model's values, and the list of the chapter's parameters."""
+TYPES = {"bool": bool, "int": int, "float": float, "str": str, "list": list}  # what a parameters cell declares
+
+
+def _parameters_cell(chapter: str) -> list[ast.AnnAssign]:
+    """The annotated assignments of the parameters cell of notebooks/<chapter>.ipynb."""
     path = NOTEBOOKS_DIR / f"{chapter}.ipynb"
     if not path.exists():
         chapters = sorted(p.stem for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -79,8 +83,35 @@ def notebook_defaults(chapter: str) -> dict:
     cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
     if cell is None:
         raise ValueError(f"{path.name} has no cell tagged 'parameters' (papermill's parameters cell)")
-    body = ast.parse("".join(cell["source"])).body
-    return {node.target.id: ast.literal_eval(node.value) for node in body if isinstance(node, ast.AnnAssign)}
+    return [node for node in ast.parse("".join(cell["source"])).body if isinstance(node, ast.AnnAssign)]
+
+
+def notebook_defaults(chapter: str) -> dict:
+    """{name: default} of the parameters cell of notebooks/<chapter>.ipynb, in the cell's order: the
+    tiny model's values, and the list of the chapter's parameters."""
+    return {node.target.id: ast.literal_eval(node.value) for node in _parameters_cell(chapter)}
+
+
+def notebook_types(chapter: str) -> dict:
+    """{name: type} as the parameters cell declares them (`learning_rate: float = 1e-3` -> float)."""
+    return {node.target.id: TYPES[node.annotation.id] for node in _parameters_cell(chapter)}
+
+
+def set_by_learner(values: dict, defaults: dict) -> set:
+    """The parameters the learner set: those a plain assignment in an executed cell set (papermill's
+    injected `-p` cell, or a cell the learner ran; IPython's input history `In` in `values`), and those
+    whose value differs from the cell's default (the parameters cell edited in JupyterLab). A value
+    equal to the default counts when it was set: `-p learning_rate 1e-3` keeps 1e-3 on any model."""
+    assigned = set()
+    for source in values.get("In", []):
+        try:
+            body = ast.parse(source).body
+        except SyntaxError:
+            continue
+        for node in body:
+            if isinstance(node, ast.Assign):
+                assigned |= {t.id for t in node.targets if isinstance(t, ast.Name) and t.id in defaults}
+    return assigned | {name for name in defaults if name in values and values[name] != defaults[name]}
 
 
 def chapter_sizes(chapter: str) -> dict[tuple[str, str], dict]:
@@ -122,13 +153,15 @@ def chapter_size(chapter: str, model: str, device: str) -> dict:
 
 def chapter_parameters(chapter: str, values: dict) -> SimpleNamespace:
     """The parameters cell of notebooks/<chapter>.ipynb as a namespace (p.learning_rate, ...): each
-    value from `values` (the notebook's globals(), where papermill's -p values have landed) and, for
-    a parameter left at the cell's default, this model's size on this device (chapter_size). A value
-    the learner set wins, as in sized()."""
-    defaults = notebook_defaults(chapter)
+    value from `values` (the notebook's globals(), where papermill's -p values have landed), converted
+    to the type the cell declares ("false" -> False, "[1e-3, 3e-3]" -> a list: papermill passes some
+    values as strings), and, for a parameter the learner did not set, this model's size on this
+    device (chapter_size). A value the learner set wins, as in sized()."""
+    defaults, types = notebook_defaults(chapter), notebook_types(chapter)
     missing = [name for name in defaults if name not in values]
     if missing:
         raise ValueError(f"chapter_parameters({chapter!r}): no value for {missing}; run the parameters cell first")
-    chosen = {name: values[name] for name in defaults}
+    chosen = {name: coerce_value(name, values[name], types[name]) for name in defaults}
+    learner = set_by_learner(dict(values, **chosen), defaults)
     size = chapter_size(chapter, chosen.get("model", "tiny"), chosen.get("device", "auto"))
-    return SimpleNamespace(**{k: size[k] if k in size and v == defaults[k] else v for k, v in chosen.items()})
+    return SimpleNamespace(**{k: size[k] if k in size and k not in learner else v for k, v in chosen.items()})
