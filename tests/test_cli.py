@@ -168,3 +168,51 @@ def test_show_config_lists_every_field_with_its_comment_and_marks_changes(capsys
     assert " max_grad_norm = 1.0  # HF default; clips rare spikes" in out
     field_lines = [line for line in out.splitlines() if re.match(r"[ *]\w+ = ", line)]
     assert len(field_lines) == len(dataclasses.fields(TrainConfig))
+
+
+# ---------------------------------------------------------------- the README's commands
+
+USER_ROWS = {  # one row of each format the README's Datasets table names; the rest follows the same pattern
+    "alpaca": lambda a, b: {"instruction": "Add the two numbers.", "input": f"{a} and {b}", "output": str(a + b)},
+    "sharegpt": lambda a, b: {"conversations": [{"from": "human", "value": f"What is {a} + {b}?"},
+                                                {"from": "gpt", "value": str(a + b)}]},
+    "messages": lambda a, b: {"messages": [{"role": "user", "content": f"What is {a} + {b}?"},
+                                           {"role": "assistant", "content": str(a + b)}]},
+}
+
+
+@pytest.mark.parametrize("fmt", list(USER_ROWS))
+def test_train_from_a_config_file_on_the_users_own_jsonl(fmt, capsys, tmp_path):
+    """`python -m nbkit train --config my_run.yaml` with `dataset: my.jsonl` in each format: the run trains
+    on those rows (its split sizes say so) and ends completed."""
+    rows = [USER_ROWS[fmt](a, b) for a in range(8) for b in range(5)]
+    (tmp_path / "my.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "my_run.yaml").write_text(f"dataset: {tmp_path / 'my.jsonl'}\nnum_train_epochs: 1\nlearning_rate: 1.0e-3\n"
+                                          f"disable_tqdm: true\noutput_dir: {tmp_path / 'runs'}\n")
+    assert main(["train", "--config", str(tmp_path / "my_run.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "status:     completed" in out
+    [folder] = list((tmp_path / "runs").iterdir())
+    summary = json.loads((folder / "summary.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
+    assert config["dataset"] == str(tmp_path / "my.jsonl") and config["learning_rate"] == 1e-3
+    assert summary["num_train_examples"] + summary["num_val_examples"] == len(rows)
+
+
+@pytest.mark.parametrize("fmt", ["llamafactory", "trl", "training_args", "lora"])
+def test_every_export_format_writes_its_file_with_o(fmt, capsys, tmp_path):
+    """`export --format F -o FILE` writes FILE (nothing on stdout), in a form its tool reads."""
+    out = tmp_path / f"export.{fmt}"
+    assert main(["export", "--format", fmt, "--set", "finetuning_type=lora", "--set", "learning_rate=2e-4",
+                 "-o", str(out)]) == 0
+    assert capsys.readouterr().out == ""
+    text = out.read_text()
+    if fmt == "llamafactory":
+        assert yaml.safe_load(text)["learning_rate"] == 2e-4
+    elif fmt == "trl":
+        compile(text, str(out), "exec")  # a runnable script: at least valid Python
+        assert "learning_rate=0.0002" in text.replace(" ", "") or "2e-04" in text or "0.0002" in text
+    elif fmt == "training_args":
+        assert json.loads(text)["learning_rate"] == 2e-4
+    else:
+        assert LoraConfig(**json.loads(text)).r == TrainConfig().lora_rank

@@ -1,5 +1,6 @@
 """nbkit.core.lr_finder (the LR range test) and plots.lr_finder_plot, on real short ramps of the
 tiny model: the ramp, the early stop, the restored weights, determinism, the suggestion."""
+import inspect
 import math
 
 import matplotlib.pyplot as plt
@@ -69,7 +70,7 @@ def test_full_ramp_uses_every_lr_and_cycles_the_loader(cfg, gentle):
 
 
 def test_smoothed_is_the_bias_corrected_average(gentle):
-    beta, avg = 0.98, 0.0  # the default smoothing
+    beta, avg = inspect.signature(lr_range_test).parameters["smoothing"].default, 0.0  # the default smoothing
     for i, (loss, smoothed) in enumerate(zip(gentle.losses, gentle.smoothed)):
         avg = beta * avg + (1 - beta) * loss
         assert smoothed == pytest.approx(avg / (1 - beta ** (i + 1)))

@@ -1,9 +1,14 @@
-"""The README's five-line example runs as written, and fine-tuning measurably helps."""
+"""The README's commands run as written: the five-line example (fine-tuning measurably helps), papermill's
+parameter listing and a chapter run with the README's overrides."""
+import ast
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import nbformat
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -23,3 +28,47 @@ def test_readme_example_prints_accuracy_before_and_after(tmp_path):
     before, after = map(int, match.groups())
     assert after > before
     assert (tmp_path / "runs").is_dir()  # the run went to the store in the caller's folder
+
+
+def readme_commands(program: str) -> list[list[str]]:
+    """The README's shell lines that run `.venv/bin/<program>`, split into words (comments dropped)."""
+    text = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    lines = [line.split("  #")[0].split() for block in blocks for line in block.splitlines()]
+    return [words for words in lines if words and words[0] == f".venv/bin/{program}"]
+
+
+def run_as_written(words: list[str], cwd: Path, *extra: str) -> subprocess.CompletedProcess:
+    """A README line run from the repository's root, as the README says, with this Python."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("MPLBACKEND", None)
+    program = words[0].removeprefix(".venv/bin/")
+    return subprocess.run([sys.executable, "-m", program, *words[1:], *extra], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=1500)
+
+
+def test_the_papermill_help_lists_every_parameter_with_its_default():
+    [words] = [w for w in readme_commands("papermill") if "--help-notebook" in w]
+    done = run_as_written(words, REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    notebook = REPO / words[words.index("--help-notebook") + 1]
+    cell = next(c for c in nbformat.read(notebook, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    for node in ast.parse(cell.source).body:  # as the cell writes them: `learning_rate: float = 1e-3`
+        listed = f"{node.target.id}: {node.annotation.id} (default {ast.get_source_segment(cell.source, node.value)})"
+        assert listed in done.stdout, f"not listed: {listed}\n{done.stdout}"
+
+
+def test_the_papermill_example_runs_the_chapter_with_its_overrides(tmp_path):
+    """The README's `papermill ... -p learning_rate 3e-3 -p sweep_epochs 3`, as written (its output goes to
+    a temporary folder): the chapter runs, records those values, and its sweep trains for 3 epochs."""
+    [words] = [w for w in readme_commands("papermill") if "-p" in w]
+    overrides = {words[i + 1]: words[i + 2] for i, w in enumerate(words) if w == "-p"}
+    words = [str(tmp_path / "out.ipynb") if w == "out.ipynb" else w for w in words]
+    done = run_as_written(words, REPO, "-p", "output_dir", str(tmp_path / "runs"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "runs" / Path(words[1]).stem / "results.json").read_text())
+    for name, value in overrides.items():
+        assert results["parameters"][name] == type(results["parameters"][name])(value), name
+    sweep_epochs = {json.loads(p.read_text())["num_train_epochs"]
+                    for p in (tmp_path / "runs").rglob("config.json") if "learning_rate=" in p.parent.name}
+    assert sweep_epochs == {int(overrides["sweep_epochs"])}
