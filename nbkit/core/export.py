@@ -10,8 +10,10 @@
     get_peft_model(model, lora_config(cfg))              # ... in PEFT
     Path("sft.yaml").write_text(llamafactory_yaml(cfg))  # ... in LLaMA-Factory
 
-`write_exports(cfg, folder)` writes the first three side by side (the capstone does);
-`python -m nbkit export --format F` prints one.
+`write_exports(cfg, folder)` writes the first three side by side and `write_dataset(cfg, folder)`
+nbkit's own train/validation split beside them, for TRL (prompt-completion JSONL) and for LLaMA-Factory
+(its JSONL and the dataset_info.json entries the YAML names), as the capstone does; then both tools
+train on the same rows as they are. `python -m nbkit export --format F` prints one.
 
 HF TrainingArguments and LLaMA-Factory (whose training arguments subclass HF's) share most keys,
 with the same name and value: `shared_args` builds them once, and each tool's function adds only
@@ -30,6 +32,12 @@ from nbkit.core.config import DATASET_NAMES, ConfigError, TrainConfig
 EXPORT_FORMATS = ("llamafactory", "trl", "training_args", "lora")
 EXPORT_FILES = {"llamafactory": "llamafactory_sft.yaml", "trl": "trl_sft.py", "training_args": "training_args.json"}
 DATA_FILES = ("train.jsonl", "validation.jsonl")  # write_dataset: nbkit's own split, in TRL's format
+# ... and in LLaMA-Factory's: rows {"messages": [...]} (its "sharegpt" format with OpenAI role names; its
+# converters read one list of turns, not TRL's prompt and completion columns), registered in
+# dataset_info.json under these names, which the YAML's dataset and eval_dataset give.
+LLAMAFACTORY_DATA_FILES = ("llamafactory_train.jsonl", "llamafactory_validation.jsonl")
+LLAMAFACTORY_DATASETS = ("nbkit_train", "nbkit_validation")
+DATASET_INFO = "dataset_info.json"  # LLaMA-Factory's fixed name for it, looked up in dataset_dir
 
 # What other tools load for a registry model (nbkit.core.models loads them its own way).
 MODEL_SOURCES = {
@@ -48,8 +56,14 @@ def shared_args(cfg: TrainConfig) -> dict:
         "learning_rate": cfg.learning_rate,
         "lr_scheduler_type": cfg.lr_scheduler_type,
         "lr_scheduler_kwargs": dict(cfg.lr_scheduler_kwargs),
-        # transformers 5 removed warmup_ratio: a float warmup_steps < 1 is a ratio of all steps.
-        "warmup_steps": cfg.warmup_steps if cfg.warmup_steps > 0 else cfg.warmup_ratio,
+        # One key that HF, TRL and LLaMA-Factory read alike on every transformers 5: warmup_steps, whole
+        # steps when set, else our warmup_ratio as a float below 1 ("an integer (exact steps) or a float
+        # in [0, 1) (ratio of total steps)", TrainingArguments.warmup_steps since 5.0; get_warmup_steps
+        # takes ceil(total * ratio), as nbkit.core.train.warmup_steps_for does). warmup_ratio is
+        # deprecated since 5.0 (5.0-5.6 still copy it into warmup_steps) and gone by 5.25, where
+        # HfArgumentParser, so LLaMA-Factory's parser, refuses it as an unused key. No warmup is the
+        # int 0, which transformers 4.x (whole warmup_steps only) accepts too.
+        "warmup_steps": cfg.warmup_steps or cfg.warmup_ratio or 0,
         "optim": cfg.optim,
         "adam_beta1": cfg.adam_beta1,
         "adam_beta2": cfg.adam_beta2,
@@ -188,10 +202,11 @@ LLAMAFACTORY_SECTIONS = {
     "model": ("model_name_or_path", "trust_remote_code", "quantization_bit", "quantization_method"),
     "method": ("stage", "do_train", "finetuning_type", "freeze_trainable_layers", "lora_rank", "lora_alpha",
                "lora_dropout", "lora_target", "use_rslora", "use_dora"),
-    "dataset": ("dataset", "dataset_dir", "template", "cutoff_len", "max_samples", "dataloader_num_workers"),
+    "dataset": ("dataset", "eval_dataset", "dataset_dir", "template", "cutoff_len", "max_samples",
+                "dataloader_num_workers"),
     "output": ("output_dir", "logging_steps", "report_to", "run_name", "disable_tqdm"),
     "train": ("per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "num_train_epochs",
-              "max_steps", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "warmup_ratio", "optim",
+              "max_steps", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "optim",
               "optim_args", "adam_beta1", "adam_beta2", "adam_epsilon", "weight_decay", "max_grad_norm", "bf16",
               "fp16", "seed", "full_determinism"),
     "eval": ("val_size", "per_device_eval_batch_size", "eval_strategy", "eval_steps", "save_strategy", "save_steps",
@@ -199,13 +214,11 @@ LLAMAFACTORY_SECTIONS = {
 }
 
 
-def _llamafactory_args(cfg: TrainConfig) -> dict:
-    """Every LLaMA-Factory key for the run: the shared keys (renamed or left out where
-    LLaMA-Factory differs), plus its own model, method and data keys."""
+def _llamafactory_args(cfg: TrainConfig, data_dir=None) -> dict:
+    """Every LLaMA-Factory key for the run: the shared keys (left out where they are at
+    LLaMA-Factory's default), plus its own model, method and data keys."""
     _require_hf_equivalent(cfg, "LLaMA-Factory")
     args = shared_args(cfg)
-    if cfg.warmup_steps == 0:  # LLaMA-Factory runs on transformers 4.x, which still has warmup_ratio
-        args["warmup_ratio"] = args.pop("warmup_steps")
     if not cfg.lr_scheduler_kwargs:  # keys left at their default stay out of the YAML
         del args["lr_scheduler_kwargs"]
     if cfg.max_steps == -1:
@@ -213,7 +226,7 @@ def _llamafactory_args(cfg: TrainConfig) -> dict:
     # Our output_dir is a store of runs; LLaMA-Factory's is one run's folder.
     args["output_dir"] = str(Path(cfg.output_dir) / (cfg.run_name or "llamafactory_sft"))
     args.update(_llamafactory_model(cfg))
-    args.update(_llamafactory_data(cfg))
+    args.update(_llamafactory_data(cfg, data_dir))
     if cfg.early_stopping_patience is not None:
         args["early_stopping_steps"] = cfg.early_stopping_patience  # counted in evaluations
     return args
@@ -232,47 +245,60 @@ def _llamafactory_model(cfg: TrainConfig) -> dict:
     return args
 
 
-def _llamafactory_data(cfg: TrainConfig) -> dict:
-    if cfg.dataset in DATASET_NAMES:
+def _llamafactory_data(cfg: TrainConfig, data_dir=None) -> dict:
+    """The data keys. With `data_dir`: nbkit's own split, as write_dataset(cfg, data_dir) writes it
+    (already capped and split, so no max_samples or val_size: LLaMA-Factory refuses val_size beside
+    an eval_dataset). Without: the dataset by name, split by LLaMA-Factory with val_size."""
+    if data_dir is not None:
+        args = dict(zip(("dataset", "eval_dataset"), LLAMAFACTORY_DATASETS), dataset_dir=str(Path(data_dir).resolve()))
+    elif cfg.dataset in DATASET_NAMES:
         args = {"dataset": cfg.dataset}
     else:  # a .jsonl file: LLaMA-Factory looks datasets up by name in dataset_dir/dataset_info.json
         path = Path(cfg.dataset).resolve()
         args = {"dataset": path.stem, "dataset_dir": str(path.parent)}
     args["template"] = "smollm2" if cfg.model == "smollm2-135m" else "default"
     args["cutoff_len"] = cfg.max_seq_length
-    if cfg.max_samples is not None:
-        args["max_samples"] = cfg.max_samples
-    args["val_size"] = cfg.val_size
+    if data_dir is None:
+        if cfg.max_samples is not None:
+            args["max_samples"] = cfg.max_samples
+        args["val_size"] = cfg.val_size
     return args
 
 
-def llamafactory_sections(cfg: TrainConfig) -> list:
+def llamafactory_sections(cfg: TrainConfig, data_dir=None) -> list:
     """[(section title, {key: value})] in the order the YAML lists them."""
-    args = _llamafactory_args(cfg)
+    args = _llamafactory_args(cfg, data_dir)
     sections = [(title, {key: args.pop(key) for key in keys if key in args})
                 for title, keys in LLAMAFACTORY_SECTIONS.items()]
     assert not args, f"keys with no LLaMA-Factory section: {sorted(args)}"
     return sections
 
 
-def llamafactory_dict(cfg: TrainConfig) -> dict:
-    """The same run as LLaMA-Factory SFT arguments, with LLaMA-Factory's own key names."""
+def llamafactory_dict(cfg: TrainConfig, data_dir=None) -> dict:
+    """The same run as LLaMA-Factory SFT arguments, with LLaMA-Factory's own key names; with
+    `data_dir`, on the split write_dataset(cfg, data_dir) writes there."""
     merged = {}
-    for _, section in llamafactory_sections(cfg):
+    for _, section in llamafactory_sections(cfg, data_dir):
         merged.update(section)
     return merged
 
 
-def llamafactory_yaml(cfg: TrainConfig) -> str:
-    """A LLaMA-Factory training YAML: `llamafactory-cli train this.yaml`."""
+def llamafactory_yaml(cfg: TrainConfig, data_dir=None) -> str:
+    """A LLaMA-Factory training YAML: `llamafactory-cli train this.yaml`; `data_dir` as in
+    llamafactory_dict."""
     lines = [
         "# LLaMA-Factory SFT config written by nbkit from a TrainConfig.",
         "# Run it with: llamafactory-cli train THIS_FILE.yaml",
+        "# Data: nbkit's own train/validation split, in dataset_dir with its dataset_info.json entries."
+        if data_dir is not None else
         "# The dataset must have an entry in dataset_info.json (in dataset_dir, default ./data).",
         "# Not carried over (LLaMA-Factory has no equivalent): predict_with_generate, max_new_tokens,",
         "# eval_generate_samples, early_stopping_threshold.",
     ]
-    for title, section in llamafactory_sections(cfg):
+    if 0 < shared_args(cfg)["warmup_steps"] < 1:
+        lines += ["# warmup_steps below 1 is a fraction of all steps (transformers 5); on transformers 4.x,",
+                  "# which takes whole warmup_steps only, write it as warmup_ratio."]
+    for title, section in llamafactory_sections(cfg, data_dir):
         lines += ["", f"### {title}", yaml.safe_dump(section, sort_keys=False).rstrip()]
     return "\n".join(lines) + "\n"
 
@@ -382,13 +408,13 @@ if __name__ == "__main__":
 
 def write_exports(cfg: TrainConfig, folder) -> dict:
     """Write the LLaMA-Factory YAML, the TRL script and the TrainingArguments JSON into `folder`.
-    Returns {format: path}."""
+    The YAML trains on the split write_dataset(cfg, folder) writes beside it. Returns {format: path}."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
     for fmt, name in EXPORT_FILES.items():
         path = folder / name
-        path.write_text(export_text(cfg, fmt))
+        path.write_text(llamafactory_yaml(cfg, data_dir=folder) if fmt == "llamafactory" else export_text(cfg, fmt))
         written[fmt] = path
     return written
 
@@ -400,16 +426,33 @@ def prompt_completion(example: dict) -> dict:
     return {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
+# LLaMA-Factory's dataset_info.json entry for a file of {"messages": [{"role": ..., "content": ...}]} rows.
+LLAMAFACTORY_MESSAGES_FORMAT = {
+    "formatting": "sharegpt",
+    "columns": {"messages": "messages"},
+    "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+             "system_tag": "system"},
+}
+
+
 def write_dataset(cfg: TrainConfig, folder) -> dict:
-    """The train and validation rows nbkit uses for `cfg` (same cap, seed and split), as JSONL
-    for the TRL script. Returns {"train": path, "validation": path}."""
+    """The train and validation rows nbkit uses for `cfg` (same cap, seed and split), as JSONL for
+    the TRL script (train, validation) and for LLaMA-Factory (llamafactory_train,
+    llamafactory_validation, registered in dataset_info), so that the files write_exports(cfg,
+    folder) writes train on them as they are. Returns {name: path}."""
     from nbkit.core.train import load_split
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for name, file_name, rows in zip(("train", "validation"), DATA_FILES, load_split(cfg)):
-        path = folder / file_name
-        path.write_text("".join(json.dumps(prompt_completion(row)) + "\n" for row in rows))
-        written[name] = path
+    written, dataset_info = {}, {}
+    for name, trl_file, lf_name, lf_file, rows in zip(("train", "validation"), DATA_FILES, LLAMAFACTORY_DATASETS,
+                                                      LLAMAFACTORY_DATA_FILES, load_split(cfg)):
+        written[name] = folder / trl_file
+        written[name].write_text("".join(json.dumps(prompt_completion(row)) + "\n" for row in rows))
+        written["llamafactory_" + name] = folder / lf_file
+        written["llamafactory_" + name].write_text("".join(json.dumps({"messages": row["messages"]}) + "\n"
+                                                           for row in rows))
+        dataset_info[lf_name] = {"file_name": lf_file, **LLAMAFACTORY_MESSAGES_FORMAT}  # relative to dataset_dir
+    written["dataset_info"] = folder / DATASET_INFO
+    written["dataset_info"].write_text(json.dumps(dataset_info, indent=2) + "\n")
     return written
