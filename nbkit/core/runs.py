@@ -210,7 +210,8 @@ def list_runs(output_dir: str | Path = "runs") -> pd.DataFrame:
 
 # ---------------------------------------------------------------- tables of runs
 
-def _short_value(value) -> str:
+def format_value(value) -> str:
+    """A knob's value as a label shows it: floats in their shortest form (0.001, 3e-05)."""
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -232,7 +233,7 @@ def differing_knobs(configs) -> list[str]:
 def knob_label(config, knobs) -> str:
     """"learning_rate=0.001, seed=1": the values of the given knobs in one config."""
     config = config.to_dict() if isinstance(config, TrainConfig) else config
-    return ", ".join(f"{k}={_short_value(config.get(k))}" for k in knobs)
+    return ", ".join(f"{k}={format_value(config.get(k))}" for k in knobs)
 
 
 def as_runs(runs) -> list[Run]:

@@ -25,7 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 import pandas as pd
 
 from nbkit.core.config import TrainConfig
-from nbkit.core.runs import NOT_KNOBS, as_runs, differing_knobs, knob_label
+from nbkit.core.runs import NOT_KNOBS, as_number, as_runs, differing_knobs, knob_label
 from nbkit.core.train import train
 from nbkit.core.workers import discard, pool, train_in_worker
 
@@ -71,20 +71,16 @@ def _run_name(cfg: TrainConfig, knobs) -> str:
     return f"{cfg.run_name}-{name}" if cfg.run_name else name
 
 
-def _num(value) -> float:
-    return math.nan if value is None else float(value)
-
-
 def result_row(run, knobs) -> dict:
     """A row of the sweep table for one run: its knob values, then RESULT_COLUMNS."""
     s = run.summary
     accuracy = run.epochs["eval_accuracy"] if "eval_accuracy" in run.epochs else pd.Series(dtype=float)
     row = {k: run.config.get(k) for k in knobs}
-    row.update(status=run.status, best_epoch=s.get("best_epoch"), best_eval_loss=_num(s.get("best_eval_loss")),
-               final_eval_loss=_num(s.get("final_eval_loss")), base_eval_loss=_num(s.get("base_eval_loss")),
-               final_eval_accuracy=_num(s.get("final_eval_accuracy")),
+    row.update(status=run.status, best_epoch=s.get("best_epoch"), best_eval_loss=as_number(s.get("best_eval_loss")),
+               final_eval_loss=as_number(s.get("final_eval_loss")), base_eval_loss=as_number(s.get("base_eval_loss")),
+               final_eval_accuracy=as_number(s.get("final_eval_accuracy")),
                best_eval_accuracy=float(accuracy.max()) if accuracy.notna().any() else math.nan,
-               diverged_at_step=_num(s.get("diverged_at_step")), train_seconds=_num(s.get("train_seconds")),
+               diverged_at_step=as_number(s.get("diverged_at_step")), train_seconds=as_number(s.get("train_seconds")),
                trainable_params=s.get("trainable_params"), run_name=run.config.get("run_name"),
                path=str(run.path))
     return row
@@ -103,7 +99,7 @@ def _progress_line(i, n, run, label) -> str:
     line = f"[{i}/{n}] {label}: {run.status}, best epoch {run.best_epoch}, best eval_loss {loss}"
     if run.status == "diverged":
         line += f" (diverged at step {run.summary.get('diverged_at_step')})"
-    return line + f", {_num(run.summary.get('train_seconds')):.1f} s"
+    return line + f", {as_number(run.summary.get('train_seconds')):.1f} s"
 
 
 def _same_experiment(cfg: TrainConfig, run) -> bool:

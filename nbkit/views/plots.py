@@ -27,7 +27,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from nbkit.core.config import TrainConfig
-from nbkit.core.runs import as_runs, differing_knobs, knob_label
+from nbkit.core.runs import as_runs, differing_knobs, format_value, knob_label
 from nbkit.core.train import build_scheduler, load_split, step_plan, warmup_steps_for
 
 # One meaning, one colour, in every figure.
@@ -55,12 +55,6 @@ def _new_axes(ax=None, figsize=(7, 4)):
 def _legend(ax, loc="best"):
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc=loc, fontsize=8)
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
 
 
 def _run_labels(runs) -> list[str]:
@@ -456,9 +450,9 @@ def sweep_heatmap(df: pd.DataFrame, x: str = "learning_rate", y: str = "weight_d
     if np.isfinite(values).any():
         i, j = np.unravel_index(np.nanargmax(values) if better_high else np.nanargmin(values), values.shape)
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=BEST_COLOR, linewidth=3,
-                               gid="best", label=f"best: {x}={_fmt(xs[j])}, {y}={_fmt(ys[i])}"))
-    ax.set_xticks(range(len(xs)), [_fmt(float(v)) if isinstance(v, (int, float)) else str(v) for v in xs])
-    ax.set_yticks(range(len(ys)), [_fmt(float(v)) if isinstance(v, (int, float)) else str(v) for v in ys])
+                               gid="best", label=f"best: {x}={format_value(xs[j])}, {y}={format_value(ys[i])}"))
+    ax.set_xticks(range(len(xs)), [format_value(float(v)) if isinstance(v, (int, float)) else str(v) for v in xs])
+    ax.set_yticks(range(len(ys)), [format_value(float(v)) if isinstance(v, (int, float)) else str(v) for v in ys])
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     # no legend (it would crowd the cells): the title says what the marks mean
