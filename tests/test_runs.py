@@ -41,6 +41,14 @@ def test_two_runs_same_name_get_two_folders(tmp_path):
     assert new_run_dir(tmp_path, "x") != new_run_dir(tmp_path, "x")
 
 
+def test_two_processes_naming_a_run_at_once_get_two_folders(tmp_path, monkeypatch):
+    """Worker processes start runs of the same name in the same second: the folder another process made
+    between our look and our mkdir must not crash the run (seen: chapter 6, seed 85929)."""
+    monkeypatch.setattr(Path, "exists", lambda self: False)  # every look says free, as in the race
+    first, second = new_run_dir(tmp_path, "same"), new_run_dir(tmp_path, "same")
+    assert first != second and first.is_dir() and second.is_dir()
+
+
 def test_load_run_on_a_non_run_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         load_run(tmp_path)

@@ -69,13 +69,15 @@ def new_run_dir(output_dir: str | Path, run_name: str | None = None) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     # a run_name is free text ("lr=1e-3/cosine"): keep it readable but safe as a folder name
     suffix = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", run_name)[:80] if run_name else uuid.uuid4().hex[:6]
-    path = Path(output_dir) / f"{stamp}_{suffix}"
-    n = 1
-    while path.exists():  # two runs in the same second with the same name
-        n += 1
-        path = Path(output_dir) / f"{stamp}_{suffix}-{n}"
-    path.mkdir(parents=True)
-    return path
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    path, n = Path(output_dir) / f"{stamp}_{suffix}", 1
+    while True:  # two runs in the same second with the same name, maybe in two worker processes at once:
+        try:      # mkdir is the atomic test, a check before it would race
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+            path = Path(output_dir) / f"{stamp}_{suffix}-{n}"
 
 
 class RunWriter:
