@@ -113,6 +113,12 @@ def test_a_bad_sizes_file_is_named_with_the_table_and_what_is_allowed(tmp_path, 
         chapter_parameters("99_test", dict(model="smollm2-135m", device="cpu", rows=600, lrs=[1e-3], seed=3))
 
 
+def test_a_type_the_cell_cannot_convert_by_is_named(tmp_path, monkeypatch):
+    fake_chapter(tmp_path, monkeypatch, CELL + "rates: list[float] = [1e-3]  # typed too finely\n", SIZES)
+    with pytest.raises(ValueError, match=r"parameter rates is declared 'list\[float\]'; allowed: bool, int"):
+        chapter_parameters("99_test", dict(model="tiny", device="cpu", rows=600, lrs=[1e-3], seed=3, rates=[1e-3]))
+
+
 def test_a_missing_value_or_notebook_is_named(tmp_path, monkeypatch):
     fake_chapter(tmp_path, monkeypatch, CELL, SIZES)
     with pytest.raises(ValueError, match=r"chapter_parameters\('99_test'\): no value for \['lrs', 'seed'\]"):

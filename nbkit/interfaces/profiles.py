@@ -94,7 +94,14 @@ def notebook_defaults(chapter: str) -> dict:
 
 def notebook_types(chapter: str) -> dict:
     """{name: type} as the parameters cell declares them (`learning_rate: float = 1e-3` -> float)."""
-    return {node.target.id: TYPES[node.annotation.id] for node in _parameters_cell(chapter)}
+    types = {}
+    for node in _parameters_cell(chapter):
+        name = node.annotation.id if isinstance(node.annotation, ast.Name) else ast.unparse(node.annotation)
+        if name not in TYPES:
+            raise ValueError(f"{chapter}.ipynb: parameter {node.target.id} is declared {name!r}; allowed: "
+                             f"{', '.join(TYPES)}")
+        types[node.target.id] = TYPES[name]
+    return types
 
 
 def set_by_learner(values: dict, defaults: dict) -> set:
