@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: lab test test-seeds test-llm test-all bench chromium
+.PHONY: lab test test-seeds test-llm test-all bench chromium postgresql
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ $(VENV)/.installed: requirements.txt
 lab: $(VENV)/.installed
 	$(BIN)/jupyter lab notebooks/
 
-test: $(VENV)/.installed chromium
+test: $(VENV)/.installed chromium postgresql
 	$(BIN)/python -m pytest -q
 
 # every chapter again at a second seed, drawn at random once (tests/test_notebooks.py ANOTHER_SEED):
@@ -45,6 +45,13 @@ chromium:
 	@command -v chromium >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+# the study tests start a PostgreSQL server of their own (initdb + pg_ctl in a temporary folder, a free
+# port): Debian's server binaries, installed once, no service started
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql >/dev/null; }
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/trainer_overhead.py
