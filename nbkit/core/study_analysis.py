@@ -1,0 +1,470 @@
+"""What a finished study says, beyond its best trial: the analysis the Google tuning playbook asks for
+and that the anchors lack (issue 17, item 4). Tables and numbers only; nbkit.views.study_plots draws them.
+
+    trials_table(study)            a row per trial: state, run status, value, params, compute, run folder
+    search_space(study)            the knobs searched and over what: a list of values or {low, high, log}
+    edge_warnings(study)           "the best trial sits at the top of the searched range: widen it"
+    isolation(study)               best validation loss per scientific value, nuisance knobs tuned away
+    importance(study)              Optuna's parameter importances (PED-ANOVA: numpy only, no scikit-learn)
+    is_big_enough(study)           a bootstrap: does the best configuration survive resampling the trials?
+    compute_saved(grid, pruned)    epochs trained by two studies of the same question, and their bests
+
+A study is an Optuna study as nbkit.core.study makes it (direction minimize, trial value = the run's
+best validation loss, intermediate values = {epoch: eval_loss}, user attrs run_dir and run_status,
+study user attr "nbkit_spec" naming the scientific, nuisance and fixed knobs). A diverged run is
+either a FAIL trial or a COMPLETE one with value inf: both count as "no usable value" here.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from nbkit.core.runs import format_value
+
+EDGE_MARGIN = 0.1  # the outer 10% of a range (on its own scale) counts as "at the edge"
+ISOLATION_BINS = 5  # a continuous scientific range is cut into this many equal bins on its scale
+STABLE_FRACTION = 0.8  # is_big_enough: "stable" if the same best configuration wins >= 80% of resamples
+LOG_LIST_RATIO = 10  # a list of positive numbers spanning >= 10x is read on a log scale (1e-5, 1e-4, ...)
+
+
+# ---------------------------------------------------------------- the study's spec and trials
+
+def study_spec(study: optuna.Study) -> dict:
+    """The nbkit spec the study was made from ({} for a study made some other way)."""
+    return dict(study.user_attrs.get("nbkit_spec") or {})
+
+
+def is_usable(trial) -> bool:
+    """A trial whose value can be compared: COMPLETE with a finite validation loss (a diverged run
+    may come back COMPLETE with value inf; it has no usable value)."""
+    return trial.state == TrialState.COMPLETE and trial.value is not None and math.isfinite(trial.value)
+
+
+def usable_trials(study: optuna.Study) -> list:
+    return [t for t in study.trials if is_usable(t)]
+
+
+def best_trial(study: optuna.Study):
+    """The usable trial with the lowest value (None if there is none). Not study.best_trial, which
+    raises on an empty study and may return a diverged trial whose value is inf."""
+    trials = usable_trials(study)
+    return min(trials, key=lambda t: t.value) if trials else None
+
+
+def run_status(trial) -> str:
+    """The run's status as the study recorded it, else guessed from the trial's state."""
+    status = trial.user_attrs.get("run_status")
+    if status:
+        return status
+    if trial.state == TrialState.COMPLETE:
+        return "completed" if trial.value is not None and math.isfinite(trial.value) else "diverged"
+    return {TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}.get(trial.state, trial.state.name.lower())
+
+
+def compute_of(trial) -> int:
+    """Epochs the trial trained: the unit of "compute used". An epoch-0 value (the base model's
+    evaluation, if a study reports it) trains nothing and is not counted."""
+    return sum(1 for epoch in trial.intermediate_values if epoch >= 1)
+
+
+def _param_names(study: optuna.Study) -> list[str]:
+    """Every param of any trial: the scientific knobs first, then the nuisance ones, then the rest."""
+    spec = study_spec(study)
+    ordered = list(spec.get("scientific", {})) + list(spec.get("nuisance", {}))
+    seen = dict.fromkeys(name for t in study.trials for name in t.params)
+    return [n for n in ordered if n in seen] + [n for n in seen if n not in ordered]
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """A row per trial: number, state, run_status, value (NaN when the trial has none), each param,
+    epochs_reported (how many epochs have a validation loss), last_epoch (where a pruned trial was
+    cut), best_reported (its lowest validation loss so far: what a pruned trial reached), compute
+    (epochs trained), run_dir and duration_s."""
+    names = _param_names(study)
+    rows = []
+    for t in study.trials:
+        reported = t.intermediate_values
+        row = {"number": t.number, "state": t.state.name, "run_status": run_status(t),
+               "value": math.nan if t.value is None else float(t.value)}
+        row.update({n: t.params.get(n) for n in names})
+        row.update(epochs_reported=len(reported), last_epoch=max(reported) if reported else None,
+                   best_reported=min(reported.values()) if reported else math.nan, compute=compute_of(t),
+                   run_dir=t.user_attrs.get("run_dir"),
+                   duration_s=t.duration.total_seconds() if t.duration is not None else math.nan)
+        rows.append(row)
+    columns = ["number", "state", "run_status", "value"] + names + [
+        "epochs_reported", "last_epoch", "best_reported", "compute", "run_dir", "duration_s"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# ---------------------------------------------------------------- the searched space
+
+def _domain_of(distribution):
+    """A searched domain from an Optuna distribution: {low, high, log} for a range, a list for choices."""
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return list(distribution.choices)
+    return {"low": distribution.low, "high": distribution.high, "log": bool(distribution.log)}
+
+
+def _searched(domain) -> bool:
+    """More than one value to choose from (a one-value "search" is a fixed knob)."""
+    if isinstance(domain, dict):
+        return domain["high"] > domain["low"]
+    return len(set(map(repr, domain))) > 1
+
+
+def search_space(study: optuna.Study) -> dict:
+    """Each searched knob and its domain: a list of values (a grid or a choice) or {"low", "high",
+    "log"} (a range). The spec's scientific and nuisance knobs come first and the spec wins (a grid
+    may be sampled through a float distribution); params the spec does not name are read from the
+    trials' distributions. Knobs with a single value and the spec's fixed knobs are left out."""
+    spec = study_spec(study)
+    space = {}
+    for role in ("scientific", "nuisance"):
+        for knob, domain in spec.get(role, {}).items():
+            if isinstance(domain, dict) and not {"low", "high"} <= set(domain):
+                raise ValueError(f"nbkit_spec[{role!r}][{knob!r}] = {domain!r}: a range needs 'low' and 'high' "
+                                 "(and optionally 'log'); a grid is a list of values")
+            space[knob] = domain if isinstance(domain, dict) else list(domain)
+    for trial in study.trials:
+        for knob, distribution in trial.distributions.items():
+            if knob not in space and knob not in spec.get("fixed", {}):
+                space[knob] = _domain_of(distribution)
+    return {knob: domain for knob, domain in space.items() if _searched(domain)}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_numeric(domain) -> bool:
+    """A range, or a list of numbers only (an ordered grid). Strings, booleans and None are categories."""
+    return isinstance(domain, dict) or all(_is_number(v) for v in domain)
+
+
+def bounds(domain) -> tuple[float, float]:
+    """(low, high) of a numeric domain."""
+    if isinstance(domain, dict):
+        return float(domain["low"]), float(domain["high"])
+    return float(min(domain)), float(max(domain))
+
+
+def is_log_scale(domain) -> bool:
+    """Read on a log scale: a range sampled with log=True, or a list of positive numbers spanning
+    >= 10x (1e-5, 1e-4, 1e-3; LoRA ranks 4..64): their steps are ratios, not differences."""
+    if not is_numeric(domain):
+        return False
+    if isinstance(domain, dict):
+        return bool(domain.get("log"))
+    low, high = bounds(domain)
+    return low > 0 and high / low >= LOG_LIST_RATIO
+
+
+def position_in(domain, value) -> float:
+    """Where value lies between the domain's low (0) and high (1), on the domain's scale."""
+    low, high = bounds(domain)
+    if is_log_scale(domain):
+        return (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
+    return (value - low) / (high - low)
+
+
+# ---------------------------------------------------------------- edge warnings
+
+def edge_warnings_by_knob(study: optuna.Study, margin: float = EDGE_MARGIN) -> dict[str, str]:
+    """{knob: warning} for each numeric searched knob whose best-trial value lies in the outer
+    `margin` of the searched range (on its log or linear scale): the optimum may lie outside it."""
+    best = best_trial(study)
+    if best is None:
+        return {}
+    warnings = {}
+    for knob, domain in search_space(study).items():
+        value = best.params.get(knob)
+        if value is None or not is_numeric(domain) or not _is_number(value):
+            continue
+        where = position_in(domain, value)
+        if where <= margin or where >= 1 - margin:
+            warnings[knob] = _edge_sentence(knob, domain, value, where, margin)
+    return warnings
+
+
+def _edge_sentence(knob, domain, value, where, margin) -> str:
+    side, way = ("top", "upward") if where >= 0.5 else ("bottom", "downward")
+    low, high = bounds(domain)
+    on_edge = value in (low, high) or min(where, 1 - where) < 1e-9
+    at = f"at the {side}" if on_edge else (f"near the {side} (within its outer {margin:.0%}, "
+                                           f"{'log' if is_log_scale(domain) else 'linear'} scale)")
+    return (f"{knob}: the best trial ({format_value(value)}) sits {at} of the searched range "
+            f"[{format_value(low)}, {format_value(high)}]: widen the range {way} before trusting it")
+
+
+def edge_warnings(study: optuna.Study, margin: float = EDGE_MARGIN) -> list[str]:
+    """The playbook's boundary check, in plain words: a best value at the edge of what was searched
+    says the search space is too small, not that the edge is the optimum. One sentence per knob;
+    none for categories, one-value knobs, or a study without a usable trial."""
+    return list(edge_warnings_by_knob(study, margin).values())
+
+
+# ---------------------------------------------------------------- isolation
+
+def scientific_knobs(study: optuna.Study, scientific=None) -> list[str]:
+    """The knobs the question is about: those given, else the spec's scientific knobs."""
+    if scientific is None:
+        scientific = list(study_spec(study).get("scientific", {}))
+        if not scientific:
+            raise ValueError("scientific=None: the study has no nbkit_spec naming its scientific knobs; "
+                             "pass scientific='learning_rate' (or a list)")
+    knobs = [scientific] if isinstance(scientific, str) else list(scientific)
+    present = set(_param_names(study))
+    for knob in knobs:
+        if knob not in present:
+            raise ValueError(f"scientific={knob!r} is not a param of any of the {len(study.trials)} trials; "
+                             f"allowed: {', '.join(sorted(present)) or 'none (no trial has params yet)'}")
+    return knobs
+
+
+def bin_edges(domain, bins: int = ISOLATION_BINS) -> np.ndarray:
+    """bins equal bins on the domain's scale: log-spaced for a log range (each bin the same ratio
+    wide, 1e-5..1e-4, 1e-4..1e-3, ...), evenly spaced otherwise."""
+    low, high = bounds(domain)
+    return np.geomspace(low, high, bins + 1) if is_log_scale(domain) else np.linspace(low, high, bins + 1)
+
+
+def _binned(domain, values, bins) -> bool:
+    """Bin a knob only when it was searched over a range and took more distinct values than bins:
+    a grid sampled through a float range keeps its exact values."""
+    return isinstance(domain, dict) and len(set(values)) > bins
+
+
+def _bin_index(edges: np.ndarray, value: float) -> int:
+    return int(np.clip(np.searchsorted(edges, value, side="right") - 1, 0, len(edges) - 2))
+
+
+def _bin_label(edges: np.ndarray, i: int) -> str:
+    return f"{edges[i]:.2g} to {edges[i + 1]:.2g}"
+
+
+def _bin_center(edges: np.ndarray, i: int, log: bool) -> float:
+    return float(math.sqrt(edges[i] * edges[i + 1]) if log else (edges[i] + edges[i + 1]) / 2)
+
+
+def _groups(study, knob, values, bins):
+    """For one knob's column of values: (group key per value, {key: (x, label or None)})."""
+    domain = search_space(study).get(knob)
+    present = [v for v in values if v is not None]
+    if domain is None or not _binned(domain, present, bins):
+        return list(values), {v: (v, None) for v in present}
+    edges = bin_edges(domain, bins)
+    keys = [None if v is None else _bin_index(edges, v) for v in values]
+    log = is_log_scale(domain)
+    return keys, {k: (_bin_center(edges, k, log), _bin_label(edges, k)) for k in set(keys) if k is not None}
+
+
+def nuisance_knobs(study: optuna.Study, scientific: list[str]) -> list[str]:
+    """The knobs tuned away: the spec's nuisance knobs, else every other searched knob."""
+    spec_nuisance = list(study_spec(study).get("nuisance", {}))
+    candidates = spec_nuisance or [k for k in search_space(study) if k not in scientific]
+    present = set(_param_names(study))
+    return [k for k in candidates if k in present and k not in scientific]
+
+
+def isolation(study: optuna.Study, scientific=None, bins: int = ISOLATION_BINS) -> pd.DataFrame:
+    """The playbook's isolation analysis: for each value of the scientific knob(s), the best
+    validation loss over every usable trial with that value, whatever its nuisance knobs: the
+    nuisance knobs are "tuned away" by taking the minimum over them. A row per scientific value
+    (per combination, for several knobs), sorted by it: the value (for a binned range, the bin's
+    centre, geometric on a log scale), `<knob>_bin` ("1e-05 to 3.2e-05") when binned, best_value
+    (NaN when every trial there was pruned, failed or diverged), best_trial, n_trials (usable trials
+    behind it), n_unusable (pruned, failed, diverged), each nuisance knob's winning value, and
+    `nuisance` (the winners as one label). A continuous range with more distinct values than `bins`
+    is cut into `bins` equal bins on its scale (log bins for a log range); a grid keeps its values.
+    df.attrs: scientific, nuisance, binned (the knobs that were binned)."""
+    knobs = scientific_knobs(study, scientific)
+    nuisance = nuisance_knobs(study, knobs)
+    trials = [t for t in study.trials if all(k in t.params for k in knobs)]
+    keys, labels, binned = [], {}, []
+    for knob in knobs:
+        column, labels[knob] = _groups(study, knob, [t.params[knob] for t in trials], bins)
+        keys.append(column)
+        if any(label for _, label in labels[knob].values()):
+            binned.append(knob)
+    by_key: dict[tuple, list] = {}
+    for trial, key in zip(trials, zip(*keys)):
+        by_key.setdefault(key, []).append(trial)
+    rows = [_isolation_row(key, members, knobs, labels, binned, nuisance) for key, members in by_key.items()]
+    columns = (knobs + [f"{k}_bin" for k in binned] +
+               ["best_value", "best_trial", "n_trials", "n_unusable"] + nuisance + ["nuisance"])
+    table = pd.DataFrame(rows, columns=columns)
+    table = table.sort_values(knobs, key=_sort_key).reset_index(drop=True)
+    table.attrs.update(scientific=knobs, nuisance=nuisance, binned=binned)
+    return table
+
+
+def _sort_key(column: pd.Series) -> pd.Series:
+    """Numbers in order; categories in the order they were first seen (kept as strings)."""
+    if all(_is_number(v) for v in column):
+        return column.astype(float)
+    return column.map({v: i for i, v in enumerate(dict.fromkeys(column))})
+
+
+def _isolation_row(key, members, knobs, labels, binned, nuisance) -> dict:
+    usable = [t for t in members if is_usable(t)]
+    best = min(usable, key=lambda t: t.value) if usable else None
+    row = {knob: labels[knob][k][0] for knob, k in zip(knobs, key)}
+    row.update({f"{knob}_bin": labels[knob][k][1] for knob, k in zip(knobs, key) if knob in binned})
+    row.update(best_value=best.value if best else math.nan, best_trial=best.number if best else None,
+               n_trials=len(usable), n_unusable=len(members) - len(usable))
+    winners = {k: best.params.get(k) if best else None for k in nuisance}
+    row.update(winners)
+    row["nuisance"] = ", ".join(f"{k}={format_value(v)}" for k, v in winners.items() if v is not None)
+    return row
+
+
+# ---------------------------------------------------------------- importance
+
+def importance(study: optuna.Study) -> dict[str, float]:
+    """Which knobs mattered: optuna.importance.get_param_importances with its default evaluator
+    (PED-ANOVA in Optuna 5: numpy only, no scikit-learn; it scores how differently a knob is
+    distributed among the top 10% of trials than among all of them), on the usable trials and the
+    params that vary among them. Normalised to sum to 1, most important first. Below about 50
+    trials (fewer than 5 in the top 10%, Optuna's own advice) read it as a hint. ValueError when
+    there are fewer than 2 usable trials or no param varies: there is nothing to rank."""
+    usable = usable_trials(study)
+    if len(usable) < 2:
+        raise ValueError(f"importance needs at least 2 completed trials with a finite validation loss; "
+                         f"the study has {len(usable)}")
+    varying = [n for n in _param_names(study)
+               if len({repr(t.params.get(n)) for t in usable}) > 1 and all(n in t.params for t in usable)]
+    if not varying:
+        raise ValueError(f"importance needs a param that varies between the {len(usable)} completed trials; "
+                         f"none does ({', '.join(_param_names(study)) or 'no params'})")
+    scores = optuna.importance.get_param_importances(study, params=varying)
+    return {knob: float(score) for knob, score in sorted(scores.items(), key=lambda kv: -kv[1])}
+
+
+# ---------------------------------------------------------------- is the study big enough?
+
+def _config_keys(study, trials, knobs, bins) -> list[tuple]:
+    """A configuration per trial: its value of each knob, a continuous range read as its isolation
+    bin (two trials in the same bin are the same configuration)."""
+    columns = [_groups(study, knob, [t.params.get(knob) for t in trials], bins)[0] for knob in knobs]
+    return list(zip(*columns)) if columns else [(t.number,) for t in trials]
+
+
+def _config_label(study, trials, knobs, bins, key) -> str:
+    parts = []
+    for knob, k in zip(knobs, key):
+        _, labels = _groups(study, knob, [t.params.get(knob) for t in trials], bins)
+        x, label = labels.get(k, (k, None))
+        parts.append(f"{knob} in {label}" if label else f"{knob}={format_value(x)}")
+    return ", ".join(parts) or f"trial {key[0]}"
+
+
+def is_big_enough(study: optuna.Study, n_boot: int = 1000, seed: int = 0, knobs=None,
+                  threshold: float = STABLE_FRACTION, bins: int = ISOLATION_BINS) -> dict:
+    """Is this study big enough to trust its best configuration? Bootstrap the usable trials:
+    draw n_boot resamples (with replacement, as many trials as the study has), find the best
+    trial of each, and count how often its configuration is the full study's best configuration.
+
+    A configuration is the trial's values of `knobs` (default: every searched knob but `seed`,
+    since seeds are replicates of one configuration), with a continuous range read as its
+    isolation bin (`bins` equal bins on its scale). Why bins and not "the same trial": a given
+    trial is missing from a resample with probability (1 - 1/n)^n, about 37%, so a best that rests
+    on a single trial can win at most ~63% of resamples however far below the others it is; a
+    configuration backed by several good trials (nearby values, or repeated seeds) wins far more.
+
+    Returns: n_trials, n_boot, threshold, best_config (label), best_value, stability (fraction of
+    resamples won by best_config), best_value_p5 / p50 / p95 (the resampled bests' percentiles),
+    runners_up ([(label, fraction)] for the other winners, most frequent first), stable (stability
+    >= threshold: the same winner in 4 resamples out of 5; below that, a new batch of trials has a
+    fair chance of moving the winner) and verdict (one plain line)."""
+    trials = usable_trials(study)
+    if len(trials) < 2:
+        return {"n_trials": len(trials), "n_boot": n_boot, "threshold": threshold, "stable": False,
+                "stability": math.nan, "verdict": f"not big enough: {len(trials)} completed trial(s) with a "
+                                                  "finite validation loss; a bootstrap needs at least 2"}
+    if knobs is None:
+        knobs = [k for k in search_space(study) if k != "seed"]
+    keys = _config_keys(study, trials, knobs, bins)
+    values = np.array([t.value for t in trials], dtype=float)
+    drawn = np.random.default_rng(seed).integers(0, len(trials), size=(n_boot, len(trials)))
+    winners = drawn[np.arange(n_boot), np.argmin(values[drawn], axis=1)]
+    full_key = keys[int(np.argmin(values))]
+    counts = Counter(keys[i] for i in winners)
+    stability = counts[full_key] / n_boot
+    p5, p50, p95 = np.percentile(values[winners], [5, 50, 95])
+    label = _config_label(study, trials, knobs, bins, full_key)
+    result = {"n_trials": len(trials), "n_boot": n_boot, "threshold": threshold, "best_config": label,
+              "best_value": float(values.min()), "stability": stability, "best_value_p5": float(p5),
+              "best_value_p50": float(p50), "best_value_p95": float(p95),
+              "runners_up": [(_config_label(study, trials, knobs, bins, k), n / n_boot)
+                             for k, n in counts.most_common() if k != full_key],
+              "stable": stability >= threshold}
+    result["verdict"] = _verdict(result)
+    return result
+
+
+def _verdict(r: dict) -> str:
+    spread = (f"best validation loss {r['best_value']:.4f} (resampled bests {r['best_value_p5']:.4f} to "
+              f"{r['best_value_p95']:.4f}, 5th-95th percentile)")
+    if r["stable"]:
+        return (f"big enough: the best configuration ({r['best_config']}) wins {r['stability']:.0%} of "
+                f"{r['n_boot']} resamples of the {r['n_trials']} trials (threshold {r['threshold']:.0%}); {spread}")
+    return (f"not big enough yet: the best configuration ({r['best_config']}) wins only {r['stability']:.0%} "
+            f"of {r['n_boot']} resamples of the {r['n_trials']} trials (threshold {r['threshold']:.0%}); "
+            f"{spread}. Run more trials, or repeat the best few configurations with new seeds")
+
+
+# ---------------------------------------------------------------- compute saved by pruning
+
+def compute_used(study: optuna.Study) -> int:
+    """Epochs trained by all the study's trials, pruned and failed ones included (they cost too)."""
+    return sum(compute_of(t) for t in study.trials)
+
+
+def compute_saved(grid_study: optuna.Study, pruned_study: optuna.Study,
+                  labels: tuple[str, str] = ("grid", "pruned")) -> dict:
+    """Two studies of the same question, one run to the end (a grid) and one with a pruner (ASHA,
+    Hyperband): the compute each used (epochs trained), their ratio, each one's best value, and the
+    relative gap of the pruned study's best to the grid's (positive = worse). `labels` name them in
+    the sentence, e.g. ("grid", "ASHA"). ValueError if the specs name different scientific knobs
+    or a study has no usable trial."""
+    _same_question(grid_study, pruned_study)
+    grid_best, pruned_best = best_trial(grid_study), best_trial(pruned_study)
+    for name, study, best in ((labels[0], grid_study, grid_best), (labels[1], pruned_study, pruned_best)):
+        if best is None:
+            raise ValueError(f"{name} study {study.study_name!r}: no completed trial with a finite validation loss")
+    grid_compute, pruned_compute = compute_used(grid_study), compute_used(pruned_study)
+    if grid_compute == 0:
+        raise ValueError(f"{labels[0]} study {grid_study.study_name!r}: no trial reported an epoch; compute is 0")
+    result = {"grid_compute": grid_compute, "pruned_compute": pruned_compute,
+              "compute_ratio": pruned_compute / grid_compute, "grid_best": grid_best.value,
+              "pruned_best": pruned_best.value,
+              "relative_gap": (pruned_best.value - grid_best.value) / abs(grid_best.value)}
+    result["summary"] = _compute_sentence(result, labels)
+    return result
+
+
+def _same_question(a: optuna.Study, b: optuna.Study) -> None:
+    first, second = list(study_spec(a).get("scientific", {})), list(study_spec(b).get("scientific", {}))
+    if first and second and sorted(first) != sorted(second):
+        raise ValueError(f"the studies ask different questions: scientific knobs {first} in {a.study_name!r}, "
+                         f"{second} in {b.study_name!r}")
+
+
+def _compute_sentence(r: dict, labels) -> str:
+    gap = r["relative_gap"]
+    if abs(gap) < 5e-4:
+        where = f"matches the {labels[0]}'s best"
+    elif gap > 0:
+        where = f"is within {gap:.1%} of the {labels[0]}'s best"
+    else:
+        where = f"is {-gap:.1%} below (better than) the {labels[0]}'s best"
+    return (f"{labels[0]} vs {labels[1]} at the same question: the {labels[1]} study used "
+            f"{r['compute_ratio']:.0%} of the {labels[0]}'s compute ({r['pruned_compute']} of "
+            f"{r['grid_compute']} epochs) and its best ({r['pruned_best']:.4g}) {where} "
+            f"({r['grid_best']:.4g})")

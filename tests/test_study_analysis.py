@@ -1,0 +1,328 @@
+"""nbkit.core.study_analysis on small studies built by hand (optuna in memory, no training), each
+with a known answer: a loss quadratic in log(learning_rate) whose minimum we place inside or
+outside the searched range, grids whose per-value minima we compute by brute force here."""
+import math
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from nbkit.core import study_analysis as sa
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+LR_RANGE = (1e-5, 1e-2)
+LR = FloatDistribution(*LR_RANGE, log=True)
+WARMUP = FloatDistribution(0.0, 0.2)
+
+
+def make_study(trials, spec=None):
+    study = optuna.create_study(direction="minimize")
+    if spec is not None:
+        study.set_user_attr("nbkit_spec", spec)
+    for t in trials:
+        study.add_trial(t)
+    return study
+
+
+def trial(params, value=None, state=TrialState.COMPLETE, epochs=3, status=None, distributions=None):
+    """A finished trial: `epochs` validation losses ending at `value` (or at 2.0 when it has none)."""
+    distributions = distributions or {k: CategoricalDistribution(sorted({v}, key=str)) if isinstance(v, str)
+                                      else LR if k == "learning_rate" else WARMUP for k, v in params.items()}
+    last = value if value is not None and math.isfinite(value) else 2.0
+    curve = {e: last + 0.1 * (epochs - e) for e in range(1, epochs + 1)}
+    attrs = {"run_dir": f"runs/{len(params)}-{value}", **({"run_status": status} if status else {})}
+    return create_trial(params=params, distributions=distributions, value=value, state=state,
+                        intermediate_values=curve, user_attrs=attrs)
+
+
+def quadratic_loss(lr, best_lr, warmup=0.05):
+    """1 + (log10 lr - log10 best_lr)^2 / 4, plus a small warmup term with its minimum at 0.05."""
+    return 1.0 + (math.log10(lr) - math.log10(best_lr)) ** 2 / 4 + 0.2 * (warmup - 0.05) ** 2
+
+
+def random_lr_study(best_lr, n=30, seed=0):
+    rng = np.random.default_rng(seed)
+    lrs = 10 ** rng.uniform(math.log10(LR_RANGE[0]), math.log10(LR_RANGE[1]), n)
+    warmups = rng.uniform(0.0, 0.2, n)
+    spec = {"study_name": "lr", "scientific": {"learning_rate": {"low": LR_RANGE[0], "high": LR_RANGE[1], "log": True}},
+            "nuisance": {"warmup_ratio": {"low": 0.0, "high": 0.2, "log": False}}, "fixed": {"seed": 0}}
+    trials = [trial({"learning_rate": float(lr), "warmup_ratio": float(w)}, quadratic_loss(lr, best_lr, w))
+              for lr, w in zip(lrs, warmups)]
+    return make_study(trials, spec)
+
+
+GRID_LRS = [1e-4, 3e-4, 1e-3]
+GRID_WARMUPS = [0.0, 0.05, 0.1]
+
+
+def grid_spec():
+    return {"study_name": "grid", "scientific": {"learning_rate": GRID_LRS},
+            "nuisance": {"warmup_ratio": GRID_WARMUPS}, "fixed": {"per_device_train_batch_size": 16}}
+
+
+def grid_study(losses):
+    """losses: {(lr, warmup): value, or a TrialState for a trial with no value}."""
+    trials = []
+    for (lr, w), loss in losses.items():
+        params = {"learning_rate": lr, "warmup_ratio": w}
+        if isinstance(loss, TrialState):
+            trials.append(trial(params, None, state=loss, epochs=1))
+        else:
+            trials.append(trial(params, loss))
+    return make_study(trials, grid_spec())
+
+
+# ------------------------------------------------------------------ trials_table
+
+def test_trials_table_has_a_row_per_trial_with_its_compute():
+    trials = [trial({"learning_rate": 1e-4, "warmup_ratio": 0.1}, 1.5, epochs=4, status="completed"),
+              trial({"learning_rate": 1e-3, "warmup_ratio": 0.0}, None, state=TrialState.PRUNED, epochs=1,
+                    status="pruned"),
+              trial({"learning_rate": 1e-2, "warmup_ratio": 0.0}, math.inf, epochs=2),  # diverged, no status
+              trial({"learning_rate": 5e-3, "warmup_ratio": 0.2}, None, state=TrialState.FAIL, epochs=2)]
+    study = make_study(trials)
+    table = sa.trials_table(study)
+    assert list(table["number"]) == [t.number for t in study.trials]
+    assert list(table["state"]) == ["COMPLETE", "PRUNED", "COMPLETE", "FAIL"]
+    assert list(table["run_status"]) == ["completed", "pruned", "diverged", "failed"]
+    assert list(table["compute"]) == [len(t.intermediate_values) for t in study.trials]
+    assert list(table["last_epoch"]) == [max(t.intermediate_values) for t in study.trials]
+    assert table.loc[0, "value"] == 1.5 and math.isnan(table.loc[1, "value"]) and table.loc[2, "value"] == math.inf
+    assert list(table["learning_rate"]) == [t.params["learning_rate"] for t in study.trials]
+    assert list(table["run_dir"]) == [t.user_attrs["run_dir"] for t in study.trials]
+    assert table.loc[1, "best_reported"] == min(study.trials[1].intermediate_values.values())
+    assert (table["duration_s"] >= 0).all()
+
+
+def test_epoch_zero_the_base_model_is_not_compute():
+    t = create_trial(params={"learning_rate": 1e-4}, distributions={"learning_rate": LR}, value=1.0,
+                     intermediate_values={0: 3.0, 1: 1.5, 2: 1.0})
+    assert sa.trials_table(make_study([t])).loc[0, "compute"] == 2
+
+
+# ------------------------------------------------------------------ edge warnings
+
+def test_no_edge_warning_when_the_minimum_is_inside_the_range():
+    study = random_lr_study(best_lr=3e-4, n=40)
+    assert sa.edge_warnings(study) == []
+
+
+@pytest.mark.parametrize("best_lr, side, way", [(1.0, "top", "upward"), (1e-8, "bottom", "downward")])
+def test_a_minimum_outside_the_range_warns_naming_the_knob_and_side(best_lr, side, way):
+    study = random_lr_study(best_lr=best_lr, n=40)
+    warnings = sa.edge_warnings(study)
+    assert len(warnings) == 1
+    assert warnings[0].startswith("learning_rate:")
+    assert side in warnings[0] and f"widen the range {way}" in warnings[0]
+    best = sa.best_trial(study).params["learning_rate"]
+    assert sa.format_value(best) in warnings[0]
+
+
+def test_a_grid_edge_value_is_at_the_edge_and_an_inner_one_is_not():
+    at_top = {(lr, w): quadratic_loss(lr, 1e-1, w) for lr in GRID_LRS for w in GRID_WARMUPS}
+    warnings = sa.edge_warnings_by_knob(grid_study(at_top))
+    assert list(warnings) == ["learning_rate"]
+    assert "sits at the top of the searched range [0.0001, 0.001]" in warnings["learning_rate"]
+    inside = {(lr, w): quadratic_loss(lr, 3e-4, w) for lr in GRID_LRS for w in GRID_WARMUPS}
+    assert sa.edge_warnings(grid_study(inside)) == []
+
+
+def test_near_the_edge_counts_within_the_outer_tenth_on_the_log_scale():
+    # 8e-3 in [1e-5, 1e-2] is 97% of the way up on a log scale, 1e-3 only 67%
+    for lr, warned in ((8e-3, True), (1e-3, False)):
+        trials = [trial({"learning_rate": lr}, 1.0), trial({"learning_rate": 1e-4}, 2.0)]
+        warnings = sa.edge_warnings(make_study(trials))
+        assert bool(warnings) == warned, (lr, warnings)
+    trials = [trial({"learning_rate": 8e-3}, 1.0), trial({"learning_rate": 1e-4}, 2.0)]
+    assert "near the top" in sa.edge_warnings(make_study(trials))[0]
+
+
+def test_no_edge_warning_for_categories_or_single_values():
+    spec = {"scientific": {"optim": ["adamw_torch", "sgd"]}, "nuisance": {"lora_rank": [8]}, "fixed": {}}
+    distributions = {"optim": CategoricalDistribution(["adamw_torch", "sgd"]),
+                     "lora_rank": CategoricalDistribution([8])}
+    trials = [trial({"optim": o, "lora_rank": 8}, v, distributions=distributions)
+              for o, v in (("adamw_torch", 2.0), ("sgd", 1.0))]  # the best is the last category: no matter
+    assert sa.edge_warnings(make_study(trials, spec)) == []
+
+
+def test_a_failed_or_diverged_trial_is_never_the_best():
+    trials = [trial({"learning_rate": 1e-2}, math.inf), trial({"learning_rate": 3e-4}, 1.5),
+              trial({"learning_rate": 1e-2}, None, state=TrialState.FAIL)]
+    assert sa.best_trial(make_study(trials)).params["learning_rate"] == 3e-4
+    assert sa.edge_warnings(make_study(trials)) == []
+
+
+# ------------------------------------------------------------------ isolation
+
+def test_isolation_takes_the_minimum_over_nuisance_values_per_scientific_value():
+    rng = np.random.default_rng(1)
+    losses = {(lr, w): float(rng.uniform(1, 2)) for lr in GRID_LRS for w in GRID_WARMUPS}
+    losses[(1e-3, 0.1)] = TrialState.PRUNED  # pruned: no value, but counted as unusable
+    table = sa.isolation(grid_study(losses))
+    assert list(table["learning_rate"]) == sorted(GRID_LRS)
+    for _, row in table.iterrows():
+        mine = {w: v for (lr, w), v in losses.items() if lr == row["learning_rate"] and not isinstance(v, TrialState)}
+        winner = min(mine, key=mine.get)
+        assert row["best_value"] == mine[winner]
+        assert row["warmup_ratio"] == winner
+        assert f"warmup_ratio={sa.format_value(winner)}" == row["nuisance"]
+        assert row["n_trials"] == len(mine)
+        assert row["n_trials"] + row["n_unusable"] == len(GRID_WARMUPS)
+    assert table.attrs["scientific"] == ["learning_rate"] and table.attrs["nuisance"] == ["warmup_ratio"]
+
+
+def test_isolation_keeps_a_scientific_value_where_every_trial_failed():
+    losses = {(lr, w): 1.0 + lr for lr in GRID_LRS for w in GRID_WARMUPS}
+    for w in GRID_WARMUPS:
+        losses[(1e-3, w)] = TrialState.FAIL
+    table = sa.isolation(grid_study(losses)).set_index("learning_rate")
+    assert math.isnan(table.loc[1e-3, "best_value"]) and table.loc[1e-3, "n_trials"] == 0
+    assert table.loc[1e-3, "n_unusable"] == len(GRID_WARMUPS)
+
+
+def test_isolation_bins_a_continuous_range_on_its_log_scale():
+    study = random_lr_study(best_lr=3e-4, n=40)
+    table = sa.isolation(study, bins=4)
+    edges = np.geomspace(*LR_RANGE, 5)
+    assert table.attrs["binned"] == ["learning_rate"]
+    assert len(table) <= 4 and table["n_trials"].sum() == 40
+    for _, row in table.iterrows():
+        i = int(np.searchsorted(edges, row["learning_rate"]) - 1)  # the centre lies inside its bin
+        inside = [t for t in study.trials if edges[i] <= t.params["learning_rate"] < edges[i + 1]
+                  or (i == 3 and t.params["learning_rate"] == edges[4])]
+        assert row["best_value"] == min(t.value for t in inside)
+        assert row["n_trials"] == len(inside)
+        assert edges[i] < row["learning_rate"] < edges[i + 1]
+    assert table["best_value"].idxmin() == table.index[
+        np.argmin(np.abs(np.log(table["learning_rate"]) - math.log(3e-4)))]  # the optimum's bin wins
+
+
+def test_isolation_needs_to_know_the_scientific_knob():
+    study = make_study([trial({"learning_rate": 1e-4}, 1.0)])  # no spec
+    with pytest.raises(ValueError, match="scientific"):
+        sa.isolation(study)
+    assert list(sa.isolation(study, scientific="learning_rate")["best_value"]) == [1.0]
+    with pytest.raises(ValueError, match="weight_decay"):
+        sa.isolation(study, scientific="weight_decay")
+
+
+# ------------------------------------------------------------------ importance
+
+def test_importance_ranks_the_knob_that_matters_first():
+    study = random_lr_study(best_lr=3e-4, n=60, seed=2)  # warmup moves the loss by < 0.01, lr by ~1
+    scores = sa.importance(study)
+    assert list(scores)[0] == "learning_rate"
+    assert set(scores) == {"learning_rate", "warmup_ratio"}
+    assert scores["learning_rate"] > scores["warmup_ratio"]
+    assert math.isclose(sum(scores.values()), 1.0)
+
+
+def test_importance_refuses_what_it_cannot_rank():
+    with pytest.raises(ValueError, match="at least 2 completed"):
+        sa.importance(make_study([trial({"learning_rate": 1e-4}, 1.0),
+                                  trial({"learning_rate": 1e-3}, math.inf)]))
+    with pytest.raises(ValueError, match="varies"):
+        sa.importance(make_study([trial({"learning_rate": 1e-4}, 1.0), trial({"learning_rate": 1e-4}, 1.2)]))
+
+
+# ------------------------------------------------------------------ is the study big enough?
+
+def lr_only_study(lrs_and_losses):
+    spec = {"scientific": {"learning_rate": {"low": LR_RANGE[0], "high": LR_RANGE[1], "log": True}},
+            "nuisance": {}, "fixed": {}}
+    return make_study([trial({"learning_rate": float(lr)}, float(v)) for lr, v in lrs_and_losses], spec)
+
+
+def test_a_best_region_far_below_the_rest_is_stable():
+    rng = np.random.default_rng(3)
+    good = [(lr, 1.0 + rng.uniform(0, 0.01)) for lr in rng.uniform(2e-4, 5e-4, 8)]  # one log bin
+    rest = [(lr, 3.0 + rng.uniform(0, 1)) for lr in 10 ** rng.uniform(-5, -2, 22)]
+    result = sa.is_big_enough(lr_only_study(good + rest), n_boot=500)
+    assert result["stable"] and result["stability"] >= result["threshold"]
+    assert result["verdict"].startswith("big enough")
+    assert result["best_value_p95"] < 2.0  # the resampled bests stay in the good region
+    assert result["best_value"] <= result["best_value_p5"] <= result["best_value_p50"] <= result["best_value_p95"]
+
+
+def test_near_ties_spread_over_the_range_are_not_stable():
+    rng = np.random.default_rng(4)
+    tied = [(lr, 1.0 + rng.uniform(0, 1e-3)) for lr in 10 ** rng.uniform(-5, -2, 20)]
+    result = sa.is_big_enough(lr_only_study(tied), n_boot=500)
+    assert not result["stable"] and result["stability"] < result["threshold"]
+    assert result["verdict"].startswith("not big enough")
+    assert result["runners_up"] and sum(f for _, f in result["runners_up"]) + result["stability"] == pytest.approx(1)
+
+
+def test_a_lone_best_trial_wins_only_the_resamples_that_draw_it():
+    # one trial per grid configuration: the best is absent from (1 - 1/n)^n of the resamples
+    losses = {(lr, w): 2.0 + lr * 1000 + w for lr in GRID_LRS for w in GRID_WARMUPS}
+    losses[(3e-4, 0.05)] = 0.5
+    result = sa.is_big_enough(grid_study(losses), n_boot=2000, seed=1)
+    n = len(losses)
+    assert result["stability"] == pytest.approx(1 - (1 - 1 / n) ** n, abs=0.04)
+    assert result["best_config"] == "learning_rate=0.0003, warmup_ratio=0.05"
+
+
+def test_seeds_are_replicates_of_one_configuration():
+    spec = grid_spec()
+    spec["nuisance"]["seed"] = [0, 1, 2]
+    rng = np.random.default_rng(5)
+    trials = [trial({"learning_rate": lr, "warmup_ratio": w, "seed": s},
+                    (0.5 if (lr, w) == (3e-4, 0.05) else 2.0) + rng.uniform(0, 0.1),
+                    distributions={"learning_rate": CategoricalDistribution(GRID_LRS),
+                                   "warmup_ratio": CategoricalDistribution(GRID_WARMUPS),
+                                   "seed": CategoricalDistribution([0, 1, 2])})
+              for lr in GRID_LRS for w in GRID_WARMUPS for s in range(3)]
+    study = make_study(trials, spec)
+    result = sa.is_big_enough(study, n_boot=500)
+    assert result["stable"] and "seed" not in result["best_config"]
+    assert sa.is_big_enough(study, n_boot=500) == result  # same seed, same answer
+    with_seed = sa.is_big_enough(study, n_boot=500, knobs=["learning_rate", "warmup_ratio", "seed"])
+    assert with_seed["stability"] < result["stability"]
+
+
+def test_one_trial_is_not_big_enough():
+    result = sa.is_big_enough(make_study([trial({"learning_rate": 1e-4}, 1.0)]))
+    assert not result["stable"] and "at least 2" in result["verdict"]
+
+
+# ------------------------------------------------------------------ compute saved
+
+def test_compute_saved_compares_epochs_and_bests():
+    full = {(lr, w): quadratic_loss(lr, 3e-4, w) for lr in GRID_LRS for w in GRID_WARMUPS}
+    grid = make_study([trial({"learning_rate": lr, "warmup_ratio": w}, v, epochs=6) for (lr, w), v in full.items()],
+                      grid_spec())
+    kept = [(3e-4, 0.05), (1e-4, 0.05)]  # the pruner let these two finish; it cut the rest after 1 or 2 epochs
+    pruned_trials, cut_epochs = [], {}
+    for i, ((lr, w), v) in enumerate(full.items()):
+        params = {"learning_rate": lr, "warmup_ratio": w}
+        if (lr, w) in kept:
+            pruned_trials.append(trial(params, v + 0.01, epochs=6))
+        else:
+            cut_epochs[(lr, w)] = 1 + i % 2
+            pruned_trials.append(trial(params, None, state=TrialState.PRUNED, epochs=cut_epochs[(lr, w)]))
+    asha = make_study(pruned_trials, grid_spec())
+    result = sa.compute_saved(grid, asha, labels=("grid", "ASHA"))
+    assert result["grid_compute"] == 6 * len(full)
+    assert result["pruned_compute"] == 6 * len(kept) + sum(cut_epochs.values())
+    assert result["compute_ratio"] == pytest.approx(result["pruned_compute"] / result["grid_compute"])
+    assert result["grid_best"] == min(full.values())
+    assert result["pruned_best"] == min(full[k] for k in kept) + 0.01
+    assert result["relative_gap"] == pytest.approx((result["pruned_best"] - result["grid_best"]) / result["grid_best"])
+    assert result["relative_gap"] > 0
+    assert f"used {result['compute_ratio']:.0%} of the grid's compute" in result["summary"]
+    assert f"within {result['relative_gap']:.1%}" in result["summary"] and "ASHA" in result["summary"]
+
+
+def test_compute_saved_refuses_different_questions():
+    other = grid_spec()
+    other["scientific"] = {"warmup_ratio": GRID_WARMUPS}
+    other["nuisance"] = {"learning_rate": GRID_LRS}
+    a = make_study([trial({"learning_rate": 1e-4, "warmup_ratio": 0.0}, 1.0)], grid_spec())
+    b = make_study([trial({"learning_rate": 1e-4, "warmup_ratio": 0.0}, 1.0)], other)
+    with pytest.raises(ValueError, match="different questions"):
+        sa.compute_saved(a, b)
