@@ -25,6 +25,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
 import nbkit
 from nbkit.interfaces.chapter import LAB_CLAIM, article_claims, seed_set
+from nbkit.interfaces.profiles import notebook_defaults
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO / "notebooks"
@@ -50,6 +51,29 @@ CASES = ([(p, SHORTENED.get(p.stem, {})) for p in NOTEBOOKS]
 # `make test-all`) runs it.
 ON_SMOLLM2 = {"model": "smollm2-135m", "device": "cpu"}
 LLM_CASES = [(p, ON_SMOLLM2) for p in NOTEBOOKS if p.stem == "00_quickstart"]
+# Chapters 1-6 on SmolLM2 at the smallest sizes that still execute every cell: a step or a few a run, on
+# the chapter's three seeds. This checks that `-p model smollm2-135m` runs every cell on a real LLM, not the
+# verdicts (at these sizes they are noise). Values below the chapter's checks' own minimums would only test
+# an error message; each value here is the smallest its cell accepts. Every kernel loads SmolLM2 from the
+# one converted copy in NBKIT_CACHE. 5 to 20 minutes a chapter on 2 cores: `make test-llm`.
+SMOKE_ON_SMOLLM2 = {
+    "01_learning_rate": dict(max_samples=10, sweep_learning_rates=[1e-4, 1.0], sweep_epochs=2,
+                             schedule_epochs=2, warmup_max_steps=2, range_test_steps=10),
+    "02_optimizer": dict(compare_samples=20, adamw_learning_rates=[1e-4], adam_l2_learning_rates=[1e-4],
+                         sgd_learning_rates=[0.01], lion_learning_rates=[1e-4], grid_learning_rates=[3e-5, 1e-4],
+                         grid_weight_decays=[0.0, 1.0], grid_epochs=1, beta1_values=[0.8, 0.9],
+                         beta2_values=[0.95, 0.999], decay_values=[0.0, 0.01, 0.1, 100.0], decay_epochs=1),
+    "03_batch_size": dict(max_samples=20, num_train_epochs=1, batch_sizes=[4, 8], spread_batch_sizes=[4, 8],
+                          spread_draws=2, loss_draws=2, noise_repeats=1, speed_repeats=1, memory_batch_sizes=[4],
+                          accumulation=[[8, 1], [4, 2]]),
+    "04_epochs_early_stopping": dict(max_samples=20, val_size=4, long_epochs=3, patiences=[1],
+                                     lora_learning_rates=[1e-3]),
+    "05_peft_lora_qlora": dict(max_samples=20, num_train_epochs=1, knowledge_epochs=1, lora_learning_rates=[1e-3],
+                               ranks=[1, 8], rslora_ranks=[4, 8]),
+    "06_stability_reproducibility_speed": dict(max_samples=20, batch_size=4, workers=[0, 1], loader_rows=40,
+                                               precision_steps=1, demo_rows=1, dist_samples=20, dist_batch=4),
+}
+SMOKE_CASES = [(p, {**ON_SMOLLM2, **SMOKE_ON_SMOLLM2[p.stem]}) for p in NOTEBOOKS if p.stem in SMOKE_ON_SMOLLM2]
 
 # pytest skips a test whose parameter list is empty: a missing notebooks/ must FAIL instead
 NO_NOTEBOOK = Path("no chapter notebook in notebooks/")
@@ -125,6 +149,58 @@ def test_chapter_on_a_real_llm(notebook, parameters, tmp_path, monkeypatch, kern
     assert_the_chapter_showed_its_claims(notebook, executed, tmp_path, parameters)
 
 
+@pytest.mark.llm
+@pytest.mark.parametrize("notebook, parameters", SMOKE_CASES or [(NO_NOTEBOOK, {})],
+                         ids=[case_id(c) for c in SMOKE_CASES] or ["none"])
+def test_chapter_smoke_run_on_smollm2(notebook, parameters, tmp_path, monkeypatch, kernel_of_this_venv):
+    notebook = need(notebook)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    executed = execute(notebook, tmp_path, parameters)
+    assert_the_chapter_showed_its_claims(notebook, executed, tmp_path, parameters, must_hold=False)
+
+
+def test_chapters_1_to_6_have_a_smollm2_smoke_run():
+    chapters = {p.stem for p in NOTEBOOKS if re.match(r"0[1-6]_", p.stem)}
+    assert len(chapters) == 6, f"expected chapters 01-06 in {NOTEBOOKS_DIR}, found {sorted(chapters)}"
+    assert set(SMOKE_ON_SMOLLM2) == chapters, f"smoke runs on SmolLM2 {sorted(SMOKE_ON_SMOLLM2)} != {sorted(chapters)}"
+    for stem, sizes in SMOKE_ON_SMOLLM2.items():  # every value is a parameter the chapter declares
+        declared = notebook_defaults(stem)
+        assert set(sizes) <= set(declared), f"{stem}: {sorted(set(sizes) - set(declared))} are not its parameters"
+
+
+# A learner's own data through a chapter: `-p dataset my.jsonl`. The epochs chapter is the one a learner
+# reruns on their data (where is MY best epoch?). The verdicts are about that data, so they may go either
+# way; what must hold is that every cell runs, every claim is checked, and every run trained on the file.
+def write_users_jsonl(path: Path, rows: int = 120) -> Path:
+    """An Alpaca-format file a learner might bring: short questions on their own topic."""
+    import random
+    rng = random.Random(0)
+    colours = ["red", "blue", "green", "yellow", "black", "white"]
+    things = ["car", "door", "cup", "kite", "boat", "lamp", "hat", "bike"]
+    lines = []
+    for i in range(rows):
+        thing, colour = things[i % len(things)], rng.choice(colours)
+        lines.append(json.dumps({"instruction": f"What colour is the {thing} number {i}?",
+                                 "input": "", "output": f"The {thing} is {colour}."}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_chapter_runs_on_the_users_own_jsonl(tmp_path, monkeypatch, kernel_of_this_venv):
+    notebook = need(next((p for p in NOTEBOOKS if p.stem == "04_epochs_early_stopping"), NO_NOTEBOOK))
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    data = write_users_jsonl(tmp_path / "my_data.jsonl")
+    parameters = {"dataset": str(data)}
+    executed = execute(notebook, tmp_path, parameters)
+    assert_the_chapter_showed_its_claims(notebook, executed, tmp_path, parameters, must_hold=False)
+    runs = nbkit.list_runs(tmp_path / "runs" / notebook.stem)
+    assert len(runs) > 0
+    for path in runs["path"]:
+        run = nbkit.load_run(path)
+        assert run.config["dataset"] == str(data), f"{path} trained on {run.config['dataset']}"
+        assert run.summary["num_train_examples"] + run.summary["num_val_examples"] == 120, run.summary
+
+
 # A second seed for every chapter: drawn at random once (random.randint(100, 99999)) and written
 # here, never chosen or changed to make a chapter pass. A verdict is about the knob: at this seed
 # (and the two after it, the chapter's seed set) every check must hold as it does at 42. Too long
@@ -185,10 +261,12 @@ def test_the_noise_rule_finds_what_it_is_for():
     assert noise_in(quiet) == []
 
 
-def assert_the_chapter_showed_its_claims(notebook: Path, executed, tmp_path: Path, parameters: dict) -> None:
+def assert_the_chapter_showed_its_claims(notebook: Path, executed, tmp_path: Path, parameters: dict,
+                                         must_hold: bool = True) -> None:
     """What every executed chapter must show: no error, every declared claim checked on the chapter's
-    seed set and holding, figures saved and shown, runs cited that exist, a Summary that states the
-    verdicts results.json records, and no library noise in the output."""
+    seed set and holding (must_hold=False: holding or not, for smoke runs and a learner's own data),
+    figures saved and shown, runs cited that exist, a Summary that states the verdicts results.json
+    records, and no library noise in the output."""
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors, f"{notebook.name}: cells raised {[e.get('ename') for e in errors]}"
@@ -208,7 +286,8 @@ def assert_the_chapter_showed_its_claims(notebook: Path, executed, tmp_path: Pat
     assert not unchecked, f"{notebook.name} declares {unchecked} but never checks them"
     failing = [f"[{k['claim']}] {k['says']}\n    numbers: {k['numbers']}\n    runs: {k['runs']}"
                for k in checks if k["holds"] is not True]
-    assert not failing, f"{notebook.name}: checks that do not hold:\n" + "\n".join(failing)
+    assert all(k["holds"] in (True, False) for k in checks), f"{notebook.name}: a check without a verdict"
+    assert not (failing and must_hold), f"{notebook.name}: checks that do not hold:\n" + "\n".join(failing)
 
     # its figures exist as PNG files
     chapter_dir = results_path.parent
@@ -225,8 +304,9 @@ def assert_the_chapter_showed_its_claims(notebook: Path, executed, tmp_path: Pat
             run = nbkit.load_run(path)
             assert run.status not in UNFINISHED, (
                 f"[{check['claim']}] {check['says']}: cites {cited}, whose status is {run.status!r}")
-            if "model" in parameters:  # the chapter really trained the model it was given
-                assert run.config["model"] == parameters["model"], f"{cited} trained {run.config['model']}"
+            for knob in ("model", "dataset"):  # the chapter really trained the model and data it was given
+                if knob in parameters:
+                    assert run.config[knob] == parameters[knob], f"{cited} trained {knob} {run.config[knob]}"
 
     # every figure results.json lists is on the page, as an image (Chapter.figure shows it, tagged)
     images = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])

@@ -2,7 +2,8 @@
 
 train() calls each callback f(event, data) with these events, in this order: TRAIN_BEGIN once, then
 STEP after every optimizer step and EPOCH_END after every evaluation (epoch 0, the base model, comes
-before any step), then RUN_END. The panel's live plot (nbkit.views.ui) and chapter 3's noise probe
+before any step), then RUN_END. A callback may raise StopRun(status) to end the run early with that
+status (a study's pruner does). The panel's live plot (nbkit.views.ui) and chapter 3's noise probe
 listen to them.
 
 BestTracker is the rule every reader of a run shares (fastai's TrackerCallback is the model): the
@@ -15,6 +16,16 @@ import math
 
 TRAIN_BEGIN, STEP, EPOCH_END, RUN_END = "train_begin", "step", "epoch_end", "run_end"
 EVENTS = (TRAIN_BEGIN, STEP, EPOCH_END, RUN_END)
+
+
+class StopRun(Exception):
+    """Raised by a callback (on STEP or EPOCH_END) to end the run now: train() closes it with
+    `status` and keeps the curves recorded so far. nbkit.core.study raises StopRun("pruned") when
+    Optuna's pruner gives up on a trial."""
+
+    def __init__(self, status: str, reason: str = ""):
+        super().__init__(reason or status)
+        self.status, self.reason = status, reason
 
 
 class BestTracker:

@@ -33,7 +33,8 @@ from nbkit.core.config import TrainConfig
 # Fields that differ between runs without making them different experiments.
 NOT_KNOBS = ("output_dir", "run_name", "disable_tqdm", "logging_steps", "dataloader_num_workers")
 
-STATUSES = ("running", "completed", "early_stopped", "diverged", "interrupted", "incomplete")
+# "pruned": a study's pruner stopped the run at an epoch end (nbkit.core.study); its curves stop there
+STATUSES = ("running", "completed", "early_stopped", "diverged", "interrupted", "incomplete", "pruned")
 
 
 def write_json_atomic(path: Path, data: dict, nan_as_null: bool = False) -> None:

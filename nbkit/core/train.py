@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from nbkit.core.callbacks import EPOCH_END, RUN_END, STEP, TRAIN_BEGIN, EarlyStopping
+from nbkit.core.callbacks import EPOCH_END, RUN_END, STEP, TRAIN_BEGIN, EarlyStopping, StopRun
 from nbkit.core.config import TrainConfig
 from nbkit.core.data import collate, load_examples, split_examples, task_metric, tokenize_example
 from nbkit.core.evaluate import autocast_context, evaluate_loss, exact_match_accuracy, token_loss_sum
@@ -242,6 +242,8 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None, keep_model=True) -> R
 
     callbacks: functions f(event, data) called on the events of nbkit.core.callbacks.EVENTS.
     stop_event: a threading.Event; setting it stops the run cleanly ("interrupted").
+    A callback raising nbkit.core.callbacks.StopRun(status) ends the run with that status
+    (nbkit.core.study: "pruned"), its curves kept.
     keep_model: return the weights and tokenizer in run.model / run.tokenizer (False: only the
     curves and files, so a chapter of real-LLM runs does not hold every model in memory).
     """
@@ -380,6 +382,8 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None, keep_model=True) -> R
                 break
     except KeyboardInterrupt:  # the kernel's stop button, or the panel's Stop
         status = "interrupted"
+    except StopRun as stop:  # a callback ended the run, e.g. a study's pruner: "pruned"
+        status = stop.status
     finally:
         progress.close()
 

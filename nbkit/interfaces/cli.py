@@ -5,6 +5,8 @@
     python -m nbkit export --format training_args --style python
     python -m nbkit export --format trl --config my_run.yaml -o trl_sft.py
     python -m nbkit show-config
+    python -m nbkit study run lr_study.yaml --workers 2          # a study of many runs (nbkit.core.study)
+    python -m nbkit study run lr_study.yaml --backend ray --ray-address HEAD:6379 --storage postgresql+psycopg2://...
     accelerate launch --num_processes 2 -m nbkit train --config my_run.yaml   # several processes (DDP)
     torchrun --nproc_per_node 2 -m nbkit train --config my_run.yaml
 
@@ -53,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show-config", help="every field with its value and why it has that default")
     add_config_options(show)
     show.set_defaults(handler=run_show_config)
+
+    study = commands.add_parser("study", help="many fine-tunes answering one question, run by Optuna")
+    study_commands = study.add_subparsers(dest="study_command", required=True)
+    study_run = study_commands.add_parser("run", help="run (or resume) the study a YAML spec describes")
+    study_run.add_argument("spec", metavar="FILE.yaml", help="the study spec (nbkit.core.study.StudySpec)")
+    study_run.add_argument("--workers", type=int, help="workers side by side (default: one per two cores)")
+    study_run.add_argument("--storage", metavar="URL", help="override the spec's storage, e.g. postgresql+psycopg2://...")
+    study_run.add_argument("--backend", default="local", help="local (default), inprocess, papermill or ray")
+    study_run.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: RAY_ADDRESS, else local)")
+    study_run.set_defaults(handler=run_study_command)
+    # `study show` (the tables and figures of a stored study) is added here as a second study command
     return parser
 
 
@@ -112,6 +125,25 @@ def format_summary(run) -> str:
         shown = f"{value:.4g}" if isinstance(value, float) else value
         lines.append(f"  {key}: {shown}")
     return "\n".join(lines)
+
+
+def run_study_command(args) -> int:
+    """Run or resume a study; a line per finished trial, then the summary. Exit 1 if fewer than
+    n_trials trials ended COMPLETE or PRUNED (a trial raised: see its line; run again to redo it)."""
+    from optuna.trial import TrialState
+
+    from nbkit.core.study import StudySpec, run_study, spec_record
+
+    spec = StudySpec.from_yaml(args.spec)
+    study = run_study(spec, workers=args.workers, backend=args.backend, storage=args.storage,
+                      ray_address=args.ray_address)
+    wanted = spec_record(spec)["n_trials"]
+    ended = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    if ended < wanted:
+        print(f"nbkit: {ended} of {wanted} trials ended; run the same command again to redo the rest",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def run_export(args) -> int:

@@ -1,0 +1,337 @@
+"""Studies (nbkit.core.study): real Optuna, real SQLite and PostgreSQL, real worker processes, Ray and
+papermill, on tiny seconds-long runs. Every bad spec is refused before a trial runs or the storage
+changes; every trial runs exactly once; a killed worker's trial is retried; pruned runs keep curves."""
+import getpass
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from nbkit.core.runs import load_run
+from nbkit.core.study import StudyError, StudySpec, load_study, prepare_study, run_study
+from nbkit.interfaces.cli import main
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process trials: 2 threads on busy cores spin
+TINY = dict(model="tiny", dataset="arithmetic", max_samples=80, predict_with_generate=False,
+            num_train_epochs=1)  # a run of about a second
+
+
+def spec_dict(tmp_path, **kw) -> dict:
+    d = dict(study_name="lr", base=dict(TINY), scientific={"learning_rate": [1e-3, 3e-3]}, sampler="grid",
+             storage=f"sqlite:///{tmp_path}/studies.db", output_dir=str(tmp_path / "runs"),
+             heartbeat_interval=1, grace_period=3)
+    d.update(kw)
+    return d
+
+
+def run_folders(tmp_path) -> list[Path]:
+    return sorted(p.parent for p in (tmp_path / "runs").rglob("summary.json"))
+
+
+def ended(study) -> list:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+def assert_each_trial_once(study, tmp_path, n_trials):
+    """n_trials trials, all COMPLETE or PRUNED, each with its own run folder, and no other folder."""
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == n_trials, [(t.number, t.state) for t in trials]
+    assert len(ended(study)) == n_trials
+    run_dirs = [t.user_attrs["run_dir"] for t in trials]
+    assert len(set(run_dirs)) == n_trials
+    assert sorted(map(str, run_folders(tmp_path))) == sorted(run_dirs)
+    for t in trials:
+        run = load_run(t.user_attrs["run_dir"])
+        assert run.status == t.user_attrs["run_status"] == "completed"
+        assert all(run.config[k] == v for k, v in t.params.items())
+        assert t.value == pytest.approx(run.epochs.loc[run.epochs.epoch >= 1, "eval_loss"].min())
+
+
+# ---------------------------------------------------------------- bad specs, refused up front
+
+BAD_SPECS = [
+    ({"scientific": {"lr": [1e-3]}}, ["scientific.lr", "not a TrainConfig field", "show-config"]),
+    ({"nuisance": {"warmup_ratio": []}}, ["nuisance.warmup_ratio", "empty"]),
+    ({"sampler": "random", "n_trials": 2, "scientific": {"learning_rate": {"low": 1e-3, "high": 1e-3}}},
+     ["scientific.learning_rate", "empty or inverted", "low < high"]),
+    ({"sampler": "random", "n_trials": 2, "scientific": {"learning_rate": {"low": 1e-2, "high": 1e-4}}},
+     ["scientific.learning_rate", "empty or inverted"]),
+    ({"scientific": {"learning_rate": [1e-3, -1.0]}}, ["scientific.learning_rate", "-1.0", "refused", "> 0"]),
+    ({"sampler": "random", "n_trials": 2, "scientific": {"warmup_ratio": {"low": 0.0, "high": 1.5}}},
+     ["scientific.warmup_ratio", "1.5", "[0, 1)"]),
+    ({"scientific": {"lr_scheduler_type": ["cosine", "cosinus"]}}, ["lr_scheduler_type", "cosinus", "allowed"]),
+    ({"scientific": {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}}}, ["grid sampler needs a list"]),
+    ({"fixed": {"learning_rate": 1e-3}}, ["'learning_rate' is both scientific and fixed"]),
+    ({"sampler": "random"}, ["n_trials=None", "whole number >= 1"]),
+    ({"sampler": "annealing"}, ["sampler='annealing'", "'grid', 'random', 'qmc', 'tpe'"]),
+    ({"pruner": "asha", "pruner_settings": {"eta": 3}}, ["pruner_settings", "allowed settings", "reduction_factor"]),
+]
+
+
+@pytest.mark.parametrize("change, words", BAD_SPECS, ids=[w[0] for _, w in BAD_SPECS])
+def test_a_bad_spec_is_refused_before_anything_runs(tmp_path, change, words):
+    with pytest.raises(StudyError) as err:
+        run_study(spec_dict(tmp_path, **change), workers=1)
+    for word in words:
+        assert word in str(err.value), str(err.value)
+    assert not (tmp_path / "studies.db").exists()  # the storage was not even opened
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_study_name_with_another_search_space_is_refused_and_left_as_it_was(tmp_path):
+    first = prepare_study(StudySpec.from_dict(spec_dict(tmp_path)))
+    before = [(t.number, t.state, t.params, t.system_attrs) for t in first.get_trials()]
+    attrs = dict(first.user_attrs)
+    other = spec_dict(tmp_path, scientific={"learning_rate": [1e-3, 1e-2]})
+    with pytest.raises(StudyError) as err:
+        run_study(other, workers=1)
+    message = str(err.value)
+    assert "'lr' already exists" in message and "0.003" in message and "0.01" in message
+    again = load_study(f"sqlite:///{tmp_path}/studies.db", "lr")
+    assert [(t.number, t.state, t.params, t.system_attrs) for t in again.get_trials()] == before
+    assert again.user_attrs == attrs
+    assert len(before) == 2 and not (tmp_path / "runs").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_postgresql_url_is_refused_with_its_url(tmp_path):
+    url = f"postgresql+psycopg2://nbkit@localhost:{free_port()}/studies"  # nothing listens there
+    with pytest.raises(StudyError) as err:
+        run_study(spec_dict(tmp_path, storage=url), workers=1)
+    assert url.replace("+psycopg2", "") in str(err.value).replace("+psycopg2", "")
+    assert "cannot be reached" in str(err.value)
+    assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- two workers, one storage
+
+def test_two_workers_on_one_sqlite_study_run_each_grid_point_once(tmp_path):
+    grid = {"learning_rate": [1e-3, 3e-3, 1e-2], "warmup_ratio": [0.0, 0.1]}
+    study = run_study(spec_dict(tmp_path, scientific=grid), workers=2, progress=False)
+    assert_each_trial_once(study, tmp_path, 6)
+    points = sorted((t.params["learning_rate"], t.params["warmup_ratio"]) for t in study.trials)
+    assert points == sorted((lr, w) for lr in grid["learning_rate"] for w in grid["warmup_ratio"])
+    spec = study.user_attrs["nbkit_spec"]
+    assert spec["scientific"] == grid and spec["n_trials"] == 6 and spec["sampler"] == "grid"
+    assert json.loads(json.dumps(spec)) == spec
+    # run again: it resumes, nothing is trained twice
+    assert run_study(spec_dict(tmp_path, scientific=grid), workers=1, progress=False).trials == study.trials
+    assert len(run_folders(tmp_path)) == 6
+
+
+def _server_binaries() -> Path:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not candidates:
+        pytest.fail("no PostgreSQL server binaries (initdb, pg_ctl): `make postgresql` installs them")
+    return Path(candidates[-1]).parent
+
+
+@pytest.fixture(scope="module")
+def postgresql_url():
+    """A real PostgreSQL server in a temporary folder, on a free port; as `postgres` when we are root
+    (initdb refuses root)."""
+    import psycopg2
+
+    bin_dir, port = _server_binaries(), free_port()
+    root = Path(tempfile.mkdtemp(prefix="nbkit-pg-"))
+    as_root = os.geteuid() == 0
+    user = "postgres" if as_root else getpass.getuser()
+    if as_root:
+        shutil.chown(root, user="postgres")
+    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+
+    def server(*args):
+        subprocess.run(prefix + [str(bin_dir / args[0]), *args[1:]], check=True, capture_output=True, timeout=120)
+
+    server("initdb", "-D", str(root / "data"), "-U", user, "-A", "trust")
+    server("pg_ctl", "start", "-w", "-D", str(root / "data"), "-l", str(root / "server.log"),
+           "-o", f"-p {port} -k {root} -c listen_addresses=localhost")
+    try:
+        connection = psycopg2.connect(host="localhost", port=port, user=user, dbname="postgres")
+        connection.autocommit = True
+        connection.cursor().execute("CREATE DATABASE studies")
+        connection.close()
+        yield f"postgresql+psycopg2://{user}@localhost:{port}/studies"
+    finally:
+        server("pg_ctl", "stop", "-m", "fast", "-D", str(root / "data"))
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_workers_on_one_postgresql_study_run_n_trials_exactly(tmp_path, postgresql_url):
+    spec = spec_dict(tmp_path, study_name="lr_pg", storage=postgresql_url, sampler="qmc", sampler_seed=0,
+                     n_trials=4, scientific={"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}})
+    study = run_study(spec, workers=2, progress=False)
+    assert_each_trial_once(study, tmp_path, 4)
+    assert len({t.params["learning_rate"] for t in study.trials}) == 4
+    assert load_study(postgresql_url, "lr_pg").user_attrs["nbkit_spec"]["n_trials"] == 4
+
+
+# ---------------------------------------------------------------- a worker killed mid-trial
+
+def test_a_killed_workers_trial_is_retried_and_the_study_still_ends_with_n_trials(tmp_path):
+    spec = spec_dict(tmp_path, study_name="killed", sampler="random", sampler_seed=1, n_trials=2,
+                     base=dict(TINY, max_samples=240, num_train_epochs=4),  # long enough to kill it mid-run
+                     scientific={"learning_rate": {"low": 1e-3, "high": 3e-3}})
+    (tmp_path / "killed.yaml").write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "nbkit", "study", "run", "killed.yaml", "--workers", "1"],
+                                  cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        killed_dir = _wait_for_a_run_mid_training(tmp_path, worker)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=30)
+
+    study = run_study(spec, workers=1, progress=False)  # resumes: the dead worker's trial comes back
+    assert len(ended(study)) == 2
+    assert all(t.state == TrialState.COMPLETE for t in ended(study))
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    assert len(failed) == 1 and failed[0].user_attrs["run_dir"] == str(killed_dir)
+    retry = [t for t in ended(study) if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert len(retry) == 1 and retry[0].params == failed[0].params
+    killed = load_run(killed_dir)
+    assert killed.status == "incomplete" and len(killed.epochs) >= 2  # kept, marked as not finished
+    assert len(run_folders(tmp_path)) == 3  # the two trials' runs and the killed one: none lost
+    assert len(study.trials) == 3
+
+
+def _wait_for_a_run_mid_training(tmp_path, worker) -> Path:
+    """The first run's folder, once it has evaluated epoch 1 and is still running."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+        for folder in run_folders(tmp_path):
+            epochs, summary = folder / "epochs.csv", json.loads((folder / "summary.json").read_text())
+            if summary["status"] == "running" and epochs.exists() and len(epochs.read_text().splitlines()) >= 3:
+                return folder
+        time.sleep(0.05)
+    pytest.fail("no run reached epoch 1 within 2 minutes")
+
+
+# ---------------------------------------------------------------- pruning
+
+def test_pruned_trials_end_their_runs_as_pruned_with_their_curves(tmp_path):
+    spec = spec_dict(tmp_path, base=dict(TINY, num_train_epochs=3), pruner="asha",
+                     pruner_settings={"reduction_factor": 2},
+                     scientific={"learning_rate": [1e-3, 3e-3, 1e-6, 3e-6]})  # the tiny LRs barely learn
+    study = run_study(spec, workers=1, progress=False)
+    assert len(ended(study)) == len(study.trials) == 4
+    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    # halving at epoch 1 (reduction factor 2): the LRs that barely learn fall below the rung's cut
+    assert {1e-6, 3e-6} <= {t.params["learning_rate"] for t in pruned}
+    for trial in study.trials:
+        run = load_run(trial.user_attrs["run_dir"])
+        assert run.status == trial.user_attrs["run_status"]
+        curve = dict(zip(run.epochs.epoch, run.epochs.eval_loss))
+        assert trial.intermediate_values == {e: pytest.approx(v) for e, v in curve.items() if e >= 1}
+        if trial.state == TrialState.PRUNED:
+            assert run.status == "pruned" and run.epochs.epoch.max() < 3 and 0 in curve
+            assert run.summary["best_eval_loss"] is not None
+        else:
+            assert run.status == "completed" and run.epochs.epoch.max() == 3
+            assert trial.value == pytest.approx(min(v for e, v in curve.items() if e >= 1))
+
+
+# ---------------------------------------------------------------- papermill and Ray
+
+def write_notebook(path: Path) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('learning_rate: float = 1e-3\noutput_dir: str = "runs"\n'
+                                       'max_samples: int = 80\nnum_train_epochs: int = 1')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "from nbkit import TrainConfig, train\n"
+        "run = train(TrainConfig(model='tiny', max_samples=max_samples, num_train_epochs=num_train_epochs,\n"
+        "                        learning_rate=learning_rate, output_dir=output_dir, predict_with_generate=False,\n"
+        "                        disable_tqdm=True))")]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_the_papermill_backend_keeps_one_output_notebook_per_trial(tmp_path):
+    notebook = write_notebook(tmp_path / "tiny.ipynb")
+    spec = spec_dict(tmp_path, notebook=str(notebook), base=dict(TINY, num_train_epochs=2))
+    study = run_study(spec, workers=1, backend="papermill", progress=False)
+    assert len(ended(study)) == len(study.trials) == 2
+    for trial, name in zip(study.trials, ["trial-000_learning_rate=0.001", "trial-001_learning_rate=0.003"]):
+        path = Path(trial.user_attrs["notebook"])
+        assert path == tmp_path / "runs" / name.split("_")[0] / f"{name}.ipynb" and path.exists()
+        cells = json.loads(path.read_text())["cells"]
+        injected = [c for c in cells if "injected-parameters" in c["metadata"].get("tags", [])]
+        assert f"learning_rate = {trial.params['learning_rate']}" in "".join(injected[0]["source"])
+        run = load_run(trial.user_attrs["run_dir"])
+        assert Path(trial.user_attrs["run_dir"]).parent == path.parent  # the run beside its notebook
+        assert run.config["learning_rate"] == trial.params["learning_rate"] and run.config["num_train_epochs"] == 2
+        assert sorted(trial.intermediate_values) == [1, 2] and trial.user_attrs["run_status"] == "completed"
+    assert len(list((tmp_path / "runs").rglob("*.ipynb"))) == 2
+
+
+def test_a_papermill_study_refuses_a_notebook_without_the_knob(tmp_path):
+    notebook = write_notebook(tmp_path / "tiny.ipynb")
+    with pytest.raises(StudyError, match="no parameter 'warmup_ratio'"):
+        run_study(spec_dict(tmp_path, notebook=str(notebook), scientific={"warmup_ratio": [0.0, 0.1]}),
+                  workers=1, backend="papermill")
+
+
+def test_the_ray_backend_completes_a_study_on_a_local_cluster(tmp_path, monkeypatch):
+    import ray
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("RAY_DEDUP_LOGS", "0")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        study = run_study(spec_dict(tmp_path, study_name="lr_ray"), workers=2, backend="ray", progress=False)
+    finally:
+        ray.shutdown()
+    assert_each_trial_once(study, tmp_path, 2)
+
+
+# ---------------------------------------------------------------- the command line
+
+def test_study_run_from_the_command_line_then_resumed(tmp_path, capsys):
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec_dict(tmp_path, study_name="cli")))
+    assert main(["study", "run", str(tmp_path / "s.yaml"), "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "trial 0 COMPLETE" in out and "trial 1 COMPLETE" in out
+    assert "study cli: 2 COMPLETE" in out and "best: trial" in out
+    study = load_study(f"sqlite:///{tmp_path}/studies.db", "cli")
+    assert main(["study", "run", str(tmp_path / "s.yaml"), "--workers", "1"]) == 0  # resumed: nothing to do
+    assert "trial 0" not in capsys.readouterr().out
+    assert load_study(f"sqlite:///{tmp_path}/studies.db", "cli").trials == study.trials
+
+
+def test_study_run_with_a_bad_spec_prints_one_line_and_exits_2(tmp_path):
+    bad = spec_dict(tmp_path, study_name="bad", nuisance={"lora_rnk": [4, 8]})
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    done = subprocess.run([sys.executable, "-m", "nbkit", "study", "run", "bad.yaml"], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nuisance.lora_rnk" in lines[0] and "show-config" in lines[0], done.stderr
+    assert not (tmp_path / "studies.db").exists()
