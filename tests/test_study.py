@@ -335,3 +335,32 @@ def test_study_run_with_a_bad_spec_prints_one_line_and_exits_2(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "nuisance.lora_rnk" in lines[0] and "show-config" in lines[0], done.stderr
     assert not (tmp_path / "studies.db").exists()
+
+
+def test_study_show_prints_the_trials_and_writes_the_figures(tmp_path, capsys):
+    spec = spec_dict(tmp_path, study_name="shown", scientific={"learning_rate": [1e-3, 3e-3, 1e-2]},
+                     nuisance={"warmup_ratio": [0.0, 0.1]})
+    study = run_study(spec, workers=1, progress=False)
+    storage = f"sqlite:///{tmp_path}/studies.db"
+    assert main(["study", "show", "--storage", storage, "--study", "shown", "--plots", str(tmp_path / "fig")]) == 0
+    out = capsys.readouterr().out
+    table = out.split("\n\n")[0].splitlines()
+    assert table[0].split()[:4] == ["number", "state", "run_status", "value"]
+    assert [int(line.split()[0]) for line in table[1:]] == [t.number for t in study.trials]
+    assert "isolation:" in out and "importance:" in out and "big enough?" in out
+    best = min(study.trials, key=lambda t: t.value)  # a warning exactly when it sits at an end of [1e-3, 1e-2]
+    assert ("warning: learning_rate: the best trial" in out) == (best.params["learning_rate"] in (1e-3, 1e-2))
+    written = sorted(p.name for p in (tmp_path / "fig").glob("*.png"))
+    assert written and all(f"wrote {tmp_path / 'fig' / name}" in out for name in written)
+    assert main(["study", "show", "--storage", storage]) == 0  # no --study: the names stored
+    assert capsys.readouterr().out.split() == ["shown"]
+
+
+def test_study_show_refuses_a_missing_file_and_an_unknown_study(tmp_path, capsys):
+    missing = f"sqlite:///{tmp_path}/nothing_here.db"
+    assert main(["study", "show", "--storage", missing, "--study", "x"]) == 2
+    assert "no such file" in capsys.readouterr().err and not (tmp_path / "nothing_here.db").exists()
+    run_study(spec_dict(tmp_path, study_name="there"), workers=1, progress=False)
+    assert main(["study", "show", "--storage", f"sqlite:///{tmp_path}/studies.db", "--study", "elsewhere"]) == 2
+    err = capsys.readouterr().err
+    assert "'elsewhere' is not in" in err and "there" in err

@@ -140,6 +140,22 @@ def test_near_the_edge_counts_within_the_outer_tenth_on_the_log_scale():
     assert "near the top" in sa.edge_warnings(make_study(trials))[0]
 
 
+@pytest.mark.parametrize("knob, values, best, warned", [
+    ("warmup_ratio", [0.0, 0.1, 0.2], 0.0, False),  # no warmup is the knob's own floor: nothing below it
+    ("warmup_ratio", [0.0, 0.1, 0.2], 0.2, True),   # but more warmup could be tried
+    ("warmup_ratio", [0.5, 0.75, 1.0], 1.0, False),  # all the steps: the ceiling TrainConfig allows
+    ("lora_rank", [1, 8, 64], 1, False),            # rank 0 is no adapter at all
+    ("weight_decay", [0.0, 0.01, 0.1], 0.0, False),
+    ("weight_decay", [0.001, 0.01, 0.1], 0.001, True)])
+def test_an_edge_that_is_the_knobs_own_limit_gives_no_warning(knob, values, best, warned):
+    """Whether a range could be widened past its edge is TrainConfig's call (its allowed values)."""
+    distributions = {knob: CategoricalDistribution(values)}
+    trials = [trial({knob: v}, 1.0 if v == best else 2.0 + i, distributions=distributions)
+              for i, v in enumerate(values)]
+    warnings = sa.edge_warnings(make_study(trials, {"scientific": {knob: values}, "nuisance": {}, "fixed": {}}))
+    assert bool(warnings) == warned, warnings
+
+
 def test_no_edge_warning_for_categories_or_single_values():
     spec = {"scientific": {"optim": ["adamw_torch", "sgd"]}, "nuisance": {"lora_rank": [8]}, "fixed": {}}
     distributions = {"optim": CategoricalDistribution(["adamw_torch", "sgd"]),

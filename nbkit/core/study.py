@@ -490,6 +490,20 @@ def spec_storage(spec: StudySpec) -> optuna.storages.RDBStorage:
     return open_storage(spec.storage, spec.heartbeat_interval, spec.grace_period, spec.max_retry)
 
 
+def check_stored(storage_url: str) -> None:
+    """Refuse, before opening it, a storage to read that cannot hold a study: a bad URL, or a SQLite
+    file that does not exist (opening it would create an empty database there)."""
+    from sqlalchemy.engine import make_url
+
+    check_storage_url(storage_url)
+    parsed = make_url(storage_url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database).expanduser()
+        if not path.is_file():
+            raise StudyError(f"storage={storage_url!r}: no such file {path.resolve()}; a study run with "
+                             f"this storage creates it (python -m nbkit study run FILE.yaml)")
+
+
 def load_study(storage_url: str, study_name: str) -> optuna.Study:
     """The stored study (read it with study.trials, study.user_attrs["nbkit_spec"], ...)."""
     storage = open_storage(storage_url)
@@ -524,11 +538,17 @@ def prepare_study(spec: StudySpec) -> optuna.Study:
 
 
 def _create(spec: StudySpec, storage) -> optuna.Study:
+    # Optuna logs "A new study created in RDB ..." on stderr: a chapter's output (and the CLI's) says
+    # what happened in its own lines, so that one message is muted here and Optuna's level restored
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.create_study(study_name=spec.study_name, storage=storage, direction="minimize",
                                     sampler=make_sampler(spec), pruner=make_pruner(spec))
     except optuna.exceptions.DuplicatedStudyError:  # made by another process just now: compare with it
         return optuna.load_study(study_name=spec.study_name, storage=storage)
+    finally:
+        optuna.logging.set_verbosity(level)
     study.set_user_attr(SEARCH_SPACE_ATTR, spec.search_space())
     return study
 

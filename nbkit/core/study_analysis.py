@@ -187,9 +187,35 @@ def edge_warnings_by_knob(study: optuna.Study, margin: float = EDGE_MARGIN) -> d
         if value is None or not is_numeric(domain) or not _is_number(value):
             continue
         where = position_in(domain, value)
-        if where <= margin or where >= 1 - margin:
+        if (where <= margin or where >= 1 - margin) and _can_widen(knob, domain, upward=where >= 0.5):
             warnings[knob] = _edge_sentence(knob, domain, value, where, margin)
     return warnings
+
+
+def _can_widen(knob: str, domain, upward: bool) -> bool:
+    """Whether the range could go further that way: not past a limit of the knob itself (a warmup
+    ratio or a weight decay of 0 cannot be widened downward, a warmup ratio of 1 not upward). Asks
+    TrainConfig, the one place that knows each field's allowed values; a knob TrainConfig does not
+    have (a notebook's own parameter) counts as open."""
+    from nbkit.core.config import TrainConfig
+
+    low, high = bounds(domain)
+    edge = high if upward else low
+    if not upward and edge == 0 and not is_log_scale(domain):
+        beyond = -abs(high) * 0.1 or -1.0
+    else:
+        step = abs(high - low) * 0.1 or abs(edge) * 0.1 or 1.0
+        beyond = edge * 10 if is_log_scale(domain) and upward else edge / 10 if is_log_scale(domain) else (
+            edge + step if upward else edge - step)
+    if isinstance(edge, int) and not isinstance(edge, bool):
+        beyond = int(round(beyond)) if round(beyond) != edge else edge + (1 if upward else -1)
+    try:
+        TrainConfig(**{knob: beyond})
+    except TypeError:  # not a TrainConfig field
+        return True
+    except ValueError:
+        return False
+    return True
 
 
 def _edge_sentence(knob, domain, value, where, margin) -> str:

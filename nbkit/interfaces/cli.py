@@ -23,6 +23,7 @@ import yaml
 from nbkit.core.config import ConfigError, TrainConfig, field_docs
 from nbkit.core.data import DataFileError
 from nbkit.core.export import EXPORT_FORMATS, export_text
+from nbkit.core.study import DEFAULT_STORAGE
 
 
 
@@ -65,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     study_run.add_argument("--backend", default="local", help="local (default), inprocess, papermill or ray")
     study_run.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: RAY_ADDRESS, else local)")
     study_run.set_defaults(handler=run_study_command)
-    # `study show` (the tables and figures of a stored study) is added here as a second study command
+    study_show = study_commands.add_parser("show", help="a stored study's trials, warnings and analysis")
+    study_show.add_argument("--storage", metavar="URL", default=DEFAULT_STORAGE, help=f"default: {DEFAULT_STORAGE}")
+    study_show.add_argument("--study", metavar="NAME", help="the study's name (without it: the studies stored)")
+    study_show.add_argument("--plots", metavar="DIR", help="also write the study's figures (PNG) into DIR")
+    study_show.set_defaults(handler=run_study_show)
     return parser
 
 
@@ -143,6 +148,43 @@ def run_study_command(args) -> int:
         print(f"nbkit: {ended} of {wanted} trials ended; run the same command again to redo the rest",
               file=sys.stderr)
         return 1
+    return 0
+
+
+def run_study_show(args) -> int:
+    """The trials table, the edge warnings, the isolation table, knob importance and "is this study
+    big enough?" of a stored study; its figures too with --plots. Without --study: the names stored."""
+    import optuna
+    import pandas as pd
+
+    from nbkit.core import study_analysis as analysis
+    from nbkit.core.study import check_stored, load_study, open_storage
+
+    check_stored(args.storage)
+    if not args.study:
+        names = optuna.study.get_all_study_names(open_storage(args.storage))
+        print("\n".join(names) if names else f"no study in {args.storage}")
+        return 0
+    study = load_study(args.storage, args.study)
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 500):
+        print(analysis.trials_table(study).drop(columns=["run_dir"]).to_string(index=False))
+        print()
+        for warning in analysis.edge_warnings(study):
+            print(f"warning: {warning}")
+        if analysis.usable_trials(study):
+            print("\nisolation: the best validation loss per scientific value, nuisance knobs tuned away")
+            print(analysis.isolation(study).to_string(index=False))
+    try:
+        ranked = analysis.importance(study)
+        print("\nimportance: " + ", ".join(f"{k} {v:.2f}" for k, v in ranked.items()))
+    except ValueError as err:
+        print(f"\nimportance: not computed ({err})")
+    if len(analysis.usable_trials(study)) >= 2:
+        print(f"big enough? {analysis.is_big_enough(study)['verdict']}")
+    if args.plots:
+        from nbkit.views.study_plots import save_study_figures
+        for path in save_study_figures(study, args.plots):
+            print(f"wrote {path}")
     return 0
 
 
