@@ -33,7 +33,8 @@ test: $(VENV)/.installed chromium postgresql
 test-seeds: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m seeds tests/test_notebooks.py
 
-# the quickstart on SmolLM2-135M, the real LLM: three fine-tunes (about 10 minutes on 2 cores)
+# on SmolLM2-135M, the real LLM: the quickstart (three fine-tunes, about 10 minutes on 2 cores) and
+# chapters 1-6 smoke-run at their smallest sizes (every cell, a few steps a run: 5 to 20 minutes each)
 test-llm: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m llm tests/test_notebooks.py
 
@@ -59,3 +60,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/panel_latency.py
 	$(BIN)/python bench/stability_speed.py
 	$(BIN)/python bench/chapter_speed.py
+	$(BIN)/python bench/study_speed.py

@@ -43,7 +43,8 @@ def run_as_written(words: list[str], cwd: Path, *extra: str) -> subprocess.Compl
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("MPLBACKEND", None)
     program = words[0].removeprefix(".venv/bin/")
-    return subprocess.run([sys.executable, "-m", program, *words[1:], *extra], cwd=cwd, env=env,
+    command = [sys.executable, *words[1:]] if program == "python" else [sys.executable, "-m", program, *words[1:]]
+    return subprocess.run([*command, *extra], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=1500)
 
 
@@ -72,3 +73,31 @@ def test_the_papermill_example_runs_the_chapter_with_its_overrides(tmp_path):
     sweep_epochs = {json.loads(p.read_text())["num_train_epochs"]
                     for p in (tmp_path / "runs").rglob("config.json") if "learning_rate=" in p.parent.name}
     assert sweep_epochs == {int(overrides["sweep_epochs"])}
+
+
+def test_the_readme_study_runs_and_shows_as_written(tmp_path):
+    """The README's study: its YAML is a valid study as written; shortened to 2 trials of one epoch on
+    80 rows (as written it trains for minutes), the README's `study run` and `study show` lines run it
+    and show its table, warnings, isolation and figures."""
+    import yaml
+
+    from nbkit.core.study import StudySpec
+
+    text = (REPO / "README.md").read_text()
+    spec = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))
+    StudySpec.from_dict(spec).check()  # every knob, range and value as the README writes them
+    spec["n_trials"] = 2
+    spec["base"].update(num_train_epochs=1, max_samples=80, predict_with_generate=False)
+    commands = [w for w in readme_commands("python") if w[1:4] in (["-m", "nbkit", "study"],)]
+    [run] = [w for w in commands if w[4] == "run"]
+    [show] = [w for w in commands if w[4] == "show"]
+    (tmp_path / run[5]).write_text(yaml.safe_dump(spec))  # the file the README's line names
+    done = run_as_written(run, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"study {spec['study_name']}: " in done.stdout and "best: trial" in done.stdout, done.stdout
+    assert (tmp_path / "runs" / "studies.db").is_file()  # the default storage, beside the run store
+    done = run_as_written(show, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "isolation:" in done.stdout and "importance:" in done.stdout, done.stdout
+    figures = tmp_path / show[show.index("--plots") + 1]
+    assert sorted(p.name for p in figures.glob("*.png")) and f"wrote {show[show.index('--plots') + 1]}" in done.stdout

@@ -135,15 +135,22 @@ def cited_runs(studies: dict) -> list[str]:
 
 def asha_table(studies: dict) -> pd.DataFrame:
     """A row per seed: compute_saved(grid, ASHA) (epochs trained by each, their ratio, each best and the
-    gap), each study's best configuration, and how many trials ASHA pruned."""
+    gap), each study's best configuration, how many trials ASHA pruned and let finish, and for those it
+    let finish the largest difference to the grid's loss for the same configuration (replay_max_diff:
+    0 when the same fine-tune, same seed, gives the same curve in either study)."""
     rows = []
     for seed, pair in studies.items():
         r = compute_saved(pair["grid"], pair["asha"], labels=("grid", "ASHA"))
         g, a = best_trial(pair["grid"]), best_trial(pair["asha"])
+        grid_values = {_label(t.params): t.value for t in pair["grid"].trials if t.state == TrialState.COMPLETE}
+        finished = [t for t in pair["asha"].trials if t.state == TrialState.COMPLETE]
+        replay = [abs(t.value - grid_values[_label(t.params)]) for t in finished if _label(t.params) in grid_values]
         rows.append({"seed": seed, "grid_epochs": r["grid_compute"], "asha_epochs": r["pruned_compute"],
                      "share": r["compute_ratio"], "grid_best": r["grid_best"], "asha_best": r["pruned_best"],
                      "gap": r["relative_gap"], "grid_best_params": _label(g.params), "asha_best_params": _label(a.params),
                      "pruned": sum(t.state == TrialState.PRUNED for t in pair["asha"].trials),
+                     "finished": len(finished), "matched": len(replay),
+                     "replay_max_diff": max(replay) if replay else math.nan,
                      "summary": r["summary"]})
     return pd.DataFrame(rows)
 
@@ -185,7 +192,8 @@ def write_best_config(study: optuna.Study, path) -> Path:
     """The best configuration as a YAML file of TrainConfig fields (what `--config` reads)."""
     path = Path(path)
     cfg = best_config(study)
-    fields = {k: v for k, v in cfg.to_dict().items() if v != getattr(TrainConfig(), k) or k in study.best_params}
+    always = {"model", "dataset", "seed", *study.best_params}  # said even where they equal the defaults
+    fields = {k: v for k, v in cfg.to_dict().items() if v != getattr(TrainConfig(), k) or k in always}
     path.write_text(yaml.safe_dump(fields, sort_keys=False))
     return path
 
@@ -205,5 +213,3 @@ def export_llamafactory(config_path, out_path) -> dict:
             "stderr": done.stderr.strip(), "yaml": written}
 
 
-def finite(value) -> bool:
-    return value is not None and math.isfinite(value)

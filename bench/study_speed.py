@@ -1,0 +1,77 @@
+"""Studies (nbkit.core.study), measured side by side in one run (absolute times drift here; ratios less):
+
+  workers   wall seconds of the same 12 tiny-model trials run one after another in this process
+            (backend "inprocess") and by 2 worker processes pulling trials from one SQLite study
+            (backend "local", --workers 2), and their ratio. Target: >= 1.6x on 2 cores.
+  pruning   one question (learning_rate x warmup_ratio, a grid of 12 configurations), answered by the
+            full grid and by the same grid with ASHA pruning (Optuna's SuccessiveHalvingPruner): the
+            compute each used (epochs trained) and each best validation loss.
+            Target: ASHA's best within 2% of the grid's best at <= 40% of its compute.
+
+Not a test: the tests check that studies run every trial once, prune, resume and retry; this measures.
+
+    python bench/study_speed.py [--rounds 1] [--epochs 6]
+"""
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+from nbkit.core.study import run_study
+from nbkit.core.study_analysis import compute_saved
+
+# a tiny-model run of a few seconds: 320 arithmetic rows to train on, 20 steps an epoch
+BASE = dict(model="tiny", dataset="arithmetic", max_samples=400, predict_with_generate=False)
+LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]  # two and a half decades around the tiny model's best
+WARMUP_RATIOS = [0.0, 0.1]
+
+
+def spec(name: str, folder: Path, epochs: int, pruner: str = "none") -> dict:
+    return dict(study_name=name, base=dict(BASE, num_train_epochs=epochs), sampler="grid",
+                scientific={"warmup_ratio": WARMUP_RATIOS}, nuisance={"learning_rate": LEARNING_RATES},
+                pruner=pruner, pruner_settings={"reduction_factor": 3} if pruner == "asha" else {},
+                storage=f"sqlite:///{folder}/studies.db", output_dir=str(folder / name))
+
+
+def timed_study(study_spec: dict, workers: int, backend: str) -> tuple[float, optuna.Study]:
+    start = time.perf_counter()
+    study = run_study(study_spec, workers=workers, backend=backend, progress=False)
+    return time.perf_counter() - start, study
+
+
+def workers_round(folder: Path, r: int, epochs: int) -> tuple[float, float]:
+    serial, _ = timed_study(spec(f"serial_{r}", folder, epochs), 1, "inprocess")
+    parallel, _ = timed_study(spec(f"parallel_{r}", folder, epochs), 2, "local")
+    print(f"round {r + 1}: 12 trials in process {serial:.1f} s, 2 worker processes {parallel:.1f} s, "
+          f"ratio {serial / parallel:.2f}x", flush=True)
+    return serial, parallel
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=6, help="epochs of every trial (the grid's full length)")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    print(f"{os.cpu_count()} cores; {len(LEARNING_RATES) * len(WARMUP_RATIOS)} trials of {args.epochs} epochs",
+          flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        times = [workers_round(folder, r, args.epochs) for r in range(args.rounds)]
+        serial, parallel = (sorted(t[i] for t in times)[len(times) // 2] for i in (0, 1))
+        print(f"workers: in process {serial:.1f} s, --workers 2 {parallel:.1f} s: "
+              f"{serial / parallel:.2f}x (target >= 1.6x)", flush=True)
+
+        _, grid = timed_study(spec("grid", folder, args.epochs), 2, "local")
+        _, asha = timed_study(spec("asha", folder, args.epochs, pruner="asha"), 2, "local")
+        saved = compute_saved(grid, asha, labels=("grid", "ASHA"))
+        print(saved["summary"])
+        print(f"pruning: ASHA used {saved['compute_ratio']:.0%} of the grid's compute (target <= 40%), "
+              f"best {saved['relative_gap']:+.2%} from the grid's (target within 2%)")
+
+
+if __name__ == "__main__":
+    main()
