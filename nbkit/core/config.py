@@ -490,3 +490,20 @@ def coerce_value(name: str, value, annotation):
     except (ValueError, TypeError, yaml.YAMLError):
         raise ConfigError(f"{name}={value!r} is invalid; allowed: {allowed}.") from None
 
+
+def read_yaml_mapping(path, what: str = "--config") -> dict:
+    """A YAML file of `field: value` pairs ({} when empty); a ConfigError naming `what` and the file
+    when it cannot be read, is not YAML, or is not a mapping (the CLI's --config, a study spec)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise ConfigError(f"{what} {path}: cannot read it ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what} {path}: not valid YAML ({err})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path}: expected a mapping of field: value, got {type(data).__name__}")
+    return data

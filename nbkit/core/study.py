@@ -103,11 +103,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
-import yaml
 from optuna.trial import TrialState
 
 from nbkit.core.callbacks import EPOCH_END, TRAIN_BEGIN, StopRun
-from nbkit.core.config import ConfigError, TrainConfig, coerce_value
+from nbkit.core.config import ConfigError, TrainConfig, coerce_value, read_yaml_mapping
 from nbkit.core.runs import NOT_KNOBS, Run, format_value, load_run
 
 SAMPLERS = ("grid", "random", "qmc", "tpe")
@@ -176,12 +175,11 @@ class StudySpec:
     @classmethod
     def from_yaml(cls, path) -> "StudySpec":
         try:
-            data = yaml.safe_load(Path(path).read_text())
-        except OSError as err:
-            raise StudyError(f"study spec {path}: cannot read it ({err.strerror})") from None
-        except yaml.YAMLError as err:
-            raise StudyError(f"study spec {path}: not valid YAML ({err})") from None
-        return cls.from_dict(data or {})
+            return cls.from_dict(read_yaml_mapping(path, "study spec"))
+        except StudyError:
+            raise
+        except ConfigError as err:  # the file itself: unreadable, not YAML, not a mapping
+            raise StudyError(str(err)) from None
 
     def to_dict(self) -> dict:
         """The spec as JSON-able values, knob values converted to their fields' types."""

@@ -18,9 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
 
-from nbkit.core.config import ConfigError, TrainConfig, field_docs
+from nbkit.core.config import ConfigError, TrainConfig, field_docs, read_yaml_mapping
 from nbkit.core.data import DataFileError
 from nbkit.core.export import EXPORT_FORMATS, export_text
 from nbkit.core.study import DEFAULT_STORAGE
@@ -91,20 +90,6 @@ def load_config(args) -> TrainConfig:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set learning_rate=3e-4")
         values[key.strip()] = value
     return TrainConfig.from_dict(values)
-
-
-def read_yaml_mapping(path: str) -> dict:
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as err:
-        raise ConfigError(f"--config {path}: cannot read it ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--config {path}: not valid YAML ({err})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {path}: expected a mapping of field: value, got {type(data).__name__}")
-    return data
 
 
 def run_train(args) -> int:
