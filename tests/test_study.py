@@ -18,7 +18,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from nbkit.core.runs import load_run
+from nbkit.core.runs import as_runs, load_run
 from nbkit.core.study import StudyError, StudySpec, load_study, prepare_study, run_study
 from nbkit.interfaces.cli import main
 
@@ -364,3 +364,26 @@ def test_study_show_refuses_a_missing_file_and_an_unknown_study(tmp_path, capsys
     assert main(["study", "show", "--storage", f"sqlite:///{tmp_path}/studies.db", "--study", "elsewhere"]) == 2
     err = capsys.readouterr().err
     assert "'elsewhere' is not in" in err and "there" in err
+
+
+def test_a_sweep_reads_as_a_study_for_the_analysis(tmp_path):
+    """study_from_runs: a chapter's sweep table becomes an Optuna study the analysis and figures take."""
+    from nbkit import TrainConfig
+    from nbkit.core import study_analysis
+    from nbkit.core.study import best_value, study_from_runs
+    from nbkit.core.sweep import sweep
+
+    cfg = TrainConfig(**TINY, output_dir=str(tmp_path / "runs"), disable_tqdm=True)
+    df = sweep(cfg, {"learning_rate": [1e-3, 3e-3, 1.0], "warmup_ratio": [0.0, 0.2]}, progress=False)
+    study = study_from_runs(df, scientific="warmup_ratio", nuisance="learning_rate")
+    assert len(study.trials) == len(df) == 6
+    for trial, run in zip(study.trials, df.attrs["runs"]):
+        assert trial.params == {"warmup_ratio": run.config["warmup_ratio"], "learning_rate": run.config["learning_rate"]}
+        assert trial.user_attrs["run_dir"] == str(run.path.resolve())
+        assert trial.value == (float("inf") if run.status == "diverged" else best_value(run))
+    table = study_analysis.isolation(study)
+    for warmup, row in table.set_index("warmup_ratio").iterrows():  # the best over the LRs, per warmup
+        usable = df[(df.warmup_ratio == warmup) & (df.status != "diverged")]
+        assert row["best_value"] == pytest.approx(min(best_value(r) for r in as_runs(usable)))
+    with pytest.raises(StudyError, match="knob 'lora_rnk' is not in the config"):
+        study_from_runs(df, scientific="lora_rnk")

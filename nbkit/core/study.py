@@ -107,7 +107,7 @@ from optuna.trial import TrialState
 
 from nbkit.core.callbacks import EPOCH_END, TRAIN_BEGIN, StopRun
 from nbkit.core.config import ConfigError, TrainConfig, coerce_value, read_yaml_mapping
-from nbkit.core.runs import NOT_KNOBS, Run, format_value, load_run
+from nbkit.core.runs import NOT_KNOBS, Run, as_runs, format_value, load_run
 
 SAMPLERS = ("grid", "random", "qmc", "tpe")
 PRUNERS = ("none", "successive_halving", "asha", "hyperband")
@@ -536,19 +536,25 @@ def prepare_study(spec: StudySpec) -> optuna.Study:
 
 
 def _create(spec: StudySpec, storage) -> optuna.Study:
-    # Optuna logs "A new study created in RDB ..." on stderr: a chapter's output (and the CLI's) says
-    # what happened in its own lines, so that one message is muted here and Optuna's level restored
+    try:
+        study = _quiet_create_study(study_name=spec.study_name, storage=storage, sampler=make_sampler(spec),
+                                    pruner=make_pruner(spec))
+    except optuna.exceptions.DuplicatedStudyError:  # made by another process just now: compare with it
+        return optuna.load_study(study_name=spec.study_name, storage=storage)
+    study.set_user_attr(SEARCH_SPACE_ATTR, spec.search_space())
+    return study
+
+
+def _quiet_create_study(**kwargs) -> optuna.Study:
+    """optuna.create_study(direction="minimize", ...) without its "A new study created in ..." line on
+    stderr: a chapter's output (and the CLI's) says what happened in its own lines. Optuna's logging
+    level is restored after."""
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.create_study(study_name=spec.study_name, storage=storage, direction="minimize",
-                                    sampler=make_sampler(spec), pruner=make_pruner(spec))
-    except optuna.exceptions.DuplicatedStudyError:  # made by another process just now: compare with it
-        return optuna.load_study(study_name=spec.study_name, storage=storage)
+        return optuna.create_study(direction="minimize", **kwargs)
     finally:
         optuna.logging.set_verbosity(level)
-    study.set_user_attr(SEARCH_SPACE_ATTR, spec.search_space())
-    return study
 
 
 def _canonical(value) -> str:
@@ -627,6 +633,50 @@ def trial_value(trial: optuna.Trial, run: Run) -> float:
     if run.status == "diverged":  # a run that blew up is no candidate, whatever its earlier epochs said
         return math.inf
     return best
+
+
+def study_from_runs(runs, scientific, nuisance=(), study_name: str = "sweep") -> optuna.Study:
+    """Runs already trained (a chapter's sweep table, Runs or run folders) as an in-memory Optuna
+    study, so that a sweep is read as a study is: nbkit.core.study_analysis (edge warnings, isolation,
+    importance, "big enough?") and nbkit.views.study_plots take it as they take a stored study.
+
+        df = sweep(cfg, {"learning_rate": [1e-4, 1e-3, 1e-2], "warmup_ratio": [0.0, 0.1]})
+        study = study_from_runs(df, scientific="warmup_ratio", nuisance="learning_rate")
+
+    A run becomes a trial with the runs' values of the knobs as params (each knob a list of the
+    values the runs took), the value a trained trial would have (best validation loss over epochs
+    >= 1; inf for a diverged run), its curve as intermediate values, and run_dir / run_status."""
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import create_trial
+
+    scientific = [scientific] if isinstance(scientific, str) else list(scientific)
+    nuisance = [nuisance] if isinstance(nuisance, str) else list(nuisance)
+    runs = as_runs(runs)
+    if not runs:
+        raise StudyError("runs=[]: no run to make a study of; allowed: a sweep table, Runs or run folders")
+    for knob in scientific + nuisance:
+        missing = [r.name for r in runs if knob not in r.config]
+        if missing:
+            raise StudyError(f"knob {knob!r} is not in the config of run(s) {missing[:3]}; allowed: "
+                             f"{', '.join(sorted(runs[0].config))}")
+    values = {k: sorted({r.config[k] for r in runs}, key=_canonical) for k in scientific + nuisance}
+    distributions = {k: CategoricalDistribution(v) for k, v in values.items()}
+    study = _quiet_create_study(study_name=study_name)
+    study.set_user_attr(SPEC_ATTR, {"study_name": study_name, "base": {}, "fixed": {}, "sampler": "grid",
+                                    "pruner": "none", "n_trials": len(runs),
+                                    "scientific": {k: values[k] for k in scientific},
+                                    "nuisance": {k: values[k] for k in nuisance}})
+    for run in runs:
+        epochs = run.epochs.loc[run.epochs["epoch"] >= 1] if run.epochs is not None else None
+        curve = {} if epochs is None else {int(e): float(v) for e, v in zip(epochs["epoch"], epochs["eval_loss"])
+                                           if math.isfinite(v)}
+        pruned = run.status == "pruned"
+        value = None if pruned else (math.inf if run.status == "diverged" else best_value(run))
+        study.add_trial(create_trial(
+            params={k: run.config[k] for k in distributions}, distributions=distributions, value=value,
+            intermediate_values=curve, state=TrialState.PRUNED if pruned else TrialState.COMPLETE,
+            user_attrs={"run_dir": str(Path(run.path).resolve()), "run_status": run.status}))
+    return study
 
 
 def train_trial(trial: optuna.Trial, spec: StudySpec) -> float:

@@ -10,6 +10,10 @@ Each combination trains `cfg.replace(**combo)` with cfg's seed (unless the grid 
 so a bad value fails at once with the config's ValueError. A diverged run is a row like any
 other; the kernel's stop button ends the sweep and keeps the rows finished so far.
 `sweep_from_runs(runs)` rebuilds the same table from stored runs (Run objects or folders).
+A sweep is the in-process grid a chapter needs (reused runs, kept models, callbacks, a pool kept for
+the kernel's life); nbkit.core.study runs the same train() as Optuna trials when a question needs
+sampling, pruning, a database or many machines, and `study_from_runs(df, scientific=..., nuisance=...)`
+reads a sweep as a study, so its analysis and figures (edge warnings, isolation, importance) apply.
 
 Rows and df.attrs["runs"] stay aligned only until the table is filtered or sorted; the
 `path` column is the lasting link (`as_runs(df)` follows it, for any subset of rows).
