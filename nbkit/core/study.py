@@ -809,7 +809,9 @@ def work(spec_dict: dict, backend: str = "local", worker: int = 0, threads: int 
         if trial is None:
             if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 return done
-            time.sleep(spec.heartbeat_interval)  # a running trial may still turn out to be a dead worker's
+            # a running trial may still turn out to be a dead worker's: look again in a second (reading the
+            # storage is cheap; sleeping a whole heartbeat_interval kept the last trial's neighbour idle)
+            time.sleep(min(1.0, spec.heartbeat_interval))
             continue
         line = _finish(study, trial, objective, spec)
         done += 1
