@@ -841,11 +841,9 @@ def run_study(spec, workers: int | None = None, backend: str = "local", storage:
     spec.check()
     if backend == "papermill":
         check_notebook(spec)
-    spec = dataclasses.replace(spec, storage=absolute_storage_url(spec.storage))
     workers = default_workers() if workers is None else workers
     _require_int("workers", workers, 1)
-    study = prepare_study(spec)
-    spec_dict = spec.to_dict()
+    study, spec_dict = prepare_for_workers(spec)
     if backend == "ray":
         _run_on_ray(spec_dict, workers, ray_address, progress)
     elif backend == "inprocess" or workers == 1:
@@ -855,6 +853,14 @@ def run_study(spec, workers: int | None = None, backend: str = "local", storage:
     if progress:  # the Study reads the storage afresh: it sees what every worker wrote
         print(describe(study), flush=True)
     return study
+
+
+def prepare_for_workers(spec: StudySpec) -> tuple[optuna.Study, dict]:
+    """What every backend does before a worker starts: the storage URL made absolute (a worker in
+    another folder or process finds the same file), the study checked, created or resumed and its
+    queue filled (prepare_study). Returns the study and the spec as the dict each worker's `work` takes."""
+    spec = dataclasses.replace(spec, storage=absolute_storage_url(spec.storage))
+    return prepare_study(spec), spec.to_dict()
 
 
 def as_spec(spec) -> StudySpec:

@@ -17,7 +17,6 @@ loop `run_study` and `python -m nbkit study run` use (nbkit.core.study.work).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import subprocess
 import sys
@@ -30,13 +29,10 @@ from optuna.trial import TrialState
 
 from nbkit.core.config import TrainConfig
 from nbkit.core.runs import load_run
-from nbkit.core.study import StudySpec, absolute_storage_url, prepare_study, work
+from nbkit.core.study import StudySpec, prepare_for_workers, work
 from nbkit.core.study_analysis import best_trial, compute_saved, importance, isolation
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in RDB ..." is not for learners
-
 STUDY_NAME = "lr_warmup"
-HEARTBEAT = 1  # seconds: a worker that finds the queue empty checks again after 1 s, not Optuna's usual 10
 GRACE = 30  # a tiny trial takes seconds; 30 s of silence means its worker died
 
 
@@ -52,7 +48,7 @@ def question_specs(p, runs_dir, seed: int) -> dict[str, StudySpec]:
     fixed = {"lr_scheduler_type": p.lr_scheduler_type, "per_device_train_batch_size": p.batch_size}
     common = dict(base=base, fixed=fixed, scientific={"warmup_ratio": list(p.warmup_ratios)},
                   nuisance={"learning_rate": list(p.learning_rates)}, sampler="grid",
-                  storage=storage_url(runs_dir), heartbeat_interval=HEARTBEAT, grace_period=GRACE)
+                  storage=storage_url(runs_dir), grace_period=GRACE)
     specs = {}
     for kind, pruner in (("grid", {}), ("asha", {"pruner": "asha",
                                                   "pruner_settings": {"reduction_factor": p.reduction_factor}})):
@@ -69,13 +65,6 @@ def spec_yaml(spec: StudySpec) -> str:
     return yaml.safe_dump(d, sort_keys=False)
 
 
-def _prepared(spec: StudySpec) -> dict:
-    """As run_study does before any worker starts: checked, created (or resumed), its queue filled."""
-    spec = dataclasses.replace(spec, storage=absolute_storage_url(spec.storage))
-    prepare_study(spec)
-    return spec.to_dict()
-
-
 def work_through(spec_dicts: list[dict], worker: int) -> int:
     """One worker process: the trials of each study in turn (nbkit.core.study.work for each)."""
     return sum(work(d, worker=worker, progress=False) for d in spec_dicts)
@@ -88,7 +77,7 @@ def run_seed_studies(p, runs_dir, seeds, workers: int = 2) -> dict[int, dict[str
 
     specs = {s: question_specs(p, runs_dir, s) for s in seeds}
     order = [specs[s][kind] for kind in ("grid", "asha") for s in seeds]  # grids first, then the pruned studies
-    dicts = [_prepared(spec) for spec in order]
+    dicts = [prepare_for_workers(spec)[1] for spec in order]  # as run_study does, before any worker starts
     if workers <= 1:
         work_through(dicts, 0)
     else:
