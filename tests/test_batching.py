@@ -187,6 +187,14 @@ def test_batch_size_runs_scale_or_keep_the_lr_and_keep_only_the_base_weights(tmp
     assert kept == [rule == "scaled" and b == 16 for rule, b in zip(table["rule"], table["batch_size"])]
 
 
+@pytest.mark.parametrize("batch_sizes", [[4, 8], [8, 16], [32, 64]])
+def test_batch_size_runs_refuse_batches_without_the_base_or_a_larger_one(tmp_path, batch_sizes):
+    from nbkit.labs.ch03_batch_size import batch_size_runs
+    with pytest.raises(ValueError, match=r"batch_sizes: .* base_batch \(16\)"):
+        batch_size_runs(tiny_config(tmp_path), batch_sizes, seeds=[1], base_batch=16)
+    assert not any(tmp_path.rglob("*.json")), "a refused experiment must not train"
+
+
 def test_train_side_by_side_wants_one_keep_flag_per_config(tmp_path):
     from nbkit.labs.ch03_batch_size import train_side_by_side
     with pytest.raises(ValueError, match="keep_models"):

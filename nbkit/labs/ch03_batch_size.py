@@ -303,6 +303,9 @@ def batch_size_runs(base, batch_sizes, seeds, base_batch: int, exponent: float =
     learning_rate, steps, status, best_eval_loss, final_eval_loss, the training loss averaged over all
     its steps (train_loss_mean), path; df.attrs["runs"] the Runs. Every batch size sees the same samples, so an average over steps is the
     mean height of the loss-against-samples curve: the lower, the more it learned per sample."""
+    if base_batch not in batch_sizes or max(batch_sizes) <= base_batch:
+        raise ValueError(f"batch_sizes: {list(batch_sizes)} must hold base_batch ({base_batch}), where the LR rules "
+                         f"start, and at least one larger batch, where they are compared")
     plan = [("scaled", b, s) for b in batch_sizes for s in seeds]
     plan += [("kept", b, s) for b in batch_sizes if b > base_batch for s in seeds]
     configs = [base.replace(per_device_train_batch_size=b, seed=s, run_name=f"batch{b}_lr_{rule}",
