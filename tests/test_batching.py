@@ -195,6 +195,21 @@ def test_batch_size_runs_refuse_batches_without_the_base_or_a_larger_one(tmp_pat
     assert not any(tmp_path.rglob("*.json")), "a refused experiment must not train"
 
 
+def test_accumulation_configs_name_each_case_and_keep_one_effective_batch(tmp_path):
+    from nbkit.labs.ch03_batch_size import accumulation_configs
+    cfgs = accumulation_configs(tiny_config(tmp_path), [[32, 1], [8, 4], [4, 8]])
+    assert list(cfgs) == ["32 x 1", "8 x 4", "4 x 8"]
+    assert {c.per_device_train_batch_size * c.gradient_accumulation_steps for c in cfgs.values()} == {32}
+
+
+@pytest.mark.parametrize("accumulation", [[[8, 1], [4, 2]], [[8, 1], [4, 2], [2, 3]], [[8, 2], [4, 4], [2, 8]],
+                                          [[8, 1], [2, 4], [4, 2]], [[8, 1], [4, 2], [8]]])
+def test_accumulation_configs_refuse_what_the_checks_cannot_compare(tmp_path, accumulation):
+    from nbkit.labs.ch03_batch_size import accumulation_configs
+    with pytest.raises(ValueError, match=r"accumulation: .* allowed: three \[per-device batch"):
+        accumulation_configs(tiny_config(tmp_path), accumulation)
+
+
 def test_train_side_by_side_wants_one_keep_flag_per_config(tmp_path):
     from nbkit.labs.ch03_batch_size import train_side_by_side
     with pytest.raises(ValueError, match="keep_models"):

@@ -105,6 +105,24 @@ def test_a_study_name_with_another_search_space_is_refused_and_left_as_it_was(tm
     assert len(before) == 2 and not (tmp_path / "runs").exists()
 
 
+def test_a_grid_queue_is_shuffled_by_the_study_seed(tmp_path):
+    """An asynchronous pruner judges a trial against those before it: the queue must not hand out the
+    grid in its own order (every small LR first), and the same study must get the same order again."""
+    grid = {"learning_rate": [1e-4, 3e-4, 1e-3, 3e-3], "warmup_ratio": [0.0, 0.1, 0.2]}
+    points = [(lr, w) for lr in grid["learning_rate"] for w in grid["warmup_ratio"]]
+
+    def queue(folder, **kw):
+        study = prepare_study(StudySpec.from_dict(spec_dict(tmp_path / folder, scientific=grid, **kw)))
+        return [(t.system_attrs["fixed_params"]["learning_rate"], t.system_attrs["fixed_params"]["warmup_ratio"])
+                for t in sorted(study.trials, key=lambda t: t.number)]
+
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir(), (tmp_path / "c").mkdir(), (tmp_path / "d").mkdir()
+    first = queue("a")
+    assert sorted(first) == sorted(points) and first != points
+    assert queue("b") == first  # the same study name: the same order, on any machine, on a resume
+    assert queue("c", sampler_seed=1) != queue("d", sampler_seed=2)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
@@ -123,9 +141,15 @@ def test_an_unreachable_postgresql_url_is_refused_with_its_url(tmp_path):
 # ---------------------------------------------------------------- two workers, one storage
 
 def test_two_workers_on_one_sqlite_study_run_each_grid_point_once(tmp_path):
+    import torch
     grid = {"learning_rate": [1e-3, 3e-3, 1e-2], "warmup_ratio": [0.0, 0.1]}
+    torch.set_num_threads(3)  # not what a worker on 2 cores gets: the caller's own count must come back
     study = run_study(spec_dict(tmp_path, scientific=grid), workers=2, progress=False)
+    assert torch.get_num_threads() == 3
     assert_each_trial_once(study, tmp_path, 6)
+    pids = {load_run(t.user_attrs["run_dir"]).summary["pid"] for t in study.trials}
+    # worker 0 is this process; the spawned one joins when torch is imported (seconds-long trials may all be gone)
+    assert os.getpid() in pids and len(pids) <= 2, pids
     points = sorted((t.params["learning_rate"], t.params["warmup_ratio"]) for t in study.trials)
     assert points == sorted((lr, w) for lr in grid["learning_rate"] for w in grid["warmup_ratio"])
     spec = study.user_attrs["nbkit_spec"]

@@ -68,7 +68,8 @@ whose worker vanished is). A trial whose code raises is FAIL with user attr "err
 
 Backends (run_study's `backend`):
   "inprocess" (or workers=1)  the trials run in this process, one after another (chapters do this);
-  "local"      `workers` spawned processes on this machine, each pulling trials from the storage;
+  "local"      `workers` workers on this machine, each pulling trials from the storage: this process
+               and `workers - 1` spawned ones;
   "papermill"  each trial executes `spec.notebook` with the trial's params and output_dir as
                parameters; the output notebook is kept in the trial's folder, named after its
                params; the run the notebook wrote is read back and its curve reported to Optuna
@@ -92,6 +93,7 @@ import json
 import math
 import multiprocessing
 import os
+import random
 import re
 import socket
 import time
@@ -374,11 +376,17 @@ def make_sampler(spec: StudySpec, worker: int = 0) -> optuna.samplers.BaseSample
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
-    shared = spec.sampler_seed if spec.sampler_seed is not None else zlib.crc32(spec.study_name.encode())
+    shared = study_seed(spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=shared,
                                           warn_independent_sampling=False)
+
+
+def study_seed(spec: StudySpec) -> int:
+    """One seed for the whole study (every worker, every resume): sampler_seed, else one made from
+    the study's name. QMC's scrambling and the order of a grid's queue both use it."""
+    return spec.sampler_seed if spec.sampler_seed is not None else zlib.crc32(spec.study_name.encode())
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
@@ -570,7 +578,10 @@ def spec_record(spec: StudySpec) -> dict:
 
 def top_up(study: optuna.Study, spec: StudySpec) -> int:
     """Add WAITING trials until COMPLETE + PRUNED + RUNNING + WAITING trials fill n_trials slots
-    (grid: until every grid point has one). Returns how many were added."""
+    (grid: until every grid point has one, in an order shuffled by study_seed, as Optuna's GridSampler
+    picks a random unvisited point: an asynchronous pruner judges a trial against those before it, and
+    the grid's own order, every small learning rate first, is the worst case for it). Returns how
+    many were added."""
     trials = study.get_trials(deepcopy=False, states=COUNTED)
     if spec.sampler == "grid":
         taken = Counter(_canonical(t.system_attrs.get("fixed_params", t.params)) for t in trials)
@@ -581,6 +592,7 @@ def top_up(study: optuna.Study, spec: StudySpec) -> int:
                 taken[key] -= 1
             else:
                 missing.append(point)
+        random.Random(study_seed(spec)).shuffle(missing)
     else:
         missing = [{}] * max(0, spec.n_trials - len(trials))
     for params in missing:  # {}: an empty slot, its params drawn by the sampler when a worker takes it
@@ -872,16 +884,25 @@ def as_spec(spec) -> StudySpec:
 
 
 def _run_in_processes(spec_dict: dict, backend: str, workers: int, progress: bool) -> None:
-    """`workers` spawned processes (never forked: torch's thread pool does not survive a fork),
-    each with an equal share of the cores, all pulling from the same storage."""
+    """`workers` workers, each with an equal share of the cores, all pulling from the same storage:
+    worker 0 is this process (torch is imported here already: it starts training at once, while the
+    others are still importing it, about 5 s each) and the others are spawned processes (never
+    forked: torch's OpenMP pool does not survive a fork; measured here, a forked child with 2 threads hangs)."""
+    import torch
+
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=work, args=(spec_dict, backend, i, threads, progress), daemon=False)
-                 for i in range(workers)]
+                 for i in range(1, workers)]
     for process in processes:
         process.start()
-    for process in processes:
-        process.join()
+    own_threads = torch.get_num_threads()
+    try:
+        work(spec_dict, backend, 0, threads, progress)
+    finally:
+        torch.set_num_threads(own_threads)  # the caller's process (a kernel, say) gets its threads back
+        for process in processes:
+            process.join()
     died = [p.exitcode for p in processes if p.exitcode != 0]
     if died and progress:
         print(f"{len(died)} of {workers} workers ended abnormally (exit codes {died}); their trials are retried "

@@ -322,6 +322,20 @@ def batch_size_runs(base, batch_sizes, seeds, base_batch: int, exponent: float =
     return table
 
 
+def accumulation_configs(base, accumulation) -> dict:
+    """The accumulation experiment's configs, one epoch each, named "B x K": `accumulation` is three
+    [per-device batch, accumulation steps] pairs with one effective batch, the first not accumulated
+    ([32, 1]) and the micro-batch shrinking after it ([8, 4], [4, 8]): the checks compare them in that order."""
+    pairs = [tuple(pair) for pair in accumulation]
+    if (len(pairs) != 3 or any(len(pair) != 2 or min(pair) < 1 for pair in pairs) or pairs[0][1] != 1
+            or len({b * k for b, k in pairs}) != 1 or not pairs[0][0] > pairs[1][0] > pairs[2][0]):
+        raise ValueError(f"accumulation: {accumulation!r}; allowed: three [per-device batch, accumulation steps] "
+                         "pairs with the same product, the first with 1 step, the batch shrinking, e.g. "
+                         "[[32, 1], [8, 4], [4, 8]]")
+    return {f"{b} x {k}": base.replace(per_device_train_batch_size=b, gradient_accumulation_steps=k,
+                                       num_train_epochs=1, run_name=f"accumulate_{b}x{k}") for b, k in pairs}
+
+
 def _features_of(run):
     from nbkit.core.config import TrainConfig
     from nbkit.core.train import build_datasets
