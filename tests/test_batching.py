@@ -117,6 +117,12 @@ def test_measure_noise_scale_gives_a_positive_trace(model_and_rows):
     assert est["trace_sigma"] > 0
 
 
+def test_measure_noise_scale_refuses_more_rows_than_the_training_set(model_and_rows):
+    model, rows, pad = model_and_rows
+    with pytest.raises(ValueError, match=rf"b_small=4 x n_micro=8: 32 distinct rows needed, the training set has {len(rows[:20])}"):
+        measure_noise_scale(model, rows[:20], pad, b_small=4, n_micro=8)
+
+
 def test_probe_records_and_does_not_change_the_run(tmp_path):
     cfg = tiny_config(tmp_path, num_train_epochs=1)  # 4 steps
     probe = NoiseScaleProbe(every=2, b_small=2, n_micro=4)

@@ -63,7 +63,7 @@ SMOKE_ON_SMOLLM2 = {
                          sgd_learning_rates=[0.01], lion_learning_rates=[1e-4], grid_learning_rates=[3e-5, 1e-4],
                          grid_weight_decays=[0.0, 1.0], grid_epochs=1, beta1_values=[0.8, 0.9],
                          beta2_values=[0.95, 0.999], decay_values=[0.0, 0.01, 0.1, 100.0], decay_epochs=1),
-    "03_batch_size": dict(max_samples=20, num_train_epochs=1, base_batch=4, batch_sizes=[4, 8], spread_batch_sizes=[4, 8],
+    "03_batch_size": dict(max_samples=40, num_train_epochs=1, base_batch=4, batch_sizes=[4, 8], spread_batch_sizes=[4, 8],
                           spread_draws=2, loss_draws=2, noise_repeats=1, speed_repeats=1, memory_batch_sizes=[4],
                           accumulation=[[8, 1], [4, 2], [2, 4]]),
     "04_epochs_early_stopping": dict(max_samples=20, val_size=4, long_epochs=3, patiences=[1],

@@ -175,6 +175,10 @@ def measure_noise_scale(model, features, pad_token_id: int, b_small: int = 4, n_
     their squared gradient norms; |G_big|^2 the squared norm of their mean, a batch of n_micro * b_small."""
     if n_micro < 2:
         raise ValueError(f"n_micro={n_micro}: need >= 2 micro-batches to have two batch sizes")
+    if b_small * n_micro > len(features):
+        raise ValueError(f"b_small={b_small} x n_micro={n_micro}: {b_small * n_micro} distinct rows needed, the "
+                         f"training set has {len(features)}; allowed: b_small x n_micro <= {len(features)} "
+                         "(or train on more rows: max_samples)")
     picks = torch.randperm(len(features), generator=generator)[:b_small * n_micro].tolist()
     # one gradient in memory at a time, beside their running sum (a real LLM's gradient is ~0.5 GB)
     squared_norms, total = [], 0
