@@ -34,7 +34,8 @@ test-seeds: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m seeds tests/test_notebooks.py
 
 # on SmolLM2-135M, the real LLM: the quickstart (three fine-tunes, about 10 minutes on 2 cores) and
-# chapters 1-6 smoke-run at their smallest sizes (every cell, a few steps a run: 5 to 20 minutes each)
+# chapters 1-6 smoke-run at their smallest sizes (every cell, a few steps a run; measured: chapters 3-6 5 to 12
+# minutes each, chapter 2 22, chapter 1 38 on a busy machine: every run trains at three seeds)
 test-llm: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m llm tests/test_notebooks.py
 
