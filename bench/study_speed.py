@@ -20,17 +20,14 @@ Not a test: the tests check that studies run every trial once, prune, resume and
 """
 import argparse
 import os
-import random
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
 
-from nbkit.core.study import SPEC_ATTR, StudySpec, make_pruner, run_study
-from nbkit.core.study_analysis import compute_saved
+from nbkit.core.study import StudySpec, make_pruner, run_study
+from nbkit.core.study_analysis import compute_saved, pruning_over_orders
 
 # a tiny-model run of a few seconds: 320 arithmetic rows to train on, 20 steps an epoch
 BASE = dict(model="tiny", dataset="arithmetic", max_samples=400, predict_with_generate=False)
@@ -108,35 +105,14 @@ def pruning_part(folder: Path, args) -> None:
     print(f"pruning: the target met at {met} of {len(SEEDS)} seeds")
 
 
-def replay(grid: optuna.Study, asha_spec: dict, order: list) -> optuna.Study:
-    """The grid's trials told, in `order`, to an in-memory study with the ASHA spec's pruner: each
-    reports the epochs the grid measured until Optuna's pruner stops it (one worker's view)."""
-    study = optuna.create_study(direction="minimize", pruner=make_pruner(StudySpec.from_dict(asha_spec)))
-    study.set_user_attr(SPEC_ATTR, grid.user_attrs[SPEC_ATTR])
-    for measured in order:
-        trial = study.ask()
-        for epoch, loss in sorted(measured.intermediate_values.items()):
-            trial.report(loss, epoch)
-            if trial.should_prune():
-                study.tell(trial, state=TrialState.PRUNED)
-                break
-        else:
-            study.tell(trial, measured.value)
-    return study
-
-
 def orders_line(grid: optuna.Study, asha_spec: dict, orders: int, seed: int) -> str:
-    """The target over `orders` random arrival orders of the grid's curves."""
-    rng = random.Random(seed)
-    trials = [t for t in grid.trials if t.state == TrialState.COMPLETE]
-    results = [compute_saved(grid, replay(grid, asha_spec, rng.sample(trials, len(trials))))
-               for _ in range(orders)]
-    ratios = sorted(r["compute_ratio"] for r in results)
-    close = sum(r["relative_gap"] <= 0.02 for r in results)
-    both = sum(r["compute_ratio"] <= 0.40 and r["relative_gap"] <= 0.02 for r in results)
-    return (f"replayed in {orders} random orders: compute median {statistics.median(ratios):.0%} "
-            f"(10-90%: {ratios[orders // 10]:.0%}-{ratios[orders * 9 // 10]:.0%}), within 2% of the grid's best "
-            f"in {close / orders:.0%} of orders, target (both) met in {both / orders:.0%}")
+    """The target over `orders` random arrival orders of the grid's curves (pruning_over_orders)."""
+    table = pruning_over_orders(grid, lambda: make_pruner(StudySpec.from_dict(asha_spec)), orders, seed)
+    ratios, gaps = table["compute_ratio"], table["relative_gap"]
+    both = ((ratios <= 0.40) & (gaps <= 0.02)).mean()
+    return (f"replayed in {orders} random orders: compute median {ratios.median():.0%} "
+            f"(10-90%: {ratios.quantile(0.1):.0%}-{ratios.quantile(0.9):.0%}), within 2% of the grid's best "
+            f"in {(gaps <= 0.02).mean():.0%} of orders, target (both) met in {both:.0%}")
 
 
 if __name__ == "__main__":

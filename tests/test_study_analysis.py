@@ -342,3 +342,57 @@ def test_compute_saved_refuses_different_questions():
     b = make_study([trial({"learning_rate": 1e-4, "warmup_ratio": 0.0}, 1.0)], other)
     with pytest.raises(ValueError, match="different questions"):
         sa.compute_saved(a, b)
+
+
+# ------------------------------------------------------------------ the same pruner, other arrival orders
+
+LATE_BLOOMER = {1: 3.0, 2: 1.5, 3: 0.5}  # worst after one epoch, best at the end (a long warmup, say)
+EARLY = [{1: 1.0, 2: 0.95, 3: 0.9}, {1: 1.1, 2: 1.05, 3: 1.0}, {1: 1.2, 2: 1.15, 3: 1.1}]  # good at once, then flat
+
+
+def curve_trial(lr, curve):
+    return create_trial(params={"learning_rate": lr}, distributions={"learning_rate": LR}, value=min(curve.values()),
+                        intermediate_values=curve, user_attrs={"run_dir": f"runs/{lr}"})
+
+
+def late_bloomer_grid():
+    """Four configurations: three good after one epoch, one (lr 1e-2) that starts worst and ends best."""
+    trials = [curve_trial(1e-2, LATE_BLOOMER)] + [curve_trial(lr, c) for lr, c in zip([1e-5, 1e-4, 1e-3], EARLY)]
+    return make_study(trials, {"study_name": "g", "scientific": {"learning_rate": [1e-5, 1e-4, 1e-3, 1e-2]}})
+
+
+def asha():  # as nbkit.core.study.make_pruner builds it for pruner "asha": rungs at epochs 1 and 3
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+
+
+def test_a_replay_keeps_the_late_bloomer_only_when_it_arrives_first():
+    grid = late_bloomer_grid()
+    late, early = grid.trials[0], grid.trials[1:]
+    first = sa.replay_pruning(grid, asha(), [late] + early)
+    assert first.trials[0].state == TrialState.COMPLETE and first.trials[0].value == 0.5  # nothing to compare it with
+    assert sa.best_trial(first).value == 0.5
+    last = sa.replay_pruning(grid, asha(), early + [late])
+    assert last.trials[-1].state == TrialState.PRUNED and list(last.trials[-1].intermediate_values) == [1]
+    assert [t.state for t in last.trials[1:3]] == [TrialState.PRUNED] * 2  # worse at epoch 1 than the first
+    assert sa.best_trial(last).value == 0.9
+    assert sa.compute_used(last) == 3 + 1 + 1 + 1  # the first early trial runs to the end, the rest stop at epoch 1
+    assert sa.compute_used(grid) == 12  # the grid itself is left as it was
+
+
+def test_pruning_over_orders_finds_the_late_bloomer_as_often_as_it_arrives_first():
+    grid = late_bloomer_grid()
+    table = sa.pruning_over_orders(grid, asha, orders=400, seed=3)
+    assert len(table) == 400 and list(table["order"]) == list(range(400))
+    assert (table["found"] == (table["relative_gap"] == 0)).all()
+    assert 0.17 < table["found"].mean() < 0.33  # it survives epoch 1 only as the first of four: 1 order in 4
+    assert set(table.loc[~table["found"], "relative_gap"].round(6)) == {round((0.9 - 0.5) / 0.5, 6)}
+    assert table["compute_ratio"].between(6 / 12, 1).all()
+    assert table.equals(sa.pruning_over_orders(grid, asha, orders=400, seed=3))  # the seed fixes the orders
+
+
+def test_pruning_over_orders_refuses_nothing_to_replay():
+    with pytest.raises(ValueError, match="orders=0"):
+        sa.pruning_over_orders(late_bloomer_grid(), asha, orders=0)
+    failed = make_study([trial({"learning_rate": 1e-4}, None, state=TrialState.FAIL)], grid_spec())
+    with pytest.raises(ValueError, match="no COMPLETE trial"):
+        sa.pruning_over_orders(failed, asha)

@@ -545,7 +545,7 @@ def prepare_study(spec: StudySpec) -> optuna.Study:
 
 def _create(spec: StudySpec, storage) -> optuna.Study:
     try:
-        study = _quiet_create_study(study_name=spec.study_name, storage=storage, sampler=make_sampler(spec),
+        study = quiet_create_study(study_name=spec.study_name, storage=storage, sampler=make_sampler(spec),
                                     pruner=make_pruner(spec))
     except optuna.exceptions.DuplicatedStudyError:  # made by another process just now: compare with it
         return optuna.load_study(study_name=spec.study_name, storage=storage)
@@ -553,7 +553,7 @@ def _create(spec: StudySpec, storage) -> optuna.Study:
     return study
 
 
-def _quiet_create_study(**kwargs) -> optuna.Study:
+def quiet_create_study(**kwargs) -> optuna.Study:
     """optuna.create_study(direction="minimize", ...) without its "A new study created in ..." line on
     stderr: a chapter's output (and the CLI's) says what happened in its own lines. Optuna's logging
     level is restored after."""
@@ -673,7 +673,7 @@ def study_from_runs(runs, scientific, nuisance=(), study_name: str = "sweep") ->
                              f"{', '.join(sorted(runs[0].config))}")
     values = {k: sorted({r.config[k] for r in runs}, key=_canonical) for k in scientific + nuisance}
     distributions = {k: CategoricalDistribution(v) for k, v in values.items()}
-    study = _quiet_create_study(study_name=study_name)
+    study = quiet_create_study(study_name=study_name)
     study.set_user_attr(SPEC_ATTR, {"study_name": study_name, "base": {}, "fixed": {}, "sampler": "grid",
                                     "pruner": "none", "n_trials": len(runs),
                                     "scientific": {k: values[k] for k in scientific},

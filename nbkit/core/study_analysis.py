@@ -8,6 +8,9 @@ and that the anchors lack (issue 17, item 4). Tables and numbers only; nbkit.vie
     importance(study)              Optuna's parameter importances (PED-ANOVA: numpy only, no scikit-learn)
     is_big_enough(study)           a bootstrap: does the best configuration survive resampling the trials?
     compute_saved(grid, pruned)    epochs trained by two studies of the same question, and their bests
+    pruning_over_orders(grid, new_pruner)
+                                   the grid's curves replayed through a pruner in many arrival orders:
+                                   how much of an asynchronous pruner's result is the order trials came in
 
 A study is an Optuna study as nbkit.core.study makes it (direction minimize, trial value = the run's
 best validation loss, intermediate values = {epoch: eval_loss}, user attrs run_dir and run_status,
@@ -494,3 +497,50 @@ def _compute_sentence(r: dict, labels) -> str:
             f"{r['compute_ratio']:.0%} of the {labels[0]}'s compute ({r['pruned_compute']} of "
             f"{r['grid_compute']} epochs) and its best ({r['pruned_best']:.4g}) {where} "
             f"({r['grid_best']:.4g})")
+
+
+# ---------------------------------------------------------------- the same pruner, other arrival orders
+
+def replay_pruning(grid_study: optuna.Study, pruner: optuna.pruners.BasePruner, order: list) -> optuna.Study:
+    """The grid's trials (`order`: some of grid_study's finished trials, in the order they are to arrive)
+    told to a new in-memory study with `pruner`: each reports, epoch by epoch, the validation losses the
+    grid measured until the pruner stops it, as one worker taking them one after another would. Nothing
+    trains: a fine-tune's curve does not depend on the pruner watching it (chapter 8 checks that ASHA's
+    finished trials give the grid's losses exactly), so the replay is what the pruner would have done."""
+    from nbkit.core.study import SPEC_ATTR, quiet_create_study
+
+    study = quiet_create_study(pruner=pruner)
+    study.set_user_attr(SPEC_ATTR, study_spec(grid_study))
+    for measured in order:
+        trial = study.ask()
+        for epoch, loss in sorted(measured.intermediate_values.items()):
+            trial.report(loss, epoch)
+            if trial.should_prune():
+                study.tell(trial, state=TrialState.PRUNED)
+                break
+        else:
+            study.tell(trial, measured.value)
+    return study
+
+
+def pruning_over_orders(grid_study: optuna.Study, new_pruner, orders: int = 200, seed: int = 0) -> pd.DataFrame:
+    """An asynchronous pruner (ASHA) judges each trial against those that reached a rung before it, so
+    its result depends on the order the trials arrive in, which one live study samples once. This
+    replays the grid's finished trials (replay_pruning) in `orders` random orders (random.Random(seed)),
+    each with a fresh pruner from `new_pruner()` (Hyperband keeps state per study). A row per order:
+    compute_ratio and relative_gap as compute_saved(grid, replay) gives them, and whether the replay's
+    best is the grid's best configuration (found)."""
+    import random
+
+    if orders < 1:
+        raise ValueError(f"orders={orders}: replay at least one order")
+    trials = [t for t in grid_study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not trials:
+        raise ValueError(f"grid study {grid_study.study_name!r}: no COMPLETE trial to replay")
+    rng, rows = random.Random(seed), []
+    for i in range(orders):
+        replay = replay_pruning(grid_study, new_pruner(), rng.sample(trials, len(trials)))
+        r = compute_saved(grid_study, replay, labels=("grid", "replay"))
+        rows.append({"order": i, "compute_ratio": r["compute_ratio"], "relative_gap": r["relative_gap"],
+                     "found": r["relative_gap"] == 0})
+    return pd.DataFrame(rows)

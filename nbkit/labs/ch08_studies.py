@@ -6,6 +6,7 @@ analyses (nbkit.core.study_analysis).
     studies = run_seed_studies(p, ch.runs_dir, ch.seeds, workers=2)   # {seed: {"grid": ..., "asha": ...}}
     slots_table(studies)                                      # the LAB fact: n_trials slots, pruned runs cut
     asha_table(studies)                                       # grid vs ASHA per seed: epochs and best loss
+    order_table(studies)                                      # the same pruner over the grid in other arrival orders
     importance_table(studies)                                 # Optuna's importance per seed, and the spreads
     write_best_config(study, path); export_llamafactory(yaml_path, out_path)
 
@@ -29,8 +30,9 @@ from optuna.trial import TrialState
 
 from nbkit.core.config import TrainConfig
 from nbkit.core.runs import load_run
-from nbkit.core.study import StudySpec, prepare_for_workers, work
-from nbkit.core.study_analysis import best_trial, compute_saved, importance, isolation
+from nbkit.core.study import StudySpec, make_pruner, prepare_for_workers, work
+from nbkit.core.study_analysis import (best_trial, compute_saved, importance, isolation, pruning_over_orders,
+                                      study_spec)
 
 STUDY_NAME = "lr_warmup"
 GRACE = 30  # a tiny trial takes seconds; 30 s of silence means its worker died
@@ -141,6 +143,22 @@ def asha_table(studies: dict) -> pd.DataFrame:
                      "finished": len(finished), "matched": len(replay),
                      "replay_max_diff": max(replay) if replay else math.nan,
                      "summary": r["summary"]})
+    return pd.DataFrame(rows)
+
+
+def order_table(studies: dict, orders: int = 200, within: float = 0.02, share: float = 0.4) -> pd.DataFrame:
+    """A row per seed: the seed's grid replayed through its ASHA study's own pruner in `orders` random
+    arrival orders (pruning_over_orders; seeded by the train seed): the median share of the grid's epochs,
+    and the share of orders where the replay found the grid's best exactly, came within `within` of it,
+    and met the whole target (within `within` at no more than `share` of the epochs)."""
+    rows = []
+    for seed, pair in studies.items():
+        spec = StudySpec.from_dict(study_spec(pair["asha"]))
+        table = pruning_over_orders(pair["grid"], lambda: make_pruner(spec), orders, seed=seed)
+        close = table["relative_gap"] <= within
+        rows.append({"seed": seed, "orders": orders, "median_share": table["compute_ratio"].median(),
+                     "found": table["found"].mean(), "within": close.mean(),
+                     "target_met": (close & (table["compute_ratio"] <= share)).mean()})
     return pd.DataFrame(rows)
 
 
