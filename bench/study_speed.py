@@ -27,7 +27,7 @@ from pathlib import Path
 import optuna
 
 from nbkit.core.study import StudySpec, make_pruner, run_study
-from nbkit.core.study_analysis import compute_saved, pruning_over_orders
+from nbkit.core.study_analysis import compute_saved, orders_summary, pruning_over_orders
 
 # a tiny-model run of a few seconds: 320 arithmetic rows to train on, 20 steps an epoch
 BASE = dict(model="tiny", dataset="arithmetic", max_samples=400, predict_with_generate=False)
@@ -108,11 +108,10 @@ def pruning_part(folder: Path, args) -> None:
 def orders_line(grid: optuna.Study, asha_spec: dict, orders: int, seed: int) -> str:
     """The target over `orders` random arrival orders of the grid's curves (pruning_over_orders)."""
     table = pruning_over_orders(grid, lambda: make_pruner(StudySpec.from_dict(asha_spec)), orders, seed)
-    ratios, gaps = table["compute_ratio"], table["relative_gap"]
-    both = ((ratios <= 0.40) & (gaps <= 0.02)).mean()
-    return (f"replayed in {orders} random orders: compute median {ratios.median():.0%} "
-            f"(10-90%: {ratios.quantile(0.1):.0%}-{ratios.quantile(0.9):.0%}), within 2% of the grid's best "
-            f"in {(gaps <= 0.02).mean():.0%} of orders, target (both) met in {both:.0%}")
+    s = orders_summary(table, within=0.02, share=0.40)
+    return (f"replayed in {orders} random orders: compute median {s['median_share']:.0%} "
+            f"(10-90%: {s['share_10']:.0%}-{s['share_90']:.0%}), within 2% of the grid's best "
+            f"in {s['within']:.0%} of orders, target (both) met in {s['target_met']:.0%}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
@@ -396,3 +397,14 @@ def test_pruning_over_orders_refuses_nothing_to_replay():
     failed = make_study([trial({"learning_rate": 1e-4}, None, state=TrialState.FAIL)], grid_spec())
     with pytest.raises(ValueError, match="no COMPLETE trial"):
         sa.pruning_over_orders(failed, asha)
+
+
+def test_orders_summary_counts_the_orders_that_found_came_close_and_met_the_target():
+    table = pd.DataFrame({"compute_ratio": [0.3, 0.5, 0.35, 0.6], "relative_gap": [0.0, 0.0, 0.015, 0.3]})
+    table["found"] = table["relative_gap"] == 0
+    s = sa.orders_summary(table, within=0.02, share=0.4)
+    assert s["found"] == 2 / 4 and s["within"] == 3 / 4  # orders 0, 1 exact; order 2 within 2%
+    assert s["target_met"] == 2 / 4  # orders 0 and 2: close and cheap; order 1 is close but costs 50%
+    assert s["median_share"] == table["compute_ratio"].median()
+    assert s["share_10"] <= s["median_share"] <= s["share_90"]
+    assert sa.orders_summary(table, within=0.5, share=1.0)["target_met"] == 1.0

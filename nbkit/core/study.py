@@ -546,7 +546,7 @@ def prepare_study(spec: StudySpec) -> optuna.Study:
 def _create(spec: StudySpec, storage) -> optuna.Study:
     try:
         study = quiet_create_study(study_name=spec.study_name, storage=storage, sampler=make_sampler(spec),
-                                    pruner=make_pruner(spec))
+                                   pruner=make_pruner(spec))
     except optuna.exceptions.DuplicatedStudyError:  # made by another process just now: compare with it
         return optuna.load_study(study_name=spec.study_name, storage=storage)
     study.set_user_attr(SEARCH_SPACE_ATTR, spec.search_space())

@@ -11,6 +11,7 @@ and that the anchors lack (issue 17, item 4). Tables and numbers only; nbkit.vie
     pruning_over_orders(grid, new_pruner)
                                    the grid's curves replayed through a pruner in many arrival orders:
                                    how much of an asynchronous pruner's result is the order trials came in
+    orders_summary(table)          that table in a few numbers: compute shares, how often the best was kept
 
 A study is an Optuna study as nbkit.core.study makes it (direction minimize, trial value = the run's
 best validation loss, intermediate values = {epoch: eval_loss}, user attrs run_dir and run_status,
@@ -529,7 +530,7 @@ def pruning_over_orders(grid_study: optuna.Study, new_pruner, orders: int = 200,
     replays the grid's finished trials (replay_pruning) in `orders` random orders (random.Random(seed)),
     each with a fresh pruner from `new_pruner()` (Hyperband keeps state per study). A row per order:
     compute_ratio and relative_gap as compute_saved(grid, replay) gives them, and whether the replay's
-    best is the grid's best configuration (found)."""
+    best value is the grid's best value (found; the finished trials replay the grid's values exactly)."""
     import random
 
     if orders < 1:
@@ -544,3 +545,13 @@ def pruning_over_orders(grid_study: optuna.Study, new_pruner, orders: int = 200,
         rows.append({"order": i, "compute_ratio": r["compute_ratio"], "relative_gap": r["relative_gap"],
                      "found": r["relative_gap"] == 0})
     return pd.DataFrame(rows)
+
+
+def orders_summary(table: pd.DataFrame, within: float = 0.02, share: float = 0.4) -> dict:
+    """pruning_over_orders' table in a few numbers: the median share of the grid's compute (and its 10th
+    and 90th percentiles), and the share of orders whose replay found the grid's best, came within
+    `within` of it, and met the whole target (within `within` at no more than `share` of the compute)."""
+    ratios, close = table["compute_ratio"], table["relative_gap"] <= within
+    return {"median_share": float(ratios.median()), "share_10": float(ratios.quantile(0.1)),
+            "share_90": float(ratios.quantile(0.9)), "found": float(table["found"].mean()),
+            "within": float(close.mean()), "target_met": float((close & (ratios <= share)).mean())}

@@ -31,8 +31,8 @@ from optuna.trial import TrialState
 from nbkit.core.config import TrainConfig
 from nbkit.core.runs import load_run
 from nbkit.core.study import StudySpec, make_pruner, prepare_for_workers, work
-from nbkit.core.study_analysis import (best_trial, compute_saved, importance, isolation, pruning_over_orders,
-                                      study_spec)
+from nbkit.core.study_analysis import (best_trial, compute_saved, importance, isolation, orders_summary,
+                                      pruning_over_orders, study_spec)
 
 STUDY_NAME = "lr_warmup"
 GRACE = 30  # a tiny trial takes seconds; 30 s of silence means its worker died
@@ -148,17 +148,14 @@ def asha_table(studies: dict) -> pd.DataFrame:
 
 def order_table(studies: dict, orders: int = 200, within: float = 0.02, share: float = 0.4) -> pd.DataFrame:
     """A row per seed: the seed's grid replayed through its ASHA study's own pruner in `orders` random
-    arrival orders (pruning_over_orders; seeded by the train seed): the median share of the grid's epochs,
-    and the share of orders where the replay found the grid's best exactly, came within `within` of it,
-    and met the whole target (within `within` at no more than `share` of the epochs)."""
+    arrival orders (pruning_over_orders; seeded by the train seed), summed up by orders_summary: the
+    shares of the grid's epochs, and how often the replay found the grid's best exactly, came within
+    `within` of it, and met the whole target (within `within` at no more than `share` of the epochs)."""
     rows = []
     for seed, pair in studies.items():
         spec = StudySpec.from_dict(study_spec(pair["asha"]))
         table = pruning_over_orders(pair["grid"], lambda: make_pruner(spec), orders, seed=seed)
-        close = table["relative_gap"] <= within
-        rows.append({"seed": seed, "orders": orders, "median_share": table["compute_ratio"].median(),
-                     "found": table["found"].mean(), "within": close.mean(),
-                     "target_met": (close & (table["compute_ratio"] <= share)).mean()})
+        rows.append({"seed": seed, "orders": orders, **orders_summary(table, within, share)})
     return pd.DataFrame(rows)
 
 
