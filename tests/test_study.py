@@ -19,7 +19,7 @@ import yaml
 from optuna.trial import TrialState
 
 from nbkit.core.runs import as_runs, load_run
-from nbkit.core.study import StudyError, StudySpec, load_study, prepare_study, run_study
+from nbkit.core.study import StudyError, StudySpec, load_study, prepare_study, pruning_note, run_study
 from nbkit.interfaces.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +77,11 @@ BAD_SPECS = [
     ({"sampler": "random"}, ["n_trials=None", "whole number >= 1"]),
     ({"sampler": "annealing"}, ["sampler='annealing'", "'grid', 'random', 'qmc', 'tpe'"]),
     ({"pruner": "asha", "pruner_settings": {"eta": 3}}, ["pruner_settings", "allowed settings", "reduction_factor"]),
+    ({"sampler": "random", "n_trials": 7, "scientific": {"warmup_ratio": [0.0, 0.1]},
+      "nuisance": {"learning_rate": [1e-3, 3e-3, 1e-2]}},
+     ["n_trials=7", "4 trials for each of the 2 combinations of warmup_ratio", "3 distinct", "n_trials <= 6"]),
+    ({"sampler": "tpe", "n_trials": 4, "scientific": {"per_device_train_batch_size": {"low": 2, "high": 4}}},
+     ["n_trials=4", "3 distinct configuration", "n_trials <= 3"]),
 ]
 
 
@@ -121,6 +126,70 @@ def test_a_grid_queue_is_shuffled_by_the_study_seed(tmp_path):
     assert sorted(first) == sorted(points) and first != points
     assert queue("b") == first  # the same study name: the same order, on any machine, on a resume
     assert queue("c", sampler_seed=1) != queue("d", sampler_seed=2)
+
+
+def test_a_resumed_study_keeps_its_sampler_and_pruner(tmp_path):
+    lr = {"scientific": {"learning_rate": {"low": 1e-3, "high": 3e-3}}}
+    prepare_study(StudySpec.from_dict(spec_dict(tmp_path, sampler="random", sampler_seed=1, n_trials=2, **lr)))
+    for change, words in (({"sampler": "tpe"}, ["sampler='tpe'", "run with sampler='random'"]),
+                          ({"sampler_seed": 2}, ["sampler_seed=2", "run with sampler_seed=1"]),
+                          ({"pruner": "asha"}, ["pruner='asha'", "run with pruner='none'"])):
+        with pytest.raises(StudyError) as err:
+            prepare_study(StudySpec.from_dict(spec_dict(tmp_path, **{"sampler": "random", "sampler_seed": 1,
+                                                                     "n_trials": 2, **lr, **change})))
+        assert all(word in str(err.value) for word in words) and "a new study_name" in str(err.value)
+    stored = load_study(f"sqlite:///{tmp_path}/studies.db", "lr").user_attrs["nbkit_spec"]
+    assert stored["sampler"] == "random" and stored["pruner"] == "none"  # the stored spec was not overwritten
+    prepare_study(StudySpec.from_dict(spec_dict(tmp_path, sampler="random", sampler_seed=1, n_trials=4, **lr)))  # more: fine
+
+
+def test_a_sampled_study_gives_each_scientific_value_its_share_of_the_trials(tmp_path):
+    warmups = [0.0, 0.1, 0.3]
+    for sampler, n_trials in (("random", 6), ("qmc", 7), ("tpe", 9)):
+        spec = spec_dict(tmp_path, study_name=sampler, sampler=sampler, sampler_seed=3, n_trials=n_trials,
+                         scientific={"warmup_ratio": warmups},
+                         nuisance={"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}})
+        study = prepare_study(StudySpec.from_dict(spec))
+        shares = [sum(t.system_attrs["fixed_params"]["warmup_ratio"] == w for t in study.trials) for w in warmups]
+        assert sum(shares) == n_trials and max(shares) - min(shares) <= 1, (sampler, shares)
+        study = prepare_study(StudySpec.from_dict(dict(spec, n_trials=n_trials + 3)))  # extended: still even
+        shares = [sum(t.system_attrs["fixed_params"]["warmup_ratio"] == w for t in study.trials) for w in warmups]
+        assert sum(shares) == n_trials + 3 and max(shares) - min(shares) <= 1, (sampler, shares)
+
+
+def configurations(study) -> list[tuple]:
+    """Each trial's params, but for heartbeat retries (which repeat a dead worker's trial on purpose)."""
+    return [tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False)
+            if t.params and "failed_trial" not in t.system_attrs]
+
+
+def assert_no_configuration_twice(study):
+    seen = configurations(study)
+    assert len(seen) == len(set(seen)), sorted(seen)
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe", "qmc"])
+def test_an_extended_seeded_study_never_runs_a_configuration_twice_and_repeats_its_history(tmp_path, sampler):
+    """A sampler seeded once per process drew, on a resume, the points it had already run. Here the space
+    holds 6 configurations: n_trials 3, then 6, must run all six, once each, and give the same trials as
+    one study of 6 (the same seed and the same history give the same draws)."""
+    grid = dict(scientific={"warmup_ratio": [0.0, 0.1]}, nuisance={"learning_rate": [1e-3, 3e-3, 1e-2]})
+    spec = spec_dict(tmp_path, study_name="grown", sampler=sampler, sampler_seed=5, n_trials=3, **grid)
+    run_study(spec, workers=1, progress=False)
+    grown = run_study(dict(spec, n_trials=6), workers=1, progress=False)
+    assert len(ended(grown)) == 6
+    assert_no_configuration_twice(grown)
+    at_once = run_study(dict(spec, study_name="at_once", n_trials=6), workers=1, progress=False)
+    assert configurations(at_once) == configurations(grown)
+
+
+def test_two_workers_extending_a_seeded_study_draw_no_configuration_twice(tmp_path):
+    spec = spec_dict(tmp_path, study_name="two", sampler="random", sampler_seed=0, n_trials=2,
+                     scientific={"warmup_ratio": [0.0, 0.1]}, nuisance={"learning_rate": [1e-3, 3e-3]})
+    run_study(spec, workers=2, progress=False)
+    study = run_study(dict(spec, n_trials=4), workers=2, progress=False)
+    assert len(ended(study)) == 4
+    assert_no_configuration_twice(study)
 
 
 def free_port() -> int:
@@ -238,6 +307,7 @@ def test_a_killed_workers_trial_is_retried_and_the_study_still_ends_with_n_trial
     assert killed.status == "incomplete" and len(killed.epochs) >= 2  # kept, marked as not finished
     assert len(run_folders(tmp_path)) == 3  # the two trials' runs and the killed one: none lost
     assert len(study.trials) == 3
+    assert_no_configuration_twice(study)  # the resumed worker drew afresh, not the killed trial's params again
 
 
 def _wait_for_a_run_mid_training(tmp_path, worker) -> Path:
@@ -280,6 +350,31 @@ def test_pruned_trials_end_their_runs_as_pruned_with_their_curves(tmp_path):
         else:
             assert run.status == "completed" and run.epochs.epoch.max() == 3
             assert trial.value == pytest.approx(min(v for e, v in curve.items() if e >= 1))
+
+
+def test_a_trial_that_trains_its_last_epoch_is_complete_whatever_the_rungs(tmp_path, capsys):
+    """ASHA's rung at epoch 1 is here also the last epoch: halving would cut the worse half of the trials
+    after their compute was spent. They end COMPLETE, with their values, and the study says before it
+    runs that this pruner can stop nothing."""
+    spec = spec_dict(tmp_path, base=dict(TINY, num_train_epochs=1), pruner="asha",
+                     pruner_settings={"reduction_factor": 2},
+                     scientific={"learning_rate": [1e-3, 3e-3, 1e-6, 2e-6, 3e-6]})
+    assert "can stop nothing" in pruning_note(StudySpec.from_dict(spec))
+    study = run_study(spec, workers=1)
+    out = capsys.readouterr().out
+    assert out.index("can stop nothing") < out.index("trial 0 ")
+    assert len(study.trials) == 5 and all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert all(load_run(t.user_attrs["run_dir"]).status == "completed" for t in study.trials)
+
+
+def test_the_pruning_note_reads_the_first_rung_against_the_epochs(tmp_path):
+    def note(epochs, pruner, settings=None):
+        return pruning_note(StudySpec.from_dict(spec_dict(tmp_path, base=dict(TINY, num_train_epochs=epochs),
+                                                          pruner=pruner, pruner_settings=settings or {})))
+    assert note(3, "asha") is None and note(3, "none") is None and note(1, "none") is None
+    assert "first rung is at epoch 4" in note(3, "asha", {"min_early_stopping_rate": 1})  # 1 * 4**1
+    assert note(4, "hyperband", {"min_resource": 2}) is None
+    assert "first rung is at epoch 3" in note(3, "hyperband", {"min_resource": 3})
 
 
 # ---------------------------------------------------------------- papermill and Ray

@@ -252,6 +252,35 @@ def test_keep_model_false_returns_the_curves_without_the_weights(tmp_path):
     assert len(run.steps) > 0 and run.best_eval_loss is not None and (run.path / "summary.json").exists()
 
 
+def test_a_run_stopped_at_an_epoch_end_counts_that_epoch_in_its_best(tmp_path):
+    """A study's pruner stops a run on EPOCH_END: the epoch it was cut at must be in best_epoch and
+    best_eval_loss (it was recorded as epoch 0, the base model, before), in summary.json and list_runs."""
+    from nbkit import list_runs
+    from nbkit.core.callbacks import EPOCH_END, StopRun
+
+    seen = []
+
+    def prune_after_epoch_1(event, data):
+        if event == EPOCH_END:
+            seen.append(data["last_epoch"])
+            if data["epoch"] == 1:
+                raise StopRun("pruned")
+
+    run = train(small(tmp_path, num_train_epochs=3, learning_rate=3e-3), callbacks=[prune_after_epoch_1])
+    assert run.status == "pruned" and list(run.epochs.epoch) == [0, 1] and seen == [False, False]
+    losses = dict(zip(run.epochs.epoch, run.epochs.eval_loss))
+    assert losses[1] < losses[0]  # the premise: epoch 1 improved on the base model
+    assert run.best_epoch == 1 and run.summary["best_eval_loss"] == pytest.approx(losses[1])
+    listed = list_runs(tmp_path / "runs").iloc[0]
+    assert listed["best_epoch"] == 1 and listed["best_eval_loss"] == pytest.approx(losses[1])
+
+
+def test_the_last_epoch_end_says_it_is_the_last(tmp_path):
+    flags = []
+    train(small(tmp_path, num_train_epochs=2), callbacks=[lambda e, d: e == "epoch_end" and flags.append(d["last_epoch"])])
+    assert flags == [False, False, True]
+
+
 # ------------------------------------------------------------------ determinism
 
 def test_same_seed_same_curve(tmp_path):

@@ -242,6 +242,7 @@ class StudySpec:
             for knob, domain in getattr(self, section).items():
                 _check_domain(section, knob, domain, held, grid=self.sampler == "grid")
         _check_counts(self)
+        _check_distinct(self)
         for name in ("heartbeat_interval", "grace_period"):
             _require_int(name, getattr(self, name), 1)
         _require_int("max_retry", self.max_retry, 0)
@@ -364,23 +365,87 @@ def _check_counts(spec: StudySpec) -> None:
     _require_int("n_trials", spec.n_trials, 1)
 
 
+def balanced_knobs(spec: StudySpec) -> list[str]:
+    """The scientific knobs given as lists in a sampled (not grid) study: each of their values gets its
+    share of the trials, fixed in the trial's slot, and the sampler draws the other knobs. Left to a
+    sampler, a list is a categorical draw (QMC's scrambled sequence covers ranges, not categories), and
+    the question's values would get what chance gives them."""
+    if spec.sampler == "grid":
+        return []
+    return [knob for knob, domain in spec.scientific.items() if not isinstance(domain, dict)]
+
+
+def balanced_slots(spec: StudySpec) -> list[dict]:
+    """n_trials slots, each fixing one combination of the balanced knobs' values: the combinations in an
+    order shuffled by study_seed, repeated until n_trials (so the first k slots of a study extended from
+    k to n trials are the same). [{}] * n_trials when there is nothing to balance."""
+    knobs = balanced_knobs(spec)
+    if not knobs:
+        return [{}] * spec.n_trials
+    combos = [dict(zip(knobs, values)) for values in
+              itertools.product(*(normalized_domain(k, spec.scientific[k]) for k in knobs))]
+    random.Random(study_seed(spec)).shuffle(combos)
+    return [combos[i % len(combos)] for i in range(spec.n_trials)]
+
+
+def domain_size(knob: str, domain) -> int | None:
+    """How many distinct values a knob can take: a list's distinct values, an int range's whole numbers,
+    None (unbounded) for a float range."""
+    domain = normalized_domain(knob, domain)
+    if isinstance(domain, list):
+        return len({_canonical(v) for v in domain})
+    return domain["high"] - domain["low"] + 1 if _field_kind(knob) is int else None
+
+
+def _check_distinct(spec: StudySpec) -> None:
+    """A sampled study runs every configuration once: refuse n_trials that cannot be met without repeats."""
+    if spec.sampler == "grid":
+        return
+    balanced = balanced_knobs(spec)
+    sizes = [domain_size(k, d) for k, d in spec.knobs.items() if k not in balanced]
+    if None in sizes:
+        return
+    room = math.prod(sizes)
+    shares = Counter(_canonical(slot) for slot in balanced_slots(spec))
+    share = max(shares.values())
+    if share <= room:
+        return
+    most = room * len(shares)
+    per = f" for each of the {len(shares)} combinations of {', '.join(balanced)}" if balanced else ""
+    raise StudyError(f"n_trials={spec.n_trials} asks for {share} trials{per}, but the other knobs hold only "
+                     f"{room} distinct configuration(s), and a study runs each configuration once; allowed: "
+                     f"n_trials <= {most}, a range instead of a list for a nuisance knob, or sampler: grid")
+
+
 # ---------------------------------------------------------------- Optuna's parts
 
-def make_sampler(spec: StudySpec, worker: int = 0) -> optuna.samplers.BaseSampler:
-    """The spec's sampler. Workers get different seeds for random and TPE (the same seed would
-    draw the same points), and one shared seed for QMC (one scrambled sequence, shared)."""
-    seed = None if spec.sampler_seed is None else spec.sampler_seed + worker
+def make_sampler(spec: StudySpec, draw_seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The spec's sampler, seeded for one draw. A sampler seeded once per process repeats itself: a
+    resumed study would draw again the points it already ran (its draws depend on the seed only), so
+    each draw gets its own seed (draw_seed: see draw_seed(), made from sampler_seed, the trial's
+    number and the attempt). QMC keeps one shared seed, the study's (one scrambled sequence, whose
+    position is stored in the study), and takes draw_seed for the random points it draws before its
+    first trial completes."""
     if spec.sampler == "grid":
-        return optuna.samplers.GridSampler({k: normalized_domain(k, v) for k, v in spec.knobs.items()}, seed=seed)
+        return optuna.samplers.GridSampler({k: normalized_domain(k, v) for k, v in spec.knobs.items()},
+                                           seed=draw_seed)
     if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.RandomSampler(seed=draw_seed)
     if spec.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    shared = study_seed(spec)
+        return optuna.samplers.TPESampler(seed=draw_seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=shared,
+        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=study_seed(spec),
+                                          independent_sampler=optuna.samplers.RandomSampler(seed=draw_seed),
                                           warn_independent_sampling=False)
+
+
+def draw_seed(spec: StudySpec, trial_number: int, attempt: int = 0) -> int | None:
+    """The seed of one draw: the same sampler_seed, trial number and attempt give the same seed, so a
+    seeded study draws the same trials for the same history; None (fresh) when sampler_seed is None."""
+    if spec.sampler_seed is None:
+        return None
+    return random.Random(f"{spec.sampler_seed}/{trial_number}/{attempt}").getrandbits(32)
 
 
 def study_seed(spec: StudySpec) -> int:
@@ -407,6 +472,38 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
         allowed = [p for p in inspect.signature(kind).parameters]
         raise StudyError(f"pruner_settings={spec.pruner_settings!r} for pruner={spec.pruner!r}: {err}; "
                          f"allowed settings: {', '.join(allowed)}") from None
+
+
+def first_rung(spec: StudySpec) -> int | None:
+    """The first epoch at which the spec's pruner can stop a trial (None: no pruner, or a rung set
+    "auto", which Optuna decides from the trials it sees)."""
+    settings = {"min_resource": 1, **spec.pruner_settings}
+    if spec.pruner == "none" or not isinstance(settings["min_resource"], int):
+        return None
+    if spec.pruner == "hyperband":  # its most aggressive bracket judges trials at min_resource
+        return settings["min_resource"]
+    return settings["min_resource"] * settings.get("reduction_factor", 4) ** settings.get("min_early_stopping_rate", 0)
+
+
+def most_epochs(spec: StudySpec) -> int:
+    """The most epochs any trial of the spec trains (num_train_epochs held, or the top of its domain)."""
+    domain = spec.knobs.get("num_train_epochs")
+    if domain is None:
+        return int(spec.held().get("num_train_epochs", TrainConfig().num_train_epochs))
+    domain = normalized_domain("num_train_epochs", domain)
+    return int(domain["high"] if isinstance(domain, dict) else max(domain))
+
+
+def pruning_note(spec: StudySpec) -> str | None:
+    """A sentence when the pruner cannot save anything: a trial that trains its last epoch is judged
+    complete, never pruned (its compute is spent; dropping its result would only lose it), so a first
+    rung at or after the last epoch stops nothing."""
+    rung, epochs = first_rung(spec), most_epochs(spec)
+    if rung is None or rung < epochs:
+        return None
+    return (f"pruner={spec.pruner!r} can stop nothing here: its first rung is at epoch {rung} and trials "
+            f"train at most {epochs} epoch(s), and a trial that reaches its last epoch is complete, never "
+            f"pruned; set pruner_settings.min_resource below {epochs}, train more epochs, or use pruner: none")
 
 
 def check_storage_url(url: str) -> None:
@@ -538,9 +635,24 @@ def prepare_study(spec: StudySpec) -> optuna.Study:
         raise StudyError(f"study {spec.study_name!r} already exists in {_shown(spec.storage)} with another search "
                          f"space; stored: {json.dumps(stored, sort_keys=True)}; this spec: "
                          f"{json.dumps(space, sort_keys=True)}; allowed: the stored space, or a new study_name")
+    _check_same_method(study, spec)
     study.set_user_attr(SPEC_ATTR, spec_record(spec))
     top_up(study, spec)
     return study
+
+
+METHOD_FIELDS = ("sampler", "sampler_seed", "pruner", "pruner_settings")  # how a study's trials were chosen
+
+
+def _check_same_method(study: optuna.Study, spec: StudySpec) -> None:
+    """A resumed study keeps the sampler and pruner it was run with: trials chosen one way and judged
+    another are not one study (and a changed seed would draw again what the old one drew)."""
+    stored = study.user_attrs.get(SPEC_ATTR) or {}
+    mine = spec.to_dict()
+    for name in METHOD_FIELDS:
+        if name in stored and _canonical(stored[name]) != _canonical(mine[name]):
+            raise StudyError(f"{name}={mine[name]!r}, but study {spec.study_name!r} in {_shown(spec.storage)} was "
+                             f"run with {name}={stored[name]!r}; allowed: {stored[name]!r}, or a new study_name")
 
 
 def _create(spec: StudySpec, storage) -> optuna.Study:
@@ -580,24 +692,35 @@ def top_up(study: optuna.Study, spec: StudySpec) -> int:
     """Add WAITING trials until COMPLETE + PRUNED + RUNNING + WAITING trials fill n_trials slots
     (grid: until every grid point has one, in an order shuffled by study_seed, as Optuna's GridSampler
     picks a random unvisited point: an asynchronous pruner judges a trial against those before it, and
-    the grid's own order, every small learning rate first, is the worst case for it). Returns how
-    many were added."""
+    the grid's own order, every small learning rate first, is the worst case for it; sampled: the
+    balanced_slots the trials so far have not filled, each fixing its share of the scientific values).
+    Returns how many were added."""
     trials = study.get_trials(deepcopy=False, states=COUNTED)
     if spec.sampler == "grid":
-        taken = Counter(_canonical(t.system_attrs.get("fixed_params", t.params)) for t in trials)
-        missing = []
-        for point in spec.grid_points():
-            key = _canonical(point)
-            if taken[key]:
-                taken[key] -= 1
-            else:
-                missing.append(point)
-        random.Random(study_seed(spec)).shuffle(missing)
+        wanted = spec.grid_points()
+        random.Random(study_seed(spec)).shuffle(wanted)
     else:
-        missing = [{}] * max(0, spec.n_trials - len(trials))
-    for params in missing:  # {}: an empty slot, its params drawn by the sampler when a worker takes it
+        wanted = balanced_slots(spec)
+    knobs = list(wanted[0]) if wanted else []
+    have = Counter(_canonical({k: trial_params(t).get(k) for k in knobs}) for t in trials)
+    missing = []
+    for slot in wanted:
+        key = _canonical(slot)
+        if have[key]:
+            have[key] -= 1
+        else:
+            missing.append(slot)
+    room = len(wanted) - len(trials)
+    missing = (missing + [{}] * room)[:max(0, room)]  # {}: the sampler draws every knob of this slot
+    for params in missing:  # the sampler fills in the rest when a worker takes the slot
         study.enqueue_trial(params)
     return len(missing)
+
+
+def trial_params(trial) -> dict:
+    """The params a trial runs with: those it was given in its slot (a queued trial has no params yet),
+    with those drawn for it."""
+    return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
 
 
 # ---------------------------------------------------------------- one trial
@@ -706,7 +829,9 @@ def train_trial(trial: optuna.Trial, spec: StudySpec) -> float:
             trial.set_user_attr("host", socket.gethostname())
         elif event == EPOCH_END and data["epoch"] >= 1 and math.isfinite(data["eval_loss"]):
             trial.report(data["eval_loss"], int(data["epoch"]))
-            if trial.should_prune():
+            # a trial that has trained its last epoch is complete, whatever the pruner's rungs: its compute
+            # is spent, and pruning it now would only drop its result from the study
+            if not data["last_epoch"] and trial.should_prune():
                 raise StopRun("pruned", f"Optuna's pruner stopped it after epoch {data['epoch']}")
 
     run = train(cfg, callbacks=[report], keep_model=False)
@@ -762,11 +887,100 @@ def check_notebook(spec: StudySpec) -> None:
 
 # ---------------------------------------------------------------- the worker loop
 
-def _take_trial(study: optuna.Study) -> optuna.Trial | None:
-    """A WAITING trial, now RUNNING and ours, or None. Optuna's ask() does the same atomic step but
-    creates a new trial when the queue is empty; a worker here must never create one."""
+def _take_trial(study: optuna.Study, spec: StudySpec) -> optuna.Trial | None:
+    """A WAITING trial, now RUNNING and ours, its params fixed (fix_params), or None. Optuna's ask() does
+    the same atomic step but creates a new trial when the queue is empty; a worker here must never
+    create one."""
     trial_id = study._pop_waiting_trial_id()
-    return None if trial_id is None else optuna.Trial(study, trial_id)
+    if trial_id is None:
+        return None
+    if spec.sampler != "grid":
+        fix_params(study, trial_id, spec)
+    return optuna.Trial(study, trial_id)
+
+
+MAX_DRAWS = 50  # draws of the sampler before a finite space's unused configuration is picked directly
+
+
+def fix_params(study: optuna.Study, trial_id: int, spec: StudySpec) -> dict:
+    """Draw every knob the taken slot does not fix, with the spec's sampler, never a configuration any
+    other trial of the study has (finished, failed, running or queued), and fix them in the slot
+    (Optuna's "fixed_params", as enqueue_trial does), so the trial's suggest_* calls return them and its
+    heartbeat retry runs them again. A slot that already fixes every knob (a grid point, a retry) runs as
+    given. Two workers drawing the same configuration in the same instant: the later trial draws again."""
+    storage = study._storage
+    mine = storage.get_trial(trial_id)
+    given = mine.system_attrs.get("fixed_params", {})
+    if set(spec.knobs) <= set(given):
+        return given
+    attempt = 0
+    while True:
+        taken = _configurations(study, spec, exclude=trial_id)
+        params, attempt = _draw(study, spec, given, mine.number, taken, attempt)
+        storage.set_trial_system_attr(trial_id, "fixed_params", params)
+        rivals = [t for t in study.get_trials(deepcopy=False) if t.number < mine.number
+                  and _config_key(spec, trial_params(t)) == _config_key(spec, params)]
+        if not rivals:
+            return params
+
+
+def _config_key(spec: StudySpec, params: dict) -> str | None:
+    """The configuration of a trial's params as a comparable string; None while some knob is not drawn."""
+    if not set(spec.knobs) <= set(params):
+        return None
+    return _canonical({k: params[k] for k in spec.knobs})
+
+
+def _configurations(study: optuna.Study, spec: StudySpec, exclude: int) -> set[str]:
+    keys = {_config_key(spec, trial_params(t)) for t in study.get_trials(deepcopy=False) if t._trial_id != exclude}
+    return keys - {None}
+
+
+def _draw(study, spec, given: dict, number: int, taken: set, attempt: int) -> tuple[dict, int]:
+    """One configuration that is not in `taken`, drawn by the spec's sampler on a scratch copy of the
+    study (its finished trials, what a sampler learns from, and its stored state: QMC's place in its
+    sequence), seeded by draw_seed(spec, number, attempt). Returns it and the next attempt number."""
+    stored = study._storage.get_study_system_attrs(study._study_id)
+    scratch = quiet_create_study()
+    scratch.add_trials([t for t in study.get_trials(deepcopy=False)
+                        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)])
+    for key, value in stored.items():
+        scratch._storage.set_study_system_attr(scratch._study_id, key, value)
+    params = {}
+    for _ in range(MAX_DRAWS):
+        scratch.sampler = make_sampler(spec, draw_seed(spec, number, attempt))
+        attempt += 1
+        scratch.enqueue_trial(given)
+        trial = scratch.ask()
+        params = suggest(trial, spec)
+        scratch.tell(trial, state=TrialState.FAIL)  # a sampler learns nothing from a draw
+        if _config_key(spec, params) not in taken:
+            break
+    else:  # a small finite space mostly used up: pick what is left directly
+        params = _unused_configuration(spec, given, taken, draw_seed(spec, number, attempt)) or params
+    for key, value in scratch._storage.get_study_system_attrs(scratch._study_id).items():
+        if stored.get(key) != value:  # QMC moved along its sequence: the study keeps its place
+            study._storage.set_study_system_attr(study._study_id, key, value)
+    return params, attempt
+
+
+def _unused_configuration(spec: StudySpec, given: dict, taken: set, seed) -> dict | None:
+    """A configuration, with the given values, that no trial has; None if none is left or the space
+    is unbounded (a float range)."""
+    values = {}
+    for knob, domain in spec.knobs.items():
+        if knob in given:
+            values[knob] = [given[knob]]
+            continue
+        domain = normalized_domain(knob, domain)
+        if isinstance(domain, dict):
+            if _field_kind(knob) is not int:
+                return None
+            domain = list(range(domain["low"], domain["high"] + 1))
+        values[knob] = domain
+    free = [dict(zip(values, combo)) for combo in itertools.product(*values.values())
+            if _config_key(spec, dict(zip(values, combo))) not in taken]
+    return random.Random(seed).choice(free) if free else None
 
 
 def _finish(study: optuna.Study, trial: optuna.Trial, objective, spec: StudySpec) -> str:
@@ -810,14 +1024,17 @@ def work(spec_dict: dict, backend: str = "local", worker: int = 0, threads: int 
         torch.set_num_threads(threads)
     spec = StudySpec.from_dict(spec_dict)
     objective = notebook_trial if backend == "papermill" else train_trial
-    study = optuna.load_study(study_name=spec.study_name, storage=spec_storage(spec),
-                              sampler=make_sampler(spec, worker), pruner=make_pruner(spec))
+    # every slot's params are fixed before its trial starts (fix_params draws them with the spec's sampler):
+    # the study's own sampler never draws, and a neutral one keeps QMC's place in its sequence untouched
+    sampler = make_sampler(spec) if spec.sampler == "grid" else optuna.samplers.RandomSampler(seed=0)
+    study = optuna.load_study(study_name=spec.study_name, storage=spec_storage(spec), sampler=sampler,
+                              pruner=make_pruner(spec))
     done = 0
     while True:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial goes back in the queue
-        trial = _take_trial(study)
+        trial = _take_trial(study, spec)
         if trial is None:
             if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 return done
@@ -856,6 +1073,9 @@ def run_study(spec, workers: int | None = None, backend: str = "local", storage:
     workers = default_workers() if workers is None else workers
     _require_int("workers", workers, 1)
     study, spec_dict = prepare_for_workers(spec)
+    note = pruning_note(spec)
+    if note and progress:
+        print(f"note: {note}", flush=True)
     if backend == "ray":
         _run_on_ray(spec_dict, workers, ray_address, progress)
     elif backend == "inprocess" or workers == 1:

@@ -325,7 +325,7 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None, keep_model=True) -> R
         base = evaluate(0, 0, math.nan)  # epoch 0 = the base model, before any update
         stopper.update(0, base["eval_loss"])
         best_state = trainable_state(raw_model) if cfg.load_best_model_at_end else None
-        emit(EPOCH_END, base)
+        emit(EPOCH_END, dict(base, last_epoch=False))
         for epoch in range(1, num_epochs + 1):
             model.train()
             epoch_loss_sum, epoch_tokens, step_in_epoch = 0.0, 0, 0
@@ -370,11 +370,13 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None, keep_model=True) -> R
                 break
 
             row = evaluate(epoch, step, epoch_loss_sum / max(epoch_tokens, 1))
-            emit(EPOCH_END, row)
-            if on_plateau:
-                scheduler.step(row["eval_loss"])
+            # the best-epoch record first: a listener that ends the run here (a study's pruner) must not
+            # leave this epoch out of best_epoch / best_eval_loss
             if stopper.update(epoch, row["eval_loss"]) and cfg.load_best_model_at_end:
                 best_state = trainable_state(raw_model)
+            emit(EPOCH_END, dict(row, last_epoch=step >= total_steps or stopper.should_stop))
+            if on_plateau:
+                scheduler.step(row["eval_loss"])
             if step >= total_steps:  # the end anyway: not an early stop
                 break
             if stopper.should_stop:
