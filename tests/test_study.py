@@ -5,6 +5,7 @@ import getpass
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -82,6 +83,8 @@ BAD_SPECS = [
      ["n_trials=7", "4 trials for each of the 2 combinations of warmup_ratio", "3 distinct", "n_trials <= 6"]),
     ({"sampler": "tpe", "n_trials": 4, "scientific": {"per_device_train_batch_size": {"low": 2, "high": 4}}},
      ["n_trials=4", "3 distinct configuration", "n_trials <= 3"]),
+    ({"storage": "postgresql+asyncpg://nbkit@localhost:5432/studies"},
+     ["driver 'asyncpg' is not installed", "pip install asyncpg", "postgresql+psycopg2://"]),
 ]
 
 
@@ -271,6 +274,7 @@ def postgresql_url():
 
 
 def test_two_workers_on_one_postgresql_study_run_n_trials_exactly(tmp_path, postgresql_url):
+    postgresql_url = postgresql_url.replace("+psycopg2", "")  # postgresql:// as most guides write it: no driver named
     spec = spec_dict(tmp_path, study_name="lr_pg", storage=postgresql_url, sampler="qmc", sampler_seed=0,
                      n_trials=4, scientific={"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}})
     study = run_study(spec, workers=2, progress=False)
@@ -423,18 +427,108 @@ def test_a_papermill_study_refuses_a_notebook_without_the_knob(tmp_path):
                   workers=1, backend="papermill")
 
 
-def test_the_ray_backend_completes_a_study_on_a_local_cluster(tmp_path, monkeypatch):
-    import ray
+def test_the_ray_backend_completes_a_study_and_prints_every_trial_line(tmp_path):
+    """Ray folds log lines that differ only in numbers: two of four trial lines went missing."""
+    grid = {"learning_rate": [1e-3, 3e-3], "warmup_ratio": [0.0, 0.1]}
+    spec = spec_dict(tmp_path, study_name="lr_ray", scientific=grid)
+    (tmp_path / "ray.yaml").write_text(yaml.safe_dump(spec))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(PYTHONPATH=str(REPO_ROOT), RAY_AUTH_MODE="disabled")
+    done = subprocess.run([sys.executable, "-m", "nbkit", "study", "run", "ray.yaml", "--backend", "ray", "--workers",
+                           "2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = {int(n) for n in re.findall(r"trial (\d+) COMPLETE", done.stdout)}
+    assert printed == {0, 1, 2, 3}, done.stdout
+    assert_each_trial_once(load_study(spec["storage"], "lr_ray"), tmp_path, 4)
 
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    monkeypatch.setenv("RAY_DEDUP_LOGS", "0")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+
+# ---------------------------------------------------------------- what a user meets around a study
+
+def children_of(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped by a container's init, is not)."""
+    status = Path(f"/proc/{pid}/status")
     try:
-        study = run_study(spec_dict(tmp_path, study_name="lr_ray"), workers=2, backend="ray", progress=False)
-    finally:
-        ray.shutdown()
-    assert_each_trial_once(study, tmp_path, 2)
+        return "\nState:\tZ" not in status.read_text()
+    except FileNotFoundError:
+        return False
+
+
+def start_cli_study(tmp_path, name, workers=2, n_trials=4):
+    spec = spec_dict(tmp_path, study_name=name, sampler="random", sampler_seed=3, n_trials=n_trials,
+                     base=dict(TINY, max_samples=240, num_train_epochs=6),  # long enough to stop it mid-run
+                     scientific={"learning_rate": {"low": 1e-3, "high": 3e-3}})
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+    log = open(tmp_path / f"{name}.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "nbkit", "study", "run", f"{name}.yaml", "--workers", str(workers)],
+                               cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)  # its own group, as a terminal's job
+    return spec, process
+
+
+def wait_for_two_workers(tmp_path, process) -> list[int]:
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        assert process.poll() is None
+        pids = {json.loads((f / "summary.json").read_text()).get("pid") for f in run_folders(tmp_path)}
+        if len(pids) >= 2 and children_of(process.pid):
+            return children_of(process.pid)
+        time.sleep(0.1)
+    pytest.fail("the two workers did not both start a trial within 3 minutes")
+
+
+def test_ctrl_c_prints_one_line_and_the_study_resumes_where_it_stopped(tmp_path):
+    spec, process = start_cli_study(tmp_path, "stopped", n_trials=2)
+    wait_for_two_workers(tmp_path, process)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: every process of the job
+    assert process.wait(timeout=120) == 130
+    out = (tmp_path / "stopped.log").read_text()
+    assert "Traceback" not in out and out.count("interrupted:") == 1, out
+    assert "run the same command again to resume" in out
+    study = load_study(spec["storage"], "stopped")
+    stopped = [t for t in study.trials if t.state == TrialState.FAIL and t.user_attrs.get("error") == "interrupted"]
+    assert len(stopped) == 2  # both workers' trials, each queued again with its params
+    queued = {t.system_attrs["failed_trial"]: t.system_attrs["fixed_params"] for t in study.trials
+              if t.state == TrialState.WAITING and "failed_trial" in t.system_attrs}
+    assert queued == {t.number: t.params for t in stopped}
+    study = run_study(spec, workers=1, progress=False)
+    assert len(ended(study)) == 2
+    assert_no_configuration_twice(study)
+    rerun = {tuple(sorted(t.params.items())) for t in ended(study) if "failed_trial" in t.system_attrs}
+    assert rerun == {tuple(sorted(t.params.items())) for t in stopped}
+
+
+def test_spawned_workers_end_when_the_main_process_is_killed(tmp_path):
+    spec, process = start_cli_study(tmp_path, "orphans")
+    children = wait_for_two_workers(tmp_path, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    deadline = time.time() + 30
+    while any(alive(pid) for pid in children) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in children), children
+
+
+def test_a_worker_waiting_for_a_silent_trial_says_for_how_long(tmp_path):
+    from nbkit.core.study import _waiting_lines
+
+    spec = StudySpec.from_dict(spec_dict(tmp_path, heartbeat_interval=1, grace_period=30))
+    study = prepare_study(spec)
+    trial_id = study._pop_waiting_trial_id()
+    study._storage.record_heartbeat(trial_id)  # a worker took it, beat once, and went silent
+    assert _waiting_lines(study, spec, set()) == []  # one beat ago: alive
+    time.sleep(2.5)
+    told = set()
+    lines = _waiting_lines(study, spec, told)
+    assert len(lines) == 1 and lines[0].startswith("waiting for trial 0: its worker has sent no heartbeat for")
+    assert "grace_period=30 s" in lines[0]
+    left = int(re.search(r"about (\d+) s more", lines[0]).group(1))
+    assert 26 <= left <= 28
+    assert _waiting_lines(study, spec, told) == []  # said once
 
 
 # ---------------------------------------------------------------- the command line
@@ -445,6 +539,8 @@ def test_study_run_from_the_command_line_then_resumed(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "trial 0 COMPLETE" in out and "trial 1 COMPLETE" in out
     assert "study cli: 2 COMPLETE" in out and "best: trial" in out
+    progress = [line for line in out.splitlines() if line.startswith("progress: ")]  # piped: a line per change
+    assert progress and progress[-1].startswith("progress: 2 of 2 ended (0 pruned, 0 failed), 0 running, 0 left")
     study = load_study(f"sqlite:///{tmp_path}/studies.db", "cli")
     assert main(["study", "run", str(tmp_path / "s.yaml"), "--workers", "1"]) == 0  # resumed: nothing to do
     assert "trial 0" not in capsys.readouterr().out

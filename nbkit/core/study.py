@@ -92,10 +92,14 @@ import itertools
 import json
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import random
 import re
+import signal
 import socket
+import sys
+import threading
 import time
 import typing
 import warnings
@@ -119,6 +123,7 @@ DEFAULT_STORAGE = "sqlite:///runs/studies.db"  # a file beside the run store: no
 SEARCH_SPACE_ATTR = "nbkit_search_space"  # the study user attr a resumed study is compared against
 SPEC_ATTR = "nbkit_spec"  # the whole spec, JSON: what analysis and plots read back
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)  # fill a slot
+NEVER_FOLDED = r"\btrial \d+[ :]|^waiting for trial|^progress:"  # worker lines Ray must not de-duplicate
 
 
 class StudyError(ConfigError):
@@ -518,6 +523,30 @@ def check_storage_url(url: str) -> None:
     if scheme not in STORAGE_SCHEMES:
         raise StudyError(f"storage={url!r}: {scheme!r} is not supported; allowed: sqlite:///path/studies.db or "
                          "postgresql+psycopg2://user@host:port/db")
+    with_driver(url)  # a PostgreSQL URL whose driver is not installed is refused here, naming it
+
+
+def with_driver(url: str) -> str:
+    """The URL with a PostgreSQL driver that is installed: `postgresql://` leaves the driver to SQLAlchemy,
+    whose default is psycopg (version 3) in SQLAlchemy 2.1 and psycopg2 before; where that one is missing
+    and psycopg2 (nbkit's requirement) is there, the URL names psycopg2. A driver named in the URL and
+    missing is refused, naming it and how to install it."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return url
+    dialect = parsed.get_dialect()
+    try:
+        dialect.import_dbapi()
+        return url
+    except ImportError:
+        pass
+    if "+" not in parsed.drivername and importlib.util.find_spec("psycopg2") is not None:
+        return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+    package = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary"}.get(dialect.driver, dialect.driver)
+    raise StudyError(f"storage={_shown(url)}: the PostgreSQL driver {dialect.driver!r} is not installed; allowed: "
+                     f"pip install {package}, or postgresql+psycopg2://user@host:port/db (nbkit installs psycopg2)")
 
 
 def absolute_storage_url(url: str) -> str:
@@ -571,7 +600,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
     import sqlalchemy.exc
 
     check_storage_url(url)
-    url = absolute_storage_url(url)
+    url = absolute_storage_url(with_driver(url))
     retry = None
     with warnings.catch_warnings():  # heartbeats and retries are marked experimental in Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -996,15 +1025,25 @@ def _finish(study: optuna.Study, trial: optuna.Trial, objective, spec: StudySpec
         except Exception as err:  # the trial's own failure: recorded, the study goes on
             state, error = TrialState.FAIL, f"{type(err).__name__}: {err}"
             trial.set_user_attr("error", error[:2000])
-        except KeyboardInterrupt:  # stopped by hand: the trial is FAIL (redone on the next run), the loop ends
+        except KeyboardInterrupt:  # stopped by hand: the trial is FAIL and queued again as it was, the loop ends
             trial.set_user_attr("error", "interrupted")
-            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            _queue_again(study, frozen)
             raise
     if study._storage.get_trial(trial._trial_id).state.is_finished():  # failed by another worker meanwhile
         return (f"trial {trial.number}: taken for dead (no heartbeat for {spec.grace_period} s) and retried; "
                 "this result is dropped")
     done = study.tell(trial, value if state == TrialState.COMPLETE else None, state=state, skip_if_finished=True)
     return trial_line(done, error)
+
+
+def _queue_again(study: optuna.Study, trial) -> None:
+    """A WAITING copy of an interrupted trial, its params fixed, marked as its retry (Optuna's heartbeat
+    retry does the same for a dead worker's trial): the next run resumes with that configuration."""
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING,
+        system_attrs={"fixed_params": trial_params(trial), "failed_trial": trial.number,
+                      "retry_history": [*trial.system_attrs.get("retry_history", []), trial.number]}))
 
 
 def trial_line(trial, error: str | None = None) -> str:
@@ -1029,7 +1068,7 @@ def work(spec_dict: dict, backend: str = "local", worker: int = 0, threads: int 
     sampler = make_sampler(spec) if spec.sampler == "grid" else optuna.samplers.RandomSampler(seed=0)
     study = optuna.load_study(study_name=spec.study_name, storage=spec_storage(spec), sampler=sampler,
                               pruner=make_pruner(spec))
-    done = 0
+    done, told = 0, set()
     while True:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -1038,6 +1077,9 @@ def work(spec_dict: dict, backend: str = "local", worker: int = 0, threads: int 
         if trial is None:
             if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 return done
+            if progress:
+                for line in _waiting_lines(study, spec, told):
+                    print(line, flush=True)
             # a running trial may still turn out to be a dead worker's: look again in a second (reading the
             # storage is cheap; sleeping a whole heartbeat_interval kept the last trial's neighbour idle)
             time.sleep(min(1.0, spec.heartbeat_interval))
@@ -1046,6 +1088,36 @@ def work(spec_dict: dict, backend: str = "local", worker: int = 0, threads: int 
         done += 1
         if progress:
             print(line, flush=True)
+
+
+def _waiting_lines(study: optuna.Study, spec: StudySpec, told: set) -> list[str]:
+    """A line, once per trial, for each RUNNING trial whose worker has missed its heartbeats (a live one
+    beats every heartbeat_interval): the queue is empty and this worker waits for it to be taken for
+    dead, at most grace_period seconds after its last beat."""
+    lines = []
+    for number, age in heartbeat_ages(study).items():
+        if number not in told and age > 2 * spec.heartbeat_interval:
+            told.add(number)
+            left = max(0, math.ceil(spec.grace_period - age))
+            lines.append(f"waiting for trial {number}: its worker has sent no heartbeat for {age:.0f} s; it is taken "
+                         f"for dead and queued again after grace_period={spec.grace_period} s (about {left} s more)")
+    return lines
+
+
+def heartbeat_ages(study: optuna.Study) -> dict[int, float]:
+    """{trial number: seconds since its last heartbeat} for the RUNNING trials that have beaten. Optuna
+    keeps heartbeats in its own table and offers only "which trials are stale"; this reads the table."""
+    from optuna.storages._rdb import models
+    from sqlalchemy import func
+
+    storage = getattr(study._storage, "_backend", study._storage)  # the RDBStorage inside Optuna's cache
+    with storage.scoped_session() as session:
+        now = session.execute(func.now()).scalar().replace(tzinfo=None)
+        rows = (session.query(models.TrialModel.number, models.TrialHeartbeatModel.heartbeat)
+                .join(models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id)
+                .filter(models.TrialModel.study_id == study._study_id,
+                        models.TrialModel.state == TrialState.RUNNING).all())
+    return {number: (now - beat.replace(tzinfo=None)).total_seconds() for number, beat in rows}
 
 
 def default_workers() -> int:
@@ -1076,15 +1148,122 @@ def run_study(spec, workers: int | None = None, backend: str = "local", storage:
     note = pruning_note(spec)
     if note and progress:
         print(f"note: {note}", flush=True)
-    if backend == "ray":
-        _run_on_ray(spec_dict, workers, ray_address, progress)
-    elif backend == "inprocess" or workers == 1:
-        work(spec_dict, "papermill" if backend == "papermill" else "local", progress=progress)
-    else:
-        _run_in_processes(spec_dict, backend, workers, progress)
+    board = StudyProgress(study, spec.trial_count(), workers) if progress else None
+    try:
+        if backend == "ray":
+            _run_on_ray(spec_dict, workers, ray_address, progress)
+        elif backend == "inprocess" or workers == 1:
+            work(spec_dict, "papermill" if backend == "papermill" else "local", progress=progress)
+        else:
+            _run_in_processes(spec_dict, backend, workers, progress)
+    except KeyboardInterrupt:
+        if progress:
+            print(interrupted_line(study), flush=True)
+        raise
+    finally:
+        if board:
+            board.close()
     if progress:  # the Study reads the storage afresh: it sees what every worker wrote
         print(describe(study), flush=True)
     return study
+
+
+def interrupted_line(study: optuna.Study) -> str:
+    """What an interrupted study kept, and how to go on: one line instead of a traceback per worker."""
+    counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    kept = counts["COMPLETE"] + counts["PRUNED"]
+    return (f"interrupted: {kept} finished trial(s) kept ({counts['COMPLETE']} COMPLETE, {counts['PRUNED']} PRUNED) "
+            f"in study {study.study_name!r}; {counts['WAITING']} queued, the interrupted ones among them with "
+            "their params; run the same command again to resume")
+
+
+class StudyProgress:
+    """Trials started, ended (pruned and failed among them) and left, with an estimate of the time left,
+    read from the storage every `every` seconds by a thread of this process (the workers may be other
+    processes or machines): a bar in a terminal, a line per change when the output is piped, a widget
+    in a notebook. close() shows the last state and stops."""
+
+    def __init__(self, study: optuna.Study, n_trials: int, workers: int, every: float = 1.0, mode: str | None = None):
+        self.study, self.n_trials, self.workers, self.every = study, n_trials, workers, every
+        self.mode = mode or progress_mode()
+        self.shown, self.done = None, threading.Event()
+        self.bar = self.widget = None
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def counts(self) -> dict:
+        trials = self.study.get_trials(deepcopy=False)
+        states = Counter(t.state.name for t in trials)
+        ended = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.duration]
+        mean = sum(t.duration.total_seconds() for t in ended) / len(ended) if ended else None
+        left, running = states["WAITING"], states["RUNNING"]
+        eta = None if mean is None else mean * (left + running / 2) / max(1, self.workers)
+        return {"started": running + states["COMPLETE"] + states["PRUNED"] + states["FAIL"],
+                "ended": states["COMPLETE"] + states["PRUNED"], "pruned": states["PRUNED"],
+                "failed": states["FAIL"], "running": running, "left": left, "eta_s": eta}
+
+    def text(self, c: dict) -> str:
+        eta = "time left: known after the first trial" if c["eta_s"] is None else f"about {_duration(c['eta_s'])} left"
+        return (f"{c['ended']} of {self.n_trials} ended ({c['pruned']} pruned, {c['failed']} failed), "
+                f"{c['running']} running, {c['left']} left; {eta}")
+
+    def _watch(self) -> None:
+        while not self.done.wait(self.every):
+            self._show()
+
+    def _show(self) -> None:
+        try:
+            c = self.counts()
+        except Exception:  # a busy database: the next look will do
+            return
+        key = {k: v for k, v in c.items() if k != "eta_s"}
+        if key == self.shown and self.mode == "lines":
+            return
+        self.shown = key
+        if self.mode == "lines":
+            print(f"progress: {self.text(c)}", flush=True)
+        elif self.mode == "bar":
+            self._bar(c)
+        else:
+            self._widget(c)
+
+    def _bar(self, c: dict) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=self.n_trials, desc="trials", unit="trial", leave=True)
+        self.bar.n = c["ended"]
+        self.bar.set_postfix_str(self.text(c).split(", ", 1)[1])
+
+    def _widget(self, c: dict) -> None:
+        import ipywidgets as widgets
+        from IPython.display import display
+
+        if self.widget is None:
+            self.widget = (widgets.IntProgress(min=0, max=self.n_trials, description="trials"), widgets.HTML())
+            display(widgets.HBox(self.widget))
+        self.widget[0].value, self.widget[1].value = c["ended"], self.text(c)
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join()
+        self.shown = None
+        self._show()
+        if self.bar is not None:
+            self.bar.close()
+
+
+def progress_mode() -> str:
+    """"widget" in a Jupyter kernel, "bar" in a terminal, "lines" when the output goes to a file or pipe."""
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    if shell is not None and type(shell).__name__ == "ZMQInteractiveShell":
+        return "widget"
+    return "bar" if sys.stdout.isatty() else "lines"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 def prepare_for_workers(spec: StudySpec) -> tuple[optuna.Study, dict]:
@@ -1107,18 +1286,29 @@ def _run_in_processes(spec_dict: dict, backend: str, workers: int, progress: boo
     """`workers` workers, each with an equal share of the cores, all pulling from the same storage:
     worker 0 is this process (torch is imported here already: it starts training at once, while the
     others are still importing it, about 5 s each) and the others are spawned processes (never
-    forked: torch's OpenMP pool does not survive a fork; measured here, a forked child with 2 threads hangs)."""
+    forked: torch's OpenMP pool does not survive a fork; measured here, a forked child with 2 threads hangs).
+    The spawned ones ignore Ctrl-C (which a terminal sends to every process of the group): this process
+    stops them, so one line, not one traceback per worker, says what happened; and they end when this
+    process dies (worker_process)."""
     import torch
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=work, args=(spec_dict, backend, i, threads, progress), daemon=False)
+    processes = [context.Process(target=worker_process, args=(spec_dict, backend, i, threads, progress), daemon=False)
                  for i in range(1, workers)]
-    for process in processes:
-        process.start()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # ignored from their first instruction (kept by exec)
+    try:
+        for process in processes:
+            process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     own_threads = torch.get_num_threads()
     try:
         work(spec_dict, backend, 0, threads, progress)
+    except KeyboardInterrupt:
+        for process in processes:
+            process.terminate()  # SIGTERM: the worker stops its trial as Ctrl-C would (worker_process)
+        raise
     finally:
         torch.set_num_threads(own_threads)  # the caller's process (a kernel, say) gets its threads back
         for process in processes:
@@ -1129,9 +1319,35 @@ def _run_in_processes(spec_dict: dict, backend: str, workers: int, progress: boo
               "by the others or on the next run", flush=True)
 
 
+def worker_process(spec_dict: dict, backend: str, worker: int, threads: int, progress: bool) -> None:
+    """A spawned worker: `work`, ended by SIGTERM as by Ctrl-C (its trial queued again, no traceback), and
+    ended when the process that started it dies (a SIGKILL, a closed terminal): left alone, it would go
+    on taking trials nobody watches. Its trial then stays RUNNING until the heartbeat gives it back."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    parent = multiprocessing.parent_process()
+
+    def exit_with_parent():
+        multiprocessing.connection.wait([parent.sentinel])  # ready when the parent process is gone
+        os._exit(1)
+
+    if parent is not None:
+        threading.Thread(target=exit_with_parent, daemon=True).start()
+    try:
+        work(spec_dict, backend, worker, threads, progress)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
 def _run_on_ray(spec_dict: dict, workers: int, address: str | None, progress: bool) -> None:
     """`workers` Ray tasks of the worker loop; connects to `address` (or RAY_ADDRESS), else starts a
     local cluster of `workers` CPUs, which is shut down afterwards."""
+    # Ray folds log lines that differ only in their numbers (two "trial N COMPLETE value ..." lines from two
+    # workers become one): nbkit's trial lines are each a result, so they are let through (Ray's documented
+    # RAY_DEDUP_LOGS_ALLOW_REGEX, read when ray is first imported)
+    os.environ.setdefault("RAY_DEDUP_LOGS_ALLOW_REGEX", NEVER_FOLDED)
     import ray
 
     started = not ray.is_initialized()
