@@ -513,6 +513,36 @@ def test_spawned_workers_end_when_the_main_process_is_killed(tmp_path):
     assert not any(alive(pid) for pid in children), children
 
 
+def test_progress_counts_the_trials_and_estimates_the_time_left_in_a_widget_or_lines(capsys):
+    """Two trials of 10 s ended, one running, three queued, two workers: (3 + 1/2) x 10 s / 2 = 17.5 s left."""
+    import datetime
+
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import FrozenTrial
+
+    from nbkit.core.study import StudyProgress, quiet_create_study
+
+    study = quiet_create_study()
+    start = datetime.datetime(2026, 1, 1)
+    for number, state in enumerate((TrialState.COMPLETE, TrialState.PRUNED)):
+        study.add_trial(FrozenTrial(
+            number=number, state=state, value=1.0 if state == TrialState.COMPLETE else None, values=None,
+            datetime_start=start, datetime_complete=start + datetime.timedelta(seconds=10),
+            params={"learning_rate": 1e-3}, distributions={"learning_rate": FloatDistribution(1e-4, 1e-2)},
+            user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=number))
+    for _ in range(4):
+        study.enqueue_trial({})
+    study.ask()  # one of them now RUNNING
+    widget = StudyProgress(study, n_trials=6, workers=2, every=3600, mode="widget")
+    widget.close()
+    bar, text = widget.widget
+    assert bar.value == 2 and bar.max == 6
+    assert text.value == "2 of 6 ended (1 pruned, 0 failed), 1 running, 3 left; about 18 s left"
+    lines = StudyProgress(study, n_trials=6, workers=2, every=3600, mode="lines")
+    lines.close()
+    assert capsys.readouterr().out.splitlines()[-1] == "progress: " + text.value
+
+
 def test_a_worker_waiting_for_a_silent_trial_says_for_how_long(tmp_path):
     from nbkit.core.study import _waiting_lines
 
