@@ -33,7 +33,8 @@ test: $(VENV)/.installed chromium postgresql
 test-seeds: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m seeds tests/test_notebooks.py
 
-# on SmolLM2-135M, the real LLM: the quickstart (three fine-tunes, about 10 minutes on 2 cores) and
+# on SmolLM2-135M, the real LLM: the quickstart (three fine-tunes, about 10 minutes on 2 cores), the capstone at
+# its defaults (LoRA on SmolLM2, shortened as tests/test_notebooks.py says: about 9 minutes), and
 # chapters 1-6 smoke-run at their smallest sizes (every cell, a few steps a run; measured: chapters 3-6 5 to 12
 # minutes each, chapter 2 22, chapter 1 38 on a busy machine: every run trains at three seeds)
 test-llm: $(VENV)/.installed

@@ -50,7 +50,12 @@ CASES = ([(p, SHORTENED.get(p.stem, {})) for p in NOTEBOOKS]
 # quickstart, whose facts must hold on any model. Three SmolLM2 fine-tunes: `make test-llm` (and
 # `make test-all`) runs it.
 ON_SMOLLM2 = {"model": "smollm2-135m", "device": "cpu"}
-LLM_CASES = [(p, ON_SMOLLM2) for p in NOTEBOOKS if p.stem == "00_quickstart"]
+# The capstone at its defaults fine-tunes SmolLM2-135M (about 9 minutes on 2 cores, the longest test): a SmolLM2
+# run, so `make test-llm` runs it; `make test` runs the capstone on the tiny model, every cell of the same method.
+REAL_LLM_BY_DEFAULT = {"07_capstone"}
+CI_CASES = [c for c in CASES if not (c[0].stem in REAL_LLM_BY_DEFAULT and "model" not in c[1])]
+LLM_CASES = ([(p, ON_SMOLLM2) for p in NOTEBOOKS if p.stem == "00_quickstart"]
+             + [c for c in CASES if c not in CI_CASES])
 # Chapters 1-6 on SmolLM2 at the smallest sizes that still execute every cell: a step or a few a run, on
 # the chapter's three seeds. This checks that `-p model smollm2-135m` runs every cell on a real LLM, not the
 # verdicts (at these sizes they are noise). Values below the chapter's checks' own minimums would only test
@@ -129,8 +134,8 @@ def case_id(case) -> str:
     return notebook.stem + (f"-on-{parameters['model']}" if "model" in parameters else "")
 
 
-@pytest.mark.parametrize("notebook, parameters", CASES or [(NO_NOTEBOOK, {})],
-                         ids=[case_id(c) for c in CASES] or ["none"])
+@pytest.mark.parametrize("notebook, parameters", CI_CASES or [(NO_NOTEBOOK, {})],
+                         ids=[case_id(c) for c in CI_CASES] or ["none"])
 def test_chapter_runs_headless_and_its_claims_hold(notebook, parameters, tmp_path, monkeypatch, kernel_of_this_venv):
     notebook = need(notebook)
     # DESIGN: with MPLBACKEND=Agg in the kernel's environment, executed notebooks lose their images
