@@ -13,13 +13,25 @@
             orders (no training: each trial reports the epochs the grid measured, one trial after
             another as one worker would, until the pruner stops it): how often the target is met
             depends on the order the trials arrive in, which the live run above samples only once.
+  cli       a CLI that answers at once: wall seconds of `python -m nbkit --help`, of a refused config and
+            of a refused study spec, in fresh processes, for this working tree and for --against COMMIT
+            (default HEAD: the last commit, so the change in progress against it), interleaved, median of
+            --repeats; and a spawned study worker's start-up, `from nbkit.core.study import work`, then with
+            what a trial of a full fine-tune imports first (`import nbkit.core.train`), then with all that
+            train() imports (transformers' set_seed and get_scheduler, Accelerate); then the largest
+            top-level imports of the first and the last (`python -X importtime`) in each tree.
+            Target: a refusal in <= 1.5 s on 2 cores.
 
 Not a test: the tests check that studies run every trial once, prune, resume and retry; this measures.
 
-    python bench/study_speed.py [--rounds 1] [--epochs 6] [--part workers|pruning] [--orders 500]
+    python bench/study_speed.py [--rounds 1] [--epochs 6] [--part workers|pruning|cli] [--orders 500]
+                                [--against COMMIT] [--repeats 5]
 """
 import argparse
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +46,7 @@ BASE = dict(model="tiny", dataset="arithmetic", max_samples=400, predict_with_ge
 LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]  # two and a half decades around the tiny model's best
 WARMUP_RATIOS = [0.0, 0.1]
 SEEDS = [42, 98468, 36804]  # 98468 and 36804 drawn with random.randint(100, 99999), never changed
+PARTS = ("workers", "pruning", "cli")
 
 
 def spec(name: str, folder: Path, epochs: int, pruner: str = "none", seed: int = 42) -> dict:
@@ -69,18 +82,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=6, help="epochs of every trial (the grid's full length)")
-    parser.add_argument("--part", choices=["workers", "pruning"], help="measure only this part (default: both)")
+    parser.add_argument("--part", choices=PARTS, help="measure only this part (default: all)")
     parser.add_argument("--orders", type=int, default=500, help="random orders the grid's curves are replayed in")
+    parser.add_argument("--against", default="HEAD", metavar="COMMIT", help="cli: the commit to compare with")
+    parser.add_argument("--repeats", type=int, default=5, help="cli: fresh processes per command and tree")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(f"{os.cpu_count()} cores; {len(LEARNING_RATES) * len(WARMUP_RATIOS)} trials of {args.epochs} epochs",
           flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        if args.part != "pruning":
-            workers_part(folder, args)
-        if args.part != "workers":
-            pruning_part(folder, args)
+        for part in [args.part] if args.part else PARTS:
+            {"workers": workers_part, "pruning": pruning_part, "cli": cli_part}[part](folder, args)
 
 
 def workers_part(folder: Path, args) -> None:
@@ -112,6 +125,84 @@ def orders_line(grid: optuna.Study, asha_spec: dict, orders: int, seed: int) -> 
     return (f"replayed in {orders} random orders: compute median {s['median_share']:.0%} "
             f"(10-90%: {s['share_10']:.0%}-{s['share_90']:.0%}), within 2% of the grid's best "
             f"in {s['within']:.0%} of orders, target (both) met in {s['target_met']:.0%}")
+
+
+
+# ---------------------------------------------------------------- cli: start-up, this tree against a commit
+
+REPO = Path(__file__).resolve().parent.parent
+BAD_SPEC = "study_name: bad\nbase: {model: tiny}\nscientific: {learning_rat: [1.0e-3, 3.0e-3]}\nsampler: grid\n"
+CLI_COMMANDS = {  # name: arguments of a fresh `python`
+    "--help": ["-m", "nbkit", "--help"],
+    "refused config": ["-m", "nbkit", "train", "--set", "learning_rate=-1"],
+    "refused study spec": ["-m", "nbkit", "study", "run", "bad.yaml"],
+    "worker start": ["-c", "from nbkit.core.study import work"],
+    "worker + import nbkit.core.train": ["-c", "from nbkit.core.study import work; import nbkit.core.train"],
+    # what train() itself imports next, whatever the method: transformers' set_seed and get_scheduler live in
+    # (or import) transformers.trainer_utils, which imports peft (and so bitsandbytes) whenever peft is installed
+    "worker + all a full-FT trial imports": ["-c", "from nbkit.core.study import work; import nbkit.core.train; "
+                                             "from transformers import get_scheduler, set_seed; "
+                                             "from accelerate import Accelerator"],
+}
+IMPORTTIME_OF = ("worker start", "worker + all a full-FT trial imports")
+
+
+def cli_part(folder: Path, args) -> None:
+    """Each command in a fresh process, for this tree and for args.against, interleaved; medians and ratios."""
+    base = folder / "base"
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", args.against], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    base.mkdir()  # the commit's package only, from git itself: no worktree, nothing in the repository changes
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "nbkit"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(base)], input=archive.stdout, check=True)
+    (folder / "bad.yaml").write_text(BAD_SPEC)
+    trees = {"this tree": REPO, f"{commit[:8]}": base}
+    print(f"cli: {args.repeats} fresh processes per command and tree, interleaved; {sys.executable}", flush=True)
+    times = {(name, tree): [] for name in CLI_COMMANDS for tree in trees}
+    for _ in range(args.repeats):
+        for name, argv in CLI_COMMANDS.items():
+            for tree, path in trees.items():
+                times[name, tree].append(timed_python(argv, path, folder))
+    print(f"{'command':38s}" + "".join(f"{t:>14s}" for t in trees) + "   ratio")
+    for name in CLI_COMMANDS:
+        medians = [statistics.median(times[name, tree]) for tree in trees]
+        print(f"{name:38s}" + "".join(f"{m:12.2f} s" for m in medians) + f"   {medians[1] / medians[0]:5.1f}x",
+              flush=True)
+    print("python -X importtime: the largest top-level imports (cumulative s, nested ones included)")
+    for name in IMPORTTIME_OF:
+        for tree, path in trees.items():
+            print(f"  {name}, {tree}: {importtime_top(CLI_COMMANDS[name], path, folder)}", flush=True)
+
+
+def tree_env(path: Path) -> dict:
+    return {**os.environ, "PYTHONPATH": str(path)}
+
+
+def timed_python(argv: list, path: Path, cwd: Path) -> float:
+    """Wall seconds of `python ARGV` with the package from `path`; a refusal must exit 2, the rest 0."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, *argv], cwd=cwd, env=tree_env(path), capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    expected = 2 if "train" in argv or "study" in argv else 0
+    if done.returncode != expected:
+        print(f"  note: {' '.join(argv)} in {path} exited {done.returncode}: {done.stderr.strip()[-200:]}")
+    return seconds
+
+
+def importtime_top(argv: list, path: Path, cwd: Path, n: int = 7) -> str:
+    """The n top-level packages with the largest cumulative import time, from `python -X importtime ARGV`."""
+    done = subprocess.run([sys.executable, "-X", "importtime", *argv], cwd=cwd, env=tree_env(path),
+                          capture_output=True, text=True)
+    cumulative = {}
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        _, total, name = line.split("|")
+        name = name.strip()
+        if "." not in name:  # a top-level package, counted once with all it imported
+            cumulative[name] = max(cumulative.get(name, 0), int(total) / 1e6)
+    top = sorted(cumulative.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{name} {seconds:.2f}" for name, seconds in top)
 
 
 if __name__ == "__main__":

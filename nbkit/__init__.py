@@ -17,8 +17,8 @@ def _drop_bitsandbytes_kernel_notice(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Failed to load CPU gemm_4bit_forward")
 
 
-# set before transformers/peft import bitsandbytes (nbkit.core.config below does): the logger named
-# after that module is the one it logs to
+# set before transformers/peft import bitsandbytes (a run imports them later, through nbkit.core.train): the
+# logger named after that module is the one it logs to
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_drop_bitsandbytes_kernel_notice)
 
 # bitsandbytes' 8-bit matmul warns on every forward of an 8-bit QLoRA run that it casts fp32 inputs to
@@ -28,6 +28,17 @@ warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast fro
 
 from nbkit.core.config import TrainConfig  # noqa: E402
 from nbkit.core.runs import Run, list_runs, load_run  # noqa: E402
-from nbkit.core.train import train  # noqa: E402
 
 __all__ = ["TrainConfig", "Run", "train", "load_run", "list_runs"]
+
+
+def __getattr__(name):
+    """`nbkit.train` (and `from nbkit import train`), imported on first use (PEP 562). nbkit.core.train
+    imports torch, transformers and peft (6 s or more); importing it here at the top would make every
+    `import nbkit`, and so every `python -m nbkit` command, wait for them, even one that only checks a
+    config or prints a table."""
+    if name == "train":
+        from nbkit.core.train import train
+
+        return train
+    raise AttributeError(f"module 'nbkit' has no attribute {name!r}")

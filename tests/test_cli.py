@@ -1,4 +1,5 @@
-"""`python -m nbkit`: export, show-config and train, through a real subprocess where it matters."""
+"""`python -m nbkit`: export, show-config, train, study show and study best, through a real subprocess
+where it matters (and to see that a command that trains nothing imports no torch)."""
 
 import dataclasses
 import json
@@ -216,3 +217,205 @@ def test_every_export_format_writes_its_file_with_o(fmt, capsys, tmp_path):
         assert json.loads(text)["learning_rate"] == 2e-4
     else:
         assert LoraConfig(**json.loads(text)).r == TrainConfig().lora_rank
+
+
+# ---------------------------------------------------------------- a CLI that answers at once (issue 27)
+# Only a run needs torch, transformers and peft (6-14 s to import on two cores): checking a config,
+# --help, a study spec's refusal and reading a stored study must not import them.
+
+HEAVY = ("torch", "transformers", "peft", "trl", "bitsandbytes")
+CLI_THEN_LIST_HEAVY = f"""
+import json, sys
+from nbkit.interfaces.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exit:  # --help and argparse's own errors
+    code = exit.code
+print("heavy: " + json.dumps([m for m in {HEAVY!r} if m in sys.modules]), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def nbkit_light(*args, cwd):
+    """Run the CLI with ARGS in a fresh Python; returns (CompletedProcess, the heavy libraries it imported)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-c", CLI_THEN_LIST_HEAVY, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    *rest, last = done.stderr.rstrip("\n").split("\n")
+    assert last.startswith("heavy: "), done.stderr
+    done.stderr = "\n".join(rest)
+    return done, json.loads(last.removeprefix("heavy: "))
+
+
+def test_help_and_show_config_import_no_heavy_library(tmp_path):
+    done, heavy = nbkit_light("--help", cwd=tmp_path)
+    assert done.returncode == 0 and "show-config" in done.stdout and "study" in done.stdout
+    assert heavy == []
+    done, heavy = nbkit_light("show-config", "--set", "lora_rank=16", cwd=tmp_path)
+    assert done.returncode == 0 and "*lora_rank = 16  # " in done.stdout, done.stderr
+    assert heavy == []
+
+
+@pytest.mark.parametrize("args, named", [
+    (["train", "--set", "learning_rate=-1"], "learning_rate=-1.0"),
+    (["export", "--format", "llamafactory", "--set", "lora_rank=0"], "lora_rank=0"),
+    (["train", "--set", "lr_scheduler_type=cosin"], "lr_scheduler_type='cosin'"),
+])
+def test_a_refused_config_imports_no_heavy_library(args, named, tmp_path):
+    done, heavy = nbkit_light(*args, "--set", f"output_dir={tmp_path / 'runs'}", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith("nbkit: error: ") and named in done.stderr, done.stderr
+    assert heavy == []
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("section, named", [
+    ("scientific: {learning_rat: [1.0e-3, 3.0e-3]}", "learning_rat"),  # not a TrainConfig field
+    ("scientific: {learning_rate: [-1.0, 3.0e-3]}", "learning_rate=-1.0"),  # a value TrainConfig refuses
+])
+def test_a_refused_study_spec_imports_no_heavy_library(section, named, tmp_path):
+    (tmp_path / "bad.yaml").write_text(f"study_name: bad\nbase: {{model: tiny, num_train_epochs: 1}}\n{section}\n"
+                                       f"sampler: grid\nstorage: sqlite:///{tmp_path}/studies.db\n")
+    done, heavy = nbkit_light("study", "run", "bad.yaml", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith("nbkit: error: ") and named in done.stderr, done.stderr
+    assert heavy == []
+    assert not (tmp_path / "studies.db").exists()  # refused before the storage was touched
+
+
+# ---------------------------------------------------------------- study show and study best on a real study
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory, one_torch_thread):
+    """A real two-trial grid study of tiny runs (a few seconds): (storage URL, the optuna.Study)."""
+    from nbkit.core.study import run_study
+
+    folder = tmp_path_factory.mktemp("study")
+    spec = dict(study_name="lr", scientific={"learning_rate": [1e-3, 3e-3]}, sampler="grid",
+                base=dict(model="tiny", dataset="arithmetic", max_samples=80, predict_with_generate=False,
+                          num_train_epochs=2, warmup_ratio=0.1),
+                storage=f"sqlite:///{folder}/studies.db", output_dir=str(folder / "runs"))
+    study = run_study(spec, workers=1, progress=False)
+    return spec["storage"], study
+
+
+def test_study_show_prints_the_table_and_imports_no_heavy_library(tiny_study, tmp_path):
+    storage, study = tiny_study
+    done, heavy = nbkit_light("study", "show", "--storage", storage, "--study", "lr", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    header = done.stdout.splitlines()[0].split()  # the trials table: a row per trial
+    assert "number" in header and "learning_rate" in header
+    for trial in study.trials:
+        assert re.search(rf"^ *{trial.number} +COMPLETE ", done.stdout, re.M), done.stdout
+    assert heavy == []
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "llamafactory"])
+def test_study_best_imports_no_heavy_library(fmt, tiny_study, tmp_path):
+    storage, _ = tiny_study
+    done, heavy = nbkit_light("study", "best", "--storage", storage, "--study", "lr", "--format", fmt, cwd=tmp_path)
+    assert done.returncode == 0 and "learning_rate: " in done.stdout, done.stderr
+    assert heavy == []
+
+
+def test_study_best_writes_the_best_trials_config_that_train_reads(tiny_study, tmp_path, capsys):
+    """The YAML names the held knobs and the lowest-loss trial's learning rate, trains for that run's best
+    epoch, and reads back (TrainConfig.from_dict, as `train --config` does) as the same config."""
+    from nbkit.core.runs import load_run
+    from nbkit.core.study_export import best_config
+
+    storage, study = tiny_study
+    out = tmp_path / "best.yaml"
+    assert main(["study", "best", "--storage", storage, "--study", "lr", "-o", str(out)]) == 0
+    assert capsys.readouterr().out == ""
+    written = yaml.safe_load(out.read_text())
+    lowest = min(study.trials, key=lambda t: t.value)
+    assert written["learning_rate"] == lowest.params["learning_rate"]
+    assert (written["max_samples"], written["warmup_ratio"], written["model"]) == (80, 0.1, "tiny")
+    best_epoch = load_run(lowest.user_attrs["run_dir"]).best_epoch
+    assert TrainConfig.from_dict(written).num_train_epochs == (best_epoch if best_epoch >= 1 else 2)
+    assert TrainConfig.from_dict(written) == best_config(study)
+    assert main(["show-config", "--config", str(out)]) == 0  # the CLI's --config reads it
+
+
+@pytest.mark.parametrize("fmt", ["llamafactory", "trl", "training_args"])
+def test_study_best_in_a_tools_format_is_what_export_writes_for_that_config(fmt, tiny_study, tmp_path, capsys):
+    storage, _ = tiny_study
+    assert main(["study", "best", "--storage", storage, "--study", "lr", "-o", str(tmp_path / "best.yaml")]) == 0
+    assert main(["study", "best", "--storage", storage, "--study", "lr", "--format", fmt]) == 0
+    from_study = capsys.readouterr().out
+    assert main(["export", "--format", fmt, "--config", str(tmp_path / "best.yaml")]) == 0
+    assert from_study == capsys.readouterr().out
+
+
+def test_the_best_epoch_comes_from_the_trials_curve_when_its_run_folder_is_elsewhere():
+    """A study whose workers ran on another machine (PostgreSQL): no run folder here, the curve decides."""
+    from optuna.trial import create_trial
+
+    from nbkit.core.study_export import best_epoch
+
+    trial = create_trial(value=0.7, intermediate_values={1: 0.9, 2: 0.7, 3: 0.8},
+                         user_attrs={"run_dir": "/nowhere/trial-000"})
+    assert best_epoch(trial) == 2
+    assert best_epoch(trial, threshold=0.5) == 1  # the trainer's rule: a fall below the threshold is no better
+
+
+def hand_made_study(folder, name, states, spec=True, db="hand.db"):
+    """A study stored in folder/db with one trial per state ("pruned", "diverged", "failed", "completed":
+    a curve with its minimum at epoch 2 and no run folder), nothing trained. Returns the storage URL."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    storage = f"sqlite:///{folder}/{db}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True)
+    if spec:
+        study.set_user_attr("nbkit_spec", {"study_name": name, "base": {"model": "tiny"}, "fixed": {}})
+    made = {"pruned": dict(state=TrialState.PRUNED, intermediate_values={1: 2.0}),
+            "diverged": dict(state=TrialState.COMPLETE, value=float("inf")),
+            "failed": dict(state=TrialState.FAIL, user_attrs={"error": "RuntimeError: boom"}),
+            "completed": dict(state=TrialState.COMPLETE, value=1.5, intermediate_values={1: 1.7, 2: 1.5, 3: 1.6})}
+    for state in states:
+        study.add_trial(create_trial(params={"learning_rate": 3e-3},
+                                     distributions={"learning_rate": FloatDistribution(1e-4, 1e-2, log=True)},
+                                     **made[state]))
+    return storage
+
+
+@pytest.mark.parametrize("states, spec, says", [
+    (["pruned", "diverged", "pruned", "failed"], True, "its 4 trials: 2 pruned, 1 diverged, 1 failed"),
+    ([], True, "no trial has run yet"),
+    (["diverged"], False, "was not made by nbkit"),
+])
+def test_study_best_without_a_usable_trial_is_one_error_line(states, spec, says, tmp_path, capsys):
+    storage = hand_made_study(tmp_path, "nothing_usable", states, spec)
+    out = tmp_path / "best.yaml"
+    assert main(["study", "best", "--storage", storage, "--study", "nothing_usable", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nbkit: error: study 'nothing_usable' ") and says in err, err
+    assert err.count("\n") == 1 and not out.exists()
+
+
+def test_study_best_of_a_study_not_stored_names_the_ones_that_are(tmp_path, capsys):
+    storage = hand_made_study(tmp_path, "other", ["pruned"])
+    assert main(["study", "best", "--storage", storage, "--study", "missing"]) == 2
+    err = capsys.readouterr().err
+    assert "'missing'" in err and "other" in err
+
+
+def test_the_readmes_study_best_line_runs_as_written(tmp_path):
+    """The README's `study best` line, run as written (default storage runs/studies.db) on a stored study of
+    that name whose runs are not on this machine: the YAML it writes is that trial's config, and the CLI's
+    --config reads it."""
+    text = (REPO_ROOT / "README.md").read_text()
+    lines = [line.split("  #")[0].split() for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+             for line in block.splitlines()]
+    [words] = [w for w in lines if w[1:5] == ["-m", "nbkit", "study", "best"]]
+    name, output = words[words.index("--study") + 1], words[words.index("-o") + 1]
+    (tmp_path / "runs").mkdir()
+    hand_made_study(tmp_path / "runs", name, ["pruned", "completed"], db="studies.db")
+    done = nbkit(*words[3:], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    cfg = TrainConfig.from_yaml(tmp_path / output)
+    assert (cfg.model, cfg.learning_rate, cfg.num_train_epochs) == ("tiny", 3e-3, 2)  # epochs: the curve's minimum
+    assert nbkit("show-config", "--config", output, cwd=tmp_path).returncode == 0

@@ -2,11 +2,15 @@
 LLaMA-Factory are tested in test_export.py."""
 
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from nbkit.core.config import (ConfigError, DATASET_NAMES, MODEL_NAMES, SCHEDULER_NAMES, TrainConfig, check_lora_rank,
-                               field_docs)
+from nbkit.core.config import (ConfigError, DATASET_NAMES, HF_SCHEDULER_NAMES, MODEL_NAMES, SCHEDULER_NAMES, TrainConfig,
+                               check_lora_rank, field_docs)
 
 LORA = dict(finetuning_type="lora")
 
@@ -21,10 +25,32 @@ def test_defaults_are_valid_and_every_field_has_a_why_comment():
     assert all(comment.strip() for _, _, comment in field_docs())
 
 
-def test_scheduler_names_come_from_transformers():
+def test_scheduler_names_are_the_installed_transformers_ones():
+    """config.py writes the names out (importing transformers' SchedulerType costs seconds): they must be
+    the installed transformers' own, in its order, plus our "step", and each one's kwargs checkable."""
     from transformers import SchedulerType
+    from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION
 
-    assert set(SCHEDULER_NAMES) == {s.value for s in SchedulerType} | {"step"}
+    assert HF_SCHEDULER_NAMES == tuple(s.value for s in SchedulerType)
+    assert SCHEDULER_NAMES == HF_SCHEDULER_NAMES + ("step",)
+    without_function = {s.value for s in SchedulerType if s not in TYPE_TO_SCHEDULER_FUNCTION}
+    assert without_function <= {"reduce_lr_on_plateau"}  # torch's class: config.py reads its signature
+
+
+def test_checking_a_config_imports_no_heavy_library():
+    """TrainConfig is checked before anything trains, so checking it must not wait for torch and friends
+    (6 s or more): a fresh Python makes and refuses configs, then lists what got imported."""
+    code = ("import sys\n"
+            "from nbkit.core.config import ConfigError, TrainConfig\n"
+            "TrainConfig(lr_scheduler_type='cosine', warmup_ratio=0.1, finetuning_type='lora', quantization_bit=4)\n"
+            "try:\n    TrainConfig(lr_scheduler_type='cosin')\nexcept ConfigError as err:\n    print(err)\n"
+            "print([m for m in ('torch', 'transformers', 'peft', 'trl', 'bitsandbytes') if m in sys.modules])\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    refusal, imported = done.stdout.splitlines()
+    assert refusal.startswith("lr_scheduler_type='cosin' is not allowed; allowed: 'linear', 'cosine', ")
+    assert imported == "[]"
 
 
 # ---------------------------------------------------------------- bad values

@@ -7,7 +7,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
 from nbkit.core import study_analysis as sa
@@ -88,7 +88,7 @@ def test_trials_table_has_a_row_per_trial_with_its_compute():
     table = sa.trials_table(study)
     assert list(table["number"]) == [t.number for t in study.trials]
     assert list(table["state"]) == ["COMPLETE", "PRUNED", "COMPLETE", "FAIL"]
-    assert list(table["run_status"]) == ["completed", "pruned", "diverged", "failed"]
+    assert list(table["run_status"]) == ["completed", "pruned", "diverged", "worker died"]  # FAIL, no "error"
     assert list(table["compute"]) == [len(t.intermediate_values) for t in study.trials]
     assert list(table["last_epoch"]) == [max(t.intermediate_values) for t in study.trials]
     assert table.loc[0, "value"] == 1.5 and math.isnan(table.loc[1, "value"]) and table.loc[2, "value"] == math.inf
@@ -96,6 +96,28 @@ def test_trials_table_has_a_row_per_trial_with_its_compute():
     assert list(table["run_dir"]) == [t.user_attrs["run_dir"] for t in study.trials]
     assert table.loc[1, "best_reported"] == min(study.trials[1].intermediate_values.values())
     assert (table["duration_s"] >= 0).all()
+
+
+def fail(params, **user_attrs):
+    return create_trial(params=params, distributions={"learning_rate": LR}, state=TrialState.FAIL,
+                        intermediate_values={1: 2.0}, user_attrs=user_attrs)
+
+
+def test_a_dead_worker_is_told_from_a_trial_that_raised_and_its_retry_names_it():
+    """Optuna's heartbeat fails a trial whose worker died: FAIL with neither "error" nor "run_status";
+    nbkit.core.study records "error" on a trial whose code raised, and RetryFailedTrialCallback's copy
+    names the dead trial in system attr "failed_trial"."""
+    study = make_study([fail({"learning_rate": 1e-4}),
+                        fail({"learning_rate": 1e-3}, error="RuntimeError: out of memory"),
+                        fail({"learning_rate": 1e-3}, error="interrupted")])
+    study.add_trial(create_trial(params={"learning_rate": 1e-4}, distributions={"learning_rate": LR}, value=1.0,
+                                 system_attrs={"failed_trial": 0}))
+    assert [sa.run_status(t) for t in study.trials] == [sa.WORKER_DIED, "failed", "interrupted", "completed"]
+    table = sa.trials_table(study)
+    assert list(table["run_status"]) == ["worker died", "failed", "interrupted", "completed"]
+    assert table["retry_of"].isna().tolist() == [True, True, True, False] and table.loc[3, "retry_of"] == 0
+    shown = sa.report_lines(study)[0]  # the table `study show` prints
+    assert "worker died" in shown and "retry_of" in shown
 
 
 def test_epoch_zero_the_base_model_is_not_compute():
@@ -122,13 +144,39 @@ def test_a_minimum_outside_the_range_warns_naming_the_knob_and_side(best_lr, sid
     assert sa.format_value(best) in warnings[0]
 
 
-def test_a_grid_edge_value_is_at_the_edge_and_an_inner_one_is_not():
+def test_a_list_is_a_set_of_choices_never_an_edge():
+    """One of a list's values always wins; its place in the list is no warning (list_winners says
+    which value won; an ordered list of 3+ numbers says when nothing past the winner was listed)."""
     at_top = {(lr, w): quadratic_loss(lr, 1e-1, w) for lr in GRID_LRS for w in GRID_WARMUPS}
-    warnings = sa.edge_warnings_by_knob(grid_study(at_top))
+    assert sa.edge_warnings(grid_study(at_top)) == []
+    winners = sa.list_winners(grid_study(at_top)).set_index("knob")
+    assert winners.loc["learning_rate", "winner"] == 1e-3 and winners.loc["learning_rate", "at_end"] == "largest"
+    assert "it is the largest value listed: nothing past it was tried" in winners.loc["learning_rate", "sentence"]
+    two = {"scientific": {"warmup_ratio": [0.0, 0.1]}, "nuisance": {}, "fixed": {}}
+    distributions = {"warmup_ratio": CategoricalDistribution([0.0, 0.1])}
+    study = make_study([trial({"warmup_ratio": 0.0}, 2.0, distributions=distributions),
+                        trial({"warmup_ratio": 0.1}, 1.0, distributions=distributions)], two)
+    assert sa.edge_warnings(study) == []  # of two values one always ends the list
+    assert sa.list_winners(study).loc[0, "at_end"] == ""
+
+
+def test_a_best_that_is_the_largest_value_tried_in_the_outer_quarter_warns():
+    """85% of the way up a log range, past the outer 10%: the rule's second half. It warns while no
+    trial measured a loss above it, and stops once one did (the loss was seen to turn back up)."""
+    lrs = [1e-5, 1e-4, 1e-3, 10 ** -2.45]  # the last at 85% of [1e-5, 1e-2] on the log scale
+    falling = [trial({"learning_rate": lr}, 2.0 - i * 0.3) for i, lr in enumerate(lrs)]
+    warnings = sa.edge_warnings_by_knob(make_study(falling))
     assert list(warnings) == ["learning_rate"]
-    assert "sits at the top of the searched range [0.0001, 0.001]" in warnings["learning_rate"]
-    inside = {(lr, w): quadratic_loss(lr, 3e-4, w) for lr in GRID_LRS for w in GRID_WARMUPS}
-    assert sa.edge_warnings(grid_study(inside)) == []
+    assert "is the largest value tried and sits in the top 15% (log scale)" in warnings["learning_rate"]
+    assert "nothing above it was tried" in warnings["learning_rate"]
+    assert "widen the range upward" in warnings["learning_rate"]
+    for beyond in (trial({"learning_rate": 10 ** -2.2}, 1.5), trial({"learning_rate": 10 ** -2.2}, math.inf),
+                   trial({"learning_rate": 10 ** -2.2}, None, state=TrialState.PRUNED)):
+        assert sa.edge_warnings(make_study(falling + [beyond])) == [], beyond.state
+    died = fail({"learning_rate": 10 ** -2.2})  # a dead worker measured nothing: still nothing above it
+    assert list(sa.edge_warnings_by_knob(make_study(falling + [died]))) == ["learning_rate"]
+    middle = [trial({"learning_rate": lr}, 2.0 - i * 0.3) for i, lr in enumerate(lrs[:3])]  # 67%: inside
+    assert sa.edge_warnings(make_study(middle)) == []
 
 
 def test_near_the_edge_counts_within_the_outer_tenth_on_the_log_scale():
@@ -141,19 +189,22 @@ def test_near_the_edge_counts_within_the_outer_tenth_on_the_log_scale():
     assert "near the top" in sa.edge_warnings(make_study(trials))[0]
 
 
-@pytest.mark.parametrize("knob, values, best, warned", [
-    ("warmup_ratio", [0.0, 0.1, 0.2], 0.0, False),  # no warmup is the knob's own floor: nothing below it
-    ("warmup_ratio", [0.0, 0.1, 0.2], 0.2, True),   # but more warmup could be tried
-    ("warmup_ratio", [0.5, 0.75, 1.0], 1.0, False),  # all the steps: the ceiling TrainConfig allows
-    ("lora_rank", [1, 8, 64], 1, False),            # rank 0 is no adapter at all
-    ("weight_decay", [0.0, 0.01, 0.1], 0.0, False),
-    ("weight_decay", [0.001, 0.01, 0.1], 0.001, True)])
-def test_an_edge_that_is_the_knobs_own_limit_gives_no_warning(knob, values, best, warned):
+@pytest.mark.parametrize("knob, domain, values, best, warned", [
+    ("warmup_ratio", (0.0, 0.2, False), [0.0, 0.1, 0.2], 0.0, False),  # no warmup is the knob's own floor
+    ("warmup_ratio", (0.0, 0.2, False), [0.0, 0.1, 0.2], 0.2, True),   # but more warmup could be tried
+    ("warmup_ratio", (0.5, 1.0, False), [0.5, 0.75, 1.0], 1.0, False),  # all the steps: TrainConfig's ceiling
+    ("lora_rank", (1, 64, True), [1, 8, 64], 1, False),                 # rank 0 is no adapter at all
+    ("lora_rank", (1, 64, True), [1, 8, 64], 64, True),
+    ("weight_decay", (0.0, 0.1, False), [0.0, 0.01, 0.1], 0.0, False),
+    ("weight_decay", (0.001, 0.1, True), [0.001, 0.01, 0.1], 0.001, True)])
+def test_an_edge_that_is_the_knobs_own_limit_gives_no_warning(knob, domain, values, best, warned):
     """Whether a range could be widened past its edge is TrainConfig's call (its allowed values)."""
-    distributions = {knob: CategoricalDistribution(values)}
+    low, high, log = domain
+    distributions = {knob: (IntDistribution if isinstance(low, int) else FloatDistribution)(low, high, log=log)}
     trials = [trial({knob: v}, 1.0 if v == best else 2.0 + i, distributions=distributions)
               for i, v in enumerate(values)]
-    warnings = sa.edge_warnings(make_study(trials, {"scientific": {knob: values}, "nuisance": {}, "fixed": {}}))
+    spec = {"scientific": {knob: {"low": low, "high": high, "log": log}}, "nuisance": {}, "fixed": {}}
+    warnings = sa.edge_warnings(make_study(trials, spec))
     assert bool(warnings) == warned, warnings
 
 
@@ -171,6 +222,83 @@ def test_a_failed_or_diverged_trial_is_never_the_best():
               trial({"learning_rate": 1e-2}, None, state=TrialState.FAIL)]
     assert sa.best_trial(make_study(trials)).params["learning_rate"] == 3e-4
     assert sa.edge_warnings(make_study(trials)) == []
+
+
+# ------------------------------------------------------------------ lists: winners, seed band, starved values
+
+def seeded_study(losses, seeds=(0, 1, 2)):
+    """warmup_ratio [0.0, 0.1] x seed: losses = {warmup: [loss per seed]} (None: that seed not run)."""
+    spec = {"scientific": {"warmup_ratio": [0.0, 0.1]}, "nuisance": {"seed": list(seeds)}, "fixed": {}}
+    distributions = {"warmup_ratio": CategoricalDistribution([0.0, 0.1]), "seed": CategoricalDistribution(list(seeds))}
+    return make_study([trial({"warmup_ratio": w, "seed": s}, v, distributions=distributions)
+                       for w, values in losses.items() for s, v in zip(seeds, values) if v is not None], spec)
+
+
+def test_list_winners_names_the_winner_and_its_margin_over_the_runner_up():
+    rng = np.random.default_rng(4)
+    losses = {(lr, w): float(rng.uniform(1, 2)) for lr in GRID_LRS for w in GRID_WARMUPS}
+    winners = sa.list_winners(grid_study(losses))
+    assert list(winners.columns[:9]) == ["knob", "winner", "winner_value", "runner_up", "runner_up_value", "margin",
+                                         "seed_band", "seed_band_source", "beyond_seed_band"]
+    assert list(winners["knob"]) == ["learning_rate", "warmup_ratio"]
+    for row in winners.itertuples():
+        best = {}  # brute force: the best loss per value of this knob, whatever the other knob
+        for (lr, w), v in losses.items():
+            value = lr if row.knob == "learning_rate" else w
+            best[value] = min(best.get(value, math.inf), v)
+        ranked = sorted(best, key=best.get)
+        assert (row.winner, row.runner_up) == (ranked[0], ranked[1])
+        assert row.margin == pytest.approx(best[ranked[1]] - best[ranked[0]])
+        assert math.isnan(row.seed_band) and row.beyond_seed_band is None
+        assert row.sentence.startswith(f"{row.knob}: {sa.format_value(ranked[0])} won")
+        assert "no seed band" in row.sentence
+
+
+def test_a_margin_is_judged_by_the_seed_band_of_the_best_configuration():
+    within = sa.list_winners(seeded_study({0.1: [1.00, 1.05, 1.10], 0.0: [1.02, 1.08, 1.12]}))
+    assert list(within["knob"]) == ["warmup_ratio"]  # never "the best seed"
+    row = within.iloc[0]
+    assert row["winner"] == 0.1 and row["margin"] == pytest.approx(0.02)
+    assert row["seed_band"] == pytest.approx(0.10) and row["beyond_seed_band"] is False
+    assert "the seed alone could have made this winner" in row["sentence"]
+    beyond = sa.list_winners(seeded_study({0.1: [1.00, 1.01, 1.02], 0.0: [1.20, 1.25, 1.30]})).iloc[0]
+    assert beyond["margin"] == pytest.approx(0.20) and beyond["seed_band"] == pytest.approx(0.02)
+    assert beyond["beyond_seed_band"] is True and "the margin is beyond it" in beyond["sentence"]
+
+
+def test_the_seed_band_falls_back_to_the_configurations_run_at_two_seeds():
+    alone = seeded_study({0.1: [1.00, None, None], 0.0: [1.20, 1.30, 1.24]})  # the best ran at one seed
+    band = sa.seed_band(alone)
+    assert band["width"] == pytest.approx(0.10) and band["n_configs"] == 1 and "median" in band["source"]
+    none = sa.seed_band(seeded_study({0.1: [1.00, None, None], 0.0: [None, 1.30, None]}))
+    assert math.isnan(none["width"]) and none["source"] == "no configuration ran at 2 seeds"
+    assert sa.seed_band(grid_study({(1e-4, 0.0): 1.0}))["source"] == "seed is not a searched knob"
+
+
+def test_starved_values_are_those_with_less_than_half_their_fair_share():
+    spec = {"scientific": {"warmup_ratio": [0.0, 0.1, 0.3]}, "nuisance": {}, "fixed": {}}
+    distributions = {"warmup_ratio": CategoricalDistribution([0.0, 0.1, 0.3])}
+    drawn = [0.0] * 5 + [0.1] * 5 + [0.3]
+    trials = [trial({"warmup_ratio": w}, 1.0 + i / 100, distributions=distributions) for i, w in enumerate(drawn)]
+    trials.append(trial({"warmup_ratio": 0.3}, None, state=TrialState.FAIL, distributions=distributions))
+    table = sa.starved_values(make_study(trials, spec)).set_index("value")  # 12 trials, a fair share of 4
+    assert list(table["n_trials"]) == [5, 5, 2] and list(table["n_usable"]) == [5, 5, 1]
+    assert (table["fair_share"] == 4).all() and list(table["starved"]) == [False, False, False]  # 2 is half
+    table = sa.starved_values(make_study(trials[:-1], spec)).set_index("value")  # 11 trials: 0.3 got 1 < 1.83
+    assert list(table["starved"]) == [False, False, True]
+    (sentence,) = sa.starved_warnings(make_study(trials[:-1], spec))
+    assert sentence.startswith("warmup_ratio: starved values: 0.3 got 1 of the 11 trials, where a fair share is 3.7")
+    assert sa.starved_values(make_study(trials, grid_spec())).empty  # no scientific list drawn
+
+
+def test_a_value_no_trial_drew_is_starved():
+    spec = {"scientific": {"optim": ["adamw_torch", "sgd"]}, "nuisance": {}, "fixed": {}}
+    distributions = {"optim": CategoricalDistribution(["adamw_torch", "sgd"])}
+    study = make_study([trial({"optim": "adamw_torch"}, 1.0 + i / 10, distributions=distributions)
+                        for i in range(4)], spec)
+    table = sa.starved_values(study)
+    assert list(table["value"]) == ["adamw_torch", "sgd"] and list(table["n_trials"]) == [4, 0]
+    assert list(table["starved"]) == [False, True]
 
 
 # ------------------------------------------------------------------ isolation
@@ -227,6 +355,16 @@ def test_isolation_needs_to_know_the_scientific_knob():
         sa.isolation(study, scientific="weight_decay")
 
 
+def test_a_tuning_study_says_it_has_no_scientific_knob():
+    spec = {"scientific": {}, "nuisance": {"learning_rate": {"low": 1e-5, "high": 1e-2, "log": True}}, "fixed": {}}
+    study = make_study([trial({"learning_rate": 1e-4}, 1.0), trial({"learning_rate": 1e-3}, 0.9)], spec)
+    with pytest.raises(ValueError, match="no scientific knob: it tunes learning_rate"):
+        sa.isolation(study)
+    lines = sa.report_lines(study)
+    assert "isolation: none, the study has no scientific knob: it tunes learning_rate" in "\n".join(lines)
+    assert "best: trial 1 (learning_rate=0.001), validation loss 0.9000" in lines
+
+
 # ------------------------------------------------------------------ importance
 
 def test_importance_ranks_the_knob_that_matters_first():
@@ -244,6 +382,19 @@ def test_importance_refuses_what_it_cannot_rank():
                                   trial({"learning_rate": 1e-3}, math.inf)]))
     with pytest.raises(ValueError, match="varies"):
         sa.importance(make_study([trial({"learning_rate": 1e-4}, 1.0), trial({"learning_rate": 1e-4}, 1.2)]))
+
+
+def importance_line(study):
+    return next(line for line in sa.report_lines(study) if line.startswith("importance"))
+
+
+def test_importance_from_few_trials_is_a_hint_in_words_as_in_the_figure():
+    few = random_lr_study(best_lr=3e-4, n=sa.FEW_FOR_IMPORTANCE - 1)
+    assert importance_line(few).endswith("; " + sa.importance_hint(sa.FEW_FOR_IMPORTANCE - 1))
+    assert "a hint, not a ranking (its top 10% holds 5 trial(s); it wants >= 5" in sa.importance_hint(49)
+    enough = random_lr_study(best_lr=3e-4, n=sa.FEW_FOR_IMPORTANCE)
+    assert sa.importance_hint(sa.FEW_FOR_IMPORTANCE) == "" and "hint" not in importance_line(enough)
+    assert importance_line(enough).startswith("importance: learning_rate ")
 
 
 # ------------------------------------------------------------------ is the study big enough?
@@ -305,6 +456,13 @@ def test_seeds_are_replicates_of_one_configuration():
 def test_one_trial_is_not_big_enough():
     result = sa.is_big_enough(make_study([trial({"learning_rate": 1e-4}, 1.0)]))
     assert not result["stable"] and "at least 2" in result["verdict"]
+
+
+def test_a_study_without_trials_says_so():
+    study = make_study([], grid_spec())
+    assert sa.report_lines(study) == [f"study {study.study_name!r} has no trial yet: nothing to analyse "
+                                      "(`python -m nbkit study run` adds its trials and runs them)"]
+    assert sa.list_winners(study).empty and sa.starved_values(study).empty and sa.edge_warnings(study) == []
 
 
 # ------------------------------------------------------------------ compute saved
@@ -378,6 +536,15 @@ def test_a_replay_keeps_the_late_bloomer_only_when_it_arrives_first():
     assert sa.best_trial(last).value == 0.9
     assert sa.compute_used(last) == 3 + 1 + 1 + 1  # the first early trial runs to the end, the rest stop at epoch 1
     assert sa.compute_used(grid) == 12  # the grid itself is left as it was
+
+
+def test_a_replay_never_prunes_a_trial_at_its_last_epoch():
+    """As a live study: a rung at a trial's last epoch would drop a result whose compute is spent."""
+    trials = [curve_trial(lr, {1: loss}) for lr, loss in zip([1e-5, 1e-4, 1e-3], [1.0, 2.0, 3.0])]
+    grid = make_study(trials, {"study_name": "g1", "scientific": {"learning_rate": [1e-5, 1e-4, 1e-3]}})
+    replay = sa.replay_pruning(grid, asha(), grid.trials)  # the worse ones arrive after the best: halving would cut them
+    assert [t.state for t in replay.trials] == [TrialState.COMPLETE] * 3
+    assert [t.value for t in replay.trials] == [1.0, 2.0, 3.0]
 
 
 def test_pruning_over_orders_finds_the_late_bloomer_as_often_as_it_arrives_first():

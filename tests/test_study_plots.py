@@ -166,3 +166,52 @@ def test_save_study_figures_skips_only_importance_for_one_trial(tmp_path):
         paths = sp.save_study_figures(one, tmp_path)
     assert sorted(p.name for p in paths) == sorted(f"{name}.png" for name, _ in sp.FIGURES if name != "importance")
     assert not (tmp_path / "importance.png").exists()
+
+
+def with_dead_worker():
+    """The study plus a trial whose worker died after one epoch (FAIL, no "error", no "run_status") and
+    one whose code raised (FAIL with "error")."""
+    study = optuna.create_study(direction="minimize")
+    study.set_user_attr("nbkit_spec", SPEC)
+    for t in small_study(n=6, n_pruned=1, n_failed=0, n_diverged=1).trials:
+        study.add_trial(t)
+    params = {"learning_rate": 1e-3, "warmup_ratio": 0.1, "optim": "sgd"}
+    study.add_trial(create_trial(params=params, distributions=DISTRIBUTIONS, state=TrialState.FAIL,
+                                 intermediate_values={1: 1.8}, user_attrs={"run_dir": "runs/dead"}))
+    study.add_trial(create_trial(params=params, distributions=DISTRIBUTIONS, state=TrialState.FAIL,
+                                 intermediate_values={1: 1.9},
+                                 user_attrs={"run_dir": "runs/raised", "error": "ValueError: bad batch"}))
+    return study
+
+
+def test_a_dead_worker_has_its_own_marker_and_label_apart_from_failed_or_diverged():
+    study = with_dead_worker()
+    ax = sp.knob_plots(study).axes[0]
+    died, failed = with_gid(ax, "worker_died")[0], with_gid(ax, "failed")[0]
+    assert len(died.get_xdata()) == 1 and len(failed.get_xdata()) == 2  # the diverged run and the one that raised
+    assert died.get_marker() != failed.get_marker() and to_hex(died.get_color()) != to_hex(failed.get_color())
+    assert died.get_label() == "worker died (1): no loss" and failed.get_label() == "failed or diverged (2)"
+    curves = sp.intermediate_plot(study).axes[0]
+    (dead,) = with_gid(curves, "worker_died")
+    assert dead.get_label().startswith("worker died") and list(dead.get_xdata()) == [1]
+    assert with_gid(curves, "died_here")[0].get_marker() == died.get_marker()
+    assert all(line.get_linestyle() != dead.get_linestyle() for line in with_gid(curves, "failed"))
+
+
+def test_the_importance_hint_comes_from_the_analysis():
+    assert sp.FEW_FOR_IMPORTANCE is sa.FEW_FOR_IMPORTANCE  # one constant, in core
+    study = small_study()
+    title = sp.importance_plot(study).axes[0].get_title()
+    assert title.endswith(sa.importance_hint(len(sa.usable_trials(study))))
+
+
+def test_save_study_figures_lists_what_it_cannot_draw_and_why(tmp_path):
+    tuning = {"study_name": "tune", "scientific": {}, "nuisance": SPEC["nuisance"], "fixed": {}}
+    study = small_study()
+    study.set_user_attr("nbkit_spec", tuning)  # no scientific knob: nothing to isolate
+    notes = []
+    paths = sp.save_study_figures(study, tmp_path, notes=notes)
+    assert [p.name for p in paths] == [f"{name}.png" for name, _ in sp.FIGURES if name != "isolation"]
+    assert notes == [f"{tmp_path / 'isolation.png'} not written: the study has no scientific knob: it tunes "
+                     "warmup_ratio, optim and asks no question about a knob, so there is nothing to isolate; "
+                     "pass scientific='KNOB' to see the best validation loss per value of one of its knobs"]

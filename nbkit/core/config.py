@@ -29,18 +29,21 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 import yaml
-from transformers import SchedulerType
-from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION
 
 # Registry names. The loaders live in nbkit.core.models / nbkit.core.data; the names live here so that the
 # config can be checked without importing them.
 MODEL_NAMES = ("tiny", "smollm2-135m")
 DATASET_NAMES = ("arithmetic", "reviews", "corpus", "facts")
 
-# Every Hugging Face scheduler name, plus our step decay (HF has none).
-SCHEDULER_NAMES = tuple(s.value for s in SchedulerType) + ("step",)
+# Every Hugging Face scheduler name (transformers.SchedulerType, in its order), plus our step decay (HF has
+# none). Written out, not read from transformers: importing SchedulerType imports torch and peft (6 s), and
+# checking a config must not wait for them. tests/test_config.py checks this list against the installed
+# transformers, so it cannot drift.
+HF_SCHEDULER_NAMES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                      "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                      "warmup_stable_decay", "greedy")
+SCHEDULER_NAMES = HF_SCHEDULER_NAMES + ("step",)
 # HF optimizer names where HF has one; "adam_l2" (Adam with coupled L2 decay) is ours.
 OPTIMIZER_NAMES = ("adamw_torch", "adam_l2", "sgd", "lion_32bit", "lion_8bit", "adamw_8bit")
 FINETUNING_TYPES = ("full", "freeze", "lora")
@@ -386,6 +389,11 @@ def _scheduler_kwarg_names(scheduler: str):
         return ("step_size", "gamma")  # step_size counts epochs
     if scheduler == "greedy":
         return None  # its factory passes **kwargs through
+    # imported here, not at the top: only a config that sets lr_scheduler_kwargs pays for torch
+    import torch
+    from transformers import SchedulerType
+    from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION
+
     if scheduler == "reduce_lr_on_plateau":
         function = torch.optim.lr_scheduler.ReduceLROnPlateau
     else:
@@ -396,6 +404,8 @@ def _scheduler_kwarg_names(scheduler: str):
 
 
 def _check_scheduler_kwargs(scheduler: str, kwargs: dict) -> None:
+    if not kwargs:  # nothing to check: spares the scheduler signatures' imports (torch, transformers)
+        return
     allowed = _scheduler_kwarg_names(scheduler)
     if allowed is None:
         return

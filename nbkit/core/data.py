@@ -14,8 +14,6 @@ import json
 import os
 import random
 
-import torch
-
 IGNORE_INDEX = -100  # label value that torch's cross-entropy skips (Hugging Face convention)
 
 TASKS = {
@@ -391,6 +389,8 @@ def tokenize_example(example, tokenizer, max_seq_length):
 
 def collate(features, pad_token_id):
     """Right-pad a list of tokenize_example outputs into tensors."""
+    import torch  # here, not at the top: the CLI imports this module (DataFileError) and must answer at once
+
     width = max(len(f["input_ids"]) for f in features)
     input_ids, attention_mask, labels = [], [], []
     for f in features:

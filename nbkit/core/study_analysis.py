@@ -2,11 +2,17 @@
 and that the anchors lack (issue 17, item 4). Tables and numbers only; nbkit.views.study_plots draws them.
 
     trials_table(study)            a row per trial: state, run status, value, params, compute, run folder
+    run_status(trial)              completed, diverged, pruned, failed (its code raised), worker died, ...
     search_space(study)            the knobs searched and over what: a list of values or {low, high, log}
-    edge_warnings(study)           "the best trial sits at the top of the searched range: widen it"
+    edge_warnings(study)           "the best trial sits at the top of the searched range: widen it" (ranges)
+    list_winners(study)            per knob given as a list: which value won, by how much, against the seed band
+    seed_band(study)               the seed's own noise, when `seed` is a knob: same configuration, other seeds
+    starved_values(study)          per scientific value of a list: its trials, and whether it got its fair share
     isolation(study)               best validation loss per scientific value, nuisance knobs tuned away
     importance(study)              Optuna's parameter importances (PED-ANOVA: numpy only, no scikit-learn)
+    importance_hint(n)             why importances from fewer than FEW_FOR_IMPORTANCE trials are only a hint
     is_big_enough(study)           a bootstrap: does the best configuration survive resampling the trials?
+    report_lines(study)            all of the above in words: what `python -m nbkit study show` prints
     compute_saved(grid, pruned)    epochs trained by two studies of the same question, and their bests
     pruning_over_orders(grid, new_pruner)
                                    the grid's curves replayed through a pruner in many arrival orders:
@@ -15,8 +21,13 @@ and that the anchors lack (issue 17, item 4). Tables and numbers only; nbkit.vie
 
 A study is an Optuna study as nbkit.core.study makes it (direction minimize, trial value = the run's
 best validation loss, intermediate values = {epoch: eval_loss}, user attrs run_dir and run_status,
-study user attr "nbkit_spec" naming the scientific, nuisance and fixed knobs). A diverged run is
-either a FAIL trial or a COMPLETE one with value inf: both count as "no usable value" here.
+study user attr "nbkit_spec" naming the scientific, nuisance and fixed knobs). Every spec shape
+`study run` accepts is analysed: scientific knobs only, scientific and nuisance, nuisance only (a
+tuning study: no isolation, its answer is the best configuration), `seed` as a knob, lists of numbers
+or of strings, int and float ranges on log or linear scales; and every state a trial can end in. A
+diverged run is a COMPLETE trial with value inf: it has no usable value here, like a FAIL trial; a
+FAIL trial is either "failed" (its code raised: user attr "error") or "worker died" (no "error", no
+"run_status": Optuna's heartbeat failed it, and its retry names it in system attr "failed_trial").
 """
 from __future__ import annotations
 
@@ -30,10 +41,15 @@ from optuna.trial import TrialState
 
 from nbkit.core.runs import format_value
 
-EDGE_MARGIN = 0.1  # the outer 10% of a range (on its own scale) counts as "at the edge"
+EDGE_MARGIN = 0.1  # the outer 10% of a range (on its own scale) is its edge, whatever else was tried
+EXTREME_MARGIN = 0.25  # the outer quarter is its edge too when the best is the last value tried that way
 ISOLATION_BINS = 5  # a continuous scientific range is cut into this many equal bins on its scale
 STABLE_FRACTION = 0.8  # is_big_enough: "stable" if the same best configuration wins >= 80% of resamples
 LOG_LIST_RATIO = 10  # a list of positive numbers spanning >= 10x is read on a log scale (1e-5, 1e-4, ...)
+FEW_FOR_IMPORTANCE = 50  # PED-ANOVA wants >= 5 trials in its top 10% (Optuna's docs): below 50, a hint only
+STARVED_SHARE = 0.5  # a scientific value with fewer than half its fair share of the trials is starved
+WORKER_DIED = "worker died"  # run_status of a FAIL trial nothing in it finished: its worker went silent
+MEASURED = (TrialState.COMPLETE, TrialState.PRUNED)  # trials with a measured loss (inf for a diverged run)
 
 
 # ---------------------------------------------------------------- the study's spec and trials
@@ -61,13 +77,20 @@ def best_trial(study: optuna.Study):
 
 
 def run_status(trial) -> str:
-    """The run's status as the study recorded it, else guessed from the trial's state."""
+    """The run's status as the study recorded it (user attr "run_status"), else read from the trial:
+    "completed" or "diverged" (COMPLETE with a finite or an infinite value), "pruned", "failed" (FAIL
+    with user attr "error": its code raised), "interrupted" (stopped by hand), "worker died" (FAIL with
+    neither "error" nor "run_status": nothing in the trial ended it, so Optuna's heartbeat did when its
+    worker fell silent, e.g. killed or out of memory), else the state in lower case ("running")."""
     status = trial.user_attrs.get("run_status")
     if status:
         return status
     if trial.state == TrialState.COMPLETE:
         return "completed" if trial.value is not None and math.isfinite(trial.value) else "diverged"
-    return {TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}.get(trial.state, trial.state.name.lower())
+    if trial.state == TrialState.FAIL:
+        error = trial.user_attrs.get("error")
+        return WORKER_DIED if error is None else "interrupted" if error == "interrupted" else "failed"
+    return "pruned" if trial.state == TrialState.PRUNED else trial.state.name.lower()
 
 
 def compute_of(trial) -> int:
@@ -88,7 +111,8 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     """A row per trial: number, state, run_status, value (NaN when the trial has none), each param,
     epochs_reported (how many epochs have a validation loss), last_epoch (where a pruned trial was
     cut), best_reported (its lowest validation loss so far: what a pruned trial reached), compute
-    (epochs trained), run_dir and duration_s."""
+    (epochs trained), run_dir, duration_s and retry_of (the trial whose dead worker this one re-runs:
+    Optuna's system attr "failed_trial"; None for a first run)."""
     names = _param_names(study)
     rows = []
     for t in study.trials:
@@ -99,11 +123,14 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         row.update(epochs_reported=len(reported), last_epoch=max(reported) if reported else None,
                    best_reported=min(reported.values()) if reported else math.nan, compute=compute_of(t),
                    run_dir=t.user_attrs.get("run_dir"),
-                   duration_s=t.duration.total_seconds() if t.duration is not None else math.nan)
+                   duration_s=t.duration.total_seconds() if t.duration is not None else math.nan,
+                   retry_of=t.system_attrs.get("failed_trial"))
         rows.append(row)
     columns = ["number", "state", "run_status", "value"] + names + [
-        "epochs_reported", "last_epoch", "best_reported", "compute", "run_dir", "duration_s"]
-    return pd.DataFrame(rows, columns=columns)
+        "epochs_reported", "last_epoch", "best_reported", "compute", "run_dir", "duration_s", "retry_of"]
+    table = pd.DataFrame(rows, columns=columns)
+    table["retry_of"] = table["retry_of"].astype("Int64")  # a trial number or <NA>, not 7.0 / NaN
+    return table
 
 
 # ---------------------------------------------------------------- the searched space
@@ -179,20 +206,37 @@ def position_in(domain, value) -> float:
 
 # ---------------------------------------------------------------- edge warnings
 
-def edge_warnings_by_knob(study: optuna.Study, margin: float = EDGE_MARGIN) -> dict[str, str]:
-    """{knob: warning} for each numeric searched knob whose best-trial value lies in the outer
-    `margin` of the searched range (on its log or linear scale): the optimum may lie outside it."""
+def edge_warnings_by_knob(study: optuna.Study, margin: float = EDGE_MARGIN,
+                          extreme_margin: float = EXTREME_MARGIN) -> dict[str, str]:
+    """{knob: warning} for each knob searched over a range ({low, high}) whose best trial sits at an
+    edge of it. Positions are read on the range's own scale (0 = low, 1 = high; log for a log range),
+    and the best value is at the edge of a side when it lies
+      - in the outer `margin` of the range (10%): close to the end, whatever else was tried; or
+      - in the outer `extreme_margin` (25%), with no trial that measured a loss (completed, diverged
+        or pruned) beyond it on that side: the loss fell all the way to the last value tried that way,
+        and nothing in the study shows it turning back up.
+    Why the second rule: random and quasi-random sampling seldom land in the outer tenth (8 random
+    trials leave it empty 43% of the time, 0.9^8), so a best at 85% of a log LR range that is also the
+    largest LR tried used to pass in silence, while nothing said the optimum was inside the range.
+    No warning at a knob's own limit (_can_widen: a warmup of 0 cannot go lower), for `seed` (a
+    replicate, not a setting), or for a list of values: a list is a set of choices, and one of them
+    always wins (list_winners says which, and by how much)."""
     best = best_trial(study)
     if best is None:
         return {}
+    measured = [t for t in study.trials if t.state in MEASURED]
     warnings = {}
     for knob, domain in search_space(study).items():
         value = best.params.get(knob)
-        if value is None or not is_numeric(domain) or not _is_number(value):
+        if knob == "seed" or not isinstance(domain, dict) or not _is_number(value):
             continue
         where = position_in(domain, value)
-        if (where <= margin or where >= 1 - margin) and _can_widen(knob, domain, upward=where >= 0.5):
-            warnings[knob] = _edge_sentence(knob, domain, value, where, margin)
+        upward = where >= 0.5
+        outer = 1 - where if upward else where  # how far in from the end it is nearest to, 0..0.5
+        last_tried = not any(_is_number(t.params.get(knob)) and (t.params[knob] > value if upward
+                                                                 else t.params[knob] < value) for t in measured)
+        if (outer <= margin or (outer <= extreme_margin and last_tried)) and _can_widen(knob, domain, upward):
+            warnings[knob] = _edge_sentence(knob, domain, value, outer, upward, margin, last_tried)
     return warnings
 
 
@@ -222,21 +266,172 @@ def _can_widen(knob: str, domain, upward: bool) -> bool:
     return True
 
 
-def _edge_sentence(knob, domain, value, where, margin) -> str:
-    side, way = ("top", "upward") if where >= 0.5 else ("bottom", "downward")
+def _edge_sentence(knob, domain, value, outer, upward, margin, last_tried) -> str:
+    side, way, most, beyond = ("top", "upward", "largest", "above") if upward else (
+        "bottom", "downward", "smallest", "below")
     low, high = bounds(domain)
-    on_edge = value in (low, high) or min(where, 1 - where) < 1e-9
-    at = f"at the {side}" if on_edge else (f"near the {side} (within its outer {margin:.0%}, "
-                                           f"{'log' if is_log_scale(domain) else 'linear'} scale)")
-    return (f"{knob}: the best trial ({format_value(value)}) sits {at} of the searched range "
-            f"[{format_value(low)}, {format_value(high)}]: widen the range {way} before trusting it")
+    scale = "log" if is_log_scale(domain) else "linear"
+    if value in (low, high) or outer < 1e-9:
+        at = f"sits at the {side}"
+    elif outer <= margin:
+        at = f"sits near the {side} (within its outer {margin:.0%}, {scale} scale)"
+    else:
+        at = f"is the {most} value tried and sits in the {side} {outer:.0%} ({scale} scale)"
+    why = f": nothing {beyond} it was tried, so the loss may still fall that way" if last_tried else ""
+    return (f"{knob}: the best trial ({format_value(value)}) {at} of the searched range "
+            f"[{format_value(low)}, {format_value(high)}]{why}; widen the range {way} before trusting it")
 
 
-def edge_warnings(study: optuna.Study, margin: float = EDGE_MARGIN) -> list[str]:
+def edge_warnings(study: optuna.Study, margin: float = EDGE_MARGIN,
+                  extreme_margin: float = EXTREME_MARGIN) -> list[str]:
     """The playbook's boundary check, in plain words: a best value at the edge of what was searched
-    says the search space is too small, not that the edge is the optimum. One sentence per knob;
-    none for categories, one-value knobs, or a study without a usable trial."""
-    return list(edge_warnings_by_knob(study, margin).values())
+    says the search space is too small, not that the edge is the optimum. One sentence per range
+    knob (edge_warnings_by_knob has the rule); none for lists, `seed`, one-value knobs, or a study
+    without a usable trial."""
+    return list(edge_warnings_by_knob(study, margin, extreme_margin).values())
+
+
+# ---------------------------------------------------------------- lists: which value won, which starved
+
+def seed_band(study: optuna.Study) -> dict:
+    """The seed's own noise in this study, when `seed` is a searched knob: the width (max - min) of
+    the validation losses of usable trials that differ only by their seed (chapter 6's seed band),
+    a configuration being the exact values of every other searched knob. Taken from the best
+    configuration (the best trial's) when it ran at 2 seeds or more, else the median width over the
+    configurations that did. Returns width (NaN when there is none), n_configs (how many
+    configurations it comes from) and source (the same in words, or why there is no band)."""
+    space = search_space(study)
+    if "seed" not in space:
+        return {"width": math.nan, "n_configs": 0, "source": "seed is not a searched knob"}
+    others = [k for k in space if k != "seed"]
+    runs: dict[tuple, list] = {}
+    for t in usable_trials(study):
+        runs.setdefault(tuple(repr(t.params.get(k)) for k in others), []).append((t.params.get("seed"), t.value))
+    seeded = {key: [v for _, v in pairs] for key, pairs in runs.items() if len({s for s, _ in pairs}) >= 2}
+    best = best_trial(study)
+    best_key = tuple(repr(best.params.get(k)) for k in others) if best else None
+    if best_key in seeded:
+        values = seeded[best_key]
+        return {"width": max(values) - min(values), "n_configs": 1,
+                "source": f"the best configuration over its {len(values)} runs at different seeds"}
+    if seeded:
+        widths = [max(v) - min(v) for v in seeded.values()]
+        return {"width": float(np.median(widths)), "n_configs": len(widths),
+                "source": f"the median over {len(widths)} configuration(s) run at 2 seeds or more "
+                          "(the best configuration ran at one)"}
+    return {"width": math.nan, "n_configs": 0, "source": "no configuration ran at 2 seeds"}
+
+
+def list_winners(study: optuna.Study) -> pd.DataFrame:
+    """For each knob searched over a list of values (a grid, or choices such as lr_scheduler_type),
+    `seed` aside: which value won and by how much. A list is a set of choices, so "the best is at the
+    end of the list" is no warning (of two values one always wins); the margin, set against the
+    seed's noise, is what says whether the win means anything. A row per knob: knob, winner (the
+    best trial's value), winner_value (its validation loss), runner_up (the value with the next best
+    loss; best per value as isolation(study, scientific=knob) takes it, the other knobs tuned away),
+    runner_up_value, margin (runner_up_value - winner_value), seed_band and seed_band_source
+    (seed_band(study): NaN unless seed is a knob and some configuration ran at 2 seeds),
+    beyond_seed_band (margin > seed_band; None without a band), n_values (values with a usable
+    trial), at_end ("largest" / "smallest": the winner ends an ordered list of 3 or more numbers
+    that could go further, so nothing past it was tried; "" otherwise) and sentence (the row in words)."""
+    band = seed_band(study)
+    present = set(_param_names(study))
+    rows = []
+    for knob, domain in search_space(study).items():
+        if knob == "seed" or isinstance(domain, dict) or knob not in present:
+            continue
+        table = isolation(study, scientific=knob)
+        ranked = table[table["best_value"].notna()].sort_values("best_value", kind="stable")
+        if ranked.empty:
+            continue
+        first = ranked.iloc[0]
+        second = ranked.iloc[1] if len(ranked) > 1 else None
+        margin = second["best_value"] - first["best_value"] if second is not None else math.nan
+        row = {"knob": knob, "winner": first[knob], "winner_value": first["best_value"],
+               "runner_up": second[knob] if second is not None else None,
+               "runner_up_value": second["best_value"] if second is not None else math.nan, "margin": margin,
+               "seed_band": band["width"], "seed_band_source": band["source"],
+               "beyond_seed_band": None if math.isnan(band["width"]) or math.isnan(margin)
+               else bool(margin > band["width"]),
+               "n_values": len(ranked), "at_end": _list_end(knob, domain, first[knob])}
+        row["sentence"] = _winner_sentence(row, [v for v in domain if repr(v) not in set(map(repr, ranked[knob]))])
+        rows.append(row)
+    columns = ["knob", "winner", "winner_value", "runner_up", "runner_up_value", "margin", "seed_band",
+               "seed_band_source", "beyond_seed_band", "n_values", "at_end", "sentence"]
+    return pd.DataFrame(rows, columns=columns).astype({"beyond_seed_band": object})  # True, False or None
+
+
+def _list_end(knob, domain, winner) -> str:
+    """ "largest" / "smallest" when the winner ends an ordered list of 3 or more numbers that the knob
+    allows to go further (with two values, one of two always ends the list: nothing to say)."""
+    if not is_numeric(domain) or len(set(domain)) < 3:
+        return ""
+    low, high = bounds(domain)
+    if winner == high and _can_widen(knob, domain, upward=True):
+        return "largest"
+    if winner == low and _can_widen(knob, domain, upward=False):
+        return "smallest"
+    return ""
+
+
+def _winner_sentence(row: dict, unusable: list) -> str:
+    knob, winner = row["knob"], format_value(row["winner"])
+    text = f"{knob}: {winner} won (best validation loss {row['winner_value']:.4f})"
+    if row["runner_up"] is None:
+        return text + (f", the only value with a usable trial (none for {', '.join(map(format_value, unusable))})"
+                       if unusable else "")
+    text += (f", {row['margin']:.4f} below the runner-up {format_value(row['runner_up'])} "
+             f"({row['runner_up_value']:.4f})")
+    if row["beyond_seed_band"] is not None:
+        text += (f"; the seed band is {row['seed_band']:.4f} ({row['seed_band_source']}): " +
+                 ("the margin is beyond it" if row["beyond_seed_band"] else
+                  "the margin is within it, so the seed alone could have made this winner"))
+    else:
+        text += f"; no seed band to judge the margin by ({row['seed_band_source']})"
+    if row["at_end"]:
+        text += f"; it is the {row['at_end']} value listed: nothing past it was tried"
+    return text
+
+
+def starved_values(study: optuna.Study, share: float = STARVED_SHARE) -> pd.DataFrame:
+    """How the trials fell on each scientific knob given as a list: a row per (knob, value) with
+    n_trials (trials that drew the value, in any state: what the sampler gave it), n_usable (of
+    them, completed with a finite loss), fair_share (the knob's trials / its number of values) and
+    starved (n_trials < share * fair_share, half by default: that value's best rests on far fewer
+    trials than the others', so the isolation comparison is not even). Values of the spec's list
+    that no trial drew count with 0. Empty for a study without a scientific list, or before a trial
+    drew one."""
+    rows = []
+    for knob, domain in study_spec(study).get("scientific", {}).items():
+        if isinstance(domain, dict) or not _searched(domain):
+            continue
+        drew = [t for t in study.trials if knob in t.params]
+        if not drew:  # nothing drawn yet: no share to judge
+            continue
+        values = list(dict.fromkeys([*domain, *(t.params[knob] for t in drew)]))
+        fair = len(drew) / len(values)
+        for value in values:
+            mine = [t for t in drew if repr(t.params[knob]) == repr(value)]
+            rows.append({"knob": knob, "value": value, "n_trials": len(mine),
+                         "n_usable": sum(map(is_usable, mine)), "fair_share": fair,
+                         "starved": len(mine) < share * fair})
+    return pd.DataFrame(rows, columns=["knob", "value", "n_trials", "n_usable", "fair_share", "starved"])
+
+
+def starved_warnings(study: optuna.Study, share: float = STARVED_SHARE) -> list[str]:
+    """A sentence per scientific knob with starved values (starved_values), naming each one."""
+    table = starved_values(study, share)
+    sentences = []
+    for knob, group in table.groupby("knob", sort=False):
+        starved = group[group["starved"]]
+        if starved.empty:
+            continue
+        got = ", ".join(f"{format_value(r.value)} got {r.n_trials}" for r in starved.itertuples())
+        sentences.append(f"{knob}: starved values: {got} of the {int(group['n_trials'].sum())} trials, where a "
+                         f"fair share is {group['fair_share'].iloc[0]:.1f} each (fewer than {share:.0%} of that); "
+                         "their best losses rest on fewer trials than the others', so the comparison is not "
+                         "even: run more trials before reading the isolation table")
+    return sentences
 
 
 # ---------------------------------------------------------------- isolation
@@ -244,7 +439,12 @@ def edge_warnings(study: optuna.Study, margin: float = EDGE_MARGIN) -> list[str]
 def scientific_knobs(study: optuna.Study, scientific=None) -> list[str]:
     """The knobs the question is about: those given, else the spec's scientific knobs."""
     if scientific is None:
-        scientific = list(study_spec(study).get("scientific", {}))
+        spec = study_spec(study)
+        scientific = list(spec.get("scientific", {}))
+        if not scientific and spec:  # a tuning study: its answer is its best configuration
+            raise ValueError(f"the study has no scientific knob: it tunes {_tuned(spec)} and asks no question "
+                             "about a knob, so there is nothing to isolate; pass scientific='KNOB' to see the "
+                             "best validation loss per value of one of its knobs")
         if not scientific:
             raise ValueError("scientific=None: the study has no nbkit_spec naming its scientific knobs; "
                              "pass scientific='learning_rate' (or a list)")
@@ -255,6 +455,10 @@ def scientific_knobs(study: optuna.Study, scientific=None) -> list[str]:
             raise ValueError(f"scientific={knob!r} is not a param of any of the {len(study.trials)} trials; "
                              f"allowed: {', '.join(sorted(present)) or 'none (no trial has params yet)'}")
     return knobs
+
+
+def _tuned(spec: dict) -> str:
+    return ", ".join(spec.get("nuisance", {})) or "no knob"
 
 
 def bin_edges(domain, bins: int = ISOLATION_BINS) -> np.ndarray:
@@ -360,9 +564,10 @@ def importance(study: optuna.Study) -> dict[str, float]:
     """Which knobs mattered: optuna.importance.get_param_importances with its default evaluator
     (PED-ANOVA in Optuna 5: numpy only, no scikit-learn; it scores how differently a knob is
     distributed among the top 10% of trials than among all of them), on the usable trials and the
-    params that vary among them. Normalised to sum to 1, most important first. Below about 50
-    trials (fewer than 5 in the top 10%, Optuna's own advice) read it as a hint. ValueError when
-    there are fewer than 2 usable trials or no param varies: there is nothing to rank."""
+    params that vary among them. Normalised to sum to 1, most important first. Below
+    FEW_FOR_IMPORTANCE trials (fewer than 5 in the top 10%, Optuna's own advice) read it as a hint
+    (importance_hint says so). ValueError when there are fewer than 2 usable trials or no param
+    varies: there is nothing to rank."""
     usable = usable_trials(study)
     if len(usable) < 2:
         raise ValueError(f"importance needs at least 2 completed trials with a finite validation loss; "
@@ -374,6 +579,15 @@ def importance(study: optuna.Study) -> dict[str, float]:
                          f"none does ({', '.join(_param_names(study)) or 'no params'})")
     scores = optuna.importance.get_param_importances(study, params=varying)
     return {knob: float(score) for knob, score in sorted(scores.items(), key=lambda kv: -kv[1])}
+
+
+def importance_hint(n_trials: int) -> str:
+    """Why importances from `n_trials` usable trials are only a hint ("" from FEW_FOR_IMPORTANCE on):
+    the same words in the importance figure's title and in `study show`'s line."""
+    if n_trials >= FEW_FOR_IMPORTANCE:
+        return ""
+    return (f"few trials: a hint, not a ranking (its top 10% holds {math.ceil(n_trials / 10)} trial(s); "
+            f"it wants >= 5, about {FEW_FOR_IMPORTANCE} trials)")
 
 
 # ---------------------------------------------------------------- is the study big enough?
@@ -449,6 +663,64 @@ def _verdict(r: dict) -> str:
             f"{spread}. Run more trials, or repeat the best few configurations with new seeds")
 
 
+# ---------------------------------------------------------------- the whole report in words
+
+def report_lines(study: optuna.Study) -> list[str]:
+    """What `python -m nbkit study show` prints: the trials table, the best trial, the edge warnings,
+    each list's winner, the starved scientific values, the isolation table, the importances (a hint
+    below FEW_FOR_IMPORTANCE trials) and "is it big enough?". A part that cannot be computed for this
+    study (no trial yet, no usable trial, no scientific knob) says why in its own line."""
+    if not study.trials:
+        return [f"study {study.study_name!r} has no trial yet: nothing to analyse "
+                "(`python -m nbkit study run` adds its trials and runs them)"]
+    table = trials_table(study).drop(columns=["run_dir"])
+    if table["retry_of"].isna().all():
+        table = table.drop(columns=["retry_of"])
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 500):
+        lines = [table.to_string(index=False), "", _best_line(study)]
+        lines += [f"warning: {w}" for w in edge_warnings(study)]
+        lines += [f"winner: {s}" for s in list_winners(study)["sentence"]]
+        lines += [f"warning: {w}" for w in starved_warnings(study)]
+        lines += _isolation_lines(study)
+    return lines + ["", _importance_line(study), f"big enough? {is_big_enough(study)['verdict']}"]
+
+
+def _best_line(study) -> str:
+    best = best_trial(study)
+    if best is None:
+        counts = Counter(run_status(t) for t in study.trials)
+        return ("best: none yet, no completed trial with a finite validation loss ("
+                + ", ".join(f"{n} {status}" for status, n in counts.items()) + ")")
+    params = ", ".join(f"{k}={format_value(v)}" for k, v in best.params.items())
+    return f"best: trial {best.number} ({params}), validation loss {best.value:.4f}"
+
+
+def _isolation_lines(study) -> list[str]:
+    spec = study_spec(study)
+    if spec and not spec.get("scientific"):
+        return ["", f"isolation: none, the study has no scientific knob: it tunes {_tuned(spec)}, "
+                    "and its answer is the best configuration above"]
+    if not usable_trials(study):
+        return ["", "isolation: not computed, no completed trial with a finite validation loss yet"]
+    try:
+        table = isolation(study)
+    except ValueError as err:
+        return ["", f"isolation: not computed ({err})"]
+    return ["", "isolation: the best validation loss per scientific value, nuisance knobs tuned away",
+            table.to_string(index=False)]
+
+
+def _importance_line(study) -> str:
+    try:
+        ranked = importance(study)
+    except ValueError as err:
+        return f"importance: not computed ({err})"
+    if len(ranked) == 1:
+        return f"importance: {next(iter(ranked))} is the only knob that varies: nothing to rank it against"
+    hint = importance_hint(len(usable_trials(study)))
+    return "importance: " + ", ".join(f"{k} {v:.2f}" for k, v in ranked.items()) + (f"; {hint}" if hint else "")
+
+
 # ---------------------------------------------------------------- compute saved by pruning
 
 def compute_used(study: optuna.Study) -> int:
@@ -514,9 +786,12 @@ def replay_pruning(grid_study: optuna.Study, pruner: optuna.pruners.BasePruner, 
     study.set_user_attr(SPEC_ATTR, study_spec(grid_study))
     for measured in order:
         trial = study.ask()
-        for epoch, loss in sorted(measured.intermediate_values.items()):
+        curve = sorted(measured.intermediate_values.items())
+        last = curve[-1][0] if curve else None
+        for epoch, loss in curve:
             trial.report(loss, epoch)
-            if trial.should_prune():
+            # as a live study does (nbkit.core.study.train_trial): the last epoch is complete, never pruned
+            if epoch != last and trial.should_prune():
                 study.tell(trial, state=TrialState.PRUNED)
                 break
         else:

@@ -7,11 +7,16 @@
     python -m nbkit show-config
     python -m nbkit study run lr_study.yaml --workers 2          # a study of many runs (nbkit.core.study)
     python -m nbkit study run lr_study.yaml --backend ray --ray-address HEAD:6379 --storage postgresql+psycopg2://...
+    python -m nbkit study show --study lr_study                  # its trials, warnings and analysis
+    python -m nbkit study best --study lr_study -o best.yaml     # the winner as a --config file (or --format trl ...)
     accelerate launch --num_processes 2 -m nbkit train --config my_run.yaml   # several processes (DDP)
     torchrun --nproc_per_node 2 -m nbkit train --config my_run.yaml
 
 `--set key=value` values are strings converted to the field's type, as in a YAML file.
 A bad config prints one line on stderr and exits with status 2.
+
+Only `train` and `study run` (and their runs) import torch, transformers and peft, inside the functions
+that need them: checking a config, exporting it, `--help` and reading a stored study answer at once.
 """
 
 import argparse
@@ -23,7 +28,7 @@ from nbkit.core.config import ConfigError, TrainConfig, field_docs, read_yaml_ma
 from nbkit.core.data import DataFileError
 from nbkit.core.export import EXPORT_FORMATS, export_text
 from nbkit.core.study import DEFAULT_STORAGE
-
+from nbkit.core.study_export import BEST_FORMATS
 
 
 def main(argv=None) -> int:
@@ -70,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     study_show.add_argument("--study", metavar="NAME", help="the study's name (without it: the studies stored)")
     study_show.add_argument("--plots", metavar="DIR", help="also write the study's figures (PNG) into DIR")
     study_show.set_defaults(handler=run_study_show)
+    study_best = study_commands.add_parser("best", help="the best trial's configuration, for --config or another tool")
+    study_best.add_argument("--storage", metavar="URL", default=DEFAULT_STORAGE, help=f"default: {DEFAULT_STORAGE}")
+    study_best.add_argument("--study", metavar="NAME", required=True, help="the study's name")
+    study_best.add_argument("--format", choices=BEST_FORMATS, default="yaml",
+                            help="yaml (default): TrainConfig fields, as --config reads; others as `export` writes")
+    study_best.add_argument("--style", choices=("json", "python"), default="json",
+                            help="training_args and lora only: JSON (default) or Python code")
+    study_best.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    study_best.set_defaults(handler=run_study_best)
     return parser
 
 
@@ -125,8 +139,11 @@ def run_study_command(args) -> int:
     from nbkit.core.study import StudySpec, run_study, spec_record
 
     spec = StudySpec.from_yaml(args.spec)
-    study = run_study(spec, workers=args.workers, backend=args.backend, storage=args.storage,
-                      ray_address=args.ray_address)
+    try:
+        study = run_study(spec, workers=args.workers, backend=args.backend, storage=args.storage,
+                          ray_address=args.ray_address)
+    except KeyboardInterrupt:  # Ctrl-C: run_study has said in one line what was kept and how to resume
+        return 130
     wanted = spec_record(spec)["n_trials"]
     ended = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     if ended < wanted:
@@ -137,10 +154,11 @@ def run_study_command(args) -> int:
 
 
 def run_study_show(args) -> int:
-    """The trials table, the edge warnings, the isolation table, knob importance and "is this study
-    big enough?" of a stored study; its figures too with --plots. Without --study: the names stored."""
+    """A stored study in words (nbkit.core.study_analysis.report_lines: the trials table, the best
+    trial, edge warnings, each list's winner, starved values, the isolation table, knob importance and
+    "is this study big enough?"); its figures too with --plots, and a line for each figure this study
+    cannot have. Without --study: the names stored."""
     import optuna
-    import pandas as pd
 
     from nbkit.core import study_analysis as analysis
     from nbkit.core.study import check_stored, load_study, open_storage
@@ -151,37 +169,40 @@ def run_study_show(args) -> int:
         print("\n".join(names) if names else f"no study in {args.storage}")
         return 0
     study = load_study(args.storage, args.study)
-    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 500):
-        print(analysis.trials_table(study).drop(columns=["run_dir"]).to_string(index=False))
-        print()
-        for warning in analysis.edge_warnings(study):
-            print(f"warning: {warning}")
-        if analysis.usable_trials(study):
-            print("\nisolation: the best validation loss per scientific value, nuisance knobs tuned away")
-            print(analysis.isolation(study).to_string(index=False))
-    try:
-        ranked = analysis.importance(study)
-        print("\nimportance: " + ", ".join(f"{k} {v:.2f}" for k, v in ranked.items()))
-    except ValueError as err:
-        print(f"\nimportance: not computed ({err})")
-    if len(analysis.usable_trials(study)) >= 2:
-        print(f"big enough? {analysis.is_big_enough(study)['verdict']}")
+    print("\n".join(analysis.report_lines(study)))
     if args.plots:
         from nbkit.views.study_plots import save_study_figures
-        for path in save_study_figures(study, args.plots):
+        notes = []  # a figure this study cannot have: a line saying why, not a traceback
+        for path in save_study_figures(study, args.plots, notes=notes):
             print(f"wrote {path}")
+        for note in notes:
+            print(note)
+    return 0
+
+
+def run_study_best(args) -> int:
+    """The best trial's configuration (nbkit.core.study_export) as YAML or an export format."""
+    from nbkit.core.study import check_stored, load_study
+    from nbkit.core.study_export import best_text
+
+    check_stored(args.storage)
+    write_text(best_text(load_study(args.storage, args.study), args.format, args.style), args.output)
     return 0
 
 
 def run_export(args) -> int:
     cfg = load_config(args)
-    text = export_text(cfg, args.format, args.style)
-    if args.output:
-        Path(args.output).write_text(text)
-        print(f"wrote {args.output}", file=sys.stderr)
+    write_text(export_text(cfg, args.format, args.style), args.output)
+    return 0
+
+
+def write_text(text: str, output: str | None) -> None:
+    """To the file `output` (saying so on stderr, so stdout stays clean), or to stdout."""
+    if output:
+        Path(output).write_text(text)
+        print(f"wrote {output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
-    return 0
 
 
 def run_show_config(args) -> int:

@@ -28,11 +28,11 @@ import pandas as pd
 import yaml
 from optuna.trial import TrialState
 
-from nbkit.core.config import TrainConfig
 from nbkit.core.runs import load_run
 from nbkit.core.study import StudySpec, make_pruner, prepare_for_workers, work
 from nbkit.core.study_analysis import (best_trial, compute_saved, importance, isolation, orders_summary,
                                       pruning_over_orders, study_spec)
+from nbkit.core.study_export import best_config, write_best_config  # noqa: F401 (the chapter's names)
 
 STUDY_NAME = "lr_warmup"
 GRACE = 30  # a tiny trial takes seconds; 30 s of silence means its worker died
@@ -180,26 +180,8 @@ def _label(params: dict) -> str:
 
 
 # ---------------------------------------------------------------- the best configuration, exported
-
-def best_config(study: optuna.Study) -> TrainConfig:
-    """The best trial's full configuration: the study's held knobs and the trial's params, with the
-    number of epochs set to the best run's best epoch (the validation minimum)."""
-    best = best_trial(study)
-    spec = study.user_attrs["nbkit_spec"]
-    run = load_run(best.user_attrs["run_dir"])
-    cfg = TrainConfig.from_dict({**spec["base"], **spec["fixed"], **best.params})
-    return cfg.replace(num_train_epochs=int(run.best_epoch) if run.best_epoch and run.best_epoch >= 1
-                       else cfg.num_train_epochs)
-
-
-def write_best_config(study: optuna.Study, path) -> Path:
-    """The best configuration as a YAML file of TrainConfig fields (what `--config` reads)."""
-    path = Path(path)
-    cfg = best_config(study)
-    always = {"model", "dataset", "seed", *study.best_params}  # said even where they equal the defaults
-    fields = {k: v for k, v in cfg.to_dict().items() if v != getattr(TrainConfig(), k) or k in always}
-    path.write_text(yaml.safe_dump(fields, sort_keys=False))
-    return path
+# best_config and write_best_config live in the core (nbkit.core.study_export), where `python -m nbkit study
+# best` uses them too; imported above, so `from nbkit.labs.ch08_studies import write_best_config` still works.
 
 
 def export_command(config_path, out_path) -> list[str]:

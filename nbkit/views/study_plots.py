@@ -1,16 +1,16 @@
 """Pictures of an Optuna study (nbkit.core.study): pure functions, study in, matplotlib Figure out,
 drawn from the tables of nbkit.core.study_analysis.
 
-    knob_plots(study)              per knob: value against validation loss, pruned / failed marked
+    knob_plots(study)              per knob: value against validation loss, pruned / failed / dead marked
     isolation_plot(study)          best validation loss per scientific value, nuisance knobs tuned away
     parallel_coordinates(study)    a line per completed trial across every knob, coloured by loss
     importance_plot(study)         which knobs mattered (Optuna's PED-ANOVA importances)
     intermediate_plot(study)       each trial's validation loss per epoch, pruned ones visibly cut
-    save_study_figures(study, dir) all of them as PNG files
+    save_study_figures(study, dir) all of them as PNG files (those that cannot be drawn: a line why)
 
 As in nbkit.views.plots: the Figure API, never pyplot (nothing lands in pyplot's global figure
 list, nothing needs a backend to save), and the artists a reader or a test looks for carry a gid
-("completed", "pruned", "failed", "best", "isolation", "trial", "cut", ...). The colours are
+("completed", "pruned", "failed", "worker_died", "best", "isolation", "trial", "cut", ...). The colours are
 plots.py's: one meaning, one colour.
 """
 from __future__ import annotations
@@ -28,14 +28,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from nbkit.core.runs import format_value
-from nbkit.core.study_analysis import (ISOLATION_BINS, best_trial, bin_edges, edge_warnings_by_knob, importance,
-                                       is_log_scale, is_numeric, is_usable, isolation, position_in, search_space,
-                                       trials_table, usable_trials)
+from nbkit.core.study_analysis import (FEW_FOR_IMPORTANCE, ISOLATION_BINS, WORKER_DIED,  # noqa: F401 (re-exported)
+                                       best_trial, bin_edges, edge_warnings_by_knob, importance, importance_hint,
+                                       is_log_scale, is_numeric, is_usable, isolation, position_in, run_status,
+                                       search_space, trials_table, usable_trials)
 from nbkit.views.plots import BEST_COLOR, DIVERGED_COLOR, EVAL_COLOR, STOP_COLOR, TRAIN_COLOR
 
 LOSS_CMAP = "viridis_r"  # the lower the validation loss, the brighter the line (as sweep_heatmap's cells)
 LABEL_BOX = dict(facecolor="white", alpha=0.75, edgecolor="none", pad=1)  # axis labels readable over the lines
-FEW_FOR_IMPORTANCE = 50  # PED-ANOVA wants >= 5 trials in its top 10% (Optuna's docs): below 50, a hint only
 
 
 # ---------------------------------------------------------------- helpers
@@ -67,11 +67,13 @@ def _positions(domain, values) -> tuple[list, list | None]:
     return [math.nan if v is None else index[repr(v)] for v in values], categories
 
 
-def _at_top(ax, xs, label):
-    """Red crosses along the top edge: trials with no usable loss (failed, diverged) at their x."""
+def _at_top(ax, xs, label, gid="failed", marker="X", color=DIVERGED_COLOR):
+    """Markers along the top edge for trials with no usable loss, at their x: red crosses for failed
+    or diverged runs; grey plus signs (gid "worker_died") for trials whose worker died, which say
+    nothing about their knob values, only that the run never ended."""
     if len(xs):
-        ax.plot(xs, [0.97] * len(xs), "X", color=DIVERGED_COLOR, markersize=9, linestyle="none",
-                transform=ax.get_xaxis_transform(), clip_on=False, gid="failed", label=label, zorder=5)
+        ax.plot(xs, [0.97] * len(xs), marker, color=color, markersize=9, linestyle="none",
+                transform=ax.get_xaxis_transform(), clip_on=False, gid=gid, label=label, zorder=5)
 
 
 def _finite_top(values, margin=1.1):
@@ -85,7 +87,8 @@ def _finite_top(values, margin=1.1):
 def knob_plots(study, ncols: int = 3) -> Figure:
     """A panel per searched knob: each trial's value of the knob against its validation loss.
     Completed trials are dots, pruned ones hollow grey triangles at the best loss they reached
-    before the cut, failed or diverged ones red crosses along the top; the best trial a star. A log
+    before the cut, failed or diverged ones red crosses along the top, those whose worker died grey
+    plus signs along the top; the best trial a star. A log
     axis for a log range (or a list spanning >= 10x). When the best trial sits at the edge of the
     searched range, the panel's title says so in red (edge_warnings)."""
     table = trials_table(study)
@@ -115,7 +118,8 @@ def _knob_panel(ax, table, knob, domain, best, warning):
     table = table.assign(_x=x)
     usable = (table["state"] == "COMPLETE") & np.isfinite(table["value"])
     pruned = table["state"] == "PRUNED"
-    unusable = ~usable & ~pruned & table["state"].isin(["COMPLETE", "FAIL"])
+    died = table["run_status"] == WORKER_DIED
+    unusable = ~usable & ~pruned & ~died & table["state"].isin(["COMPLETE", "FAIL"])
     ax.plot(table.loc[usable, "_x"], table.loc[usable, "value"], "o", color=EVAL_COLOR, linestyle="none",
             alpha=0.8, gid="completed", label=f"completed ({usable.sum()})")
     if pruned.any():
@@ -123,6 +127,8 @@ def _knob_panel(ax, table, knob, domain, best, warning):
                 markerfacecolor="none", linestyle="none", gid="pruned",
                 label=f"pruned ({pruned.sum()}): best loss before the cut")
     _at_top(ax, list(table.loc[unusable, "_x"]), f"failed or diverged ({unusable.sum()})")
+    _at_top(ax, list(table.loc[died, "_x"]), f"worker died ({died.sum()}): no loss", gid="worker_died",
+            marker="P", color=STOP_COLOR)
     if best is not None and knob in best.params:
         bx = table.loc[table["number"] == best.number, "_x"].iloc[0]
         ax.plot([bx], [best.value], "*", color=BEST_COLOR, markersize=15, linestyle="none", zorder=6, gid="best",
@@ -287,8 +293,8 @@ def importance_plot(study) -> Figure:
     ax.set_xlabel("importance (share of the total)")
     n = len(usable_trials(study))
     title = f"Which knobs mattered: PED-ANOVA over {n} completed trials"
-    if n < FEW_FOR_IMPORTANCE:
-        title += f"\nfew trials: a hint, not a ranking (its top 10% holds {math.ceil(n / 10)} trial(s); it wants >= 5)"
+    if importance_hint(n):  # below FEW_FOR_IMPORTANCE trials (nbkit.core.study_analysis)
+        title += "\n" + importance_hint(n)
     ax.set_title(title, fontsize=10)
     return fig
 
@@ -296,7 +302,8 @@ def importance_plot(study) -> Figure:
 def intermediate_plot(study) -> Figure:
     """Each trial's validation loss per epoch (its Optuna intermediate values): completed trials
     solid orange, pruned ones dashed grey ending in a cross where the pruner cut them, failed or
-    diverged ones dotted red, the best trial thick green. The y axis is scaled to the finite losses."""
+    diverged ones dotted red, those whose worker died dash-dotted grey ending in a plus where it fell
+    silent, the best trial thick green. The y axis is scaled to the finite losses."""
     fig, ax = _figure((7.5, 4.5))
     trials = [t for t in study.trials if t.intermediate_values]
     if not trials:
@@ -306,7 +313,8 @@ def intermediate_plot(study) -> Figure:
     seen = set()
     for t in trials:
         kind = "best" if best is not None and t.number == best.number else (
-            "completed" if is_usable(t) else "pruned" if t.state.name == "PRUNED" else "failed")
+            "completed" if is_usable(t) else "pruned" if t.state.name == "PRUNED" else
+            "worker_died" if run_status(t) == WORKER_DIED else "failed")
         epochs = sorted(t.intermediate_values)
         losses = [t.intermediate_values[e] for e in epochs]
         _curve(ax, kind, epochs, losses, kind not in seen, t)
@@ -327,6 +335,7 @@ CURVE_STYLE = {  # kind: (colour, line style, width, legend label)
     "completed": (EVAL_COLOR, "-", 1.0, "completed"),
     "pruned": (STOP_COLOR, "--", 1.0, "pruned (x: cut here)"),
     "failed": (DIVERGED_COLOR, ":", 1.0, "failed or diverged"),
+    "worker_died": (STOP_COLOR, "-.", 1.0, "worker died (its curve so far)"),
     "best": (BEST_COLOR, "-", 2.5, "best"),
 }
 
@@ -340,6 +349,8 @@ def _curve(ax, kind, epochs, losses, first, trial):
     if kind == "pruned":
         ax.plot([epochs[-1]], [losses[-1]], "x", color=color, markersize=9, markeredgewidth=2, linestyle="none",
                 gid="cut")
+    if kind == "worker_died":  # the knob plots' marker for it, where its worker fell silent
+        ax.plot([epochs[-1]], [losses[-1]], "P", color=color, markersize=9, linestyle="none", gid="died_here")
 
 
 # ---------------------------------------------------------------- files
@@ -348,10 +359,12 @@ FIGURES = (("knobs", knob_plots), ("isolation", isolation_plot), ("parallel_coor
            ("importance", importance_plot), ("intermediate", intermediate_plot))
 
 
-def save_study_figures(study, folder) -> list[Path]:
+def save_study_figures(study, folder, notes: list | None = None) -> list[Path]:
     """Every study figure as <folder>/<name>.png (knobs, isolation, parallel_coordinates, importance,
-    intermediate); returns the paths written. The importance figure alone may be skipped, with a
-    warning saying why, when importances cannot be computed (e.g. a single completed trial)."""
+    intermediate); returns the paths written. A figure that cannot be drawn for this study (its
+    function raises ValueError: importance from fewer than 2 completed trials, isolation for a study
+    with no scientific knob or no trial) is skipped with a sentence saying why, appended to `notes`
+    when given (the CLI prints them), else warned."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -359,9 +372,11 @@ def save_study_figures(study, folder) -> list[Path]:
         try:
             fig = make(study)
         except ValueError as err:
-            if name != "importance":
-                raise
-            warnings.warn(f"{folder / 'importance.png'} not written: {err}", stacklevel=2)
+            note = f"{folder / (name + '.png')} not written: {err}"
+            if notes is None:
+                warnings.warn(note, stacklevel=2)
+            else:
+                notes.append(note)
             continue
         path = folder / f"{name}.png"
         fig.savefig(path, dpi=100)
