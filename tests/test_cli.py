@@ -268,6 +268,15 @@ def test_a_refused_config_imports_no_heavy_library(args, named, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_refused_data_file_imports_no_heavy_library(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"instruction": "Say hi"}\n{"oops": 1\n')
+    done, heavy = nbkit_light("train", "--set", "dataset=bad.jsonl", "--set", f"output_dir={tmp_path / 'runs'}",
+                              cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith("nbkit: error: ") and "bad.jsonl:" in done.stderr, done.stderr
+    assert heavy == []
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("section, named", [
     ("scientific: {learning_rat: [1.0e-3, 3.0e-3]}", "learning_rat"),  # not a TrainConfig field
     ("scientific: {learning_rate: [-1.0, 3.0e-3]}", "learning_rate=-1.0"),  # a value TrainConfig refuses
