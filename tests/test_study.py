@@ -544,7 +544,7 @@ def test_progress_counts_the_trials_and_estimates_the_time_left_in_a_widget_or_l
 
 
 def test_a_worker_waiting_for_a_silent_trial_says_for_how_long(tmp_path):
-    from nbkit.core.study import _waiting_lines
+    from nbkit.core.study_workers import _waiting_lines
 
     spec = StudySpec.from_dict(spec_dict(tmp_path, heartbeat_interval=1, grace_period=30))
     study = prepare_study(spec)
