@@ -91,7 +91,7 @@ def main() -> int:
         return 1
     parameters = {**PARAMETERS, "07_capstone": {"model": args.capstone_model}}
     logging.getLogger("papermill").setLevel(logging.WARNING)  # not its per-run "Input Notebook: ..." lines
-    os.environ.pop("MPLBACKEND", None)  # the kernel inherits it; Agg would drop the images (DESIGN.md)
+    os.environ.pop("MPLBACKEND", None)  # the kernel inherits it; Agg would drop the images (docs/DESIGN.md)
     print(f"{len(notebooks)} chapter(s), {args.repeats} repeat(s); {os.cpu_count()} CPUs, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
           + (f"; against {args.against}" if args.against else ""), flush=True)

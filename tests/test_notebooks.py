@@ -138,7 +138,7 @@ def case_id(case) -> str:
                          ids=[case_id(c) for c in CI_CASES] or ["none"])
 def test_chapter_runs_headless_and_its_claims_hold(notebook, parameters, tmp_path, monkeypatch, kernel_of_this_venv):
     notebook = need(notebook)
-    # DESIGN: with MPLBACKEND=Agg in the kernel's environment, executed notebooks lose their images
+    # docs/DESIGN.md: with MPLBACKEND=Agg in the kernel's environment, executed notebooks lose their images
     monkeypatch.delenv("MPLBACKEND", raising=False)
     executed = execute(notebook, tmp_path, parameters)  # a failing cell raises PapermillExecutionError here
     assert_the_chapter_showed_its_claims(notebook, executed, tmp_path, parameters)
