@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from nbkit import TrainConfig, load_run
+from nbkit.core.callbacks import STEP, TRAIN_BEGIN
 from nbkit.core.runs import as_runs
 from nbkit.core.sweep import grid_configs, sweep, sweep_from_runs
 from nbkit.views import plots
@@ -104,9 +105,9 @@ def test_stop_button_keeps_the_finished_rows(tmp_path, capsys):
     started = []
 
     def interrupt_second_run(event, data):
-        if event == "train_begin":
+        if event == TRAIN_BEGIN:
             started.append(data["path"])
-        if event == "step" and len(started) == 2 and data["step"] == 2:
+        if event == STEP and len(started) == 2 and data["step"] == 2:
             raise KeyboardInterrupt
 
     df = sweep(small(tmp_path, max_steps=2), {"seed": [1, 2, 3]}, callbacks=[interrupt_second_run])

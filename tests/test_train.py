@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nbkit import TrainConfig, load_run, train
-from nbkit.core.callbacks import EarlyStopping
+from nbkit.core.callbacks import EPOCH_END, RUN_END, STEP, TRAIN_BEGIN, EarlyStopping
 
 
 def small(tmp_path, **kw) -> TrainConfig:
@@ -215,7 +215,7 @@ def test_huge_learning_rate_diverges_cleanly(tmp_path):
 
 def test_keyboard_interrupt_ends_run_cleanly(tmp_path):
     def interrupt_at_step_5(event, data):
-        if event == "step" and data["step"] == 5:
+        if event == STEP and data["step"] == 5:
             raise KeyboardInterrupt
 
     run = train(small(tmp_path), callbacks=[interrupt_at_step_5])
@@ -228,7 +228,7 @@ def test_stop_event_interrupts(tmp_path):
     stop = threading.Event()
 
     def stop_at_3(event, data):
-        if event == "step" and data["step"] == 3:
+        if event == STEP and data["step"] == 3:
             stop.set()
 
     run = train(small(tmp_path), callbacks=[stop_at_3], stop_event=stop)
@@ -238,15 +238,15 @@ def test_stop_event_interrupts(tmp_path):
 def test_events_in_order(tmp_path):
     events = []
     train(small(tmp_path, num_train_epochs=1), callbacks=[lambda e, d: events.append(e)])
-    assert events[0] == "train_begin" and events[-1] == "run_end"
-    assert events[1] == "epoch_end"  # the base evaluation comes before any step
-    assert events.count("epoch_end") == 2 and "step" in events
+    assert events[0] == TRAIN_BEGIN and events[-1] == RUN_END
+    assert events[1] == EPOCH_END  # the base evaluation comes before any step
+    assert events.count(EPOCH_END) == 2 and STEP in events
 
 
 def test_keep_model_false_returns_the_curves_without_the_weights(tmp_path):
     seen_at_run_end = []
     run = train(small(tmp_path, num_train_epochs=1), keep_model=False,
-                callbacks=[lambda e, d: e == "run_end" and seen_at_run_end.append(d["run"].model is not None)])
+                callbacks=[lambda e, d: e == RUN_END and seen_at_run_end.append(d["run"].model is not None)])
     assert seen_at_run_end == [True]  # run_end's callbacks still see the weights
     assert run.model is None and run.tokenizer is None
     assert len(run.steps) > 0 and run.best_eval_loss is not None and (run.path / "summary.json").exists()
@@ -256,7 +256,7 @@ def test_a_run_stopped_at_an_epoch_end_counts_that_epoch_in_its_best(tmp_path):
     """A study's pruner stops a run on EPOCH_END: the epoch it was cut at must be in best_epoch and
     best_eval_loss (it was recorded as epoch 0, the base model, before), in summary.json and list_runs."""
     from nbkit import list_runs
-    from nbkit.core.callbacks import EPOCH_END, StopRun
+    from nbkit.core.callbacks import StopRun
 
     seen = []
 
@@ -277,7 +277,7 @@ def test_a_run_stopped_at_an_epoch_end_counts_that_epoch_in_its_best(tmp_path):
 
 def test_the_last_epoch_end_says_it_is_the_last(tmp_path):
     flags = []
-    train(small(tmp_path, num_train_epochs=2), callbacks=[lambda e, d: e == "epoch_end" and flags.append(d["last_epoch"])])
+    train(small(tmp_path, num_train_epochs=2), callbacks=[lambda e, d: e == EPOCH_END and flags.append(d["last_epoch"])])
     assert flags == [False, False, True]
 
 

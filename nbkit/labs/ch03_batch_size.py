@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nbkit.core.callbacks import TRAIN_BEGIN
+from nbkit.core.callbacks import STEP, TRAIN_BEGIN
 from nbkit.core.data import collate
 from nbkit.core.evaluate import token_loss_sum
+from nbkit.core.workers import run_side_by_side, train_in_worker
 
 
 # ---------------------------------------------------------------- loss normalisation
@@ -213,7 +214,7 @@ class NoiseScaleProbe:
             self.batch = data["effective_batch_size"]
             self.generator = torch.Generator().manual_seed(self.seed)
             self._probe(0)
-        elif event == "step" and data["step"] % self.every == 0:
+        elif event == STEP and data["step"] % self.every == 0:
             self._probe(data["step"])
 
     def _probe(self, step: int) -> None:
@@ -285,18 +286,12 @@ def train_side_by_side(configs, workers: int = 1, keep_models=False) -> list:
     the other), in their order. keep_models: one bool for all, or one per config (the weights of a run
     come back only where asked: a real LLM's are ~0.5 GB a run). For configs that differ in several knobs
     at once, which a sweep's grid cannot express (a batch size with its own LR)."""
-    from nbkit.core.train import train
-    from nbkit.core.workers import pool, train_in_worker
-
     configs = list(configs)
     keep = list(keep_models) if isinstance(keep_models, (list, tuple)) else [bool(keep_models)] * len(configs)
     if len(keep) != len(configs):
         raise ValueError(f"keep_models: one bool per config ({len(configs)}), got {len(keep)}")
-    if workers <= 1:
-        return [train(cfg, keep_model=k) for cfg, k in zip(configs, keep)]
-    executor = pool(workers)
-    futures = [executor.submit(train_in_worker, cfg, k) for cfg, k in zip(configs, keep)]
-    return [f.result() for f in futures]
+    return run_side_by_side(train_in_worker, list(zip(configs, keep)), workers, name="train_side_by_side",
+                            what="runs")
 
 
 def batch_size_runs(base, batch_sizes, seeds, base_batch: int, exponent: float = 1.0, workers: int = 1) -> pd.DataFrame:
@@ -349,17 +344,6 @@ def _features_of(run):
     return build_datasets(TrainConfig.from_dict(run.config), run.tokenizer)[0]
 
 
-def _side_by_side(function, jobs: list[tuple], workers: int) -> list:
-    """function(*job) for every job, in `workers` worker processes (nbkit.core.workers: one thread each) when
-    workers > 1, else here; results in the jobs' order. `function` must be importable (module level)."""
-    if workers <= 1:
-        return [function(*job) for job in jobs]
-    from nbkit.core.workers import pool
-
-    executor = pool(workers)
-    return [f.result() for f in [executor.submit(function, *job) for job in jobs]]
-
-
 def _spread_of_run(run, batch_sizes, draws, loss_draws) -> pd.DataFrame:
     seed = run.config["seed"]
     return gradient_spread(run.model, _features_of(run), run.tokenizer.pad_token_id, batch_sizes, draws=draws,
@@ -373,7 +357,8 @@ def gradient_spread_by_seed(runs, batch_sizes, draws: int = 4, loss_draws: int |
     the seeds side by side in worker processes (each gets a copy of its run's weights)."""
     for r in runs:
         _features_of(r)  # a run without weights fails here, before anything is sent to a worker
-    return pd.concat(_side_by_side(_spread_of_run, [(r, batch_sizes, draws, loss_draws) for r in runs], workers),
+    return pd.concat(run_side_by_side(_spread_of_run, [(r, batch_sizes, draws, loss_draws) for r in runs], workers,
+                                      name="gradient_spread_by_seed", what="seeds"),
                      ignore_index=True)
 
 
@@ -394,8 +379,8 @@ def noise_scale_by_seed(runs, base_model, repeats: int = 4, b_small: int = 4, n_
     the seeds side by side in worker processes."""
     for r in runs:
         _features_of(r)
-    return pd.DataFrame(_side_by_side(_noise_scales_of_run, [(r, base_model, repeats, b_small, n_micro) for r in runs],
-                                      workers))
+    return pd.DataFrame(run_side_by_side(_noise_scales_of_run, [(r, base_model, repeats, b_small, n_micro) for r in runs],
+                                         workers, name="noise_scale_by_seed", what="seeds"))
 
 
 def step_throughput(cfg, batch_sizes, repeats: int = 5, seed: int = 0, workers: int = 1) -> pd.DataFrame:
@@ -408,7 +393,7 @@ def step_throughput(cfg, batch_sizes, repeats: int = 5, seed: int = 0, workers: 
     if repeats < 1:
         raise ValueError(f"repeats={repeats}: time at least one step per batch size")
     if workers > 1:
-        return _side_by_side(step_throughput, [(cfg, batch_sizes, repeats, seed)], workers)[0]
+        return run_side_by_side(step_throughput, [(cfg, batch_sizes, repeats, seed)], workers, name="step_throughput")[0]
     import time
 
     from nbkit.core.models import fresh_model
