@@ -51,7 +51,8 @@ def main() -> None:
             for name, flags in PRECISIONS.items():
                 step_ms[name].append(1000 * step_seconds(train(cfg.replace(**flags))))
             for w in WORKERS:
-                tokens_per_s[w].append(loader_throughput(lazy, w, pad_token_id=tokenizer.pad_token_id)["tokens_per_second"])
+                tokens_per_s[w].append(loader_throughput(lazy, w,
+                                                         pad_token_id=tokenizer.pad_token_id)["tokens_per_second"])
             start = time.perf_counter()
             train(cfg.replace(run_name=f"one-{r}"))
             launch_s["1 process"].append(time.perf_counter() - start)

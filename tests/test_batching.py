@@ -32,7 +32,8 @@ def test_exact_token_mean_weights_every_token_equally():
 
 
 def test_the_two_agree_when_micro_batches_have_equal_tokens():
-    assert exact_token_mean([3.0, 5.0, 7.0], [4, 4, 4]) == pytest.approx(mean_of_micro_means([3.0, 5.0, 7.0], [4, 4, 4]))
+    assert exact_token_mean([3.0, 5.0, 7.0], [4, 4, 4]) == pytest.approx(
+        mean_of_micro_means([3.0, 5.0, 7.0], [4, 4, 4]))
 
 
 @pytest.mark.parametrize("sums, counts", [([1.0], []), ([], []), ([1.0, 2.0], [3, 0])])
@@ -119,7 +120,8 @@ def test_measure_noise_scale_gives_a_positive_trace(model_and_rows):
 
 def test_measure_noise_scale_refuses_more_rows_than_the_training_set(model_and_rows):
     model, rows, pad = model_and_rows
-    with pytest.raises(ValueError, match=rf"b_small=4 x n_micro=8: 32 distinct rows needed, the training set has {len(rows[:20])}"):
+    with pytest.raises(ValueError, match=rf"b_small=4 x n_micro=8: 32 distinct rows needed, "
+                                         rf"the training set has {len(rows[:20])}"):
         measure_noise_scale(model, rows[:20], pad, b_small=4, n_micro=8)
 
 

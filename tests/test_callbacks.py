@@ -47,7 +47,8 @@ def event_literals(path: Path) -> list[str]:
 def test_the_events_are_named_only_in_callbacks():
     """An event written as a literal elsewhere drifts silently when its name changes: use the constants."""
     root = Path(__file__).resolve().parent.parent
-    files = [p for p in (root / "nbkit").rglob("*.py") if p.name != "callbacks.py"] + list((root / "tests").glob("*.py"))
+    files = ([p for p in (root / "nbkit").rglob("*.py") if p.name != "callbacks.py"]
+             + list((root / "tests").glob("*.py")))
     literals = [hit for path in files if path.name != Path(__file__).name for hit in event_literals(path)]
     assert literals == [], literals
     assert len(set(EVENTS)) == len(EVENTS) == 4

@@ -21,7 +21,8 @@ def code_cells(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_no_function_or_class_is_defined_in_a_cell(path):
     defined = [(i, type(node).__name__, getattr(node, "name", "lambda")) for i, _, tree in code_cells(path)
-               for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))]
+               for node in ast.walk(tree)
+               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))]
     assert not defined, f"move these to the chapter's lab (nbkit/labs): {defined}"
 
 

@@ -188,8 +188,9 @@ def test_train_from_a_config_file_on_the_users_own_jsonl(fmt, capsys, tmp_path):
     on those rows (its split sizes say so) and ends completed."""
     rows = [USER_ROWS[fmt](a, b) for a in range(8) for b in range(5)]
     (tmp_path / "my.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "my_run.yaml").write_text(f"dataset: {tmp_path / 'my.jsonl'}\nnum_train_epochs: 1\nlearning_rate: 1.0e-3\n"
-                                          f"disable_tqdm: true\noutput_dir: {tmp_path / 'runs'}\n")
+    (tmp_path / "my_run.yaml").write_text(f"dataset: {tmp_path / 'my.jsonl'}\nnum_train_epochs: 1\n"
+                                          f"learning_rate: 1.0e-3\ndisable_tqdm: true\n"
+                                          f"output_dir: {tmp_path / 'runs'}\n")
     assert main(["train", "--config", str(tmp_path / "my_run.yaml")]) == 0
     out = capsys.readouterr().out
     assert "status:     completed" in out
@@ -272,7 +273,8 @@ def test_a_refused_data_file_imports_no_heavy_library(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"instruction": "Say hi"}\n{"oops": 1\n')
     done, heavy = nbkit_light("train", "--set", "dataset=bad.jsonl", "--set", f"output_dir={tmp_path / 'runs'}",
                               cwd=tmp_path)
-    assert done.returncode == 2 and done.stderr.startswith("nbkit: error: ") and "bad.jsonl:" in done.stderr, done.stderr
+    assert (done.returncode == 2 and done.stderr.startswith("nbkit: error: ")
+            and "bad.jsonl:" in done.stderr), done.stderr
     assert heavy == []
     assert not (tmp_path / "runs").exists()
 

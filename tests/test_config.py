@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nbkit.core.config import (ConfigError, DATASET_NAMES, HF_SCHEDULER_NAMES, MODEL_NAMES, SCHEDULER_NAMES, TrainConfig,
-                               check_lora_rank, field_docs)
+from nbkit.core.config import (ConfigError, DATASET_NAMES, HF_SCHEDULER_NAMES, MODEL_NAMES, SCHEDULER_NAMES,
+                               TrainConfig, check_lora_rank, field_docs)
 
 LORA = dict(finetuning_type="lora")
 

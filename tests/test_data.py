@@ -95,7 +95,8 @@ def test_corpus_task_is_held_out_text():
         assert _user(ex).startswith("Continue the text: ") and _answer(ex)
     # Its passages come from another seed: most of their sentences are not pretraining lines
     # (short facts like "23 plus 45 is 68." can coincide by chance).
-    sentences = [s + "." for ex in examples for s in _answer(ex).split(". ") if s.endswith(tuple("abcdefghijklmnopqrstuvwxyz"))]
+    sentences = [s + "." for ex in examples for s in _answer(ex).split(". ")
+                 if s.endswith(tuple("abcdefghijklmnopqrstuvwxyz"))]
     seen = sum(s.rstrip(".") + "." in pretraining for s in sentences)
     assert seen < len(sentences) / 2
 
@@ -175,7 +176,7 @@ def test_split_sizes_and_determinism():
 
 
 def _unmasked(feature):
-    return [t for t, l in zip(feature["input_ids"], feature["labels"]) if l != data.IGNORE_INDEX]
+    return [t for t, label in zip(feature["input_ids"], feature["labels"]) if label != data.IGNORE_INDEX]
 
 
 @pytest.mark.parametrize("task", ["arithmetic", "reviews", "corpus", "facts"])
@@ -204,7 +205,7 @@ def test_prompt_tokens_match_generation_time(tokenizer):
     if isinstance(prompt_ids, dict) or hasattr(prompt_ids, "keys"):
         prompt_ids = prompt_ids["input_ids"]
     assert feature["input_ids"][: len(prompt_ids)] == list(prompt_ids)
-    assert all(l == data.IGNORE_INDEX for l in feature["labels"][: len(prompt_ids)])
+    assert all(label == data.IGNORE_INDEX for label in feature["labels"][: len(prompt_ids)])
 
 
 def test_truncation(tokenizer):

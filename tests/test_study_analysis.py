@@ -542,7 +542,8 @@ def test_a_replay_never_prunes_a_trial_at_its_last_epoch():
     """As a live study: a rung at a trial's last epoch would drop a result whose compute is spent."""
     trials = [curve_trial(lr, {1: loss}) for lr, loss in zip([1e-5, 1e-4, 1e-3], [1.0, 2.0, 3.0])]
     grid = make_study(trials, {"study_name": "g1", "scientific": {"learning_rate": [1e-5, 1e-4, 1e-3]}})
-    replay = sa.replay_pruning(grid, asha(), grid.trials)  # the worse ones arrive after the best: halving would cut them
+    # the worse ones arrive after the best: halving would cut them
+    replay = sa.replay_pruning(grid, asha(), grid.trials)
     assert [t.state for t in replay.trials] == [TrialState.COMPLETE] * 3
     assert [t.value for t in replay.trials] == [1.0, 2.0, 3.0]
 

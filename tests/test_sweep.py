@@ -205,6 +205,32 @@ def test_workers_train_side_by_side_in_grid_order_with_the_same_curves(tmp_path)
         sweep(cfg, grid, workers=2, callbacks=[lambda event, data: None])
 
 
+def test_stop_button_with_workers_keeps_the_finished_rows_and_the_reused_ones_in_their_places(tmp_path, monkeypatch,
+                                                                                               capsys):
+    """The stop button while a sweep waits for its workers (simulated: a KeyboardInterrupt as the first
+    trained run's progress line prints): the rows so far come back, the runs not started never train."""
+    from nbkit.core import sweep as sweep_module
+    cfg = small(tmp_path)
+    first = sweep(cfg, {"seed": [1]}, progress=False).attrs["runs"]
+    printed = []
+
+    def stop_at_the_first_trained_run(i, n, run, label, reused):
+        printed.append((label, reused))
+        if not reused:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_module, "_print_progress", stop_at_the_first_trained_run)
+    df = sweep(cfg, {"seed": list(range(1, 11))}, workers=2, reuse=first)
+    assert list(df["seed"]) == [1, 2] and df.loc[0, "path"] == str(first[0].path)
+    assert printed == [("seed=1", True), ("seed=2", False)]
+    assert "sweep interrupted: 1 of 9 runs to train finished" in capsys.readouterr().out
+    from nbkit.core.workers import run_side_by_side
+    run_side_by_side(sweep_module.train_in_worker, [(cfg.replace(max_steps=1, seed=99), False)] * 4, 2)  # drain
+    trained = {load_run(p).config["seed"] for p in run_folders(tmp_path)}
+    # seed 1 (reused), 2 (finished) and those already handed to the 2 workers (at most 2 + 3 more), the rest never
+    assert {1, 2} <= trained - {99} and len(trained - {99}) <= 7
+
+
 def test_a_killed_worker_ends_the_sweep_with_a_message_and_the_next_sweep_gets_new_workers(tmp_path):
     import os
     import signal

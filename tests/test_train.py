@@ -277,7 +277,8 @@ def test_a_run_stopped_at_an_epoch_end_counts_that_epoch_in_its_best(tmp_path):
 
 def test_the_last_epoch_end_says_it_is_the_last(tmp_path):
     flags = []
-    train(small(tmp_path, num_train_epochs=2), callbacks=[lambda e, d: e == EPOCH_END and flags.append(d["last_epoch"])])
+    train(small(tmp_path, num_train_epochs=2),
+          callbacks=[lambda e, d: e == EPOCH_END and flags.append(d["last_epoch"])])
     assert flags == [False, False, True]
 
 

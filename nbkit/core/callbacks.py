@@ -5,8 +5,8 @@ STEP after every optimizer step and EPOCH_END after every evaluation (epoch 0, t
 before any step), then RUN_END. EPOCH_END's data is the epoch's row of epochs.csv plus `last_epoch`:
 True when the run ends after this evaluation anyway (its last epoch, or early stopping), so a listener
 knows the compute is spent. A callback may raise StopRun(status) to end the run early with that
-status (a study's pruner does, never at the last epoch). The panel's live plot (nbkit.views.ui) and chapter 3's noise probe
-listen to them.
+status (a study's pruner does, never at the last epoch). The panel's live plot (nbkit.views.ui) and
+chapter 3's noise probe listen to them.
 
 BestTracker is the rule every reader of a run shares (fastai's TrackerCallback is the model): the
 trainer's early stopping and best weights (EarlyStopping), the panel's live "best epoch", and the

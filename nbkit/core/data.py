@@ -345,6 +345,15 @@ def split_examples(examples, val_size, seed):
     return train, val
 
 
+def load_split(cfg):
+    """The examples of a TrainConfig's dataset (capped at max_samples), split into train and validation
+    by its val_size and seed: the rows a run trains and evaluates on, and the rows an export writes."""
+    examples = load_examples(cfg.dataset, seed=cfg.seed)
+    if cfg.max_samples:
+        examples = examples[:cfg.max_samples]
+    return split_examples(examples, cfg.val_size, seed=cfg.seed)
+
+
 def _render(tokenizer, messages, add_generation_prompt=False):
     return tokenizer.apply_chat_template(messages, tokenize=False,
                                          add_generation_prompt=add_generation_prompt)

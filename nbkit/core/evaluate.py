@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from nbkit.core.data import CORPUS_SEED_OFFSET, corpus_text, exact_match, prompt_and_reference
+from nbkit.core.models import weight_norm
 
 HELDOUT_DOCUMENTS = 200  # held-out pretraining-style documents: a stable loss in well under a second
 
@@ -155,7 +156,8 @@ def decay_effect(df: pd.DataFrame, metric: str = "best_eval_loss", relative: boo
     (0.5: 50% higher). Used by chapter 2 to read a heat map by numbers, not colours."""
     missing = [c for c in ("learning_rate", "weight_decay", metric) if c not in df]
     if missing:
-        raise ValueError(f"decay_effect: {missing} are not columns of the sweep table; allowed: {', '.join(df.columns)}")
+        raise ValueError(f"decay_effect: {missing} are not columns of the sweep table; "
+                         f"allowed: {', '.join(df.columns)}")
     if not (df["weight_decay"] == 0).any():
         raise ValueError("decay_effect: the sweep has no run at weight_decay 0 to measure the decay against")
     table = df.assign(seed=df["seed"] if "seed" in df else 0).pivot_table(
@@ -170,14 +172,13 @@ def with_weight_norms(df: pd.DataFrame) -> pd.DataFrame:
     """A sweep table made with keep_models=True, plus a weight_norm column (nbkit.core.models.weight_norm of
     each run's final weights: what weight decay shrinks); the models are then dropped from the runs, so
     a sweep per seed holds only one seed's weights at a time (a real LLM's are ~0.5 GB a run)."""
-    from nbkit.core.models import weight_norm
-
     runs = df.attrs.get("runs", [])
     if len(runs) != len(df) or any(r.model is None for r in runs):
-        raise ValueError("with_weight_norms: the table's runs have no weights; make it with sweep(..., keep_models=True)")
+        raise ValueError("with_weight_norms: the table's runs have no weights; "
+                         "make it with sweep(..., keep_models=True)")
     norms = [weight_norm(r.model) for r in runs]
     for r in runs:
-        r.model = r.tokenizer = None
+        r.drop_weights()
     return df.assign(weight_norm=norms)
 
 
@@ -236,7 +237,8 @@ def best_per_seed(df: pd.DataFrame, metric: str = "best_eval_loss") -> pd.DataFr
     """Per seed, the row of a sweep table (with a seed column) where `metric` is lowest: each seed's
     own best setting of the swept knob (its own best LR, say), in seed order."""
     if "seed" not in df or metric not in df:
-        raise ValueError(f"best_per_seed: the table needs columns 'seed' and {metric!r}; it has {', '.join(df.columns)}")
+        raise ValueError(f"best_per_seed: the table needs columns 'seed' and {metric!r}; "
+                         f"it has {', '.join(df.columns)}")
     return df.loc[df.groupby("seed")[metric].idxmin()].sort_values("seed")
 
 

@@ -7,7 +7,7 @@
 
     TrainingArguments(**training_args_kwargs(cfg))      # the same run in HF Trainer
     SFTConfig(**sft_config_kwargs(cfg))                  # ... in TRL
-    get_peft_model(model, lora_config(cfg))              # ... in PEFT
+    get_peft_model(model, lora_config(cfg))              # ... in PEFT (nbkit.core.peft_mapping)
     Path("sft.yaml").write_text(llamafactory_yaml(cfg))  # ... in LLaMA-Factory
 
 `write_exports(cfg, folder)` writes the first three side by side and `write_dataset(cfg, folder)`
@@ -28,6 +28,9 @@ from pathlib import Path
 import yaml
 
 from nbkit.core.config import DATASET_NAMES, ConfigError, TrainConfig
+from nbkit.core.data import load_split
+from nbkit.core.peft_mapping import lora_args, lora_config_kwargs
+from nbkit.core.peft_mapping import lora_config  # noqa: F401  (export.lora_config, as before it moved)
 
 EXPORT_FORMATS = ("llamafactory", "trl", "training_args", "lora")
 EXPORT_FILES = {"llamafactory": "llamafactory_sft.yaml", "trl": "trl_sft.py", "training_args": "training_args.json"}
@@ -156,45 +159,6 @@ def sft_config_kwargs(cfg: TrainConfig) -> dict:
     }
 
 
-# ---------------------------------------------------------------------- PEFT LoraConfig
-
-
-def _lora_args(cfg: TrainConfig) -> dict:
-    """The LoRA keys under LLaMA-Factory's names (our field names), lora_alpha resolved."""
-    if cfg.finetuning_type != "lora":
-        raise ConfigError(f"finetuning_type={cfg.finetuning_type!r} has no LoRA config; "
-                          "allowed: finetuning_type='lora'.")
-    return {
-        "lora_rank": cfg.lora_rank,
-        "lora_alpha": cfg.resolved_lora_alpha,
-        "lora_dropout": cfg.lora_dropout,
-        "lora_target": cfg.lora_target,
-        "use_rslora": cfg.use_rslora,
-        "use_dora": cfg.use_dora,
-    }
-
-
-PEFT_NAMES = {"lora_rank": "r", "lora_target": "target_modules"}  # where PEFT's names differ
-
-
-def lora_config_kwargs(cfg: TrainConfig) -> dict:
-    """Keyword arguments for `peft.LoraConfig`, with lora_alpha resolved."""
-    kwargs = {PEFT_NAMES.get(key, key): value for key, value in _lora_args(cfg).items()}
-    if cfg.lora_target == "all":
-        kwargs["target_modules"] = "all-linear"  # PEFT's name for every linear layer except the output head
-    else:
-        kwargs["target_modules"] = [name.strip() for name in cfg.lora_target.split(",")]
-    kwargs["task_type"] = "CAUSAL_LM"
-    return kwargs
-
-
-def lora_config(cfg: TrainConfig):
-    """A `peft.LoraConfig` for this config (quantization is set on the model, not here)."""
-    from peft import LoraConfig
-
-    return LoraConfig(**lora_config_kwargs(cfg))
-
-
 # ---------------------------------------------------------------------- LLaMA-Factory
 
 # Where each key goes in the YAML, section by section; a key a config does not set is skipped.
@@ -241,7 +205,7 @@ def _llamafactory_model(cfg: TrainConfig) -> dict:
     if cfg.finetuning_type == "freeze":
         args["freeze_trainable_layers"] = cfg.freeze_trainable_layers
     if cfg.finetuning_type == "lora":
-        args.update(_lora_args(cfg))
+        args.update(lora_args(cfg))
     return args
 
 
@@ -440,8 +404,6 @@ def write_dataset(cfg: TrainConfig, folder) -> dict:
     the TRL script (train, validation) and for LLaMA-Factory (llamafactory_train,
     llamafactory_validation, registered in dataset_info), so that the files write_exports(cfg,
     folder) writes train on them as they are. Returns {name: path}."""
-    from nbkit.core.train import load_split
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written, dataset_info = {}, {}

@@ -27,10 +27,14 @@ import math
 import os
 import sys
 import tempfile
-import warnings
 from dataclasses import dataclass
 
 import torch
+
+from nbkit.core import notices
+from nbkit.core.evaluate import autocast_context, token_loss_sum
+from nbkit.core.models import fresh_model, pretrained_source
+from nbkit.core.train import build_optimizer
 
 
 def optimizer_state_bytes(optimizer) -> int:
@@ -121,8 +125,6 @@ class ModelShape:
     def from_registry(cls, model: str = "tiny") -> "ModelShape":
         """From a model name of nbkit.core.models ("tiny", "smollm2-135m") or an HF id / folder."""
         from transformers import AutoConfig
-
-        from nbkit.core.models import pretrained_source
 
         source, extra = pretrained_source(model)
         return cls.from_config(AutoConfig.from_pretrained(source, **extra))
@@ -344,7 +346,8 @@ def plan_memory(shape: ModelShape, finetuning_type: str = "full", quantization_b
     trainable = trainable_params(shape, finetuning_type, lora_rank, lora_target, freeze_trainable_layers)
     frozen = 0 if finetuning_type == "full" else shape.num_params - (trainable if finetuning_type == "freeze" else 0)
     layers = layers_keeping_activations(shape, finetuning_type, freeze_trainable_layers)
-    weights = frozen_weight_bytes(shape, frozen, quantization_bit, precision) + trainable_weight_bytes(trainable, precision)
+    weights = (frozen_weight_bytes(shape, frozen, quantization_bit, precision)
+               + trainable_weight_bytes(trainable, precision))
     return MemoryPlan(weights=weights, gradients=gradient_bytes(trainable, precision),
                       optimizer_state=optimizer_bytes(trainable, optim, precision),
                       activations=activation_bytes(shape, per_device_train_batch_size, max_seq_length,
@@ -441,8 +444,6 @@ TIMELINE_CATEGORIES = ("parameters", "optimizer_state", "inputs", "temporaries",
 def _training_step(model, optimizer, batch: int, seq: int, bf16: bool, fp16: bool, accumulation: int = 1) -> None:
     """One optimizer step over `accumulation` micro-batches of random full-length rows (the worst case:
     no padding), the loss as train.py takes it: each micro-batch's backward frees its activations."""
-    from nbkit.core.evaluate import autocast_context, token_loss_sum
-
     device = next(model.parameters()).device
     for _ in range(accumulation):
         ids = torch.randint(2, model.config.vocab_size, (batch, seq), device=device)
@@ -475,14 +476,12 @@ def _kineto_lines_hidden():
 def _step_to_measure(cfg, gradient_checkpointing: bool, device: str) -> tuple:
     """The arguments of _training_step for cfg: a fresh model in train mode (HF checkpoints only in
     train mode), its optimizer, the batch shape and precision."""
-    from nbkit.core.models import fresh_model
-    from nbkit.core.train import build_optimizer
-
     model, _ = fresh_model(cfg, device)
     model.train()
     if gradient_checkpointing:  # transformers >= 5 names it activation_checkpointing_enable
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False  # no KV cache in training (as HF Trainer sets it): else transformers says so on stderr
+        # no KV cache in training (as HF Trainer sets it): else transformers says so on stderr
+        model.config.use_cache = False
     optimizer = build_optimizer(cfg, model)
     return (model, optimizer, cfg.per_device_train_batch_size, cfg.max_seq_length, cfg.bf16, cfg.fp16,
             cfg.gradient_accumulation_steps)
@@ -505,8 +504,7 @@ def measure_peak_memory(cfg, gradient_checkpointing: bool = False) -> dict:
         _training_step(*step)
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "memory_timeline.json")
-        with warnings.catch_warnings():  # deprecated in favour of a CUDA-only API; still the CPU's route
-            warnings.simplefilter("ignore", FutureWarning)
+        with notices.profiler_timeline_warning():
             prof.export_memory_timeline(path, device="cpu")
         with open(path) as f:
             _, sizes = json.load(f)

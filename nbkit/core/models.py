@@ -20,13 +20,12 @@ import json
 import os
 import shutil
 import unittest.mock
-import warnings
 from pathlib import Path
 
 import torch
 
 from nbkit.core.config import TrainConfig, check_lora_rank
-from nbkit.core.export import lora_config
+from nbkit.core.peft_mapping import lora_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_PATH = REPO_ROOT / "data" / "tiny"
@@ -228,14 +227,10 @@ def apply_finetuning(model, cfg: TrainConfig):
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     check_lora_rank(cfg, model.config.hidden_size)
-    with warnings.catch_warnings():
-        # PEFT (0.21) reads transformers' deprecated `is_gradient_checkpointing`: a FutureWarning
-        # per LoRA run, about their code, not about the run; only that one is hidden, only here
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        if cfg.quantization_bit:
-            # casts norms to fp32 and enables input grads; gradient checkpointing stays off (tiny models)
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        return get_peft_model(model, lora_config(cfg))
+    if cfg.quantization_bit:  # (PEFT's FutureWarning on transformers' deprecated names: nbkit.core.notices)
+        # casts norms to fp32 and enables input grads; gradient checkpointing stays off (tiny models)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return get_peft_model(model, lora_config(cfg))
 
 
 def load_model(cfg: TrainConfig, device: torch.device | str = "cpu"):

@@ -244,7 +244,8 @@ The base model never saw the chat format: fine-tuning teaches it.
 ## Corpus
 {f['corpus_sentences']:,} generated documents, {f['corpus_tokens']:,} tokens (`nbkit.core.data.corpus_sentences`,
 seed {f['seed']}), each ended by the eos token `<|end|>` and a newline:
-- 55% addition facts of numbers 0..99 (a quarter of the operands drawn from 0..9) in declarative forms only ("23 plus 45 is 68.",
+- 55% addition facts of numbers 0..99 (a quarter of the operands drawn from 0..9) in declarative forms only \
+("23 plus 45 is 68.",
   "The sum of 23 and 45 is 68.", "23 + 45 = 68.", ...);
 - 15% restaurant talk (the food, staff and adjective words of the `reviews` task, and which of
   them are good or bad);
@@ -255,7 +256,8 @@ seed {f['seed']}), each ended by the eos token `<|end|>` and a newline:
 Never a question, never the chat format (`<|user|>`, `<|assistant|>` are unseen tokens).
 
 ## Pretraining
-- Optimizer: AdamW, betas {tuple(f['adam_betas'])}, weight decay {f['weight_decay']}, gradient clipping {f['max_grad_norm']}
+- Optimizer: AdamW, betas {tuple(f['adam_betas'])}, weight decay {f['weight_decay']}, \
+gradient clipping {f['max_grad_norm']}
 - **Peak learning rate: {f['peak_learning_rate']:g}**, linear warmup over {f['warmup_steps']} steps, then
   cosine decay to {f['min_lr_ratio']:g} x peak
 - {f['steps']:,} steps of batch {f['batch']} x {f['seq_len']} tokens (packed sentences):

@@ -23,7 +23,7 @@ import re
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import pandas as pd
@@ -65,11 +65,18 @@ def jsonable(value, nan_as_null: bool = False):
     return value
 
 
+def file_safe_label(text: str) -> str:
+    """Free text as part of a file or folder name, still readable: every run of characters other than
+    letters, digits and . _ = , + - becomes one "-": "lr=1e-3/cosine" -> "lr=1e-3-cosine". Run folders,
+    a sweep's run names and a study's trial names are made with it."""
+    return re.sub(r"[^A-Za-z0-9._=,+-]+", "-", str(text))
+
+
 def new_run_dir(output_dir: str | Path, run_name: str | None = None) -> Path:
     """A fresh, unique folder: <time>_<name or short id>."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     # a run_name is free text ("lr=1e-3/cosine"): keep it readable but safe as a folder name
-    suffix = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", run_name)[:80] if run_name else uuid.uuid4().hex[:6]
+    suffix = file_safe_label(run_name)[:80] if run_name else uuid.uuid4().hex[:6]
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     path, n = Path(output_dir) / f"{stamp}_{suffix}", 1
     while True:  # two runs in the same second with the same name, maybe in two worker processes at once:
@@ -146,6 +153,14 @@ class Run:
     @property
     def name(self) -> str:
         return self.path.name
+
+    def drop_weights(self, copy: bool = False) -> "Run":
+        """Let go of the model and tokenizer (a real LLM's weights are ~0.5 GB a run; the curves and
+        files stay). copy=False: this Run loses them, and is returned; copy=True: a copy without them
+        is returned and this Run keeps its own (a Run that belongs to the caller, say)."""
+        run = replace(self) if copy else self
+        run.model = run.tokenizer = None
+        return run
 
     def __repr__(self) -> str:
         loss = self.best_eval_loss

@@ -39,7 +39,9 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from nbkit.core.config import TrainConfig
 from nbkit.core.runs import format_value
+from nbkit.core.study_spec import SPEC_ATTR, quiet_create_study
 
 EDGE_MARGIN = 0.1  # the outer 10% of a range (on its own scale) is its edge, whatever else was tried
 EXTREME_MARGIN = 0.25  # the outer quarter is its edge too when the best is the last value tried that way
@@ -56,7 +58,7 @@ MEASURED = (TrialState.COMPLETE, TrialState.PRUNED)  # trials with a measured lo
 
 def study_spec(study: optuna.Study) -> dict:
     """The nbkit spec the study was made from ({} for a study made some other way)."""
-    return dict(study.user_attrs.get("nbkit_spec") or {})
+    return dict(study.user_attrs.get(SPEC_ATTR) or {})
 
 
 def is_usable(trial) -> bool:
@@ -245,8 +247,6 @@ def _can_widen(knob: str, domain, upward: bool) -> bool:
     ratio or a weight decay of 0 cannot be widened downward, a warmup ratio of 1 not upward). Asks
     TrainConfig, the one place that knows each field's allowed values; a knob TrainConfig does not
     have (a notebook's own parameter) counts as open."""
-    from nbkit.core.config import TrainConfig
-
     low, high = bounds(domain)
     edge = high if upward else low
     if not upward and edge == 0 and not is_log_scale(domain):
@@ -780,8 +780,6 @@ def replay_pruning(grid_study: optuna.Study, pruner: optuna.pruners.BasePruner, 
     grid measured until the pruner stops it, as one worker taking them one after another would. Nothing
     trains: a fine-tune's curve does not depend on the pruner watching it (chapter 8 checks that ASHA's
     finished trials give the grid's losses exactly), so the replay is what the pruner would have done."""
-    from nbkit.core.study import SPEC_ATTR, quiet_create_study
-
     study = quiet_create_study(pruner=pruner)
     study.set_user_attr(SPEC_ATTR, study_spec(grid_study))
     for measured in order:

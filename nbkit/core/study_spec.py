@@ -18,7 +18,6 @@ import json
 import math
 import random
 import typing
-import warnings
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import optuna
 
-from nbkit.core import config
+from nbkit.core import config, notices
 from nbkit.core.config import ConfigError, TrainConfig, coerce_value, read_yaml_mapping
 from nbkit.core.runs import NOT_KNOBS
 
@@ -355,8 +354,7 @@ def make_sampler(spec: StudySpec, draw_seed: int | None = None) -> optuna.sample
         return optuna.samplers.RandomSampler(seed=draw_seed)
     if spec.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=draw_seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with notices.optuna_experimental():
         return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=study_seed(spec),
                                           independent_sampler=optuna.samplers.RandomSampler(seed=draw_seed),
                                           warn_independent_sampling=False)
@@ -475,15 +473,10 @@ def _shown(url: str) -> str:
 
 
 def quiet_create_study(**kwargs) -> optuna.Study:
-    """optuna.create_study(direction="minimize", ...) without its "A new study created in ..." line on
-    stderr: a chapter's output (and the CLI's) says what happened in its own lines. Optuna's logging
-    level is restored after."""
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
+    """optuna.create_study(direction="minimize", ...) without its "A new study created in ..." line
+    (nbkit.core.notices.optuna_quiet)."""
+    with notices.optuna_quiet():
         return optuna.create_study(direction="minimize", **kwargs)
-    finally:
-        optuna.logging.set_verbosity(level)
 
 
 def _canonical(value) -> str:

@@ -13,11 +13,11 @@ UPDATE) by itself.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import optuna
 
+from nbkit.core import notices
 from nbkit.core.study_spec import StudyError, StudySpec, _shown, check_storage_url, with_driver
 
 
@@ -66,8 +66,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
     check_storage_url(url)
     url = absolute_storage_url(with_driver(url))
     retry = None
-    with warnings.catch_warnings():  # heartbeats and retries are marked experimental in Optuna
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with notices.optuna_experimental():  # heartbeats and retries
         if heartbeat_interval is not None:
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
         try:

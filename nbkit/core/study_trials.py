@@ -115,7 +115,7 @@ def study_from_runs(runs, scientific, nuisance=(), study_name: str = "sweep") ->
 
 def train_trial(trial: optuna.Trial, spec: StudySpec) -> float:
     """One trial as an in-process train() run, each epoch's eval_loss reported to the pruner."""
-    from nbkit.core.train import train
+    from nbkit.core.train import train  # here, not at the top: torch (the CLI's study commands import this module)
 
     params = suggest(trial, spec)
     cfg = TrainConfig.from_dict({**spec.held(), **params, "output_dir": str(spec.resolved_output_dir()),

@@ -17,14 +17,13 @@ import signal
 import sys
 import threading
 import time
-import warnings
 from collections import Counter
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-from nbkit.core import optuna_private
+from nbkit.core import notices, optuna_private
 from nbkit.core.runs import format_value
 from nbkit.core.study_analysis import best_trial
 from nbkit.core.study_queue import _queue_again, fix_params, prepare_for_workers
@@ -86,8 +85,7 @@ def work(spec_dict: dict, backend: str = "local", worker: int = 0, threads: int 
                               pruner=make_pruner(spec))
     done, told = 0, set()
     while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with notices.optuna_experimental():
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial goes back in the queue
         trial = _take_trial(study, spec)
         if trial is None:

@@ -20,18 +20,15 @@ Rows and df.attrs["runs"] stay aligned only until the table is filtered or sorte
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
-import re
-from concurrent.futures.process import BrokenProcessPool
 
 import pandas as pd
 
 from nbkit.core.config import TrainConfig
-from nbkit.core.runs import NOT_KNOBS, as_number, as_runs, differing_knobs, knob_label
+from nbkit.core.runs import NOT_KNOBS, as_number, as_runs, differing_knobs, file_safe_label, knob_label
 from nbkit.core.train import train
-from nbkit.core.workers import discard, pool, train_in_worker
+from nbkit.core.workers import run_side_by_side, train_in_worker
 
 FINISHED = ("completed", "early_stopped", "diverged")  # runs that ended on their own: safe to reuse
 RESULT_COLUMNS = ["status", "best_epoch", "best_eval_loss", "final_eval_loss", "base_eval_loss",
@@ -70,8 +67,7 @@ def grid_configs(cfg: TrainConfig, grid: dict) -> list[tuple[dict, TrainConfig]]
 
 def _run_name(cfg: TrainConfig, knobs) -> str:
     """"learning_rate=0.001,seed=2": readable, and safe as part of a folder name."""
-    name = knob_label(cfg, knobs).replace(", ", ",")
-    name = re.sub(r"[^A-Za-z0-9._=,+-]+", "-", name)
+    name = file_safe_label(knob_label(cfg, knobs).replace(", ", ","))
     return f"{cfg.run_name}-{name}" if cfg.run_name else name
 
 
@@ -166,7 +162,7 @@ def sweep(cfg: TrainConfig, grid: dict, callbacks=(), progress=True, stop_event=
 
 def _reused(run, keep_models):
     """An earlier run standing in for a combination: a copy, never strip the caller's Run's model."""
-    return run if keep_models else dataclasses.replace(run, model=None, tokenizer=None)
+    return run if keep_models else run.drop_weights(copy=True)
 
 
 def _print_progress(i, n, run, label, reused) -> None:
@@ -174,28 +170,24 @@ def _print_progress(i, n, run, label, reused) -> None:
 
 
 def _train_side_by_side(named, earlier, workers, keep_models, progress, knobs) -> list:
-    """The runs of a sweep in `workers` processes, in the grid's order; the stop button (a
-    KeyboardInterrupt while waiting) cancels the runs not started and keeps the finished ones."""
-    executor = pool(workers)
-    runs, futures = [], []
-    try:
-        futures = [None if done is not None else executor.submit(train_in_worker, run_cfg, keep_models)
-                   for (_, run_cfg), done in zip(named, earlier)]
-        for i, ((combo, run_cfg), done, future) in enumerate(zip(named, earlier, futures), start=1):
-            run = future.result() if future is not None else _reused(done, keep_models)
-            runs.append(run)
-            if progress:
-                _print_progress(i, len(named), run, knob_label(run_cfg, knobs), done is not None)
-    except BrokenProcessPool as err:  # a worker was killed (out of memory, or by hand): a message, not a traceback
-        discard(workers)
-        raise RuntimeError(f"sweep: a worker process died after {len(runs)} of {len(named)} runs ({err}); the "
-                           f"finished runs are in their folders; run the sweep again (new workers start), or with "
-                           f"workers=1") from None
-    except KeyboardInterrupt:
-        for future in futures:
-            if future is not None:
-                future.cancel()
-        print(f"sweep interrupted: returning the {len(runs)} of {len(named)} runs made so far", flush=True)
+    """The runs of a sweep in `workers` processes (nbkit.core.workers.run_side_by_side), in the grid's
+    order, the reused ones in their places; the stop button cancels the runs not started and keeps
+    the finished ones; a dead worker ends the sweep with WorkerDied (the next sweep gets new workers)."""
+    runs = []
+
+    def add(run, reused):
+        runs.append(run)
+        if progress:
+            _print_progress(len(runs), len(named), run, knob_label(named[len(runs) - 1][1], knobs), reused)
+
+    def add_reused():  # the reused runs up to the next one that trains
+        while len(runs) < len(named) and earlier[len(runs)] is not None:
+            add(_reused(earlier[len(runs)], keep_models), reused=True)
+
+    add_reused()
+    jobs = [(run_cfg, keep_models) for (_, run_cfg), done in zip(named, earlier) if done is None]
+    run_side_by_side(train_in_worker, jobs, workers, on_result=lambda i, run: (add(run, False), add_reused()),
+                     on_stop="return", name="sweep", what="runs to train")
     return runs
 
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from nbkit.core.callbacks import EPOCH_END, RUN_END, STEP, TRAIN_BEGIN, EarlyStopping, StopRun
 from nbkit.core.config import TrainConfig
-from nbkit.core.data import collate, load_examples, split_examples, task_metric, tokenize_example
+from nbkit.core.data import collate, load_split, task_metric, tokenize_example
 from nbkit.core.evaluate import autocast_context, evaluate_loss, exact_match_accuracy, token_loss_sum
 from nbkit.core.models import count_parameters, load_model, memory_footprint, quiet_loading
 from nbkit.core.runs import Run, RunWriter, load_run, new_run_dir
@@ -36,14 +36,6 @@ DIVERGENCE_FACTOR = 3.0  # a step loss 3x the first one has left the basin; at t
 
 
 # ---------------------------------------------------------------- building blocks
-
-def load_split(cfg: TrainConfig) -> tuple[list, list]:
-    """The dataset's examples (capped at max_samples), split into train and validation."""
-    examples = load_examples(cfg.dataset, seed=cfg.seed)
-    if cfg.max_samples:
-        examples = examples[:cfg.max_samples]
-    return split_examples(examples, cfg.val_size, seed=cfg.seed)
-
 
 def step_plan(cfg: TrainConfig, batches_per_epoch: int) -> tuple[int, int]:
     """(optimizer steps per epoch, total optimizer steps): max_steps wins over epochs (HF)."""
@@ -253,9 +245,9 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None, keep_model=True) -> R
     accelerator = Accelerator()  # picks CUDA when there is one; sets up DDP under `accelerate launch`
     device, is_main = accelerator.device, accelerator.is_main_process
     if accelerator.distributed_type.value in UNSUPPORTED_LAUNCHES:
-        raise ValueError(f"accelerate launch with distributed_type={accelerator.distributed_type.value} is not supported by "
-                         "nbkit's loop (it calls backward and clips itself); allowed: one process, or DDP "
-                         "(accelerate launch --multi_gpu / torchrun), on GPUs or CPUs")
+        raise ValueError(f"accelerate launch with distributed_type={accelerator.distributed_type.value} "
+                         "is not supported by nbkit's loop (it calls backward and clips itself); "
+                         "allowed: one process, or DDP (accelerate launch --multi_gpu / torchrun), on GPUs or CPUs")
     seed_everything(cfg)
     bf16 = uses_bf16(cfg, device)
     precision = "bf16" if bf16 else "fp16" if cfg.fp16 else "fp32"
@@ -414,5 +406,5 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None, keep_model=True) -> R
     run.model, run.tokenizer = raw_model, tokenizer
     emit(RUN_END, {"run": run})
     if not keep_model:  # after run_end, whose callbacks may still read the weights
-        run.model = run.tokenizer = None
+        run.drop_weights()
     return run

@@ -1,6 +1,7 @@
-"""Runs side by side in worker processes: how a chapter affords a seed set on a laptop.
+"""Work side by side in worker processes: how a chapter affords a seed set on a laptop.
 
     sweep(cfg, {"learning_rate": [...], "seed": ch.seeds}, workers=default_workers(cfg))
+    runs = run_side_by_side(train_in_worker, [(c, False) for c in configs], workers)  # any jobs, in order
 
 The tiny model's matrices are small: a second thread barely speeds one run up, but two processes
 of one thread each run two runs in the time of one (measured on 2 cores: 4 runs in 13.8 s one
@@ -8,31 +9,66 @@ after another, 7.2 s as 2 processes of 1 thread; DESIGN.md). A pool is started t
 is asked for and kept for the life of the kernel, as DataLoader's `persistent_workers` are:
 starting a process and importing torch costs about 4 s, once, not once per sweep.
 Workers are spawned (never forked: the kernel runs threads, and torch's OpenMP pool does not
-survive a fork), each with one thread per core it owns.
+survive a fork), each with an equal share of the cores as its threads; they ignore the stop
+button (the kernel cancels what has not started) and end when the kernel's process ends.
+
+`run_side_by_side` is the one place that hands jobs to the pool: the sweep and every chapter's lab
+call it, so a dead worker and the stop button are handled the same way everywhere.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
+
+from nbkit.core.config import TrainConfig
 
 MAX_WORKERS = 8  # a tiny run's process holds ~0.6 GB: 8 of them fit a laptop's memory
+STOP_POLL_SECONDS = 0.2  # how often a wait looks at stop_event
 
 _pools: dict[int, ProcessPoolExecutor] = {}  # one pool per size, started on first use
 
 
-def default_workers(cfg) -> int:
-    """Processes for cfg's runs: one per core for the tiny model on a CPU (its runs gain from
-    processes, not threads); 1 for anything else (a real LLM uses every core in one run, and
-    several copies of its weights would not fit in memory)."""
+class WorkerDied(RuntimeError):
+    """A worker process died (the out-of-memory killer, a kill by hand) while jobs were running."""
+
+
+def default_workers(cfg=None) -> int:
+    """How many runs of cfg's model to train side by side here: the cores divided by the threads one
+    run puts to use, at least 1, at most MAX_WORKERS (memory). Each worker then gets an equal share of
+    the cores as its threads (pool).
+
+    - The tiny model on a CPU puts ONE thread to use (its matrices are small: a second thread barely
+      speeds a run up, a second process of one thread doubles the runs per second; DESIGN.md): one
+      worker per core. This holds for a chapter's sweep of tiny runs and for a study's workers alike
+      (a study worker trains its trials one after another, each with its worker's threads).
+    - Anything else, a real LLM or any model on a GPU, uses every core (or the GPU) in one run, and a
+      second copy of its weights may not fit: 1 worker.
+
+    cfg: a TrainConfig, or a dict of its fields (a study spec's `base`); None or no "model": the
+    TrainConfig default model."""
+    model = _model_of(cfg)
+    if model != "tiny":
+        return 1
     import torch
-    if cfg.model != "tiny" or torch.cuda.is_available():
+    if torch.cuda.is_available():
         return 1
     return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 
 
+def _model_of(cfg) -> str:
+    if cfg is None:
+        cfg = {}
+    if isinstance(cfg, dict):
+        return cfg.get("model", TrainConfig.model)
+    return cfg.model
+
+
 def pool(workers: int) -> ProcessPoolExecutor:
-    """The kernel's pool of `workers` processes (started now if it is the first call)."""
+    """The kernel's pool of `workers` processes (started now if it is the first call). Use it through
+    run_side_by_side, which handles a dead worker and the stop button."""
     if workers not in _pools:
         threads = max(1, (os.cpu_count() or 1) // workers)
         _pools[workers] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
@@ -53,18 +89,126 @@ def shutdown() -> None:
         _pools.popitem()[1].shutdown(cancel_futures=True)
 
 
+def run_side_by_side(function, jobs, workers: int = 1, *, on_result=None, stop_event=None, on_stop: str = "raise",
+                     name: str = "run_side_by_side", what: str = "jobs") -> list:
+    """function(*job) for every job (a tuple of arguments), `workers` at a time in the kernel's
+    persistent pool (workers > 1) or here, one after another (workers <= 1). Returns the results in the
+    jobs' order; on_result(i, result) is called for each as soon as it and every job before it are done
+    (a progress line, say). `function` and the jobs must pickle (a module-level function; bind keyword
+    arguments with functools.partial). A job's own exception is raised here (the jobs not started are
+    cancelled).
+
+    A worker process dies (killed by hand or by the out-of-memory killer): the pool is discarded and
+    WorkerDied says how many jobs had finished and that the rest are lost; the next call starts new
+    workers. The stop (a KeyboardInterrupt here, the kernel's stop button; or stop_event set, checked
+    between jobs and while waiting): the jobs not started are cancelled (those already running in a
+    worker finish there, unseen), one line says so, then on_stop="raise" raises KeyboardInterrupt and
+    on_stop="return" returns the results finished so far (the first k, in order), as a sweep does.
+    name and what name the caller and its jobs in those messages ("sweep", "runs")."""
+    if on_stop not in ("raise", "return"):
+        raise ValueError(f"on_stop={on_stop!r}; allowed: 'raise', 'return'")
+    jobs = [tuple(job) for job in jobs]
+    results = []
+    if not jobs:
+        return results
+    if workers <= 1:
+        inside = False  # in a job when the stop came: that one was started, not cancelled
+        try:
+            for i, job in enumerate(jobs):
+                _check_stop(stop_event)
+                inside = True
+                results.append(function(*job))
+                inside = False
+                if on_result is not None:
+                    on_result(i, results[-1])
+        except KeyboardInterrupt:
+            return _stopped(name, what, results, len(jobs), cancelled=len(jobs) - len(results) - inside, running=0,
+                            on_stop=on_stop)
+        return results
+    futures = []
+    try:
+        _check_stop(stop_event)
+        executor = pool(workers)
+        for job in jobs:  # one by one: a stop while submitting still finds the submitted ones to cancel
+            futures.append(executor.submit(function, *job))
+        for i, future in enumerate(futures):
+            results.append(_wait(future, stop_event))
+            if on_result is not None:
+                on_result(i, results[-1])
+        return results
+    except BrokenProcessPool as err:
+        discard(workers)
+        raise WorkerDied(f"{name}: a worker process died (killed, or out of memory) after {len(results)} of "
+                         f"{len(jobs)} {what} had finished ({err}); the others are lost. Run it again (the next "
+                         f"call starts new workers), or with workers=1") from None
+    except KeyboardInterrupt:
+        cancelled = sum(future.cancel() for future in futures)
+        not_submitted = len(jobs) - len(futures)
+        running = sum(not f.done() for f in futures)
+        return _stopped(name, what, results, len(jobs), cancelled + not_submitted, running, on_stop)
+    finally:  # a job's own exception, or anything else: nothing more of this call starts
+        for future in futures:
+            future.cancel()
+
+
+def _check_stop(stop_event) -> None:
+    if stop_event is not None and stop_event.is_set():
+        raise KeyboardInterrupt
+
+
+def _wait(future, stop_event):
+    if stop_event is None:
+        return future.result()
+    while True:
+        _check_stop(stop_event)
+        try:
+            return future.result(timeout=STOP_POLL_SECONDS)
+        except FutureTimeout:
+            continue
+
+
+def _stopped(name, what, results, total, cancelled, running, on_stop):
+    line = f"{name} interrupted: {len(results)} of {total} {what} finished, {cancelled} not started were cancelled"
+    if running:
+        line += f" ({running} already running finish in their workers, unseen)"
+    print(line + ("; returning the finished ones" if on_stop == "return" else ""), flush=True)
+    if on_stop == "raise":
+        raise KeyboardInterrupt
+    return results
+
+
 def _start_worker(threads: int) -> None:
     import signal
 
     import torch
     torch.set_num_threads(threads)
-    # the stop button (and a kernel shutdown) sends SIGINT to the whole process group: the sweep
-    # in the kernel handles it by cancelling the runs not started; a worker printing its own
+    # the stop button (and a kernel shutdown) sends SIGINT to the whole process group: the kernel
+    # (run_side_by_side) handles it by cancelling the jobs not started; a worker printing its own
     # KeyboardInterrupt traceback would only be noise
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a job may be long (a study worker's loop of trials): if the kernel's process dies (killed, or a
+    # kernel restart), nobody will read its results, so the worker ends with it
+    exit_with_parent()
+
+
+def exit_with_parent() -> None:
+    """In a process started by multiprocessing: end it (os._exit(1)) as soon as the process that started
+    it is gone, whatever it is doing; a thread waits on the parent's sentinel. Elsewhere: nothing."""
+    import threading
+
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_when_gone, args=(parent.sentinel,), daemon=True,
+                         name="nbkit-exit-with-parent").start()
+
+
+def _exit_when_gone(sentinel) -> None:
+    import multiprocessing.connection
+    multiprocessing.connection.wait([sentinel])  # ready when the parent process is gone
+    os._exit(1)
 
 
 def train_in_worker(cfg, keep_model: bool):
     """train(cfg) in a worker process; the Run (curves, files, weights if kept) comes back pickled."""
-    from nbkit.core.train import train
+    from nbkit.core.train import train  # here, not at the top: the trainer imports torch and transformers
     return train(cfg, keep_model=keep_model)

@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     study_run.add_argument("--workers", type=int, help="workers side by side (default: one per two cores)")
     study_run.add_argument("--storage", metavar="URL", help="override the spec's storage, e.g. postgresql+psycopg2://...")
     study_run.add_argument("--backend", default="local", help="local (default), inprocess, papermill or ray")
-    study_run.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: RAY_ADDRESS, else local)")
+    study_run.add_argument("--ray-address", metavar="ADDR",
+                           help="Ray cluster to join (default: RAY_ADDRESS, else local)")
     study_run.set_defaults(handler=run_study_command)
     study_show = study_commands.add_parser("show", help="a stored study's trials, warnings and analysis")
     study_show.add_argument("--storage", metavar="URL", default=DEFAULT_STORAGE, help=f"default: {DEFAULT_STORAGE}")

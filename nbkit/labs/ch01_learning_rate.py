@@ -7,7 +7,7 @@ what the chapter reads off the sweep. The range test itself is the trainer's too
 """
 from __future__ import annotations
 
-import dataclasses
+from functools import partial
 
 import pandas as pd
 
@@ -16,7 +16,7 @@ from nbkit.core.evaluate import heldout_text_loss
 from nbkit.core.lr_finder import LRRangeTest, lr_range_test
 from nbkit.core.runs import as_runs
 from nbkit.core.sweep import sweep, sweep_from_runs
-from nbkit.core.workers import discard, pool
+from nbkit.core.workers import run_side_by_side
 
 
 def range_tests(cfg: TrainConfig, seeds, workers: int = 1, **kwargs) -> list[LRRangeTest]:
@@ -24,18 +24,10 @@ def range_tests(cfg: TrainConfig, seeds, workers: int = 1, **kwargs) -> list[LRR
     data order differs by seed, and so may the suggestion. workers > 1: the tests run side by side
     in nbkit.core.workers' processes (each one short run of its own); `model`/`tokenizer` need workers=1."""
     configs = [cfg.replace(seed=int(s)) for s in seeds]
-    if workers <= 1:
-        return [lr_range_test(c, **kwargs) for c in configs]
-    if "model" in kwargs or "tokenizer" in kwargs:
+    if workers > 1 and ("model" in kwargs or "tokenizer" in kwargs):
         raise ValueError(f"workers={workers}: a model passed in lives in this process; allowed: workers=1 with model=")
-    from concurrent.futures.process import BrokenProcessPool
-
-    try:
-        futures = [pool(workers).submit(lr_range_test, c, **kwargs) for c in configs]
-        return [f.result() for f in futures]
-    except BrokenProcessPool as err:  # a worker was killed (out of memory): the next call starts new ones
-        discard(workers)
-        raise RuntimeError(f"range_tests: a worker process died ({err}); run again, or with workers=1") from None
+    return run_side_by_side(partial(lr_range_test, **kwargs), [(c,) for c in configs], workers,
+                            name="range_tests", what="range tests")
 
 
 def sweep_with_text_loss(cfg: TrainConfig, learning_rates, seeds, reuse=None, workers: int = 1,
@@ -56,7 +48,7 @@ def sweep_with_text_loss(cfg: TrainConfig, learning_rates, seeds, reuse=None, wo
         for run in part.attrs["runs"]:
             text_losses.append(heldout_text_loss(run.model, run.tokenizer))
             # a copy without the weights (they go with `part`); a reused Run of the caller keeps its own
-            runs.append(dataclasses.replace(run, model=None, tokenizer=None))
+            runs.append(run.drop_weights(copy=True))
     df = sweep_from_runs(runs, knobs=["learning_rate", "seed"])
     df["heldout_text_loss"] = text_losses
     return df

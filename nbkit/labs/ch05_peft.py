@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import subprocess
 import sys
 from functools import partial
@@ -265,27 +264,10 @@ def add_forgetting(table, heldout_before: float, keep_seed: int | None = None):
         with tiny_model_threads(run.config["model"]):
             after.append(forgetting(run, heldout_before)["heldout_loss_after"])
         if keep_seed is None or run.config["seed"] != keep_seed:
-            run.model = run.tokenizer = None
+            run.drop_weights()
     table["heldout_loss_after"] = after
     table["forgetting"] = table["heldout_loss_after"] - heldout_before
     return table
-
-
-INT8_NOTICE_LOGGER = "bitsandbytes.autograd._functions"  # logs "MatMul8bitLt: inputs will be cast ..." per matmul
-
-
-@contextlib.contextmanager
-def int8_notice_silenced():
-    """bitsandbytes logs "MatMul8bitLt: inputs will be cast from torch.float32 to float16" at every
-    int8 matmul of an fp32 model (expected on the CPU, and nothing to act on): silenced in this
-    process, then the logger's level is put back."""
-    logger = logging.getLogger(INT8_NOTICE_LOGGER)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _measured_sweep(cfg: TrainConfig, grid: dict, seeds, workers: int, measure):
@@ -318,7 +300,7 @@ def method_sweeps(base: TrainConfig, learning_rates: dict, seeds, workers: int, 
         def measure(table, keep=keep):
             return add_forgetting(table, heldout_before, keep_seed=keep)
         if METHODS[method].get("quantization_bit") == 8:
-            with int8_notice_silenced(), tiny_model_threads(base.model):
+            with tiny_model_threads(base.model):  # (its per-matmul int8 notice: nbkit.core.notices)
                 tables[method] = _measured_sweep(cfg, {"learning_rate": lrs}, seeds, 1, measure)
         else:
             tables[method] = _measured_sweep(cfg, {"learning_rate": lrs}, seeds, workers, measure)
@@ -388,7 +370,7 @@ def add_update_norms(table):
         if run.model is None:
             raise ValueError(f"{run.name}: run.model is None: keep the model (sweep(..., keep_models=True))")
         norms.append(lora_update_norm(run.model))
-        run.model = run.tokenizer = None
+        run.drop_weights()
     table["update_norm"] = norms
     return table
 

@@ -323,21 +323,9 @@ def runs_by(runs, *knobs) -> dict:
 def train_many(configs, workers: int = 1) -> list:
     """train(cfg, keep_model=False) for each config, in order: configs that are no grid (each
     seed's own clipping threshold, say). workers > 1: side by side in nbkit.core.workers' processes."""
-    from nbkit.core.train import train
+    from nbkit.core.workers import run_side_by_side, train_in_worker
 
-    configs = list(configs)
-    if workers <= 1:
-        return [train(c, keep_model=False) for c in configs]
-    from concurrent.futures.process import BrokenProcessPool
-
-    from nbkit.core.workers import discard, pool, train_in_worker
-    try:
-        futures = [pool(workers).submit(train_in_worker, c, False) for c in configs]
-        return [f.result() for f in futures]
-    except BrokenProcessPool as err:  # a worker was killed (out of memory): the next call starts new ones
-        discard(workers)
-        raise RuntimeError(f"train_many: a worker process died ({err}); the finished runs are in their folders; "
-                           "run again, or with workers=1") from None
+    return run_side_by_side(train_in_worker, [(c, False) for c in configs], workers, name="train_many", what="runs")
 
 
 def max_relative_difference(a, b) -> float:

@@ -80,7 +80,7 @@ def fine_tune_by_the_method(cfg: TrainConfig, lr_test_steps: int) -> MethodRun:
     finder = lr_range_test(cfg, num_steps=lr_test_steps)
     run = train(cfg.replace(learning_rate=chosen_learning_rate(finder)))
     kept_loss = validation_loss(run)
-    run.model = run.tokenizer = None  # a real LLM's weights are not kept for every seed
+    run.drop_weights()  # a real LLM's weights are not kept for every seed
     return MethodRun(finder, run, kept_loss)
 
 
@@ -88,10 +88,10 @@ def method_on_seeds(cfg: TrainConfig, seeds: list[int], lr_test_steps: int, work
     """The whole method again at each seed (its own range test, its own run), side by side in
     `workers` processes (nbkit.core.workers) or one after another."""
     cfgs = [cfg.replace(seed=seed, run_name=f"{cfg.run_name or 'method'}-seed{seed}") for seed in seeds]
-    if workers > 1:
-        from nbkit.core.workers import pool
-        return list(pool(workers).map(fine_tune_by_the_method, cfgs, [lr_test_steps] * len(cfgs)))
-    return [fine_tune_by_the_method(c, lr_test_steps) for c in cfgs]
+    from nbkit.core.workers import run_side_by_side
+
+    return run_side_by_side(fine_tune_by_the_method, [(c, lr_test_steps) for c in cfgs], workers,
+                            name="method_on_seeds", what="seeds")
 
 
 def pick_batch(cfg: TrainConfig, memory_gb: float, effective_batch: int) -> dict:

@@ -75,16 +75,13 @@ def work_through(spec_dicts: list[dict], worker: int) -> int:
 def run_seed_studies(p, runs_dir, seeds, workers: int = 2) -> dict[int, dict[str, optuna.Study]]:
     """Every study of the chapter: for each seed, the grid and the ASHA study; all created first, then
     run by `workers` processes side by side. Re-running resumes: finished trials are kept."""
-    from nbkit.core.workers import pool  # the chapters' persistent worker pool (core)
+    from nbkit.core.workers import run_side_by_side  # the chapters' persistent worker pool (core)
 
     specs = {s: question_specs(p, runs_dir, s) for s in seeds}
     order = [specs[s][kind] for kind in ("grid", "asha") for s in seeds]  # grids first, then the pruned studies
     dicts = [prepare_for_workers(spec)[1] for spec in order]  # as run_study does, before any worker starts
-    if workers <= 1:
-        work_through(dicts, 0)
-    else:
-        for future in [pool(workers).submit(work_through, dicts, i) for i in range(workers)]:
-            future.result()
+    run_side_by_side(work_through, [(dicts, i) for i in range(max(1, workers))], workers, name="run_seed_studies",
+                     what="study workers")
     storage = storage_url(runs_dir)
     return {s: {kind: optuna.load_study(study_name=spec.study_name, storage=storage)
                 for kind, spec in specs[s].items()} for s in seeds}

@@ -109,7 +109,8 @@ def plot_methods(table, rows=None):
     axes[0].set_yscale("log")
     axes[0].set_title("trainable parameters")
     bottom = 0
-    for column, label in (("weights_MB", "weights"), ("gradients_MB", "gradients"), ("optimizer_MB", "optimizer state")):
+    for column, label in (("weights_MB", "weights"), ("gradients_MB", "gradients"),
+                          ("optimizer_MB", "optimizer state")):
         axes[1].bar(names, table[column], bottom=bottom, label=label)
         bottom = bottom + table[column]
     axes[1].set_title("memory, MB (measured)")

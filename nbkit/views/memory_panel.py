@@ -81,20 +81,24 @@ class PlannerPanel:
     """The planner's inputs as widgets; every change redraws the plan below them."""
 
     def __init__(self, model: str = "7b", method: str = "lora", precision: str = "bf16", optim: str = "adamw_torch",
-                 per_device_train_batch_size: int = 4, max_seq_length: int = 2048, gradient_accumulation_steps: int = 32,
-                 gradient_checkpointing: bool = True, lora_rank: int = 8, memory_gb: float = 24.0):
+                 per_device_train_batch_size: int = 4, max_seq_length: int = 2048,
+                 gradient_accumulation_steps: int = 32, gradient_checkpointing: bool = True, lora_rank: int = 8,
+                 memory_gb: float = 24.0):
         self.controls = {
             "model": _labelled(widgets.Text(value=str(model), continuous_update=False), "model (7b, 135M, HF id)"),
             "method": _labelled(widgets.Dropdown(options=METHOD_LABELS, value=method), "method"),
             "precision": _labelled(widgets.Dropdown(options=list(PRECISIONS), value=precision), "precision"),
             "optim": _labelled(widgets.Dropdown(options=list(OPTIMIZER_BYTES), value=optim), "optim"),
-            "per_device_train_batch_size": _labelled(widgets.IntSlider(value=per_device_train_batch_size, min=1, max=128),
+            "per_device_train_batch_size": _labelled(widgets.IntSlider(value=per_device_train_batch_size,
+                                                                       min=1, max=128),
                                                      "per_device_train_batch_size"),
             "max_seq_length": _labelled(widgets.Dropdown(options=[256, 512, 1024, 2048, 4096, 8192],
                                                          value=max_seq_length), "max_seq_length"),
-            "gradient_accumulation_steps": _labelled(widgets.IntSlider(value=gradient_accumulation_steps, min=1, max=128),
+            "gradient_accumulation_steps": _labelled(widgets.IntSlider(value=gradient_accumulation_steps,
+                                                                       min=1, max=128),
                                                      "gradient_accumulation_steps"),
-            "gradient_checkpointing": _labelled(widgets.Checkbox(value=gradient_checkpointing), "gradient_checkpointing"),
+            "gradient_checkpointing": _labelled(widgets.Checkbox(value=gradient_checkpointing),
+                                                "gradient_checkpointing"),
             "lora_rank": _labelled(widgets.Dropdown(options=[4, 8, 16, 32, 64, 128], value=lora_rank), "lora_rank"),
             "memory_gb": _labelled(widgets.BoundedFloatText(value=memory_gb, min=1, max=2000), "GPU memory (GB)"),
         }

@@ -27,8 +27,9 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from nbkit.core.config import TrainConfig
+from nbkit.core.data import load_split
 from nbkit.core.runs import as_runs, differing_knobs, format_value, knob_label
-from nbkit.core.train import build_scheduler, load_split, step_plan, warmup_steps_for
+from nbkit.core.train import build_scheduler, step_plan, warmup_steps_for
 
 # One meaning, one colour, in every figure.
 TRAIN_COLOR = "#1f77b4"  # blue: training loss

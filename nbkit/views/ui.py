@@ -239,8 +239,8 @@ class TrainPanel:
     Attributes tests and notebooks use: controls (field -> widget), train_button, stop_button,
     status (HTML), plot_output, doctor (HTML: the curve doctor's verdict), runs (the shared list
     of Runs), table_output, run_selector, overlay_button, overlay_output, widget (the VBox to
-    display); about the last Train: last_error, first_plot_seconds, plot_updates, diagnoses. values() and config() read the controls;
-    join(timeout) waits for the training thread."""
+    display); about the last Train: last_error, first_plot_seconds, plot_updates, diagnoses.
+    values() and config() read the controls; join(timeout) waits for the training thread."""
 
     def __init__(self, cfg: TrainConfig, fields: list[str], runs: list | None = None, preview=None):
         check_field_names(dict.fromkeys(fields))  # a wrong name fails here, with a suggestion
