@@ -10,7 +10,6 @@ to Optuna epoch by epoch so a pruner can stop it, and its run recorded on the tr
 from __future__ import annotations
 
 import math
-import re
 import socket
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from optuna.trial import TrialState
 
 from nbkit.core.callbacks import EPOCH_END, TRAIN_BEGIN, StopRun
 from nbkit.core.config import TrainConfig
-from nbkit.core.runs import Run, as_runs, format_value, load_run
+from nbkit.core.runs import Run, as_runs, file_safe_label, format_value, load_run
 from nbkit.core.study_spec import (SPEC_ATTR, StudyError, StudySpec, _canonical, _coerced, _field_kind,
                                    normalized_domain, quiet_create_study)
 
@@ -40,8 +39,7 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> dict:
 
 def params_label(params: dict, sep: str = "_") -> str:
     """"learning_rate=0.001_warmup_ratio=0.1", safe in a file name."""
-    text = sep.join(f"{k}={format_value(v)}" for k, v in params.items())
-    return re.sub(r"[^A-Za-z0-9._=,+-]+", "-", text)
+    return file_safe_label(sep.join(f"{k}={format_value(v)}" for k, v in params.items()))
 
 
 def best_value(run: Run) -> float:

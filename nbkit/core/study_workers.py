@@ -31,6 +31,7 @@ from nbkit.core.study_spec import (BACKENDS, StudySpec, _require_choice, _requir
                                    make_sampler, pruning_note)
 from nbkit.core.study_storage import spec_storage
 from nbkit.core.study_trials import check_notebook, notebook_trial, train_trial, trial_line
+from nbkit.core.workers import default_workers, exit_with_parent
 
 NEVER_FOLDED = r"\btrial \d+[ :]|^waiting for trial|^progress:"  # worker lines Ray must not de-duplicate
 
@@ -118,16 +119,12 @@ def _waiting_lines(study: optuna.Study, spec: StudySpec, told: set) -> list[str]
     return lines
 
 
-def default_workers() -> int:
-    """One worker per two cores (each keeps two threads for its run), at least one."""
-    return max(1, (os.cpu_count() or 1) // 2)
-
-
 def run_study(spec, workers: int | None = None, backend: str = "local", storage: str | None = None,
               ray_address: str | None = None, progress: bool = True) -> optuna.Study:
     """Run a study to the end: spec is a StudySpec, a dict or a YAML path. Checks everything first,
     creates or resumes the study, runs the missing trials on `backend` with `workers` workers
-    (default: one per two cores; backend "inprocess" or workers=1: in this process), prints a line
+    (default: workers.default_workers, one per core for the tiny model on a CPU, else 1; backend
+    "inprocess" or workers=1: in this process), prints a line
     per trial and a summary, and returns the optuna Study."""
     spec = as_spec(spec)
     _require_choice("backend", backend, BACKENDS)
@@ -140,7 +137,7 @@ def run_study(spec, workers: int | None = None, backend: str = "local", storage:
     spec.check()
     if backend == "papermill":
         check_notebook(spec)
-    workers = default_workers() if workers is None else workers
+    workers = default_workers(spec.held()) if workers is None else workers
     _require_int("workers", workers, 1)
     study, spec_dict = prepare_for_workers(spec)
     note = pruning_note(spec)
@@ -309,14 +306,7 @@ def worker_process(spec_dict: dict, backend: str, worker: int, threads: int, pro
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    parent = multiprocessing.parent_process()
-
-    def exit_with_parent():
-        multiprocessing.connection.wait([parent.sentinel])  # ready when the parent process is gone
-        os._exit(1)
-
-    if parent is not None:
-        threading.Thread(target=exit_with_parent, daemon=True).start()
+    exit_with_parent()
     try:
         work(spec_dict, backend, worker, threads, progress)
     except KeyboardInterrupt:
