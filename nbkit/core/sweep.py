@@ -133,7 +133,8 @@ def sweep(cfg: TrainConfig, grid: dict, callbacks=(), progress=True, stop_event=
     knobs = list(planned[0][0])
     reuse = as_runs(reuse) if reuse is not None else []
     if workers > 1 and (callbacks or stop_event is not None):
-        raise ValueError(f"workers={workers}: callbacks and stop_event run in this process; allowed: workers=1 with them")
+        raise ValueError(f"workers={workers}: callbacks and stop_event run in this process; "
+                         "allowed: workers=1 with them")
     named = [(combo, run_cfg.replace(run_name=_run_name(run_cfg, knobs))) for combo, run_cfg in planned]
     earlier = [_reusable(run_cfg, reuse) for _, run_cfg in planned]
     if workers > 1:

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     study_commands = study.add_subparsers(dest="study_command", required=True)
     study_run = study_commands.add_parser("run", help="run (or resume) the study a YAML spec describes")
     study_run.add_argument("spec", metavar="FILE.yaml", help="the study spec (nbkit.core.study.StudySpec)")
-    study_run.add_argument("--workers", type=int, help="workers side by side (default: one per core for the tiny model on a CPU, else 1)")
+    study_run.add_argument("--workers", type=int,
+                           help="workers side by side (default: one per core for the tiny model on a CPU, else 1)")
     study_run.add_argument("--storage", metavar="URL", help="override the spec's storage, e.g. postgresql+psycopg2://...")
     study_run.add_argument("--backend", default="local", help="local (default), inprocess, papermill or ray")
     study_run.add_argument("--ray-address", metavar="ADDR",

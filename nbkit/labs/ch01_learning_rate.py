@@ -40,7 +40,8 @@ def sweep_with_text_loss(cfg: TrainConfig, learning_rates, seeds, reuse=None, wo
     (the tiny model) every seed in one sweep, so no worker waits between seeds. The runs' curves
     stay in df.attrs["runs"], without their weights. reuse: earlier runs that still hold their model
     (e.g. train(cfg)'s); a run without weights is trained again, as its text loss needs them."""
-    reuse = [r for r in as_runs(reuse) if r.model is not None] if reuse is not None else None  # the text loss needs weights
+    # the text loss needs weights: only runs that kept them can be reused
+    reuse = [r for r in as_runs(reuse) if r.model is not None] if reuse is not None else None
     runs, text_losses = [], []
     for group in ([list(seeds)] if workers > 1 else [[s] for s in seeds]):
         part = sweep(cfg, {"seed": [int(s) for s in group], "learning_rate": list(learning_rates)}, keep_models=True,

@@ -248,7 +248,8 @@ def scaled_learning_rate(base_lr: float, base_batch: int, batch: int, exponent: 
 def throughput(runs) -> pd.DataFrame:
     """Per run: batch size, median tokens per second over its steps (the median shrugs off the steps a
     busy machine slowed), optimizer steps and training seconds."""
-    return pd.DataFrame([{"batch_size": r.config["per_device_train_batch_size"] * r.config["gradient_accumulation_steps"],
+    return pd.DataFrame([{"batch_size": r.config["per_device_train_batch_size"]
+                          * r.config["gradient_accumulation_steps"],
                           "tokens_per_second": float(r.steps["tokens_per_second"].median()),
                           "steps": len(r.steps), "train_seconds": r.summary.get("train_seconds")} for r in runs])
 
@@ -300,8 +301,9 @@ def batch_size_runs(base, batch_sizes, seeds, base_batch: int, exponent: float =
     than base_batch once more with base's LR kept (rule "kept"). The base batch's runs keep their weights
     (the noise is measured on them), the others do not. A row per run: rule, batch_size, seed,
     learning_rate, steps, status, best_eval_loss, final_eval_loss, the training loss averaged over all
-    its steps (train_loss_mean), path; df.attrs["runs"] the Runs. Every batch size sees the same samples, so an average over steps is the
-    mean height of the loss-against-samples curve: the lower, the more it learned per sample."""
+    its steps (train_loss_mean), path; df.attrs["runs"] the Runs. Every batch size sees the same samples,
+    so an average over steps is the mean height of the loss-against-samples curve: the lower, the more it
+    learned per sample."""
     if base_batch not in batch_sizes or max(batch_sizes) <= base_batch:
         raise ValueError(f"batch_sizes: {list(batch_sizes)} must hold base_batch ({base_batch}), where the LR rules "
                          f"start, and at least one larger batch, where they are compared")
@@ -310,7 +312,8 @@ def batch_size_runs(base, batch_sizes, seeds, base_batch: int, exponent: float =
     configs = [base.replace(per_device_train_batch_size=b, seed=s, run_name=f"batch{b}_lr_{rule}",
                             learning_rate=scaled_learning_rate(base.learning_rate, base_batch, b, exponent)
                             if rule == "scaled" else base.learning_rate) for rule, b, s in plan]
-    runs = train_side_by_side(configs, workers, keep_models=[rule == "scaled" and b == base_batch for rule, b, _ in plan])
+    keep = [rule == "scaled" and b == base_batch for rule, b, _ in plan]
+    runs = train_side_by_side(configs, workers, keep_models=keep)
     table = pd.DataFrame([{"rule": rule, "batch_size": b, "seed": s, "learning_rate": r.config["learning_rate"],
                            "steps": len(r.steps), "status": r.status, "best_eval_loss": r.best_eval_loss,
                            "final_eval_loss": r.summary.get("final_eval_loss"),
@@ -379,8 +382,9 @@ def noise_scale_by_seed(runs, base_model, repeats: int = 4, b_small: int = 4, n_
     the seeds side by side in worker processes."""
     for r in runs:
         _features_of(r)
-    return pd.DataFrame(run_side_by_side(_noise_scales_of_run, [(r, base_model, repeats, b_small, n_micro) for r in runs],
-                                         workers, name="noise_scale_by_seed", what="seeds"))
+    jobs = [(r, base_model, repeats, b_small, n_micro) for r in runs]
+    return pd.DataFrame(run_side_by_side(_noise_scales_of_run, jobs, workers, name="noise_scale_by_seed",
+                                         what="seeds"))
 
 
 def step_throughput(cfg, batch_sizes, repeats: int = 5, seed: int = 0, workers: int = 1) -> pd.DataFrame:
@@ -393,7 +397,8 @@ def step_throughput(cfg, batch_sizes, repeats: int = 5, seed: int = 0, workers: 
     if repeats < 1:
         raise ValueError(f"repeats={repeats}: time at least one step per batch size")
     if workers > 1:
-        return run_side_by_side(step_throughput, [(cfg, batch_sizes, repeats, seed)], workers, name="step_throughput")[0]
+        return run_side_by_side(step_throughput, [(cfg, batch_sizes, repeats, seed)], workers,
+                                name="step_throughput")[0]
     import time
 
     from nbkit.core.models import fresh_model

@@ -332,7 +332,8 @@ def max_relative_difference(a, b) -> float:
     """The largest |a_i / b_i - 1| of two aligned sequences (the per-step losses of two runs)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or not len(a):
-        raise ValueError(f"max_relative_difference needs two non-empty sequences of one length, got {a.shape}, {b.shape}")
+        raise ValueError(f"max_relative_difference needs two non-empty sequences of one length, "
+                         f"got {a.shape}, {b.shape}")
     return float(np.max(np.abs(a / b - 1)))
 
 

@@ -135,7 +135,8 @@ def asha_table(studies: dict) -> pd.DataFrame:
         replay = [abs(t.value - grid_values[_label(t.params)]) for t in finished if _label(t.params) in grid_values]
         rows.append({"seed": seed, "grid_epochs": r["grid_compute"], "asha_epochs": r["pruned_compute"],
                      "share": r["compute_ratio"], "grid_best": r["grid_best"], "asha_best": r["pruned_best"],
-                     "gap": r["relative_gap"], "grid_best_params": _label(g.params), "asha_best_params": _label(a.params),
+                     "gap": r["relative_gap"], "grid_best_params": _label(g.params),
+                     "asha_best_params": _label(a.params),
                      "pruned": sum(t.state == TrialState.PRUNED for t in pair["asha"].trials),
                      "finished": len(finished), "matched": len(replay),
                      "replay_max_diff": max(replay) if replay else math.nan,
