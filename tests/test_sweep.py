@@ -220,15 +220,16 @@ def test_stop_button_with_workers_keeps_the_finished_rows_and_the_reused_ones_in
             raise KeyboardInterrupt
 
     monkeypatch.setattr(sweep_module, "_print_progress", stop_at_the_first_trained_run)
-    df = sweep(cfg, {"seed": list(range(1, 11))}, workers=2, reuse=first)
+    df = sweep(cfg, {"seed": list(range(1, 21))}, workers=2, reuse=first)
     assert list(df["seed"]) == [1, 2] and df.loc[0, "path"] == str(first[0].path)
     assert printed == [("seed=1", True), ("seed=2", False)]
-    assert "sweep interrupted: 1 of 9 runs to train finished" in capsys.readouterr().out
+    assert "sweep interrupted: 1 of 19 runs to train finished" in capsys.readouterr().out
     from nbkit.core.workers import run_side_by_side
     run_side_by_side(sweep_module.train_in_worker, [(cfg.replace(max_steps=1, seed=99), False)] * 4, 2)  # drain
     trained = {load_run(p).config["seed"] for p in run_folders(tmp_path)}
-    # seed 1 (reused), 2 (finished) and those already handed to the 2 workers (at most 2 + 3 more), the rest never
-    assert {1, 2} <= trained - {99} and len(trained - {99}) <= 7
+    # seed 1 (reused), 2 (finished) and those already handed to the 2 workers (2 running, 3 in the pool's call
+    # queue, and one or two more that a worker takes in the instant the stop is handled); the rest never train
+    assert {1, 2} <= trained - {99} and len(trained - {99}) <= 10
 
 
 def test_a_killed_worker_ends_the_sweep_with_a_message_and_the_next_sweep_gets_new_workers(tmp_path):
