@@ -41,7 +41,7 @@ from optuna.trial import TrialState
 
 from nbkit.core.config import TrainConfig
 from nbkit.core.runs import format_value
-from nbkit.core.study_spec import SPEC_ATTR, quiet_create_study
+from nbkit.core.study_spec import SPEC_ATTR, pruner_stops, quiet_create_study
 
 EDGE_MARGIN = 0.1  # the outer 10% of a range (on its own scale) is its edge, whatever else was tried
 EXTREME_MARGIN = 0.25  # the outer quarter is its edge too when the best is the last value tried that way
@@ -788,8 +788,7 @@ def replay_pruning(grid_study: optuna.Study, pruner: optuna.pruners.BasePruner, 
         last = curve[-1][0] if curve else None
         for epoch, loss in curve:
             trial.report(loss, epoch)
-            # as a live study does (nbkit.core.study.train_trial): the last epoch is complete, never pruned
-            if epoch != last and trial.should_prune():
+            if pruner_stops(trial, last_epoch=epoch == last):  # the live trial's rule
                 study.tell(trial, state=TrialState.PRUNED)
                 break
         else:

@@ -394,6 +394,13 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
                          f"allowed settings: {', '.join(allowed)}") from None
 
 
+def pruner_stops(trial: optuna.Trial, last_epoch: bool) -> bool:
+    """Whether the pruner stops the trial after the epoch it just reported. Never at its last epoch: the
+    trial's compute is spent, and pruning it then would only drop its result from the study. The rule of
+    a live trial (study_trials.train_trial) and of a replayed one (study_analysis.replay_pruning)."""
+    return not last_epoch and trial.should_prune()
+
+
 def first_rung(spec: StudySpec) -> int | None:
     """The first epoch at which the spec's pruner can stop a trial (None: no pruner, or a rung set
     "auto", which Optuna decides from the trials it sees)."""

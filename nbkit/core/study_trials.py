@@ -20,7 +20,7 @@ from nbkit.core.callbacks import EPOCH_END, TRAIN_BEGIN, StopRun
 from nbkit.core.config import TrainConfig
 from nbkit.core.runs import Run, as_runs, file_safe_label, format_value, load_run
 from nbkit.core.study_spec import (SPEC_ATTR, StudyError, StudySpec, _canonical, _coerced, _field_kind,
-                                   normalized_domain, quiet_create_study)
+                                   normalized_domain, pruner_stops, quiet_create_study)
 
 
 def suggest(trial: optuna.Trial, spec: StudySpec) -> dict:
@@ -126,9 +126,7 @@ def train_trial(trial: optuna.Trial, spec: StudySpec) -> float:
             trial.set_user_attr("host", socket.gethostname())
         elif event == EPOCH_END and data["epoch"] >= 1 and math.isfinite(data["eval_loss"]):
             trial.report(data["eval_loss"], int(data["epoch"]))
-            # a trial that has trained its last epoch is complete, whatever the pruner's rungs: its compute
-            # is spent, and pruning it now would only drop its result from the study
-            if not data["last_epoch"] and trial.should_prune():
+            if pruner_stops(trial, data["last_epoch"]):
                 raise StopRun("pruned", f"Optuna's pruner stopped it after epoch {data['epoch']}")
 
     run = train(cfg, callbacks=[report], keep_model=False)
