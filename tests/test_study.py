@@ -98,6 +98,17 @@ def test_a_bad_spec_is_refused_before_anything_runs(tmp_path, change, words):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_dataset_file_that_cannot_be_read_is_refused_before_anything_runs(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"instruction": "Say hi", "output": "hi"}\n{"oops": 1\n')
+    (tmp_path / "good.jsonl").write_text('{"instruction": "Say hi", "output": "hi"}\n' * 20)
+    good = str(tmp_path / "good.jsonl")
+    for change in ({"base": dict(TINY, dataset=str(tmp_path / "bad.jsonl"))},
+                   {"scientific": {"dataset": [good, str(tmp_path / "bad.jsonl")]}}):
+        with pytest.raises(StudyError, match=r"bad\.jsonl:2"):
+            run_study(spec_dict(tmp_path, **change), workers=1)
+        assert not (tmp_path / "studies.db").exists() and not (tmp_path / "runs").exists()
+
+
 def test_a_study_name_with_another_search_space_is_refused_and_left_as_it_was(tmp_path):
     first = prepare_study(StudySpec.from_dict(spec_dict(tmp_path)))
     before = [(t.number, t.state, t.params, t.system_attrs) for t in first.get_trials()]

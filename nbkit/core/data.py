@@ -324,6 +324,14 @@ def load_examples(dataset, seed=0):
                      f"or a path to a .jsonl file.{hint}")
 
 
+def check_dataset(dataset) -> None:
+    """Refuse, before anything runs, a dataset that cannot be read as examples: a user's file that is
+    missing, not UTF-8, not JSON lines or in no known format (DataFileError naming the file and the line).
+    A built-in task has nothing to read. The CLI's `train` and a study's spec check call it."""
+    if dataset not in _MAKERS:
+        load_examples(dataset)
+
+
 def task_metric(dataset):
     """'exact_match' for the built-in tasks that have one; None for corpus and user files."""
     return _METRICS.get(dataset)

@@ -27,6 +27,7 @@ import optuna
 
 from nbkit.core import config, notices
 from nbkit.core.config import ConfigError, TrainConfig, coerce_value, read_yaml_mapping
+from nbkit.core.data import check_dataset
 from nbkit.core.runs import NOT_KNOBS
 
 SAMPLERS = ("grid", "random", "qmc", "tpe")
@@ -217,8 +218,8 @@ def _check_no_overlap(spec: StudySpec) -> None:
 def _checked_held(spec: StudySpec) -> dict:
     held = spec.held()
     try:
-        TrainConfig.from_dict(held)
-    except ConfigError as err:
+        check_dataset(TrainConfig.from_dict(held).dataset)  # a bad file would fail every trial, one by one
+    except (ConfigError, ValueError) as err:
         raise StudyError(f"base/fixed: {err}") from None
     return held
 
@@ -239,8 +240,10 @@ def _check_domain(section: str, knob: str, domain, held: dict, grid: bool) -> No
         raise StudyError(f"{where}={domain!r} is invalid; allowed: a list of values or a range {{low, high, log}}")
     for value in values:
         try:
-            TrainConfig.from_dict({**held, knob: value})
-        except ConfigError as err:
+            cfg = TrainConfig.from_dict({**held, knob: value})
+            if knob == "dataset":
+                check_dataset(cfg.dataset)
+        except (ConfigError, ValueError) as err:
             raise StudyError(f"{where}: value {value!r} is refused: {err}") from None
 
 

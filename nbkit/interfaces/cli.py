@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 
 
-from nbkit.core.config import DATASET_NAMES, ConfigError, TrainConfig, field_docs, read_yaml_mapping
-from nbkit.core.data import DataFileError, load_jsonl
+from nbkit.core.config import ConfigError, TrainConfig, field_docs, read_yaml_mapping
+from nbkit.core.data import DataFileError, check_dataset
 from nbkit.core.export import EXPORT_FORMATS, export_text
 from nbkit.core.study import DEFAULT_STORAGE
 from nbkit.core.study_export import BEST_FORMATS
@@ -110,8 +110,7 @@ def load_config(args) -> TrainConfig:
 
 def run_train(args) -> int:
     cfg = load_config(args)
-    if cfg.dataset not in DATASET_NAMES:  # the user's file: a bad one is refused before the heavy imports
-        load_jsonl(cfg.dataset)
+    check_dataset(cfg.dataset)  # a bad file of the user's is refused before the heavy imports
     from nbkit.core.train import train  # heavy; only this command needs it
 
     run = train(cfg)
