@@ -28,18 +28,24 @@ INT8_NOTICE = "MatMul8bitLt: inputs will be cast from torch.float32 to float16"
 TRANSFORMERS_DEPRECATIONS = r".*(is_gradient_checkpointing|activation_checkpointing|use_cache).*"
 
 
-def _not(message: str):
-    def keep(record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(message)
-    return keep
+class DropMessage(logging.Filter):
+    """A logging filter that drops the records whose message starts with `message`, and only those."""
+
+    def __init__(self, message: str):
+        super().__init__()
+        self.message = message
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.message)
+
+
+LOG_FILTERS = {BNB_KERNEL_LOGGER: DropMessage(BNB_KERNEL_NOTICE), INT8_LOGGER: DropMessage(INT8_NOTICE)}
 
 
 def install() -> None:
     """The process-wide filters (idempotent: a second call adds nothing)."""
-    for name, message in ((BNB_KERNEL_LOGGER, BNB_KERNEL_NOTICE), (INT8_LOGGER, INT8_NOTICE)):
-        logger = logging.getLogger(name)  # set before bitsandbytes logs: the logger named after its module
-        if not any(getattr(f, "__qualname__", "").startswith("_not") for f in logger.filters):
-            logger.addFilter(_not(message))
+    for name, drop in LOG_FILTERS.items():
+        logging.getLogger(name).addFilter(drop)  # the logger named after bitsandbytes' module; adding twice is a no-op
     warnings.filterwarnings("ignore", message=INT8_NOTICE, category=UserWarning)
     warnings.filterwarnings("ignore", message=TRANSFORMERS_DEPRECATIONS, category=FutureWarning)
 
