@@ -33,8 +33,6 @@ from nbkit.core.study_storage import spec_storage
 from nbkit.core.study_trials import check_notebook, notebook_trial, train_trial, trial_line
 from nbkit.core.workers import default_workers, exit_with_parent
 
-NEVER_FOLDED = r"\btrial \d+[ :]|^waiting for trial|^progress:"  # worker lines Ray must not de-duplicate
-
 
 def _take_trial(study: optuna.Study, spec: StudySpec) -> optuna.Trial | None:
     """A WAITING trial, now RUNNING and ours, its params fixed (fix_params), or None. A worker never
@@ -315,11 +313,9 @@ def worker_process(spec_dict: dict, backend: str, worker: int, threads: int, pro
 
 def _run_on_ray(spec_dict: dict, workers: int, address: str | None, progress: bool) -> None:
     """`workers` Ray tasks of the worker loop; connects to `address` (or RAY_ADDRESS), else starts a
-    local cluster of `workers` CPUs, which is shut down afterwards."""
-    # Ray folds log lines that differ only in their numbers (two "trial N COMPLETE value ..." lines from two
-    # workers become one): nbkit's trial lines are each a result, so they are let through (Ray's documented
-    # RAY_DEDUP_LOGS_ALLOW_REGEX, read when ray is first imported)
-    os.environ.setdefault("RAY_DEDUP_LOGS_ALLOW_REGEX", NEVER_FOLDED)
+    local cluster of `workers` CPUs, which is shut down afterwards. The trial lines are printed by this
+    process from the storage (TrialLines): a task's own prints reach us through Ray's log monitor, which
+    drops the last ones when the cluster shuts down, and folds lines that differ only in their numbers."""
     import ray
 
     started = not ray.is_initialized()
@@ -329,12 +325,48 @@ def _run_on_ray(spec_dict: dict, workers: int, address: str | None, progress: bo
             ray.init(address=address, include_dashboard=False, log_to_driver=progress)
         else:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=progress)
+    lines = TrialLines(StudySpec.from_dict(spec_dict)) if progress else None
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(work)  # a dead task's trial comes back via the heartbeat
-        ray.get([task.remote(spec_dict, "local", i, None, progress) for i in range(workers)])
+        ray.get([task.remote(spec_dict, "local", i, None, False) for i in range(workers)])
     finally:
+        if lines:
+            lines.close()
         if started:
             ray.shutdown()
+
+
+class TrialLines:
+    """A line for each trial that ends (trial_line) and for each one waited on (_waiting_lines), printed by
+    a thread of this process that reads the storage every `every` seconds; close() prints the rest."""
+
+    def __init__(self, spec: StudySpec, every: float = 1.0):
+        self.spec, self.every = spec, every
+        self.study = optuna.load_study(study_name=spec.study_name, storage=spec_storage(spec))
+        self.shown = {t.number for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()}
+        self.told, self.done = set(), threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.done.wait(self.every):
+            try:
+                self._print()
+            except Exception:  # a busy database: the next look will do
+                pass
+
+    def _print(self) -> None:
+        for trial in self.study.get_trials(deepcopy=False):
+            if trial.state.is_finished() and trial.number not in self.shown:
+                self.shown.add(trial.number)
+                print(trial_line(trial, trial.user_attrs.get("error")), flush=True)
+        for line in _waiting_lines(self.study, self.spec, self.told):
+            print(line, flush=True)
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join()
+        self._print()
 
 
 def summary(study: optuna.Study) -> dict:
