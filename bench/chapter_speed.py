@@ -37,9 +37,10 @@ TARGETS = {"00_quickstart": 60.0, "07_capstone": 600.0}  # given by their issues
 PARAMETERS = {"07_capstone": {"model": "tiny"}}
 
 
-def run_once(notebook: Path, parameters: dict, repo: Path = REPO) -> float:
+def run_once(notebook: Path, parameters: dict, repo: Path = REPO, keep: Path | None = None) -> float:
     """Wall seconds for one headless run of `notebook` from repo's notebooks/ and with repo's nbkit;
-    raises papermill's error if a cell fails."""
+    raises papermill's error if a cell fails. `keep`: the folder its runs and results.json go to
+    (default: a temporary one, removed)."""
     old_path = os.environ.get("PYTHONPATH")
     if repo != REPO:  # the kernel inherits this: it imports that checkout's nbkit, not the installed one
         os.environ["PYTHONPATH"] = str(repo)
@@ -47,7 +48,7 @@ def run_once(notebook: Path, parameters: dict, repo: Path = REPO) -> float:
         with tempfile.TemporaryDirectory(prefix="nbkit-speed-") as tmp:
             start = time.perf_counter()
             papermill.execute_notebook(str(notebook), str(Path(tmp) / "out.ipynb"), cwd=str(repo / "notebooks"),
-                                       parameters={"output_dir": str(Path(tmp) / "runs"), **parameters},
+                                       parameters={"output_dir": str(keep or Path(tmp) / "runs"), **parameters},
                                        kernel_name="python3", progress_bar=False)
             return time.perf_counter() - start
     finally:
