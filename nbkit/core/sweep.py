@@ -3,7 +3,7 @@
     df = sweep(cfg, {"learning_rate": [1e-4, 1e-3, 1e-2]})
     plots.sweep_plot(df, "learning_rate")         # best_eval_loss against the LR
     plots.compare_runs(df)                        # their validation curves overlaid
-    df.attrs["runs"]                              # the Run objects, a list aligned with the rows
+    as_runs(df)                                   # the Run objects of its rows (nbkit.core.runs), by their paths
 
 Each combination trains `cfg.replace(**combo)` with cfg's seed (unless the grid varies
 `seed`), in itertools.product order. Every combination is checked before the first run starts,
@@ -15,8 +15,9 @@ the kernel's life); nbkit.core.study runs the same train() as Optuna trials when
 sampling, pruning, a database or many machines, and `study_from_runs(df, scientific=..., nuisance=...)`
 reads a sweep as a study, so its analysis and figures (edge warnings, isolation, importance) apply.
 
-Rows and df.attrs["runs"] stay aligned only until the table is filtered or sorted; the
-`path` column is the lasting link (`as_runs(df)` follows it, for any subset of rows).
+The `path` column links a row to its run: `as_runs(df[df["seed"] == 42])` gives the Runs of any subset
+of rows, in their order (the one kept in memory, weights and all, when the sweep kept it; else loaded
+from its folder). df.attrs["runs"] is where the sweep keeps them; nothing reads it by position.
 """
 from __future__ import annotations
 
@@ -126,8 +127,8 @@ def sweep(cfg: TrainConfig, grid: dict, callbacks=(), progress=True, stop_event=
     (Runs, folders or a sweep table); a combination whose config matches one of them takes that
     run instead of training it again (same seed and config give the same curve). workers: train
     that many runs side by side in worker processes (nbkit.core.workers; callbacks and stop_event
-    need the runs in this process, so they keep workers at 1). Returns the table;
-    df.attrs["runs"] holds the Runs, aligned with the rows, df.attrs["knobs"] the varied knobs.
+    need the runs in this process, so they keep workers at 1). Returns the table, a row per run;
+    as_runs(df) gives its Runs (by the path column), df.attrs["knobs"] the varied knobs.
     """
     planned = grid_configs(cfg, grid)  # every value checked before the first run
     knobs = list(planned[0][0])
