@@ -2,10 +2,11 @@
 import json
 import math
 
+import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from nbkit.interfaces.chapter import Chapter, LAB_CLAIM, article_claims, seed_set
+from nbkit.interfaces.chapter import Chapter, LAB_CLAIM, article_claims, listed, per_seed, seed_set
 
 
 def read_results(ch):
@@ -153,3 +154,13 @@ def test_summary_line_is_chosen_by_the_verdict(tmp_path):
     assert "TEXT-IF-HELD-1" in lines["LR1"] and "TEXT-IF-NOT-1" not in lines["LR1"]
     assert "TEXT-IF-NOT-2" in lines["LR2"] and "TEXT-IF-HELD-2" not in lines["LR2"] and "b falls" in lines["LR2"]
     assert read_results(ch)["conclusions"]["LR2"]["otherwise"] == "TEXT-IF-NOT-2"
+
+
+def test_per_seed_holds_for_a_seed_only_if_all_its_rows_hold():
+    table = pd.DataFrame({"seed": [1, 1, 2, 2, 3]})
+    assert per_seed(table, [True, True, True, False, True], [3, 2, 1, 4]) == [True, False, True, False]
+
+
+def test_listed_formats_numbers_for_a_sentence():
+    assert listed([0.2932, 0.34], ".2f") == "0.29, 0.34"
+    assert listed([0.5, -0.25], "+.0%") == "+50%, -25%"

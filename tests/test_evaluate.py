@@ -66,7 +66,7 @@ def test_early_damage_of_a_short_run_uses_the_steps_it_has():
 
 # ---------------------------------------------------------------- chapter 4: the curves of an epochs run
 
-from nbkit.core.evaluate import best_per_seed, curve_facts, curve_table, listed, per_seed, stopping_table  # noqa: E402
+from nbkit.core.evaluate import best_per_seed, curve_facts, curve_table, stopping_table  # noqa: E402
 
 
 def epochs_run(eval_losses, train_losses, accuracy=None, seed=1, steps_per_epoch=4, **summary) -> Run:
@@ -137,16 +137,6 @@ def test_stopping_table_reads_each_stopped_run_beside_its_seeds_long_run():
         stopping_table([stopped], [epochs_run([4.0, 0.5], [1.0], seed=4)])
     with pytest.raises(ValueError, match="2 returned losses for 1 runs"):
         stopping_table([stopped], [long], returned=[0.3, 0.3])
-
-
-def test_per_seed_holds_for_a_seed_only_if_all_its_rows_hold():
-    table = pd.DataFrame({"seed": [1, 1, 2, 2, 3]})
-    assert per_seed(table, [True, True, True, False, True], [3, 2, 1, 4]) == [True, False, True, False]
-
-
-def test_listed_formats_numbers_for_a_sentence():
-    assert listed([0.2932, 0.34], ".2f") == "0.29, 0.34"
-    assert listed([0.5, -0.25], "+.0%") == "+50%, -25%"
 
 
 # ---------------------------------------------------------------- chapter 2: weight decay in a sweep

@@ -272,15 +272,3 @@ def stopping_table(stopped, long_runs, returned=None) -> pd.DataFrame:
                          follows_long=bool(((mine - theirs).abs() <= 1e-6 * theirs.abs()).all())))
     return pd.DataFrame(rows)
 
-
-def per_seed(table: pd.DataFrame, holds, seeds) -> list[bool]:
-    """Verdicts per row of `table` (a seed column; `holds` a boolean Series or list aligned with its
-    rows) as one bool per seed of `seeds`, in that order: a seed holds if every one of its rows
-    holds; a seed without a row does not."""
-    ok = pd.Series(list(holds), index=table.index, dtype=bool).groupby(table["seed"]).all()
-    return [bool(ok.get(s, False)) for s in seeds]
-
-
-def listed(values, spec: str = ".3g") -> str:
-    """Numbers for a sentence, one per seed say: listed([0.2932, 0.34], ".2f") -> "0.29, 0.34"."""
-    return ", ".join(format(v, spec) for v in values)

@@ -55,6 +55,19 @@ def seed_set(seed: int, size: int = SEED_SET_SIZE) -> list[int]:
     return [int(seed) + i for i in range(size)]
 
 
+def per_seed(table: pd.DataFrame, holds, seeds) -> list[bool]:
+    """Verdicts per row of `table` (a seed column; `holds` a boolean Series or list aligned with its
+    rows) as one bool per seed of `seeds`, in that order, as Chapter.check takes them: a seed holds
+    if every one of its rows holds; a seed without a row does not."""
+    ok = pd.Series(list(holds), index=table.index, dtype=bool).groupby(table["seed"]).all()
+    return [bool(ok.get(s, False)) for s in seeds]
+
+
+def listed(values, spec: str = ".3g") -> str:
+    """Numbers for a chapter's sentence, one per seed say: listed([0.2932, 0.34], ".2f") -> "0.29, 0.34"."""
+    return ", ".join(format(v, spec) for v in values)
+
+
 def article_claims(path: Path = CLAIMS_FILE) -> dict[str, str]:
     """{claim id: the article's claim} from the table in notebooks/CLAIMS.md."""
     rows = re.findall(r"^\| ([A-Z]{2}\d+) \| [^|]+ \| (.+?) \|$", path.read_text(), flags=re.M)
