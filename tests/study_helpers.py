@@ -1,0 +1,65 @@
+"""What the study tests share (tests/test_study*.py): a spec of seconds-long trials in tmp_path, the run
+folders it writes, and the checks that every trial ran once and no configuration twice."""
+import socket
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from nbkit.core.runs import load_run
+
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+TINY = dict(model="tiny", dataset="arithmetic", max_samples=80, predict_with_generate=False,
+            num_train_epochs=1)  # a run of about a second
+
+
+def spec_dict(tmp_path, **kw) -> dict:
+    d = dict(study_name="lr", base=dict(TINY), scientific={"learning_rate": [1e-3, 3e-3]}, sampler="grid",
+             storage=f"sqlite:///{tmp_path}/studies.db", output_dir=str(tmp_path / "runs"),
+             heartbeat_interval=1, grace_period=3)
+    d.update(kw)
+    return d
+
+
+def run_folders(tmp_path) -> list[Path]:
+    return sorted(p.parent for p in (tmp_path / "runs").rglob("summary.json"))
+
+
+def ended(study) -> list:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+def assert_each_trial_once(study, tmp_path, n_trials):
+    """n_trials trials, all COMPLETE or PRUNED, each with its own run folder, and no other folder."""
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == n_trials, [(t.number, t.state) for t in trials]
+    assert len(ended(study)) == n_trials
+    run_dirs = [t.user_attrs["run_dir"] for t in trials]
+    assert len(set(run_dirs)) == n_trials
+    assert sorted(map(str, run_folders(tmp_path))) == sorted(run_dirs)
+    for t in trials:
+        run = load_run(t.user_attrs["run_dir"])
+        assert run.status == t.user_attrs["run_status"] == "completed"
+        assert all(run.config[k] == v for k, v in t.params.items())
+        assert t.value == pytest.approx(run.epochs.loc[run.epochs.epoch >= 1, "eval_loss"].min())
+
+
+def configurations(study) -> list[tuple]:
+    """Each trial's params, but for heartbeat retries (which repeat a dead worker's trial on purpose)."""
+    return [tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False)
+            if t.params and "failed_trial" not in t.system_attrs]
+
+
+def assert_no_configuration_twice(study):
+    seen = configurations(study)
+    assert len(seen) == len(set(seen)), sorted(seen)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]

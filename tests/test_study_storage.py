@@ -1,0 +1,56 @@
+"""nbkit.core.study_storage: where a study lives. A SQLite path is made absolute for workers elsewhere,
+each SQLite transaction takes the write lock when it begins, and a storage that cannot hold the study
+(unreachable, missing file, another study's name) is refused with a sentence naming it."""
+import sqlite3
+
+import pytest
+
+from nbkit.core.study import StudyError, run_study
+from nbkit.core.study_storage import absolute_storage_url, open_storage
+from nbkit.interfaces.cli import main
+from study_helpers import free_port, spec_dict
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process trials: 2 threads on busy cores spin
+
+
+def test_an_unreachable_postgresql_url_is_refused_with_its_url(tmp_path):
+    url = f"postgresql+psycopg2://nbkit@localhost:{free_port()}/studies"  # nothing listens there
+    with pytest.raises(StudyError) as err:
+        run_study(spec_dict(tmp_path, storage=url), workers=1)
+    assert url.replace("+psycopg2", "") in str(err.value).replace("+psycopg2", "")
+    assert "cannot be reached" in str(err.value)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_study_show_refuses_a_missing_file_and_an_unknown_study(tmp_path, capsys):
+    missing = f"sqlite:///{tmp_path}/nothing_here.db"
+    assert main(["study", "show", "--storage", missing, "--study", "x"]) == 2
+    assert "no such file" in capsys.readouterr().err and not (tmp_path / "nothing_here.db").exists()
+    run_study(spec_dict(tmp_path, study_name="there"), workers=1, progress=False)
+    assert main(["study", "show", "--storage", f"sqlite:///{tmp_path}/studies.db", "--study", "elsewhere"]) == 2
+    err = capsys.readouterr().err
+    assert "'elsewhere' is not in" in err and "there" in err
+
+
+def test_a_relative_sqlite_path_becomes_absolute_so_workers_elsewhere_find_the_same_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    url = absolute_storage_url("sqlite:///runs/new/studies.db")
+    assert url == f"sqlite:///{tmp_path / 'runs' / 'new' / 'studies.db'}"
+    assert (tmp_path / "runs" / "new").is_dir()  # its folder made: SQLite would not create it
+    assert absolute_storage_url(url) == url
+    for other in ("postgresql+psycopg2://nbkit@db:5432/studies", "sqlite:///:memory:"):
+        assert absolute_storage_url(other) == other
+
+
+def test_a_sqlite_transaction_takes_the_write_lock_when_it_begins(tmp_path):
+    """Optuna reads a WAITING trial, then writes it RUNNING: only atomic if the read already holds the
+    lock. Python's sqlite3 driver begins lazily (at the first write), so another worker could write between."""
+    storage = open_storage(f"sqlite:///{tmp_path}/studies.db")
+    other = sqlite3.connect(tmp_path / "studies.db", timeout=0, isolation_level=None)
+    with storage.engine.connect() as connection, connection.begin():
+        connection.exec_driver_sql("SELECT 1")  # a read only
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+    other.execute("BEGIN IMMEDIATE")  # the first transaction ended: the lock is free again
+    other.execute("ROLLBACK")
+    other.close()
