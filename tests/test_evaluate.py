@@ -1,11 +1,10 @@
-"""Measures the chapters read off models and runs: held-out text loss (forgetting) and the
-early rise of the loss (what warmup prevents)."""
+"""Measures the chapters read off models and runs: held-out text loss (forgetting)."""
 import pandas as pd
 import pytest
 import torch
 
 from nbkit import TrainConfig
-from nbkit.core.evaluate import early_damage, early_loss_rise, heldout_text_loss, text_loss
+from nbkit.core.evaluate import heldout_text_loss, text_loss
 from nbkit.core.models import load_model
 from nbkit.core.runs import Run
 
@@ -34,34 +33,6 @@ def test_text_loss_does_not_depend_on_padding_or_batching(tiny):
     weighted = sum(loss * n for loss, n in zip(one_by_one, n_tokens)) / sum(n_tokens)
     assert text_loss(model, tokenizer, texts, batch_size=2) == pytest.approx(weighted, rel=1e-4)
     assert tokenizer.padding_side == side  # text_loss pads on the right, then puts it back
-
-
-def fake_run(losses) -> Run:
-    steps = pd.DataFrame({"step": range(1, len(losses) + 1), "loss": losses})
-    return Run(path=None, config={}, steps=steps, epochs=pd.DataFrame(), summary={"status": "completed"})
-
-
-def test_early_loss_rise_measures_the_jump_above_the_first_loss_in_the_first_quarter():
-    assert early_loss_rise(fake_run([5.0, 7.5, 6.0, 4.0] + [3.0] * 12)) == pytest.approx(2.5)
-    # later jumps don't count
-    assert early_loss_rise(fake_run([5.0, 4.0, 3.0, 2.0] + [9.0] * 12)) == pytest.approx(-1.0)
-
-
-def test_early_damage_reads_the_smoothed_climb_and_the_mean_of_the_first_quarter():
-    # 16 steps: the first quarter after step 1 is steps 2-4 (3 losses), averaged over windows of 3
-    damage = early_damage(fake_run([5.0, 9.0, 6.0, 9.0] + [1.0] * 12))
-    assert damage["steps"] == 3
-    assert damage["rise"] == pytest.approx(8.0 - 5.0)  # (9 + 6 + 9) / 3, not the single 9
-    assert damage["mean_ratio"] == pytest.approx(8.0 / 5.0)
-    falling = early_damage(fake_run([5.0, 4.0, 3.0, 2.0] + [9.0] * 12))  # later jumps don't count
-    assert falling["rise"] == pytest.approx(-2.0) and falling["mean_ratio"] == pytest.approx(0.6)
-
-
-def test_early_damage_of_a_short_run_uses_the_steps_it_has():
-    damage = early_damage(fake_run([4.0, 6.0, 1.0, 1.0]))  # a quarter of 4 steps: step 2 alone
-    assert damage == {"rise": pytest.approx(2.0), "mean_ratio": pytest.approx(1.5), "steps": 1}
-    with pytest.raises(ValueError, match="window"):
-        early_damage(fake_run([4.0, 6.0]), window=0)
 
 
 # ---------------------------------------------------------------- chapter 4: the curves of an epochs run

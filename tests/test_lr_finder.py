@@ -5,7 +5,6 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -228,68 +227,3 @@ def test_plot_of_a_full_ramp_from_its_saved_file(gentle, tmp_path):
     assert gid(ax, "suggestion").get_xdata()[0] == gentle.suggestion
     assert not [line for line in ax.lines if line.get_gid() in ("stopped", "compare")]
     fig.savefig(tmp_path / "lr.png")  # headless, no backend set
-
-
-# ------------------------------------------------------------------ seed sets (chapter 1)
-
-def test_range_tests_one_per_seed_side_by_side_equal_one_by_one(cfg):
-    from nbkit.labs.ch01_learning_rate import range_tests
-    short = dict(start_lr=1e-5, end_lr=1e-1, num_steps=10)
-    serial = range_tests(cfg, [3, 4], **short)
-    assert [r.config["seed"] for r in serial] == [3, 4]
-    assert serial[0].losses == lr_range_test(cfg.replace(seed=3), **short).losses
-    assert serial[0].losses != serial[1].losses  # another seed, another data order
-    side_by_side = range_tests(cfg, [3, 4], workers=2, **short)
-    # the same runs: a worker's 1 thread sums its matrices in another order than this process's threads, so the
-    # losses agree to float32 rounding (measured: 1e-6 relative), not bit for bit
-    for worker_run, serial_run in zip(side_by_side, serial, strict=True):
-        assert worker_run.losses == pytest.approx(serial_run.losses, rel=1e-4)
-    with pytest.raises(ValueError, match="workers=1"):
-        range_tests(cfg, [3], workers=2, model=object())
-
-
-def test_sweep_with_text_loss_measures_every_run_and_lets_the_weights_go(cfg):
-    from nbkit.core.evaluate import heldout_text_loss
-    from nbkit.labs.ch01_learning_rate import sweep_with_text_loss
-    from nbkit.core.train import train
-    short = cfg.replace(max_steps=2, num_train_epochs=1)
-    first = train(short.replace(learning_rate=1e-3, seed=5))  # reused by the sweep, not trained again
-    df = sweep_with_text_loss(short, [1e-4, 1e-3], [5, 6], reuse=[first])
-    assert df[["learning_rate", "seed"]].values.tolist() == [[1e-4, 5], [1e-3, 5], [1e-4, 6], [1e-3, 6]]
-    assert df.loc[1, "path"] == str(first.path)
-    assert df.loc[1, "heldout_text_loss"] == pytest.approx(heldout_text_loss(first.model, first.tokenizer))
-    assert df["heldout_text_loss"].notna().all() and df.attrs["knobs"] == ["learning_rate", "seed"]
-    assert all(r.model is None for r in df.attrs["runs"]) and first.model is not None  # the caller's run keeps its own
-    # every seed in one sweep, in worker processes; df's runs lost their weights: trained again, `first` reused
-    side_by_side = sweep_with_text_loss(short, [1e-4, 1e-3], [5, 6], reuse=list(df.attrs["runs"]) + [first], workers=2)
-    assert side_by_side[["learning_rate", "seed"]].values.tolist() == df[["learning_rate", "seed"]].values.tolist()
-    assert (side_by_side["path"] == df["path"]).tolist() == [False, True, False, False]
-    assert side_by_side["heldout_text_loss"].tolist() == pytest.approx(df["heldout_text_loss"].tolist(), rel=1e-4)
-
-
-def fake_sweep_run(path, epoch_losses):
-    from nbkit.core.runs import Run
-    epochs = pd.DataFrame({"epoch": range(len(epoch_losses)), "eval_loss": epoch_losses})
-    return Run(path=path, config={}, steps=pd.DataFrame(), epochs=epochs, summary={})
-
-
-def test_lr_sweep_facts_per_seed():
-    from nbkit.labs.ch01_learning_rate import lr_sweep_facts
-    rows, runs = [], []
-    for seed, losses in [(1, [3.0, 1.0, 1.5, 2.0]), (2, [3.0, 1.2, 1.1, 1.0])]:
-        for lr, loss in zip([1e-4, 1e-3, 1e-2, 1e-1], losses):
-            path = f"/runs/lr{lr}-s{seed}"
-            status = "diverged" if lr == 1e-1 and seed == 1 else "completed"
-            rows.append(dict(learning_rate=lr, seed=seed, status=status, best_eval_loss=loss, base_eval_loss=5.0,
-                             diverged_at_step=3.0 if status == "diverged" else math.nan, path=path))
-            runs.append(fake_sweep_run(path, [5.0, loss + 0.5, loss]))
-    df = pd.DataFrame(rows)
-    df.attrs["runs"] = runs
-    facts = lr_sweep_facts(df)
-    assert facts.index.tolist() == [1, 2]
-    one, two = facts.loc[1], facts.loc[2]
-    assert one["best_lr"] == 1e-3 and one["best_after_one_epoch"] == 1.5  # the diverged run is not a candidate
-    assert one["above_best_lrs"] == [1e-3, 1e-2] and one["above_best_monotonic"]
-    assert one["largest_status"] == "diverged" and one["smallest_best_eval_loss"] == 3.0
-    assert two["best_lr"] == 1e-1 and not two["above_best_monotonic"]  # nothing above the best: no trend to read
-    assert two["largest_status"] == "completed"

@@ -93,7 +93,7 @@ def answers_table(model, tokenizer, examples: list[dict], n: int = 5, max_new_to
                          "answer": answers, "correct": [exact_match(a, r) for a, r in zip(answers, references)]})
 
 
-# ---------------------------------------------------------------- forgetting and early damage
+# ---------------------------------------------------------------- forgetting
 
 @torch.no_grad()
 def text_loss(model, tokenizer, texts: list[str], batch_size: int = 32, max_length: int = 256) -> float:
@@ -124,29 +124,6 @@ def heldout_text_loss(model, tokenizer, n_documents: int = HELDOUT_DOCUMENTS) ->
     never saw (nor the `corpus` task): it rises after fine-tuning when the model forgets."""
     docs = corpus_text(n_documents, seed=CORPUS_SEED_OFFSET + 1, sep="\x00").split("\x00")
     return text_loss(model, tokenizer, docs)
-
-
-def early_loss_rise(run, fraction: float = 0.25) -> float:
-    """How far the training loss climbs above its first step's value within the first `fraction`
-    of the steps (negative if it only falls): the early damage warmup is meant to prevent."""
-    losses = run.steps["loss"]
-    window = losses.iloc[1:max(2, int(len(losses) * fraction))]
-    return float(window.max() - losses.iloc[0])
-
-
-def early_damage(run, fraction: float = 0.25, window: int = 3) -> dict:
-    """Early damage in a run's first `fraction` of steps, read off the training loss of each step
-    after the first against the first step's (the model before any update). One step's loss is one
-    batch's, noisy, so the climb is read on the average of `window` consecutive steps:
-    rise        highest `window`-step average of the loss minus the first loss (<= 0: it only fell)
-    mean_ratio  mean loss of those steps / the first loss (> 1: the run spent them worse off than it began)
-    steps       how many steps that is (a short run: at least one)."""
-    if not 0 < fraction <= 1 or window < 1:
-        raise ValueError(f"fraction={fraction!r}, window={window!r}: allowed: 0 < fraction <= 1, window >= 1")
-    losses = run.steps["loss"]
-    first, early = float(losses.iloc[0]), losses.iloc[1:max(2, int(len(losses) * fraction))]
-    smoothed = early.rolling(window, min_periods=min(window, len(early))).mean()
-    return {"rise": float(smoothed.max() - first), "mean_ratio": float(early.mean() / first), "steps": len(early)}
 
 
 def decay_effect(df: pd.DataFrame, metric: str = "best_eval_loss", relative: bool = False) -> pd.DataFrame:
