@@ -1,13 +1,12 @@
 """Exports to the tools people use at work: TrainingArguments / SFTConfig kwargs, PEFT's LoraConfig,
 the LLaMA-Factory YAML (parsed by LLaMA-Factory's own argument parser, its data files read by its own
 reader), the TRL script (built and run with the installed TRL), and write_exports / write_dataset as
-the capstone uses them; the CLI in test_cli.py."""
+the capstone uses them; the CLI in test_cli.py, PEFT's LoraConfig on a model in test_peft_mapping.py."""
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import json
-import math
 import os
 import subprocess
 import sys
@@ -17,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from peft import LoraConfig, get_peft_model
-from transformers import (BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM, TrainingArguments,
+from peft import LoraConfig
+from transformers import (BitsAndBytesConfig, TrainingArguments,
                           get_scheduler)
 from trl import SFTConfig
 
@@ -27,7 +26,6 @@ from nbkit.core.data import load_split
 from nbkit.core.export import (EXPORT_FILES, LLAMAFACTORY_DATASETS, LLAMAFACTORY_SECTIONS, export_text,
                                llamafactory_dict, llamafactory_yaml, prompt_completion, sft_config_kwargs,
                                shared_args, training_args_kwargs, trl_script, write_dataset, write_exports)
-from nbkit.core.peft_mapping import lora_config, lora_config_kwargs
 from nbkit.core.train import warmup_steps_for
 
 LORA = dict(finetuning_type="lora")
@@ -222,52 +220,6 @@ def test_our_additions_have_no_hf_equivalent(values, field_name, closest):
         with pytest.raises(ValueError) as caught:
             export(cfg)
         assert field_name in str(caught.value) and closest in str(caught.value)
-
-
-# ---------------------------------------------------------------- PEFT LoraConfig
-
-
-def tiny_llama():
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config)
-
-
-def lora_layers(model):
-    return {name.split(".")[-1]: module for name, module in model.named_modules() if hasattr(module, "lora_A")}
-
-
-def test_lora_config_on_all_linear_layers():
-    cfg = TrainConfig(lora_rank=4, lora_dropout=0.05, **LORA)
-    model = get_peft_model(tiny_llama(), lora_config(cfg))
-    layers = lora_layers(model)
-    assert set(layers) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-    q_proj = layers["q_proj"]
-    assert q_proj.r["default"] == 4
-    assert q_proj.scaling["default"] == 8 / 4  # alpha defaults to 2 x rank
-    assert q_proj.lora_dropout["default"].p == 0.05
-    assert model(torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 64)
-
-
-def test_lora_config_on_named_layers():
-    cfg = TrainConfig(lora_target="q_proj, v_proj", **LORA)
-    model = get_peft_model(tiny_llama(), lora_config(cfg))
-    assert set(lora_layers(model)) == {"q_proj", "v_proj"}
-
-
-def test_rslora_and_dora_flags_land():
-    cfg = TrainConfig(lora_rank=4, lora_alpha=8, use_rslora=True, use_dora=True, **LORA)
-    model = get_peft_model(tiny_llama(), lora_config(cfg))
-    q_proj = lora_layers(model)["q_proj"]
-    assert q_proj.scaling["default"] == pytest.approx(8 / math.sqrt(4))  # rsLoRA: alpha / sqrt(r)
-    assert "default" in q_proj.lora_magnitude_vector  # DoRA's magnitude
-
-
-def test_no_lora_config_without_lora():
-    for export in (lora_config, lora_config_kwargs):
-        with pytest.raises(ConfigError, match="finetuning_type='full'.*allowed: finetuning_type='lora'"):
-            export(TrainConfig())
 
 
 # ---------------------------------------------------------------- LLaMA-Factory
