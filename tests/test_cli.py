@@ -358,18 +358,6 @@ def test_study_best_in_a_tools_format_is_what_export_writes_for_that_config(fmt,
     assert from_study == capsys.readouterr().out
 
 
-def test_the_best_epoch_comes_from_the_trials_curve_when_its_run_folder_is_elsewhere():
-    """A study whose workers ran on another machine (PostgreSQL): no run folder here, the curve decides."""
-    from optuna.trial import create_trial
-
-    from nbkit.core.study_export import best_epoch
-
-    trial = create_trial(value=0.7, intermediate_values={1: 0.9, 2: 0.7, 3: 0.8},
-                         user_attrs={"run_dir": "/nowhere/trial-000"})
-    assert best_epoch(trial) == 2
-    assert best_epoch(trial, threshold=0.5) == 1  # the trainer's rule: a fall below the threshold is no better
-
-
 def hand_made_study(folder, name, states, spec=True, db="hand.db"):
     """A study stored in folder/db with one trial per state ("pruned", "diverged", "failed", "completed":
     a curve with its minimum at epoch 2 and no run folder), nothing trained. Returns the storage URL."""
