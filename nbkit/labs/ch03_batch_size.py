@@ -5,6 +5,10 @@
     run = train(cfg, callbacks=[probe]); probe.table()               # B_simple at each probed step
     compare_normalisations(model, micro_batches)                     # exact vs mean of micro-batch means
 
+What the chapter's checks read, each a table with a row per seed (index: seed) and named columns:
+spread_drop (BS1), kept_vs_scaled, pace_table and seed_band (BS2), best_batch_table (BS5); and
+accumulation_table (BS3) and plans_per_card (BS4), a row per case.
+
 The gradient noise scale (McCandlish et al. 2018, "An Empirical Model of Large-Batch Training",
 arXiv:1812.06162, Appendix A): with G the true gradient and Sigma the per-example covariance, a
 batch of B gives a gradient whose expected squared norm is |G|^2 + tr(Sigma)/B. Measuring that norm at
@@ -29,6 +33,8 @@ import torch
 from nbkit.core.callbacks import STEP, TRAIN_BEGIN
 from nbkit.core.data import collate
 from nbkit.core.evaluate import token_loss_sum
+from nbkit.core.memory import planned_vs_measured_table, readable_bytes
+from nbkit.core.sweep import sweep_from_runs
 from nbkit.core.workers import run_side_by_side, train_in_worker
 
 
@@ -300,9 +306,10 @@ def batch_size_runs(base, batch_sizes, seeds, base_batch: int, exponent: float =
     scaled from base.learning_rate at base_batch by `exponent` (rule "scaled"), and each batch larger
     than base_batch once more with base's LR kept (rule "kept"). The base batch's runs keep their weights
     (the noise is measured on them), the others do not. A row per run: rule, batch_size, seed,
-    learning_rate, steps, status, best_eval_loss, final_eval_loss, the training loss averaged over all
-    its steps (train_loss_mean), path; df.attrs["runs"] the Runs. Every batch size sees the same samples,
-    so an average over steps is the mean height of the loss-against-samples curve: the lower, the more it
+    learning_rate, the sweep's result columns (nbkit.core.sweep: status, best_eval_loss, final_eval_loss,
+    ..., path), steps, and the training loss averaged over all its steps (train_loss_mean); as_runs(df)
+    gives the Runs, the base batch's with their weights. Every batch size sees the same samples, so an
+    average over steps is the mean height of the loss-against-samples curve: the lower, the more it
     learned per sample."""
     if base_batch not in batch_sizes or max(batch_sizes) <= base_batch:
         raise ValueError(f"batch_sizes: {list(batch_sizes)} must hold base_batch ({base_batch}), where the LR rules "
@@ -314,14 +321,62 @@ def batch_size_runs(base, batch_sizes, seeds, base_batch: int, exponent: float =
                             if rule == "scaled" else base.learning_rate) for rule, b, s in plan]
     keep = [rule == "scaled" and b == base_batch for rule, b, _ in plan]
     runs = train_side_by_side(configs, workers, keep_models=keep)
-    table = pd.DataFrame([{"rule": rule, "batch_size": b, "seed": s, "learning_rate": r.config["learning_rate"],
-                           "steps": len(r.steps), "status": r.status, "best_eval_loss": r.best_eval_loss,
-                           "final_eval_loss": r.summary.get("final_eval_loss"),
-                           "train_loss_mean": float(r.steps["loss"].mean()),
-                           "path": str(r.path)}
-                          for (rule, b, s), r in zip(plan, runs)])
-    table.attrs["runs"] = runs
-    return table
+    table = sweep_from_runs(runs, knobs=["seed", "learning_rate"])  # the runs stay with it, found by path
+    table.insert(0, "rule", [rule for rule, _, _ in plan])
+    table.insert(1, "batch_size", [b for _, b, _ in plan])
+    return table.assign(steps=[len(r.steps) for r in runs],
+                        train_loss_mean=[float(r.steps["loss"].mean()) for r in runs])
+
+
+def per_batch_and_seed(df: pd.DataFrame, metrics) -> pd.DataFrame:
+    """batch_size_runs' `metrics` (a column name or a list of them) as a table to read: a row per rule
+    and batch size, a column per seed (per metric and seed for a list)."""
+    return df.pivot(index=["rule", "batch_size"], columns="seed", values=metrics)
+
+
+def seed_band(df: pd.DataFrame, batch_size: int) -> float:
+    """How far apart the seeds end at one batch size, LR scaled: the highest best validation loss of
+    batch_size_runs' scaled runs at `batch_size` minus the lowest. A difference between two settings
+    smaller than this band is one the seeds alone could make."""
+    at = df.loc[(df["rule"] == "scaled") & (df["batch_size"] == batch_size), "best_eval_loss"]
+    return float(at.max() - at.min())
+
+
+def kept_vs_scaled(df: pd.DataFrame, batch_size: int) -> pd.DataFrame:
+    """batch_size_runs at one batch size, the LR kept against the LR scaled, a row per seed (index: seed):
+    eval_loss_kept, eval_loss_scaled (best validation loss), train_loss_mean_kept, train_loss_mean_scaled."""
+    at = df[df["batch_size"] == batch_size].pivot(index="seed", columns="rule",
+                                                  values=["best_eval_loss", "train_loss_mean"])
+    return pd.DataFrame({"eval_loss_kept": at["best_eval_loss", "kept"],
+                         "eval_loss_scaled": at["best_eval_loss", "scaled"],
+                         "train_loss_mean_kept": at["train_loss_mean", "kept"],
+                         "train_loss_mean_scaled": at["train_loss_mean", "scaled"]}).loc[df["seed"].unique()]
+
+
+def pace_table(df: pd.DataFrame, base_batch: int) -> pd.DataFrame:
+    """Does any larger batch keep the base batch's pace? A row per seed (index: seed) of batch_size_runs:
+    base_train_loss_mean (the base batch's training loss averaged over its run), best_of_kept_or_scaled
+    (for each batch larger than base_batch, smallest first, the lower train_loss_mean of its two LRs)
+    and lowest_larger, the lowest of those."""
+    larger = df[df["batch_size"] > base_batch]
+    best = larger.groupby(["seed", "batch_size"])["train_loss_mean"].min().unstack("batch_size")
+    base = df[(df["rule"] == "scaled") & (df["batch_size"] == base_batch)].set_index("seed")["train_loss_mean"]
+    return pd.DataFrame({"base_train_loss_mean": base.reindex(best.index),
+                         "best_of_kept_or_scaled": best.values.tolist(), "lowest_larger": best.min(axis=1)},
+                        index=best.index).loc[df["seed"].unique()]
+
+
+def best_batch_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Where the best batch size lies, LR scaled, a row per seed (index: seed) of batch_size_runs:
+    best_eval_loss at each batch size (smallest first), best_batch (the lowest), smallest_over_best
+    (the smallest batch's loss minus the best: 0 where it is the best) and largest_over_best (the largest
+    batch's loss over the best)."""
+    loss = df[df["rule"] == "scaled"].pivot(index="seed", columns="batch_size", values="best_eval_loss")
+    best = loss.min(axis=1)
+    table = pd.DataFrame({"best_eval_loss": loss.values.tolist(), "best_batch": loss.idxmin(axis=1),
+                          "smallest_over_best": loss[loss.columns.min()] - best,
+                          "largest_over_best": loss[loss.columns.max()] / best}, index=loss.index)
+    return table.loc[df["seed"].unique()]
 
 
 def accumulation_configs(base, accumulation) -> dict:
@@ -336,6 +391,35 @@ def accumulation_configs(base, accumulation) -> dict:
                          "[[32, 1], [8, 4], [4, 8]]")
     return {f"{b} x {k}": base.replace(per_device_train_batch_size=b, gradient_accumulation_steps=k,
                                        num_train_epochs=1, run_name=f"accumulate_{b}x{k}") for b, k in pairs}
+
+
+def accumulation_table(configs: dict, runs) -> pd.DataFrame:
+    """The accumulation experiment, a row per case ({"B x K": config} of accumulation_configs, and their
+    runs in that order): planned and measured peak memory (nbkit.core.memory.planned_vs_measured_table)
+    and max_loss_difference, the largest loss difference at any step from the first case's run (0 for it)."""
+    runs = list(runs)
+    table = planned_vs_measured_table(configs)
+    table["max_loss_difference"] = [0.0] + [max_loss_difference([runs[0], r]) for r in runs[1:]]
+    return table
+
+
+def plans_per_card(plan_report, model: str, cards: dict, settings: dict, max_seq_length: int) -> pd.DataFrame:
+    """The memory planner's answer for each card and setting, a row each: card, setting, the per-device
+    batch and accumulation steps that reach the effective batch, the largest batch that fits and the
+    planned memory at that per-device batch. `plan_report` is nbkit.views.memory_panel.plan_report (passed
+    in: a lab does not import the views); cards: {name: GB}; settings: {name: plan_report's keywords}."""
+    rows = []
+    for card, gb in cards.items():
+        for name, kw in settings.items():
+            report = plan_report(model, memory_gb=gb, max_seq_length=max_seq_length, **kw)
+            reach = report["to_reach_effective"]
+            # a card that fits no row at all is planned at one row: what it would take
+            at_batch = plan_report(model, memory_gb=gb, max_seq_length=max_seq_length,
+                                   per_device_train_batch_size=max(reach["per_device_train_batch_size"], 1), **kw)
+            rows.append(dict(card=card, setting=name, per_device_batch=reach["per_device_train_batch_size"],
+                             accumulation=reach["gradient_accumulation_steps"], largest_batch=report["largest_batch"],
+                             planned_at_that_batch=readable_bytes(at_batch["plan"].total)))
+    return pd.DataFrame(rows)
 
 
 def _features_of(run):
@@ -363,6 +447,17 @@ def gradient_spread_by_seed(runs, batch_sizes, draws: int = 4, loss_draws: int |
     return pd.concat(run_side_by_side(_spread_of_run, [(r, batch_sizes, draws, loss_draws) for r in runs], workers,
                                       name="gradient_spread_by_seed", what="seeds"),
                      ignore_index=True)
+
+
+def spread_drop(spread: pd.DataFrame) -> pd.DataFrame:
+    """How much steadier the largest batch is than the smallest, a row per seed (index: seed) of
+    gradient_spread_by_seed's table: variance_drop, the smallest batch's gradient variance over the
+    largest's, and loss_std_drop, the same for the spread of the batch loss."""
+    ordered = spread.sort_values("batch_size", kind="stable")
+    ends = ordered.groupby("seed")[["gradient_variance", "loss_std"]].agg(["first", "last"])
+    table = pd.DataFrame({"variance_drop": ends["gradient_variance", "first"] / ends["gradient_variance", "last"],
+                          "loss_std_drop": ends["loss_std", "first"] / ends["loss_std", "last"]})
+    return table.loc[spread["seed"].unique()]
 
 
 def _noise_scales_of_run(run, base_model, repeats, b_small, n_micro) -> dict:

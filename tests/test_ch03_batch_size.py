@@ -1,17 +1,23 @@
 """nbkit.labs.ch03_batch_size: the two loss normalisations under gradient accumulation, the gradient spread
-across batch sizes, and the gradient noise scale (McCandlish et al. 2018, Appendix A)."""
+across batch sizes, the gradient noise scale (McCandlish et al. 2018, Appendix A), the batch-size and
+accumulation experiments, and the evidence tables chapter 3's checks read (on small hand-built tables)."""
 import math
 
+import pandas as pd
 import pytest
 import torch
 
 from conftest import tiny_config
 from nbkit import train
+from nbkit.core.memory import readable_bytes
 from nbkit.core.models import load_model
+from nbkit.core.runs import Run, as_runs
 from nbkit.core.train import build_datasets
-from nbkit.labs.ch03_batch_size import (NoiseScaleProbe, compare_normalisations, exact_token_mean, gradient_spread,
+from nbkit.labs.ch03_batch_size import (NoiseScaleProbe, accumulation_configs, accumulation_table, best_batch_table,
+                                        compare_normalisations, exact_token_mean, gradient_spread, kept_vs_scaled,
                                         length_grouped_micro_batches, mean_of_micro_means, measure_noise_scale,
-                                        noise_scale_estimate)
+                                        noise_scale_estimate, pace_table, per_batch_and_seed, plans_per_card,
+                                        seed_band, spread_drop)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -189,9 +195,9 @@ def test_batch_size_runs_scale_or_keep_the_lr_and_keep_only_the_base_weights(tmp
     assert scaled[8, 1] == pytest.approx(5e-4) and scaled[32, 2] == pytest.approx(2e-3)
     assert set(table.loc[table["rule"] == "kept", "learning_rate"]) == {1e-3}
     assert list(table["steps"].iloc[:2]) == [8, 8]  # 64 rows at batch 8
-    first = table.attrs["runs"][0].steps["loss"]
-    assert table["train_loss_mean"].iloc[0] == pytest.approx(first.mean())
-    kept = [r.model is not None for r in table.attrs["runs"]]
+    runs = as_runs(table)  # by the path column, weights and all where kept
+    assert table["train_loss_mean"].iloc[0] == pytest.approx(runs[0].steps["loss"].mean())
+    kept = [r.model is not None for r in runs]
     assert kept == [rule == "scaled" and b == 16 for rule, b in zip(table["rule"], table["batch_size"])]
 
 
@@ -231,3 +237,106 @@ def test_step_throughput_times_every_batch_size(tmp_path):
     assert (speed["tokens_per_second"] > 0).all()
     with pytest.raises(ValueError, match="repeats"):
         step_throughput(tiny_config(tmp_path), [2], repeats=0)
+
+
+# ---------------------------------------------------------------- the evidence of the checks
+
+def batch_table(best_eval_loss: dict, train_loss_mean: dict) -> pd.DataFrame:
+    """A hand-built batch_size_runs table: {(rule, batch_size, seed): value} for each metric."""
+    return pd.DataFrame([dict(rule=rule, batch_size=b, seed=seed, best_eval_loss=loss,
+                              train_loss_mean=train_loss_mean[rule, b, seed], path=f"/runs/{rule}{b}-{seed}")
+                         for (rule, b, seed), loss in best_eval_loss.items()])
+
+
+# seeds 2 and 1 (in that order), base batch 16; batches 32 and 64 both scaled and kept
+EVAL = {("scaled", 8, 2): 1.05, ("scaled", 16, 2): 1.0, ("scaled", 32, 2): 1.1, ("scaled", 64, 2): 1.5,
+        ("kept", 32, 2): 1.2, ("kept", 64, 2): 1.3,
+        ("scaled", 8, 1): 0.9, ("scaled", 16, 1): 0.96, ("scaled", 32, 1): 0.95, ("scaled", 64, 1): 1.1,
+        ("kept", 32, 1): 0.94, ("kept", 64, 1): 1.0}
+TRAIN = {("scaled", 8, 2): 0.5, ("scaled", 16, 2): 0.6, ("scaled", 32, 2): 0.7, ("scaled", 64, 2): 0.95,
+         ("kept", 32, 2): 0.8, ("kept", 64, 2): 0.9,
+         ("scaled", 8, 1): 0.4, ("scaled", 16, 1): 0.45, ("scaled", 32, 1): 0.44, ("scaled", 64, 1): 0.9,
+         ("kept", 32, 1): 0.5, ("kept", 64, 1): 0.85}
+
+
+def test_per_batch_and_seed_lays_a_metric_out_by_rule_and_batch_against_the_seeds():
+    table = per_batch_and_seed(batch_table(EVAL, TRAIN), "best_eval_loss")
+    assert table.loc[("kept", 64), 2] == 1.3 and table.loc[("scaled", 8), 1] == 0.9
+    assert len(table) == 6 and set(table.columns) == {1, 2}
+    both = per_batch_and_seed(batch_table(EVAL, TRAIN), ["train_loss_mean", "best_eval_loss"])
+    assert both.loc[("scaled", 16), ("train_loss_mean", 1)] == 0.45
+
+
+def test_seed_band_is_the_spread_of_the_scaled_runs_at_one_batch():
+    assert seed_band(batch_table(EVAL, TRAIN), 16) == pytest.approx(1.0 - 0.96)
+    assert seed_band(batch_table(EVAL, TRAIN), 32) == pytest.approx(1.1 - 0.95)  # the kept runs do not count
+
+
+def test_kept_vs_scaled_sets_both_lrs_of_one_batch_side_by_side_per_seed():
+    at = kept_vs_scaled(batch_table(EVAL, TRAIN), 64)
+    assert at.index.tolist() == [2, 1]  # the table's order of seeds
+    assert at.loc[2].tolist() == [1.3, 1.5, 0.9, 0.95]
+    assert at.columns.tolist() == ["eval_loss_kept", "eval_loss_scaled", "train_loss_mean_kept",
+                                   "train_loss_mean_scaled"]
+
+
+def test_pace_table_takes_the_better_lr_of_each_larger_batch_against_the_base():
+    pace = pace_table(batch_table(EVAL, TRAIN), base_batch=16)
+    assert pace.index.tolist() == [2, 1]
+    assert pace.loc[2, "base_train_loss_mean"] == 0.6
+    assert pace.loc[2, "best_of_kept_or_scaled"] == [0.7, 0.9]  # batch 32: scaled; batch 64: kept
+    assert pace.loc[2, "lowest_larger"] == 0.7
+    assert pace.loc[1, "lowest_larger"] == 0.44 < pace.loc[1, "base_train_loss_mean"]  # batch 32 kept the pace
+
+
+def test_best_batch_table_finds_the_best_batch_and_the_ends_cost():
+    best = best_batch_table(batch_table(EVAL, TRAIN))
+    assert best.index.tolist() == [2, 1]
+    assert best.loc[2, "best_eval_loss"] == [1.05, 1.0, 1.1, 1.5]  # scaled only, smallest batch first
+    assert best.loc[2, "best_batch"] == 16 and best.loc[1, "best_batch"] == 8
+    assert best.loc[2, "smallest_over_best"] == pytest.approx(0.05) and best.loc[1, "smallest_over_best"] == 0
+    assert best.loc[2, "largest_over_best"] == pytest.approx(1.5) and best.loc[1, "largest_over_best"] == (
+        pytest.approx(1.1 / 0.9))
+
+
+def test_spread_drop_divides_the_smallest_batchs_spread_by_the_largests():
+    spread = pd.DataFrame({"batch_size": [64, 4, 16] * 2, "seed": [5] * 3 + [6] * 3,
+                           "gradient_variance": [1.0, 8.0, 3.0, 2.0, 4.0, 3.0],
+                           "loss_std": [0.1, 0.3, 0.2, 0.2, 0.3, 0.25]})
+    drops = spread_drop(spread)
+    assert drops.index.tolist() == [5, 6]
+    assert drops.loc[5].tolist() == pytest.approx([8.0, 3.0])  # batch 4 over batch 64, not first row over last
+    assert drops.loc[6].tolist() == pytest.approx([2.0, 1.5])
+
+
+def steps_run(losses) -> Run:
+    return Run(path=None, config={}, steps=pd.DataFrame({"step": range(1, len(losses) + 1), "loss": losses}),
+               epochs=pd.DataFrame(), summary={})
+
+
+def test_accumulation_table_adds_each_runs_largest_loss_difference_from_the_first(tmp_path, monkeypatch):
+    # the memory columns are nbkit.core.memory's (tests/test_memory.py); a profiled step per case costs a minute here
+    monkeypatch.setattr("nbkit.labs.ch03_batch_size.planned_vs_measured_table",
+                        lambda configs: pd.DataFrame({"case": list(configs), "measured_MB": [3.0, 2.0, 1.0]}))
+    cfgs = accumulation_configs(tiny_config(tmp_path), [[8, 1], [4, 2], [2, 4]])
+    runs = [steps_run([2.0, 1.5, 1.0]), steps_run([2.0, 1.4, 1.0]), steps_run([2.1, 1.5, 1.3])]
+    table = accumulation_table(cfgs, runs)
+    assert table["case"].tolist() == ["8 x 1", "4 x 2", "2 x 4"] and table["measured_MB"].tolist() == [3.0, 2.0, 1.0]
+    assert table["max_loss_difference"].tolist() == pytest.approx([0.0, 0.1, 0.3])
+
+
+def test_plans_per_card_reads_the_planner_for_each_card_and_setting():
+    from nbkit.views.memory_panel import plan_report
+    cards, settings = {"small": 24, "large": 80}, {"lora": dict(method="lora"), "qlora": dict(method="qlora4")}
+    plans = plans_per_card(plan_report, "llama-2-7b", cards, settings, max_seq_length=2048)
+    assert plans[["card", "setting"]].values.tolist() == [["small", "lora"], ["small", "qlora"], ["large", "lora"],
+                                                          ["large", "qlora"]]
+    report = plan_report("llama-2-7b", memory_gb=80, max_seq_length=2048, method="qlora4")
+    row = plans.iloc[3]
+    assert row["per_device_batch"] == report["to_reach_effective"]["per_device_train_batch_size"]
+    assert row["accumulation"] == report["to_reach_effective"]["gradient_accumulation_steps"]
+    assert row["largest_batch"] == report["largest_batch"]
+    at_batch = plan_report("llama-2-7b", memory_gb=80, max_seq_length=2048, method="qlora4",
+                           per_device_train_batch_size=row["per_device_batch"])
+    assert row["planned_at_that_batch"] == readable_bytes(at_batch["plan"].total)
+    assert plans.loc[0, "largest_batch"] < plans.loc[2, "largest_batch"]  # the larger card fits more rows
