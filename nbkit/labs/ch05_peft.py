@@ -8,6 +8,7 @@
     save_adapter(run), reload_in_fresh_process(...) the adapter as an artifact, reloaded by plain PEFT
     method_sweeps, compare_methods, by_seed(...)    the chapter's tables over a seed set
     curve_distance(run_a, run_b), shortfall(...)    how far two runs' curves, or a loss from the best, are
+    learned_table, forgetting_table, rank_fit_table  the checks' evidence: a row per seed, named columns
 
 Everything is real: PEFT adapters, bitsandbytes NF4 / int8 weights (both work on the CPU), tensors
 measured as allocated. Nothing is simulated or estimated here (the planner is nbkit.core.memory's job).
@@ -28,6 +29,7 @@ from nbkit.core.config import TrainConfig
 from nbkit.core.evaluate import heldout_text_loss
 from nbkit.core.memory import optimizer_state_bytes
 from nbkit.core.models import count_parameters, fresh_model, load_base_model, memory_footprint, quiet_loading
+from nbkit.core.runs import as_runs
 from nbkit.core.train import build_optimizer
 
 # The chapter's methods, as TrainConfig fields (LLaMA-Factory's names). QLoRA = LoRA on a base
@@ -224,27 +226,20 @@ def base_heldout_loss(cfg: TrainConfig) -> float:
         return heldout_text_loss(model, load_tokenizer(cfg))
 
 
-def _runs_of_rows(table) -> list:
-    """The Runs of a sweep table's rows, in row order, found by their folders: a slice of a table
-    keeps the whole table's attrs["runs"], so positions would not match."""
-    by_path = {str(run.path): run for run in table.attrs["runs"]}
-    return [by_path[str(path)] for path in table["path"]]
-
-
 def run_of(table, **knobs):
     """The Run of the one row of a sweep table whose columns equal knobs, e.g.
     run_of(table, learning_rate=3e-3, seed=42)."""
     mask = (table[list(knobs)] == pd.Series(knobs)).all(axis=1)
     if mask.sum() != 1:
         raise ValueError(f"run_of: {int(mask.sum())} rows of the table have {knobs}; give knob values that pick one")
-    return _runs_of_rows(table[mask])[0]
+    return as_runs(table[mask])[0]
 
 
 def runs_by_seed(table) -> dict:
     """{seed: Run} of a sweep table that varied only the seed (or a one-value slice of one)."""
     if table["seed"].duplicated().any():
         raise ValueError("runs_by_seed: the table has several rows per seed; slice it to one knob value first")
-    return {int(seed): run for seed, run in zip(table["seed"], _runs_of_rows(table))}
+    return {int(seed): run for seed, run in zip(table["seed"], as_runs(table))}
 
 
 def by_seed(table, column: str, knob: str | None = None):
@@ -255,12 +250,18 @@ def by_seed(table, column: str, knob: str | None = None):
     return table.pivot(index=knob, columns="seed", values=column)
 
 
+def seed_rows(table, column: str, knob: str):
+    """A column of a sweep table as a row per seed and a column per value of knob (by_seed turned
+    around): the shape of a per-seed evidence table, e.g. seed_rows(table, "best_eval_loss", "name")."""
+    return by_seed(table, column, knob).T
+
+
 def add_forgetting(table, heldout_before: float, keep_seed: int | None = None):
     """Columns heldout_loss_after and forgetting (its rise over the base's) for every run of a sweep
     made with keep_models=True; then each run's weights are let go (a real LLM's would fill the
     memory), except those of the runs at keep_seed, if given."""
     after = []
-    for run in _runs_of_rows(table):
+    for run in as_runs(table):
         with tiny_model_threads(run.config["model"]):
             after.append(forgetting(run, heldout_before)["heldout_loss_after"])
         if keep_seed is None or run.config["seed"] != keep_seed:
@@ -281,7 +282,7 @@ def _measured_sweep(cfg: TrainConfig, grid: dict, seeds, workers: int, measure):
     parts = [measure(sweep(cfg, {**grid, "seed": [s]}, keep_models=True, workers=1, progress=False)) for s in seeds]
     table = pd.concat(parts, ignore_index=True)
     table.attrs["knobs"] = list(parts[0].attrs["knobs"])
-    table.attrs["runs"] = RunList(run for part in parts for run in part.attrs["runs"])
+    table.attrs["runs"] = RunList(run for part in parts for run in as_runs(part))  # where as_runs finds the kept models
     return table
 
 
@@ -326,7 +327,7 @@ def chosen_rows(tables: dict):
     parts = []
     for method, table in tables.items():
         rows = table[table["learning_rate"] == chosen_learning_rate(table)].copy()
-        rows["seconds_per_step"] = [seconds_per_step(run) for run in _runs_of_rows(rows)]
+        rows["seconds_per_step"] = [seconds_per_step(run) for run in as_runs(rows)]
         parts.append(rows.assign(method=method))
     return pd.concat(parts, ignore_index=True)
 
@@ -338,7 +339,7 @@ def compare_methods(tables: dict):
     rows = chosen_rows(tables)
     out = []
     for method, mine in rows.groupby("method", sort=False):
-        memory = training_memory(TrainConfig.from_dict(_runs_of_rows(tables[method])[0].config))
+        memory = training_memory(TrainConfig.from_dict(as_runs(tables[method])[0].config))
         row = dict(method=method, learning_rate=float(mine["learning_rate"].iloc[0]), seeds=len(mine),
                    trainable_params=memory["trainable_params"],
                    trainable_share=memory["trainable_params"] / memory["total_params"],
@@ -366,7 +367,7 @@ def add_update_norms(table):
     """Column update_norm (lora_update_norm) for every run of a sweep made with keep_models=True;
     then the runs' weights are let go."""
     norms = []
-    for run in _runs_of_rows(table):
+    for run in as_runs(table):
         if run.model is None:
             raise ValueError(f"{run.name}: run.model is None: keep the model (sweep(..., keep_models=True))")
         norms.append(lora_update_norm(run.model))
@@ -388,7 +389,7 @@ def lowest_train_loss(run) -> float:
 
 def add_lowest_train_loss(table):
     """Column lowest_train_loss (lowest_train_loss of each row's run) of a sweep table."""
-    table["lowest_train_loss"] = [lowest_train_loss(run) for run in _runs_of_rows(table)]
+    table["lowest_train_loss"] = [lowest_train_loss(run) for run in as_runs(table)]
     return table
 
 
@@ -424,3 +425,85 @@ def shortfall(losses, best, base):
     model's loss down to `best`: 0 = as good as the best, 1 = no better than the base."""
     return (losses - best) / (base - best)
 
+
+# ---------------------------------------------------------------- the evidence of the chapter's checks
+# A row per seed (index "seed"); where a check reads one value per method, LR or rank, those values
+# are a column group: table["shortfall"] is a row per seed and a column per method.
+
+def learned_table(tables: dict, reference: str = "full"):
+    """A row per seed, each method at its chosen LR (chosen_rows): base_eval_loss (the reference
+    method's base model: fp32, before any training), best_method, and the column groups
+    best_eval_loss and shortfall (how far short of the seed's best method each stops, as a share of
+    the way down from the base model's loss: 0 = the best, 1 = no better than the base)."""
+    best = by_seed(chosen_rows(tables), "best_eval_loss", "method").loc[list(tables)]  # methods in the given order
+    base = by_seed(tables[reference].drop_duplicates("seed"), "base_eval_loss")
+    short = shortfall(best, best.min(), base)
+    return pd.concat({"base_eval_loss": base.to_frame(""), "best_method": best.idxmin().to_frame(""),
+                      "best_eval_loss": best.T, "shortfall": short.T}, axis=1)
+
+
+def forgetting_table(tables: dict, methods=("full", "lora")):
+    """A row per seed, a column per (method, learning_rate): the forgetting (add_forgetting) of each
+    method's runs at each LR it was trained at."""
+    return pd.concat({m: seed_rows(tables[m], "forgetting", "learning_rate") for m in methods}, axis=1,
+                     names=["method"])
+
+
+def forgetting_rise(forgetting):
+    """A row per seed, a column per method of forgetting_table tried at more than one LR: its
+    forgetting at its highest LR minus at its lowest."""
+    rise = {}
+    for method in forgetting.columns.unique("method"):
+        by_lr = forgetting[method]
+        if by_lr.shape[1] > 1:
+            rise[method] = by_lr[by_lr.columns.max()] - by_lr[by_lr.columns.min()]
+    return pd.DataFrame(rise)
+
+
+def params_by_rank(table):
+    """Trainable parameters by lora_rank, from a sweep over lora_rank (no seed changes them)."""
+    return table.drop_duplicates("lora_rank").set_index("lora_rank")["trainable_params"]
+
+
+def rank_shortfall_table(tables: dict, rank: int):
+    """A row per seed, a column shortfall_<task> per {task: sweep over lora_rank x seed}: how far
+    `rank`'s best validation loss stops short of the best rank's, as a share of the way down from the
+    base model's loss (shortfall)."""
+    out = {}
+    for task, table in tables.items():
+        best = by_seed(table, "best_eval_loss", "lora_rank")
+        base = by_seed(table.drop_duplicates("seed"), "base_eval_loss")
+        out[f"shortfall_{task}"] = shortfall(best.loc[rank], best.min(), base)
+    return pd.DataFrame(out)
+
+
+def rank_fit_table(table):
+    """A row per seed of a sweep over lora_rank x seed, the column groups lowest_train_loss (how far
+    each rank memorised its training rows) and best_eval_loss, a column per rank."""
+    fit = add_lowest_train_loss(table.copy())  # the caller's table keeps its columns
+    return pd.concat({"lowest_train_loss": seed_rows(fit, "lowest_train_loss", "lora_rank"),
+                      "best_eval_loss": seed_rows(fit, "best_eval_loss", "lora_rank")}, axis=1)
+
+
+def update_norm_ratios(table):
+    """A row per seed of a scaling_sweep: the update norm at its largest rank over the norm at its
+    smallest, with the standard alpha / r scaling (standard_ratio) and with rsLoRA's (rslora_ratio)."""
+    norms = table.pivot(index="seed", columns=["use_rslora", "lora_rank"], values="update_norm")
+    lo, hi = table["lora_rank"].min(), table["lora_rank"].max()
+    return pd.DataFrame({"standard_ratio": norms[False, hi] / norms[False, lo],
+                         "rslora_ratio": norms[True, hi] / norms[True, lo]})
+
+
+def bits_table(base: TrainConfig, methods):
+    """A row per bit width (32: LoRA, 8 and 4: QLoRA), indexed by bits: the stored model's MB and the
+    best validation loss (from compare_methods' table), the relative weight error of the quantised
+    base (quantization_error) and the quantised base's held-out text loss (base_heldout_loss)."""
+    rows = []
+    for method, bits in (("lora", None), ("qlora-8bit", 8), ("qlora-4bit", 4)):
+        error = quantization_error(base, bits) if bits else {"relative_error": 0.0}
+        rows.append(dict(bits=bits or 32, model_MB=methods.loc[method, "weights_MB"],
+                         weight_error=error["relative_error"],
+                         base_heldout_loss=base_heldout_loss(base.replace(finetuning_type="lora",
+                                                                          quantization_bit=bits)),
+                         best_eval_loss=methods.loc[method, "best_eval_loss"]))
+    return pd.DataFrame(rows).set_index("bits")

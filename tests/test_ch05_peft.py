@@ -1,11 +1,13 @@
 """Chapter 5's tools: methods, measured memory, LoRA update norm, quantisation error, adapters
-saved and reloaded in a fresh process, the facts task, the panel's preview."""
+saved and reloaded in a fresh process, the facts task, the panel's preview, and the evidence tables
+of the chapter's checks (a row per seed)."""
 import pytest
 import torch
 from conftest import tiny_config
 
 from nbkit import train
 from nbkit.core.data import FACT_PHRASINGS, NAMES, THINGS, load_examples, split_examples, task_metric
+from nbkit.core.runs import as_runs
 from nbkit.core.train import validation_loss
 from nbkit.labs.ch05_peft import (METHODS, lora_update_norm, method_config, method_of, preview, quantization_error,
                                   reload_in_fresh_process, save_adapter, seconds_per_step, training_memory)
@@ -148,10 +150,10 @@ def test_add_forgetting_measures_then_lets_the_weights_go(lr_seed_sweep):
     table = lr_seed_sweep.copy()
     table.attrs["runs"] = [copy.copy(r) for r in lr_seed_sweep.attrs["runs"]]  # the module's runs keep their models
     before = 1.0
-    expected = [heldout_text_loss(r.model, r.tokenizer) - before for r in table.attrs["runs"]]
+    expected = [heldout_text_loss(r.model, r.tokenizer) - before for r in as_runs(table)]
     add_forgetting(table, before, keep_seed=2)
     assert table["forgetting"].tolist() == pytest.approx(expected)
-    assert [r.model is None for r in table.attrs["runs"]] == [s != 2 for s in table["seed"]]
+    assert [r.model is None for r in as_runs(table)] == [s != 2 for s in table["seed"]]
 
 
 def test_curve_distance_is_zero_for_a_run_and_itself_and_grows_with_the_lr(lr_seed_sweep):
@@ -181,10 +183,10 @@ def test_update_norms_column_then_models_dropped(tmp_path):
 
     cfg = tiny_config(tmp_path, finetuning_type="lora", max_steps=2, learning_rate=1e-2)
     table = sweep(cfg, {"lora_rank": [2, 8]}, keep_models=True, progress=False)
-    expected = [lora_update_norm(r.model) for r in table.attrs["runs"]]
+    expected = [lora_update_norm(r.model) for r in as_runs(table)]
     add_update_norms(table)
     assert table["update_norm"].tolist() == pytest.approx(expected) and all(v > 0 for v in expected)
-    assert all(r.model is None for r in table.attrs["runs"])
+    assert all(r.model is None for r in as_runs(table))
     with pytest.raises(ValueError, match="keep the model"):
         add_update_norms(table)
 
@@ -196,19 +198,105 @@ def test_method_sweeps_measure_forgetting_and_keep_only_the_asked_seeds_lora_wei
     tables = method_sweeps(cfg, {"lora": [1e-3], "qlora-8bit": [1e-3]}, seeds=[1, 2], workers=1,
                            heldout_before=1.0, keep_seed=2)
     assert list(tables) == ["lora", "qlora-8bit"]
-    assert tables["qlora-8bit"].attrs["runs"][0].config["quantization_bit"] == 8
+    assert {r.config["quantization_bit"] for r in as_runs(tables["qlora-8bit"])} == {8}
     for method, table in tables.items():
         assert table["forgetting"].notna().all() and sorted(table["seed"]) == [1, 2]
-        kept = [r.model is not None for r in table.attrs["runs"]]
+        kept = [r.model is not None for r in as_runs(table)]
         assert kept == [method == "lora" and s == 2 for s in table["seed"]]
 
 
 def test_scaling_sweep_one_seed_at_a_time_gives_one_table_with_update_norms(tmp_path):
-    from nbkit.labs.ch05_peft import _runs_of_rows, scaling_sweep
+    from nbkit.labs.ch05_peft import scaling_sweep
 
     cfg = tiny_config(tmp_path, finetuning_type="lora", lora_alpha=8, max_steps=1, learning_rate=1e-2)
     table = scaling_sweep(cfg, [2, 8], seeds=[1, 2], workers=1)  # one worker: seed by seed, then one table
     assert len(table) == 8 and sorted(set(table["seed"])) == [1, 2]
     assert (table["update_norm"] > 0).all()
-    assert [r.config["seed"] for r in _runs_of_rows(table)] == table["seed"].tolist()
-    assert all(r.model is None for r in table.attrs["runs"])
+    runs = as_runs(table)  # the Runs the sweeps kept, found by their folders in the one table
+    assert [r.config["seed"] for r in runs] == table["seed"].tolist()
+    assert all(r.model is None and r in table.attrs["runs"] for r in runs)
+
+
+# ---------------------------------------------------------------- the checks' evidence tables
+
+def test_learned_table_gives_each_seeds_best_method_a_shortfall_of_zero(lr_seed_sweep):
+    from nbkit.labs.ch05_peft import learned_table
+
+    table = lr_seed_sweep
+    tables = {"low": table[table["learning_rate"] == 1e-4], "high": table[table["learning_rate"] == 1e-2]}
+    learned = learned_table(tables, reference="low")
+    assert list(learned.index) == [1, 2] and list(learned["shortfall"].columns) == ["low", "high"]
+    for seed, row in learned.iterrows():
+        losses = {name: float(t.loc[t["seed"] == seed, "best_eval_loss"].iloc[0]) for name, t in tables.items()}
+        base = float(tables["low"].loc[tables["low"]["seed"] == seed, "base_eval_loss"].iloc[0])
+        best = min(losses, key=losses.get)
+        assert row["best_method"].item() == best and row["shortfall", best] == 0
+        assert row["base_eval_loss"].item() == base
+        for name, loss in losses.items():
+            assert row["best_eval_loss", name] == loss
+            assert row["shortfall", name] == pytest.approx((loss - losses[best]) / (base - losses[best]))
+
+
+def test_forgetting_table_and_its_rise_from_the_lowest_lr_to_the_highest():
+    import pandas as pd
+
+    from nbkit.labs.ch05_peft import forgetting_rise, forgetting_table
+
+    full = pd.DataFrame({"learning_rate": [1e-3, 1e-3, 1e-4, 1e-4], "seed": [1, 2, 1, 2],
+                         "forgetting": [0.5, 0.2, 0.1, 0.3]})
+    lora = pd.DataFrame({"learning_rate": [1e-3, 1e-3], "seed": [1, 2], "forgetting": [0.05, 0.07]})
+    forgetting = forgetting_table({"full": full, "lora": lora}, ("full", "lora"))
+    assert list(forgetting.index) == [1, 2]
+    assert forgetting["full", 1e-4].tolist() == [0.1, 0.3] and forgetting["lora", 1e-3].tolist() == [0.05, 0.07]
+    rise = forgetting_rise(forgetting)
+    assert list(rise.columns) == ["full"]  # lora was tried at one LR: no rise to read
+    assert rise["full"].tolist() == pytest.approx([0.4, -0.1])
+
+
+def test_rank_tables_read_a_rank_sweep_per_seed():
+    import pandas as pd
+
+    from nbkit.labs.ch05_peft import params_by_rank, rank_shortfall_table, update_norm_ratios
+
+    sweep = pd.DataFrame({"lora_rank": [1, 8, 1, 8], "seed": [1, 1, 2, 2], "trainable_params": [10, 80, 10, 80],
+                          "best_eval_loss": [1.5, 1.0, 1.2, 1.1], "base_eval_loss": [3.0, 3.0, 2.1, 2.1]})
+    assert params_by_rank(sweep).to_dict() == {1: 10, 8: 80}
+    short = rank_shortfall_table({"easy": sweep, "hard": sweep.assign(best_eval_loss=[2.0, 1.0, 1.1, 1.1])}, rank=1)
+    assert list(short.columns) == ["shortfall_easy", "shortfall_hard"] and list(short.index) == [1, 2]
+    assert short["shortfall_easy"].tolist() == pytest.approx([0.5 / 2.0, 0.1 / 1.0])
+    assert short["shortfall_hard"].tolist() == pytest.approx([1.0 / 2.0, 0.0])
+    norms = pd.DataFrame({"use_rslora": [False, False, True, True] * 2, "lora_rank": [4, 64] * 4,
+                          "seed": [1] * 4 + [2] * 4, "update_norm": [2.0, 0.5, 2.0, 2.0, 4.0, 2.0, 1.0, 3.0]})
+    ratios = update_norm_ratios(norms)
+    assert ratios.to_dict("list") == {"standard_ratio": [0.25, 0.5], "rslora_ratio": [1.0, 3.0]}
+
+
+def test_rank_fit_table_reads_each_runs_lowest_training_loss_and_leaves_the_sweep_as_it_was(lr_seed_sweep):
+    from nbkit.labs.ch05_peft import lowest_train_loss, rank_fit_table, run_of, seed_rows
+
+    ranks = lr_seed_sweep.assign(lora_rank=lr_seed_sweep["learning_rate"].map({1e-4: 1, 1e-2: 8}))
+    fit = rank_fit_table(ranks)
+    assert "lowest_train_loss" not in ranks
+    for seed in (1, 2):
+        for lr, rank in ((1e-4, 1), (1e-2, 8)):
+            run = run_of(lr_seed_sweep, learning_rate=lr, seed=seed)
+            assert fit["lowest_train_loss", rank][seed] == lowest_train_loss(run)
+            assert fit["best_eval_loss", rank][seed] == run.best_eval_loss
+    assert seed_rows(ranks, "best_eval_loss", "lora_rank").equals(fit["best_eval_loss"])
+
+
+def test_bits_table_orders_the_stored_model_and_the_weight_error_by_bits(tmp_path):
+    import pandas as pd
+
+    from nbkit.labs.ch05_peft import base_heldout_loss, bits_table
+
+    cfg = tiny_config(tmp_path)
+    methods = pd.DataFrame({"weights_MB": [4.0, 1.5, 1.0], "best_eval_loss": [1.0, 1.1, 1.2]},
+                           index=["lora", "qlora-8bit", "qlora-4bit"])
+    bits = bits_table(cfg, methods)
+    assert list(bits.index) == [32, 8, 4] and bits["model_MB"].tolist() == [4.0, 1.5, 1.0]
+    assert bits["best_eval_loss"].tolist() == [1.0, 1.1, 1.2]
+    assert bits.loc[32, "weight_error"] == 0 < bits.loc[8, "weight_error"] < bits.loc[4, "weight_error"]
+    assert bits.loc[32, "base_heldout_loss"] == base_heldout_loss(cfg.replace(finetuning_type="lora"))
+    assert bits.loc[4, "base_heldout_loss"] != bits.loc[32, "base_heldout_loss"]  # the quantised base is another model
+
