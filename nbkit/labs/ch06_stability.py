@@ -8,6 +8,7 @@
     runs_by(runs, "max_grad_norm", "seed")  # {(1.0, 43): run}: a sweep's runs by their knob values
     train_many(configs, workers=2)       # several configs side by side in worker processes
     clipped_fraction(run), max_relative_difference(a, b)  # one run's share clipped; two curves' largest gap
+    clipping_evidence(sweep), paired_differences(runs, reference_runs), ...  # the checks' evidence: a row per seed
     LazyTokenizedDataset(path, tok, 64)  # reads and tokenises a JSONL row in __getitem__
     loader_throughput(dataset, workers)  # tokens/s of a DataLoader with that many workers
     number_formats(), autocast_dtypes()  # what fp16 / bf16 hold, which ops autocast keeps in fp32
@@ -341,3 +342,105 @@ def clipped_fraction(run) -> float:
     """The share of a run's steps whose gradient norm was clipped (clipping_table's column, for one run)."""
     s = as_runs(run)[0].steps
     return float((s["clipped"].astype(str).str.lower() == "true").mean()) if len(s) else math.nan
+
+
+# ---------------------------------------------------------------- the evidence of the chapter's checks
+# A row per seed (index "seed"); where a check reads one value per clip value or per pass, those
+# values are a column group: evidence["final_eval_loss"] is a row per seed and a column per clip value.
+
+def clipping_evidence(runs) -> pd.DataFrame:
+    """A row per seed of a sweep over max_grad_norm x seed: the unclipped run's status_without,
+    diverged_at_step (None if it did not diverge) and base_eval_loss; then clipping_table's status,
+    final_eval_loss, clipped_fraction and grad_norm_p50 of the clipped runs as column groups, a column
+    per max_grad_norm: evidence["final_eval_loss"][1.0] is the run clipped at 1.0 on each seed."""
+    runs = as_runs(runs)
+    unclipped = [r for r in runs if r.config.get("max_grad_norm") is None]
+    seeds = pd.Index([r.config["seed"] for r in unclipped], name="seed")
+    out = {"status_without": pd.Series([r.status for r in unclipped], index=seeds),
+           "diverged_at_step": pd.Series([r.summary.get("diverged_at_step") for r in unclipped], index=seeds,
+                                         dtype=object),  # a step, or None: no NaN in its place
+           "base_eval_loss": pd.Series([r.summary["base_eval_loss"] for r in unclipped], index=seeds)}
+    out = {name: column.to_frame("") for name, column in out.items()}  # one column, read as evidence[name]
+    clipped = clipping_table([r for r in runs if r.config.get("max_grad_norm") is not None])
+    for column in ("status", "final_eval_loss", "clipped_fraction", "grad_norm_p50"):
+        out[column] = clipped.pivot(index="seed", columns="max_grad_norm", values=column)
+    return pd.concat(out, axis=1)
+
+
+def loss_jump_table(runs, clip: float = 1.0) -> pd.DataFrame:
+    """A row per seed of a sweep over max_grad_norm in (None, clip) x seed: the unclipped run's first
+    step loss (first_loss); the loss after the first update and the highest step loss, without
+    clipping and clipped (loss_after_first_update_without, ..._clipped, max_loss_without, ..._clipped)."""
+    by = runs_by(runs, "max_grad_norm", "seed")
+    rows = []
+    for seed in sorted({seed for _, seed in by}):
+        without, clipped = by[None, seed].steps["loss"], by[clip, seed].steps["loss"]
+        rows.append({"seed": seed, "first_loss": without.iloc[0], "loss_after_first_update_without": without.iloc[1],
+                     "loss_after_first_update_clipped": clipped.iloc[1], "max_loss_without": without.max(),
+                     "max_loss_clipped": clipped.max()})
+    return pd.DataFrame(rows).set_index("seed")
+
+
+def paired_differences(runs, reference_runs, metric: str = "final_eval_loss") -> pd.DataFrame:
+    """A row per run (by its seed, in the runs' order), paired with the reference run of the same
+    seed: summary[metric] of each (metric, reference_<metric>) and difference_to_reference (the
+    run's minus the reference's), what paired_rule reads."""
+    reference = runs_by(reference_runs, "seed")
+    rows = []
+    for run in as_runs(runs):
+        seed = run.config["seed"]
+        mine, theirs = run.summary[metric], reference[seed].summary[metric]
+        rows.append({"seed": seed, metric: mine, f"reference_{metric}": theirs,
+                     "difference_to_reference": mine - theirs})
+    return pd.DataFrame(rows).set_index("seed")
+
+
+def curve_repeats(runs, column: str = "loss") -> pd.DataFrame:
+    """A row per run (by its seed): runs_with_this_curve, how many of the runs (itself included) have
+    its per-step curve of `column`, rounded to 12 decimals: 1 is a curve of its own."""
+    runs = as_runs(runs)
+    curves = [tuple(r.steps[column].round(12)) for r in runs]
+    return pd.DataFrame({"runs_with_this_curve": [curves.count(c) for c in curves]},
+                        index=pd.Index([r.config["seed"] for r in runs], name="seed"))
+
+
+UNDERFLOW_PASSES = ("fp32", "fp16", "fp16_scaled")  # fp16_gradient_demo's rows, in its order
+
+
+def underflow_table(demos: dict) -> pd.DataFrame:
+    """A row per seed of {seed: fp16_gradient_demo(...)}: the column groups zero_fraction and
+    relative_error, each with the passes fp32, fp16 and fp16_scaled (fp16 with the loss scaled)."""
+    rows = {seed: {(column, name): demo[column].iloc[i] for column in ("zero_fraction", "relative_error")
+                   for i, name in enumerate(UNDERFLOW_PASSES)}
+            for seed, demo in demos.items()}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("seed")
+
+
+def scaler_table(traces: dict) -> pd.DataFrame:
+    """A row per seed of {seed: grad_scaler_trace(...)}: overflow_steps (the steps before the first
+    one with finite gradients; None if none had them), steps_skipped_exactly (the weights moved on the
+    finite steps only), halved_each_overflow (the scale halved after each overflowing step), and the
+    trace's scales and gradients_finite as lists."""
+    rows = []
+    for seed, trace in traces.items():
+        finite = trace["gradients_finite"]
+        overflows = int(finite.idxmax()) if finite.any() else None
+        scale = trace["scale"]
+        rows.append({"seed": seed, "overflow_steps": overflows,
+                     "steps_skipped_exactly": bool((trace["weights_changed"] == finite).all()),
+                     "halved_each_overflow": overflows is not None
+                     and all(scale.iloc[i + 1] == scale.iloc[i] / 2 for i in range(overflows)),
+                     "scales": scale.tolist(), "gradients_finite": finite.tolist()})
+    return pd.DataFrame(rows).set_index("seed")
+
+
+def loss_curve_gaps(runs, reference_runs) -> pd.DataFrame:
+    """paired_differences of final_eval_loss, with max_relative_loss_difference: the largest relative
+    gap between a run's per-step losses and its seed's reference run's, over the steps the reference took."""
+    table = paired_differences(runs, reference_runs)
+    reference = runs_by(reference_runs, "seed")
+    table["max_relative_loss_difference"] = [
+        max_relative_difference(run.steps["loss"].iloc[:len(reference[seed].steps)], reference[seed].steps["loss"])
+        for seed, run in zip(table.index, as_runs(runs))]
+    return table
+

@@ -1,5 +1,6 @@
 """nbkit.labs.ch06_stability: clipping statistics, seed comparisons, the lazy dataset and its loader
-throughput, and the mixed-precision demonstrations. Small runs of the tiny base."""
+throughput, the mixed-precision demonstrations, and the evidence tables of the chapter's checks (a row
+per seed). Small runs of the tiny base."""
 import math
 
 import pytest
@@ -179,3 +180,100 @@ def test_max_relative_difference():
     assert max_relative_difference([3.0], [3.0]) == 0.0
     with pytest.raises(ValueError, match="one length"):
         max_relative_difference([1.0, 2.0], [1.0])
+
+
+# ---------------------------------------------------------------- the checks' evidence tables
+
+@pytest.fixture(scope="module")
+def clip_sweep(tmp_path_factory):
+    """SGD at an LR that diverges unclipped, without clipping and clipped at 1.0, on seeds 0 and 1: 4 steps each."""
+    from nbkit.core.sweep import sweep
+
+    cfg = tiny_config(tmp_path_factory.mktemp("clips"), num_train_epochs=1, lr_scheduler_type="constant", optim="sgd",
+                      learning_rate=3.0)
+    return sweep(cfg, {"max_grad_norm": [None, 1.0], "seed": [0, 1]}, progress=False)
+
+
+def test_clipping_evidence_is_a_row_per_seed_with_a_column_per_clip_value(clip_sweep):
+    from nbkit.labs.ch06_stability import clipped_fraction, clipping_evidence, runs_by
+
+    evidence = clipping_evidence(clip_sweep)
+    by = runs_by(clip_sweep, "max_grad_norm", "seed")
+    assert list(evidence.index) == [0, 1] and list(evidence["final_eval_loss"].columns) == [1.0]
+    for seed in (0, 1):
+        without, clipped = by[None, seed], by[1.0, seed]
+        assert evidence["status_without"][seed] == without.status
+        assert evidence["diverged_at_step"][seed] == without.summary.get("diverged_at_step")
+        assert evidence["base_eval_loss"][seed] == without.summary["base_eval_loss"]
+        assert evidence["status"][1.0][seed] == clipped.status
+        assert evidence["final_eval_loss"][1.0][seed] == clipped.summary["final_eval_loss"]
+        assert evidence["clipped_fraction"][1.0][seed] == clipped_fraction(clipped)
+        assert evidence["grad_norm_p50"][1.0][seed] == clipped.steps["grad_norm"].median()
+    assert set(evidence["status_without"]) == {"diverged"}  # the LR is high enough: the test can tell the runs apart
+    assert all(isinstance(step, int) for step in evidence["diverged_at_step"])  # steps stay whole numbers
+
+
+def test_loss_jump_table_reads_the_first_steps_and_the_highest_loss_of_each_seed(clip_sweep):
+    from nbkit.labs.ch06_stability import loss_jump_table, runs_by
+
+    jump = loss_jump_table(clip_sweep, clip=1.0)
+    by = runs_by(clip_sweep, "max_grad_norm", "seed")
+    assert list(jump.index) == [0, 1]
+    for seed in (0, 1):
+        without, clipped = by[None, seed].steps["loss"], by[1.0, seed].steps["loss"]
+        assert jump.loc[seed].to_dict() == {"first_loss": without.iloc[0],
+                                            "loss_after_first_update_without": without.iloc[1],
+                                            "loss_after_first_update_clipped": clipped.iloc[1],
+                                            "max_loss_without": without.max(), "max_loss_clipped": clipped.max()}
+
+
+def test_paired_differences_pair_each_run_with_the_reference_of_its_seed(runs):
+    from nbkit.labs.ch06_stability import loss_curve_gaps, max_relative_difference, paired_differences
+
+    pairs = paired_differences([runs["clipped"], runs["b"]], [runs["b"], runs["a"]])  # references in another order
+    assert list(pairs.index) == [0, 1]
+    final = {k: r.summary["final_eval_loss"] for k, r in runs.items()}
+    assert pairs["reference_final_eval_loss"].tolist() == [final["a"], final["b"]]
+    assert pairs["difference_to_reference"].tolist() == [final["clipped"] - final["a"], 0.0]
+    gaps = loss_curve_gaps([runs["clipped"], runs["a_again"]], [runs["a"]])
+    assert gaps["max_relative_loss_difference"].tolist() == [
+        max_relative_difference(runs["clipped"].steps["loss"], runs["a"].steps["loss"]), 0.0]
+    assert gaps["max_relative_loss_difference"].iloc[0] > 0  # clipping at 1e-3 changed the curve
+
+
+def test_curve_repeats_counts_the_runs_sharing_a_curve(runs):
+    from nbkit.labs.ch06_stability import curve_repeats
+
+    repeats = curve_repeats([runs["a"], runs["a_again"], runs["b"]])
+    assert repeats["runs_with_this_curve"].tolist() == [2, 2, 1] and list(repeats.index) == [0, 0, 1]
+
+
+def test_underflow_table_keeps_the_demos_passes_in_their_order():
+    import pandas as pd
+
+    from nbkit.labs.ch06_stability import underflow_table
+
+    def demo(zero_fp16):
+        return pd.DataFrame({"backward": ["fp32", "fp16", "fp16, loss x 65536"],
+                             "zero_fraction": [0.0, zero_fp16, 0.01], "relative_error": [0.0, 0.9, 0.001]})
+    table = underflow_table({42: demo(0.5), 43: demo(0.7)})
+    assert list(table.index) == [42, 43] and list(table["zero_fraction"].columns) == ["fp32", "fp16", "fp16_scaled"]
+    assert table["zero_fraction"].to_numpy().tolist() == [[0.0, 0.5, 0.01], [0.0, 0.7, 0.01]]
+    assert table["relative_error"]["fp16_scaled"].tolist() == [0.001, 0.001]
+
+
+def test_scaler_table_finds_the_overflows_and_whether_the_scaler_halved_and_skipped_them():
+    import pandas as pd
+
+    from nbkit.labs.ch06_stability import scaler_table
+
+    good = pd.DataFrame({"step": [1, 2, 3, 4], "scale": [8.0, 4.0, 2.0, 2.0],
+                         "gradients_finite": [False, False, True, True], "weights_changed": [False, False, True, True]})
+    moved = good.assign(weights_changed=[True, False, True, True])  # a step with inf gradients moved the weights
+    stuck = good.assign(scale=[8.0, 8.0, 4.0, 4.0])  # no halving after the first overflow
+    never = good.assign(gradients_finite=[False] * 4, weights_changed=[False] * 4)
+    table = scaler_table({1: good, 2: moved, 3: stuck, 4: never})
+    assert table["overflow_steps"].tolist()[:3] == [2, 2, 2] and pd.isna(table["overflow_steps"][4])
+    assert table["steps_skipped_exactly"].tolist() == [True, False, True, True]
+    assert table["halved_each_overflow"].tolist() == [True, True, False, False]
+    assert table["scales"][1] == [8.0, 4.0, 2.0, 2.0] and table["gradients_finite"][4] == [False] * 4
