@@ -7,9 +7,9 @@ their results.json: each check's verdict and its numbers.
 
 `run` executes each chapter headless at its defaults (the capstone on the tiny model, as `make test`
 does), through chapter_speed.run_once, and keeps `<out>/<chapter>/results.json`. `compare` pairs the
-checks of each chapter by claim and position and prints, per chapter, the checks whose verdict,
-text or numbers differ; numbers named in TIMINGS (wall-clock measurements) are left out, since no
-two runs share them. Not part of the tests.
+checks of each chapter by claim and text (`says`) and prints, per chapter, the checks whose verdict or
+numbers differ and the checks found on one side only; numbers named in TIMINGS (wall-clock
+measurements) are left out, since no two runs share them. Not part of the tests.
 """
 import argparse
 import json
@@ -75,6 +75,19 @@ def differences(old, new, where: str = "") -> list[str]:
     return [] if old == new else [f"{where}: {str(old)[:80]!r} -> {str(new)[:80]!r}"]
 
 
+def paired(old_checks: list, new_checks: list) -> list[tuple]:
+    """(old, new) checks paired by claim and text (`says`), in the new order; a check found on one side
+    only is paired with None."""
+    left = list(old_checks)
+    pairs = []
+    for b in new_checks:
+        match = next((a for a in left if a["claim"] == b["claim"] and a["says"] == b["says"]), None)
+        if match is not None:
+            left.remove(match)
+        pairs.append((match, b))
+    return pairs + [(a, None) for a in left]
+
+
 def compare(old_dir: Path, new_dir: Path, names: list[str]) -> int:
     changed = 0
     for old_file in sorted(old_dir.glob("*/results.json")):
@@ -89,15 +102,17 @@ def compare(old_dir: Path, new_dir: Path, names: list[str]) -> int:
         old, new = json.loads(old_file.read_text()), json.loads(new_file.read_text())
         lines = []
         old_checks, new_checks = old.get("checks", []), new.get("checks", [])
-        if len(old_checks) != len(new_checks):
-            lines.append(f"{len(old_checks)} checks, now {len(new_checks)}")
-        for i, (a, b) in enumerate(zip(old_checks, new_checks)):
-            label = f"{a.get('claim')} #{i}"
+        for a, b in paired(old_checks, new_checks):
+            if b is None:
+                lines.append(f"{a['claim']}: a check is gone: {a['says'][:100]!r}")
+                continue
+            if a is None:
+                lines.append(f"{b['claim']}: a new check: {b['says'][:100]!r}")
+                continue
+            label = f"{a['claim']} {a['says'][:40]!r}"
             for key in ("holds", "holds_per_seed", "seeds"):
                 if a.get(key) != b.get(key):
                     lines.append(f"{label}: {key} {a.get(key)} -> {b.get(key)}")
-            if a.get("says") != b.get("says"):
-                lines.append(f"{label}: text changed")
             lines += [f"{label}: {d}" for d in differences(a.get("numbers"), b.get("numbers"), "numbers")]
         verdicts = sum(c.get("holds") is True for c in new_checks)
         print(f"{chapter}: {len(new_checks)} checks, {verdicts} hold; "
