@@ -288,3 +288,40 @@ def test_the_order_check_sees_every_import_against_it(tmp_path):
     assert [p.split(":")[1].split()[0] for p in undocumented_inner_imports(core / "early.py", tmp_path)] == ["8"]
     late = undocumented_inner_imports(core / "late.py", tmp_path)
     assert len(late) == 1 and ":7 " in late[0] and "at its top already" in late[0], late
+
+
+def chapters_without_a_lab(notebooks: Path, labs: Path) -> list[str]:
+    """The chapter notebooks NN_*.ipynb with no lab labs/chNN_*.py (a chapter's analysis lives in its lab)."""
+    have = {p.stem[2:4] for p in labs.glob("ch[0-9][0-9]_*.py")}
+    return sorted(p.name for p in notebooks.glob("[0-9][0-9]_*.ipynb") if p.stem[:2] not in have)
+
+
+def modules_without_tests(package: Path, tests: Path) -> list[str]:
+    """The nbkit modules with no test module named after them (core/study_spec.py: tests/test_study_spec.py)."""
+    modules = [p for p in package.rglob("*.py") if p.parent != package and p.name != "__init__.py"]
+    return sorted(str(p.relative_to(package)) for p in modules if not (tests / f"test_{p.stem}.py").exists())
+
+
+def test_every_chapter_has_its_lab():
+    assert chapters_without_a_lab(PACKAGE.parent / "notebooks", PACKAGE / "labs") == []
+
+
+def test_every_module_has_a_test_module_named_after_it():
+    stems = [p.stem for p in MODULES if p.name != "__init__.py"]
+    assert len(stems) == len(set(stems)), "two modules share a name: their test modules would too"
+    assert modules_without_tests(PACKAGE, Path(__file__).resolve().parent) == []
+
+
+def test_the_mirror_checks_see_a_missing_lab_and_a_missing_test_module(tmp_path):
+    package, notebooks, tests = tmp_path / "nbkit", tmp_path / "notebooks", tmp_path / "tests"
+    for folder in (package / "labs", notebooks, tests):
+        folder.mkdir(parents=True)
+    for name in ("01_learning_rate.ipynb", "02_optimizer.ipynb"):
+        (notebooks / name).write_text("{}")
+    for name in ("__init__.py", "ch01_learning_rate.py"):
+        (package / "labs" / name).write_text("")
+    (tests / "test_ch01_learning_rate.py").write_text("")
+    assert chapters_without_a_lab(notebooks, package / "labs") == ["02_optimizer.ipynb"]
+    (package / "labs" / "ch02_optimizer.py").write_text("")
+    assert chapters_without_a_lab(notebooks, package / "labs") == []
+    assert modules_without_tests(package, tests) == ["labs/ch02_optimizer.py"]
