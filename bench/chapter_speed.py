@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=2 .venv/bin/python bench/chapter_speed.py                      # every notebooks/*.ipynb
     .venv/bin/python bench/chapter_speed.py notebooks/00_quickstart.ipynb --repeats 3
     .venv/bin/python bench/chapter_speed.py --against 0b9d645   # side by side with that commit's chapters
+    .venv/bin/python bench/chapter_speed.py --against 2513d2b --keep /tmp/both   # and keep both results.json
 
 `--against REF` checks REF out in a temporary git worktree and runs its chapter of the same name
 right before each of today's (its kernel imports REF's nbkit, through PYTHONPATH), then prints
@@ -65,12 +66,13 @@ def worktree(ref: str, folder: Path) -> Path:
     return folder
 
 
-def timed(notebook: Path, parameters: dict, repeats: int, repo: Path = REPO):
-    """(times, error) for `repeats` runs; the first failure ends them, named."""
+def timed(notebook: Path, parameters: dict, repeats: int, repo: Path = REPO, keep: Path | None = None):
+    """(times, error) for `repeats` runs; the first failure ends them, named. `keep`: the first run's
+    output folder (its results.json, for bench/chapter_results.py compare); the others' are removed."""
     times = []
-    for _ in range(repeats):
+    for repeat in range(repeats):
         try:
-            times.append(run_once(notebook, parameters, repo))
+            times.append(run_once(notebook, parameters, repo, keep=keep if repeat == 0 else None))
         except Exception as err:  # noqa: BLE001 - report it in the table, go on with the others
             message = str(err).strip().splitlines()[-1] if str(err).strip() else ""
             return times, f"{type(err).__name__}: {message}"
@@ -83,6 +85,9 @@ def main() -> int:
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebooks/*.ipynb")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--against", metavar="REF", help="also run each chapter as it was at this git commit")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep each chapter's first run in DIR/now/ (and DIR/REF/ with --against), to compare "
+                             "their results.json with bench/chapter_results.py compare DIR/REF DIR/now")
     parser.add_argument("--capstone-model", default=PARAMETERS["07_capstone"]["model"],
                         help="the capstone's model (default: tiny; its own default is smollm2-135m)")
     args = parser.parse_args()
@@ -106,9 +111,11 @@ def main() -> int:
                 old = None
                 if old_repo is not None:
                     old_notebook = old_repo / "notebooks" / notebook.name
-                    old = timed(old_notebook, chapter_parameters, args.repeats, old_repo) if old_notebook.exists() \
-                        else ([], "not in that commit")
-                times, error = timed(notebook, chapter_parameters, args.repeats)
+                    old_keep = args.keep.resolve() / args.against if args.keep else None
+                    old = timed(old_notebook, chapter_parameters, args.repeats, old_repo, old_keep) \
+                        if old_notebook.exists() else ([], "not in that commit")
+                times, error = timed(notebook, chapter_parameters, args.repeats,
+                                     keep=args.keep.resolve() / "now" if args.keep else None)
                 median = statistics.median(times) if times else None
                 ok = error is None and median is not None and median <= TARGETS.get(notebook.stem, TARGET_SECONDS)
                 rows.append((notebook.stem, median, times, "pass" if ok else "FAIL", error, old))
