@@ -169,9 +169,9 @@ def alive(pid: int) -> bool:
         return False
 
 
-def start_cli_study(tmp_path, name, workers=2, n_trials=4):
+def start_cli_study(tmp_path, name, workers=2, n_trials=4, epochs=6):
     spec = spec_dict(tmp_path, study_name=name, sampler="random", sampler_seed=3, n_trials=n_trials,
-                     base=dict(TINY, max_samples=240, num_train_epochs=6),  # long enough to stop it mid-run
+                     base=dict(TINY, max_samples=240, num_train_epochs=epochs),  # long enough to stop it mid-run
                      scientific={"learning_rate": {"low": 1e-3, "high": 3e-3}})
     (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(spec))
     log = open(tmp_path / f"{name}.log", "w")
@@ -194,7 +194,9 @@ def wait_for_two_workers(tmp_path, process) -> list[int]:
 
 
 def test_ctrl_c_prints_one_line_and_the_study_resumes_where_it_stopped(tmp_path):
-    spec, process = start_cli_study(tmp_path, "stopped", n_trials=2)
+    # 20 epochs: the first trial must still run when the spawned worker (seconds of imports) starts the
+    # second; at 6 both had ended by the time the test saw two runs, once in CI (exit 0, nothing to stop)
+    spec, process = start_cli_study(tmp_path, "stopped", n_trials=2, epochs=20)
     wait_for_two_workers(tmp_path, process)
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: every process of the job
     assert process.wait(timeout=120) == 130
