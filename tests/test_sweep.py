@@ -244,3 +244,17 @@ def test_a_killed_worker_ends_the_sweep_with_a_message_and_the_next_sweep_gets_n
     assert workers.pool(2) is not executor  # a fresh pool, not the broken one
     again = sweep(cfg.replace(max_steps=2), {"seed": [1, 2]}, progress=False, workers=2)
     assert list(again["status"]) == ["completed", "completed"]
+
+
+def test_best_rows_picks_the_lowest_row_of_each_group_in_first_seen_order():
+    from nbkit.core.sweep import best_rows
+
+    df = pd.DataFrame({"optim": ["sgd", "sgd", "adamw", "adamw", "sgd"], "seed": [2, 2, 2, 1, 1],
+                       "learning_rate": [1e-3, 3e-3, 1e-3, 3e-3, 1e-3], "best_eval_loss": [0.5, 0.4, 0.3, 0.2, 0.6]})
+    per_seed = best_rows(df, "seed")
+    assert per_seed["seed"].tolist() == [2, 1] and per_seed["best_eval_loss"].tolist() == [0.3, 0.2]
+    both = best_rows(df, ["optim", "seed"])
+    assert list(zip(both["optim"], both["seed"], both["learning_rate"])) == [
+        ("sgd", 2, 3e-3), ("adamw", 2, 1e-3), ("adamw", 1, 3e-3), ("sgd", 1, 1e-3)]
+    with pytest.raises(ValueError, match="'optim'"):
+        best_rows(df.drop(columns="optim"), ["optim", "seed"])

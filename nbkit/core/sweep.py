@@ -51,6 +51,17 @@ class RunList(list):
     __hash__ = None
 
 
+def best_rows(df: pd.DataFrame, by, metric: str = "best_eval_loss") -> pd.DataFrame:
+    """The row of a sweep table with the lowest `metric` in each group of `by` (a column or a list of
+    them), groups in the order they first appear: each seed's own best setting of the swept knob
+    (by="seed"), or each optimizer's at each seed (by=["optim", "seed"])."""
+    by = [by] if isinstance(by, str) else list(by)
+    missing = [c for c in by + [metric] if c not in df]
+    if missing:
+        raise ValueError(f"best_rows: {missing} are not columns of the table; it has {', '.join(df.columns)}")
+    return df.loc[df.groupby(by, sort=False)[metric].idxmin()]
+
+
 def grid_configs(cfg: TrainConfig, grid: dict) -> list[tuple[dict, TrainConfig]]:
     """(combo, checked config) for every combination, in itertools.product order. Raises the
     config's ValueError for a bad name or value before anything trains."""

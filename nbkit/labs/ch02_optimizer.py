@@ -14,6 +14,7 @@ from nbkit.core.config import TrainConfig
 from nbkit.core.memory import optimizer_state_bytes
 from nbkit.core.models import count_parameters, weight_norm
 from nbkit.core.runs import as_runs
+from nbkit.core.sweep import best_rows
 from nbkit.core.train import build_optimizer
 
 
@@ -71,7 +72,7 @@ def with_weight_norms(df: pd.DataFrame) -> pd.DataFrame:
 def best_settings(comparison: pd.DataFrame) -> pd.DataFrame:
     """Each optimizer's best run at each seed: the row of a sweep table (columns optim, seed,
     learning_rate, best_eval_loss) with the lowest best_eval_loss per optimizer and seed."""
-    return comparison.loc[comparison.groupby(["optim", "seed"], sort=False)["best_eval_loss"].idxmin()]
+    return best_rows(comparison, ["optim", "seed"])
 
 
 def by_optimizer(table: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -114,7 +115,7 @@ def betas_table(betas: pd.DataFrame, beta1: float, beta2: float) -> pd.DataFrame
     pair removed from the base model's loss that the default pair misses."""
     is_default = (betas["adam_beta1"] == beta1) & (betas["adam_beta2"] == beta2)
     default = betas[is_default].drop_duplicates("seed").set_index("seed")
-    top = betas.loc[betas.groupby("seed")["best_eval_loss"].idxmin()].set_index("seed")
+    top = best_rows(betas, "seed").set_index("seed").sort_index()
     gain = default["base_eval_loss"] - top["best_eval_loss"]
     return pd.DataFrame({"default_loss": default["best_eval_loss"], "best_loss": top["best_eval_loss"],
                          "best_beta1": top["adam_beta1"], "best_beta2": top["adam_beta2"],

@@ -20,6 +20,7 @@ from __future__ import annotations
 import pandas as pd
 
 from nbkit.core.runs import as_runs
+from nbkit.core.sweep import best_rows
 
 RETURNED_RTOL = 1e-5  # re-evaluating the same weights repeats the loss to float noise, far below any epoch's change
 
@@ -76,11 +77,8 @@ def curve_table(runs) -> pd.DataFrame:
 
 def best_per_seed(df: pd.DataFrame, metric: str = "best_eval_loss") -> pd.DataFrame:
     """Per seed, the row of a sweep table (with a seed column) where `metric` is lowest: each seed's
-    own best setting of the swept knob (its own best LR, say), in seed order."""
-    if "seed" not in df or metric not in df:
-        raise ValueError(f"best_per_seed: the table needs columns 'seed' and {metric!r}; "
-                         f"it has {', '.join(df.columns)}")
-    return df.loc[df.groupby("seed")[metric].idxmin()].sort_values("seed")
+    own best setting of the swept knob (its own best LR, say), in seed order (sweep.best_rows)."""
+    return best_rows(df, "seed", metric).sort_values("seed")
 
 
 def stopping_table(stopped, long_runs, returned=None) -> pd.DataFrame:
