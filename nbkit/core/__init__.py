@@ -8,7 +8,7 @@ other), so the core has no import cycle and each module's first lines say what i
 
     config, callbacks -> data, runs, peft_mapping -> models, export, pretrain -> evaluate -> train
     -> lr_finder, memory, workers, distributed -> sweep, optuna_private, study_spec
-    -> study_analysis, study_storage, study_trials -> study_queue -> study_workers -> study -> study_export
+    -> study_analysis, study_storage, study_trials -> study_queue -> study_workers -> study -> study_export, classroom
 
 A module imports nbkit modules at its top; one inside a function is there only to keep a heavy package
 (torch, ...) off a light path, such as the CLI's, and says so in a comment. tests/test_layout.py

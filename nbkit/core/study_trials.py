@@ -111,14 +111,21 @@ def study_from_runs(runs, scientific, nuisance=(), study_name: str = "sweep") ->
     return study
 
 
-def train_trial(trial: optuna.Trial, spec: StudySpec) -> float:
-    """One trial as an in-process train() run, each epoch's eval_loss reported to the pruner."""
+def trial_config(number: int, params: dict, spec: StudySpec) -> TrainConfig:
+    """The config trial `number` trains with: the spec's held values and the trial's params, its run named
+    after them in the study's output folder."""
+    return TrainConfig.from_dict({**spec.held(), **params, "output_dir": str(spec.resolved_output_dir()),
+                                  "run_name": f"trial-{number:03d}_" + params_label(params, ","),
+                                  "disable_tqdm": True})
+
+
+def train_trial(trial: optuna.Trial, spec: StudySpec, callbacks=(), stop_event=None) -> float:
+    """One trial as an in-process train() run, each epoch's eval_loss reported to the pruner. `callbacks`
+    and `stop_event` as train() takes them (a classroom panel draws the trial live and can stop it)."""
     from nbkit.core.train import train  # here, not at the top: torch (the CLI's study commands import this module)
 
     params = suggest(trial, spec)
-    cfg = TrainConfig.from_dict({**spec.held(), **params, "output_dir": str(spec.resolved_output_dir()),
-                                 "run_name": f"trial-{trial.number:03d}_" + params_label(params, ","),
-                                 "disable_tqdm": True})
+    cfg = trial_config(trial.number, params, spec)
 
     def report(event, data):
         if event == TRAIN_BEGIN:  # recorded now, so a killed trial still points at its (incomplete) run
@@ -129,7 +136,7 @@ def train_trial(trial: optuna.Trial, spec: StudySpec) -> float:
             if pruner_stops(trial, data["last_epoch"]):
                 raise StopRun("pruned", f"Optuna's pruner stopped it after epoch {data['epoch']}")
 
-    run = train(cfg, callbacks=[report], keep_model=False)
+    run = train(cfg, callbacks=[report, *callbacks], keep_model=False, stop_event=stop_event)
     return trial_value(trial, run)
 
 

@@ -34,18 +34,33 @@ from nbkit.core.study_trials import check_notebook, notebook_trial, train_trial,
 from nbkit.core.workers import default_workers, exit_with_parent
 
 
-def _take_trial(study: optuna.Study, spec: StudySpec) -> optuna.Trial | None:
+def worker_study(spec: StudySpec) -> optuna.Study:
+    """The study as a worker opens it. Every slot's params are fixed before its trial starts (fix_params
+    draws them with the spec's sampler): the study's own sampler never draws, and a neutral one keeps QMC's
+    place in its sequence untouched."""
+    sampler = make_sampler(spec) if spec.sampler == "grid" else optuna.samplers.RandomSampler(seed=0)
+    return optuna.load_study(study_name=spec.study_name, storage=spec_storage(spec), sampler=sampler,
+                             pruner=make_pruner(spec))
+
+
+def take_trial(study: optuna.Study, spec: StudySpec, student: str | None = None) -> optuna.Trial | None:
     """A WAITING trial, now RUNNING and ours, its params fixed (fix_params), or None. A worker never
-    creates a trial: the queue was filled before any worker started."""
+    creates a trial: the queue was filled before any worker started. In a class (nbkit.core.classroom)
+    the trial carries the name of the student who took it (user attr "student")."""
+    with notices.optuna_experimental():
+        optuna.storages.fail_stale_trials(study)  # a dead worker's trial goes back in the queue first
     number = optuna_private.take_waiting_trial(study)
     if number is None:
         return None
     if spec.sampler != "grid":
         fix_params(study, number, spec)
-    return optuna_private.running_trial(study, number)
+    trial = optuna_private.running_trial(study, number)
+    if student is not None:
+        trial.set_user_attr("student", student)
+    return trial
 
 
-def _finish(study: optuna.Study, trial: optuna.Trial, objective, spec: StudySpec) -> str:
+def finish(study: optuna.Study, trial: optuna.Trial, objective, spec: StudySpec) -> str:
     """Run the objective under Optuna's heartbeat and tell the result; a line saying how it went."""
     value, state, error = None, TrialState.COMPLETE, None
     with optuna_private.heartbeat(study, trial):
@@ -69,24 +84,19 @@ def _finish(study: optuna.Study, trial: optuna.Trial, objective, spec: StudySpec
 
 
 def work(spec_dict: dict, backend: str = "local", worker: int = 0, threads: int | None = None,
-         progress: bool = True) -> int:
+         progress: bool = True, student: str | None = None) -> int:
     """A worker: take WAITING trials of the study until none is left and none is running; returns
-    how many it ran. Runs in this process, a spawned process or a Ray task alike."""
+    how many it ran. Runs in this process, a spawned process or a Ray task alike; a class's terminal
+    student is one too, each trial it takes marked with the student's name."""
     if threads:
         import torch
         torch.set_num_threads(threads)
     spec = StudySpec.from_dict(spec_dict)
     objective = notebook_trial if backend == "papermill" else train_trial
-    # every slot's params are fixed before its trial starts (fix_params draws them with the spec's sampler):
-    # the study's own sampler never draws, and a neutral one keeps QMC's place in its sequence untouched
-    sampler = make_sampler(spec) if spec.sampler == "grid" else optuna.samplers.RandomSampler(seed=0)
-    study = optuna.load_study(study_name=spec.study_name, storage=spec_storage(spec), sampler=sampler,
-                              pruner=make_pruner(spec))
+    study = worker_study(spec)
     done, told = 0, set()
     while True:
-        with notices.optuna_experimental():
-            optuna.storages.fail_stale_trials(study)  # a dead worker's trial goes back in the queue
-        trial = _take_trial(study, spec)
+        trial = take_trial(study, spec, student)
         if trial is None:
             if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 return done
@@ -97,7 +107,7 @@ def work(spec_dict: dict, backend: str = "local", worker: int = 0, threads: int 
             # storage is cheap; sleeping a whole heartbeat_interval kept the last trial's neighbour idle)
             time.sleep(min(1.0, spec.heartbeat_interval))
             continue
-        line = _finish(study, trial, objective, spec)
+        line = finish(study, trial, objective, spec)
         done += 1
         if progress:
             print(line, flush=True)

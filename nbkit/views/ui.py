@@ -19,6 +19,11 @@ How it behaves:
 - Under the plot, the curve doctor's verdict (nbkit.views.doctor): what the curves show, with the
   epochs and values, and what to change. Updated at every epoch end and once the run has ended.
 - Each finished run is appended to `runs`; every panel sharing that list refreshes its table.
+- The "Class" row (a workshop, nbkit.core.classroom): class name, storage URL, the student's name, Join.
+  Once joined, Train next takes the class's next free configuration (the same atomic step a study worker
+  takes), sets the sliders to it, trains it live as Train does and tells the class its result; the panel
+  then starts from the class's config, and a run of the student's own values (Train) is recorded in the
+  class as the student's own, outside the design. `panel(..., join="NAME@URL", student="ana")` joins at once.
 
 The controls: `CONTROLS` maps each TrainConfig field to a function that builds its widget from
 the field's current value. Tooltips are the field comments of TrainConfig (config.field_docs).
@@ -39,6 +44,7 @@ import ipywidgets as widgets
 import pandas as pd
 
 from nbkit.core.callbacks import BestTracker, EPOCH_END, RUN_END, STEP, TRAIN_BEGIN
+from nbkit.core.classroom import Seat, class_counts, join_class
 from nbkit.core.config import (DATASET_NAMES, FINETUNING_TYPES, MODEL_NAMES, OPTIMIZER_NAMES, SCHEDULER_NAMES,
                                TrainConfig, check_field_names, field_docs)
 from nbkit.core.runs import Run, knob_label, runs_table
@@ -204,6 +210,27 @@ def control_for(name: str, value, doc: str = ""):
     return widget
 
 
+def set_control(control, value) -> None:
+    """Show `value` in a control, its slider's range or dropdown's options widened to hold it (a class's
+    configuration may lie outside the range the chapter offers)."""
+    target = control.slider if isinstance(control, OptionalControl) else control
+    if isinstance(control, OptionalControl) and value == control.off_value:
+        control.value = value
+        return
+    if isinstance(target, widgets.FloatLogSlider) and value:
+        exponent = math.log10(value)
+        target.min, target.max = min(target.min, math.floor(exponent)), max(target.max, math.ceil(exponent))
+    elif isinstance(target, (widgets.IntSlider, widgets.FloatSlider)):
+        target.min, target.max = min(target.min, value), max(target.max, value)
+    elif isinstance(target, widgets.Dropdown):
+        values = [o[1] if isinstance(o, tuple) else o for o in target.options]
+        if value not in values:
+            target.options = list(target.options) + [value]
+    elif isinstance(target, widgets.Text):
+        value = "" if value is None else (json.dumps(value) if isinstance(value, dict) else str(value))
+    control.value = value
+
+
 # ---------------------------------------------------------------- rendering for Output widgets
 
 _DRAW_LOCK = threading.Lock()  # the training thread and the notebook's thread both render
@@ -242,7 +269,8 @@ class TrainPanel:
     display); about the last Train: last_error, first_plot_seconds, plot_updates, diagnoses.
     values() and config() read the controls; join(timeout) waits for the training thread."""
 
-    def __init__(self, cfg: TrainConfig, fields: list[str], runs: list | None = None, preview=None):
+    def __init__(self, cfg: TrainConfig, fields: list[str], runs: list | None = None, preview=None,
+                 join: str | None = None, student: str | None = None):
         check_field_names(dict.fromkeys(fields))  # a wrong name fails here, with a suggestion
         self.base_config = cfg
         self.preview = preview  # f(TrainConfig) -> str shown before training (e.g. parameters, memory)
@@ -277,11 +305,14 @@ class TrainPanel:
         self.train_button.on_click(self._on_train)
         self.stop_button.on_click(self._on_stop)
         self.overlay_button.on_click(self._on_overlay)
+        self.seat: Seat | None = None  # the class this panel joined (nbkit.core.classroom)
+        self.class_row = self._class_row(join, student)
 
         self.widget = widgets.VBox([
             widgets.VBox(list(self.controls.values())),
             self.preview_html,
             widgets.HBox([self.train_button, self.stop_button, self.status]),
+            self.class_row,
             self.plot_output,
             self.doctor,
             widgets.HTML("<b>Runs in this notebook</b>"),
@@ -294,6 +325,8 @@ class TrainPanel:
         _PANELS.add(self)
         self.refresh_runs()
         self.refresh_preview(cfg)
+        if join:
+            self._on_join()
 
     # ------------------------------------------------------------ display
 
@@ -353,12 +386,16 @@ class TrainPanel:
             return
         if "disable_tqdm" not in self.fields:  # the panel shows progress itself; a progress bar written
             cfg = cfg.replace(disable_tqdm=True)  # from a thread would land in whichever cell runs next
+        self._start(self._train_in_background, cfg)
+
+    def _start(self, target, cfg: TrainConfig, *args) -> None:
+        """Run target(cfg, clicked, *args) in the training thread, the buttons set for a run in flight."""
         self.last_error, self.first_plot_seconds, self.plot_updates = None, None, 0
         self.show_diagnoses([])
         self._stop_event = threading.Event()
-        self.train_button.disabled, self.stop_button.disabled = True, False
+        self.train_button.disabled, self.next_button.disabled, self.stop_button.disabled = True, True, False
         self._say("starting: loading the model and data…", NOTE_COLOR)
-        self._thread = threading.Thread(target=self._train_in_background, args=(cfg, time.time()), daemon=True,
+        self._thread = threading.Thread(target=target, args=(cfg, time.time(), *args), daemon=True,
                                         name="nbkit-panel-train")
         self._thread.start()
 
@@ -385,17 +422,143 @@ class TrainPanel:
         try:
             run = train(cfg, callbacks=[live.on_event], stop_event=self._stop_event)
         except Exception as err:  # noqa: BLE001 - shown as a message: the learner changes a knob and retries
-            self.last_error = err
-            kind = "not allowed" if isinstance(err, ValueError) else f"training failed ({type(err).__name__})"
-            self._say(f"{kind}: {err}", ERROR_COLOR)
+            self._failed(err)
         else:
-            self.runs.append(run)
-            live.finish(run)
-            for panel in list(_PANELS):
-                if panel.runs is self.runs:
-                    panel.refresh_runs()
+            self._finished(run, live)
+            if self.seat is not None:  # the student's own values: kept in the class, outside the design
+                self._tell_class(self.seat.record_own, run)
         finally:
-            self.train_button.disabled, self.stop_button.disabled = False, True
+            self._ready()
+
+    def _train_class_trial(self, cfg: TrainConfig, clicked: float, trial):
+        """Train next's thread: the class's configuration trained live, its result told to the class."""
+        live = _LiveRun(self, cfg, clicked)
+        try:
+            run, line = self.seat.run(trial, callbacks=[live.on_event], stop_event=self._stop_event)
+        except KeyboardInterrupt:  # Stop: Seat.run queued the configuration again for the class
+            self._say(f"stopped: configuration {trial.number} goes back to class {self.seat.name!r} for the next "
+                      "student", NOTE_COLOR)
+            self._class_say(self._counts_text(), NOTE_COLOR)
+        except Exception as err:  # noqa: BLE001 - e.g. the database went away: a message, never a traceback
+            self._failed(err)
+        else:
+            if run is not None:
+                self._finished(run, live)
+            self._class_say(f"{line} — told class {self.seat.name!r}. {self._counts_text()}",
+                            ERROR_COLOR if "FAIL" in line else OK_COLOR)
+        finally:
+            self._ready()
+
+    def _failed(self, err: BaseException) -> None:
+        self.last_error = err
+        kind = "not allowed" if isinstance(err, ValueError) else f"training failed ({type(err).__name__})"
+        self._say(f"{kind}: {err}", ERROR_COLOR)
+
+    def _finished(self, run: Run, live: "_LiveRun") -> None:
+        self.runs.append(run)
+        live.finish(run)
+        for panel in list(_PANELS):
+            if panel.runs is self.runs:
+                panel.refresh_runs()
+
+    def _ready(self) -> None:
+        self.train_button.disabled, self.stop_button.disabled = False, True
+        self.next_button.disabled = self.seat is None
+
+    # ------------------------------------------------------------ the class row (workshops)
+
+    def _class_row(self, join: str | None, student: str | None) -> widgets.Accordion:
+        name, _, storage = (join or "").partition("@")
+        wide = widgets.Layout(width=CONTROL_WIDTH)
+        style = {"description_width": DESCRIPTION_WIDTH}
+        self.class_name = widgets.Text(value=name, description="class", placeholder="the instructor's class name",
+                                       layout=wide, style=style)
+        self.class_storage = widgets.Text(value=storage, description="storage",
+                                          placeholder="sqlite:////shared/class.db or postgresql+psycopg2://...",
+                                          layout=wide, style=style)
+        self.student_name = widgets.Text(value=student or "", description="student", placeholder="your name",
+                                         layout=wide, style=style)
+        self.join_button = widgets.Button(description="Join", tooltip="take a seat in the class")
+        self.next_button = widgets.Button(description="Train next", button_style="success", disabled=True,
+                                          tooltip="train the class's next free configuration and tell the class")
+        self.class_status = widgets.HTML(value=self._message("a workshop? join the instructor's class here",
+                                                             NOTE_COLOR))
+        self.join_button.on_click(self._on_join)
+        self.next_button.on_click(self._on_train_next)
+        row = widgets.Accordion(children=[widgets.VBox([
+            self.class_name, self.class_storage, self.student_name,
+            widgets.HBox([self.join_button, self.next_button, self.class_status])])])
+        row.set_title(0, "Class (workshops)")
+        row.selected_index = 0 if join else None
+        return row
+
+    def _class_say(self, text: str, color: str = NOTE_COLOR) -> None:
+        self.class_status.value = self._message(text, color)
+
+    def _counts_text(self) -> str:
+        c = class_counts(self.seat.study)
+        return f"{c['done']} of {c['configurations']} configurations done, {c['running']} running, {c['free']} free"
+
+    def _on_join(self, button=None):
+        if self.running:
+            self._class_say("a run is in flight: join when it has ended", ERROR_COLOR)
+            return
+        try:
+            seat = join_class(self.class_name.value.strip(), self.class_storage.value.strip(), self.student_name.value)
+        except ValueError as err:  # StudyError: names the field, the value and what is allowed
+            self.last_error = err
+            self._class_say(f"cannot join: {err}", ERROR_COLOR)
+            return
+        except Exception as err:  # noqa: BLE001 - e.g. a database that does not answer: a message
+            self.last_error = err
+            self._class_say(f"cannot join ({type(err).__name__}): {err}", ERROR_COLOR)
+            return
+        self.seat = seat
+        self.base_config = TrainConfig.from_dict(seat.spec.held())  # Train now starts from the class's config
+        for name, control in self.controls.items():
+            set_control(control, getattr(self.base_config, name))
+        self.next_button.disabled = False
+        self._class_say(f"joined class {seat.name!r} (chapter {seat.chapter}) as {seat.student}: "
+                        f"{self._counts_text()}; press Train next", OK_COLOR)
+        self._say("ready: press Train next (the class's configuration) or Train (your own values)", NOTE_COLOR)
+
+    def _on_train_next(self, button=None):
+        if self.seat is None:
+            self._class_say("join a class first: its name, its storage URL and your name, then Join", ERROR_COLOR)
+            return
+        if self.running:
+            self._say("already running: press Stop first", ERROR_COLOR)
+            return
+        try:
+            trial = self.seat.take_next()
+            if trial is None:
+                c = class_counts(self.seat.study)
+                who = ", ".join(sorted(set(c["running_by"].values())))
+                more = (f"; {c['running']} still running ({who}): one may come back if its student leaves"
+                        if c["running"] else "; the class's design is complete")
+                self._class_say(f"no free configuration: {self._counts_text()}{more}. Train your own values "
+                                "meanwhile.", NOTE_COLOR)
+                return
+            cfg = self.seat.config(trial)
+        except Exception as err:  # noqa: BLE001 - a message, never a traceback
+            self.last_error = err
+            self._class_say(f"cannot take a configuration ({type(err).__name__}): {err}", ERROR_COLOR)
+            return
+        for name, control in self.controls.items():
+            set_control(control, getattr(cfg, name))
+        params = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in self.seat.params(trial).items())
+        self._class_say(f"configuration {trial.number} of class {self.seat.name!r}: {params}", NOTE_COLOR)
+        self._start(self._train_class_trial, cfg, trial)
+
+    def _tell_class(self, record, run: Run) -> None:
+        try:
+            record(run)
+        except Exception as err:  # noqa: BLE001 - the run is kept here; only the class did not hear of it
+            self._class_say(f"your run is kept here, but the class could not record it ({type(err).__name__}: "
+                            f"{err})", ERROR_COLOR)
+        else:
+            self._class_say(f"your own run is recorded in class {self.seat.name!r}, outside its design", NOTE_COLOR)
 
     # ------------------------------------------------------------ status and tables
 
@@ -543,8 +706,10 @@ def final_status(run: Run) -> tuple[str, str]:
     return f"finished in {seconds:.1f} s — {best}", OK_COLOR
 
 
-def panel(cfg: TrainConfig, fields: list[str], runs: list | None = None, preview=None) -> TrainPanel:
+def panel(cfg: TrainConfig, fields: list[str], runs: list | None = None, preview=None, join: str | None = None,
+          student: str | None = None) -> TrainPanel:
     """A TrainPanel for `fields` of `cfg`: show it as a cell's last value or with display(p.widget).
     `runs`: the notebook's list of runs, shared by its panels; each Train appends to it.
-    `preview`: f(config) -> text shown under the controls and redrawn on every change, before training."""
-    return TrainPanel(cfg, fields, runs, preview)
+    `preview`: f(config) -> text shown under the controls and redrawn on every change, before training.
+    `join`: "CLASS@STORAGE_URL" joins that class at once as `student` (else the panel's Class row does)."""
+    return TrainPanel(cfg, fields, runs, preview, join=join, student=student)

@@ -1,0 +1,232 @@
+"""A class: a workshop's shared experiment. The class is an Optuna study (nbkit.core.study) whose queue of
+WAITING trials is the set of configurations the room trains; a student's "Train next" takes one exactly as a
+study worker does, so the queue, the heartbeat and the retry of a dead student's trial are the studies' own.
+
+    study = create_class(spec, chapter="01_learning_rate")      # the instructor (nbkit.classroom reads the YAML)
+    seat = join_class("lr101", "sqlite:///class.db", "ana")      # a student takes a seat
+    trial = seat.take_next()                   # the next free configuration, now RUNNING, with ana's name on it
+    run, line = seat.run(trial, callbacks=[...], stop_event=...)  # trained, its result told to the class
+    seat.record_own(run)                       # a run with ana's own values: kept in the class, outside the design
+    seat.work()                                # a terminal student: take and train until the design is done
+    class_runs(study)                          # every run of the class, a row each: what the board draws
+
+A student's name is taken once per class: joining creates a small study of its own, "<class>/students/<name>",
+and the database's unique study name makes that atomic (two laptops claiming "ana" in the same instant: one
+gets it). The same person joining again (same user on the same machine, or the same `identity`) gets the
+seat back. That study also holds the student's own runs, so a class is one storage and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import math
+import socket
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from nbkit.core import optuna_private
+from nbkit.core.config import TrainConfig
+from nbkit.core.runs import NOT_KNOBS, Run, load_run
+from nbkit.core.study import best_value, prepare_for_workers, suggest, trial_params
+from nbkit.core.study_spec import SPEC_ATTR, StudyError, StudySpec, _canonical, _shown, quiet_create_study
+from nbkit.core.study_storage import check_stored, open_storage
+from nbkit.core.study_trials import train_trial, trial_config
+from nbkit.core.study_workers import finish, take_trial, work, worker_study
+
+CLASS_ATTR = "nbkit_class"  # a class study's user attr: {"chapter": ...}; what tells a class from a study
+STUDENTS = "/students/"  # a student's study is "<class>/students/<name>"
+MAX_NAME = 40  # characters of a student's name: enough for a full name, short enough for a leaderboard
+
+
+def create_class(spec: StudySpec, chapter: str) -> optuna.Study:
+    """Create the class (or open it again: the same spec resumes it, as `study run` does) and fill its queue
+    with the design's configurations. `chapter`: the notebook whose panel the students use."""
+    if STUDENTS in spec.study_name:
+        raise StudyError(f"study_name={spec.study_name!r}: a class name may not contain {STUDENTS.strip('/')!r} "
+                         "between slashes; allowed: a name such as 'lr101'")
+    spec = dataclasses.replace(spec, output_dir=None)  # each student's runs go to their own disk (Seat)
+    study, _ = prepare_for_workers(spec)
+    study.set_user_attr(CLASS_ATTR, {"chapter": chapter})
+    return study
+
+
+def check_student(student) -> str:
+    """A student's name as given, stripped; a StudyError naming the field otherwise."""
+    if not isinstance(student, str) or not student.strip():
+        raise StudyError(f"student={student!r} is not a name; allowed: a non-empty name such as 'ana'")
+    student = student.strip()
+    if len(student) > MAX_NAME or "/" in student or not student.isprintable():
+        raise StudyError(f"student={student!r}: allowed: up to {MAX_NAME} printable characters without '/'")
+    return student
+
+
+def default_identity() -> str:
+    """Who is joining: the user on this machine. A JupyterHub gives each student a user (or a machine) of
+    their own, a room of laptops a machine each."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def open_class(name: str, storage: str) -> optuna.Study:
+    """The class `name` in `storage`; a StudyError naming the classes there when it is not one."""
+    check_stored(storage)
+    opened = open_storage(storage)
+    studies = {s.study_name: s for s in optuna.study.get_all_study_summaries(opened, include_best_trial=False)}
+    if name not in studies or CLASS_ATTR not in studies[name].user_attrs:
+        classes = sorted(n for n, s in studies.items() if CLASS_ATTR in s.user_attrs)
+        what = "is a study, not a class" if name in studies else "is not a class"
+        raise StudyError(f"class {name!r} {what} in {_shown(storage)}; classes there: {', '.join(classes) or 'none'}")
+    return optuna.load_study(study_name=name, storage=opened)
+
+
+def join_class(name: str, storage: str, student: str, identity: str | None = None,
+               output_dir: str = "runs") -> "Seat":
+    """Take a seat in class `name` as `student`; the student's runs go to <output_dir>/classes/<name>/<student>.
+    A name another person holds in this class is refused (StudyError); the same identity gets its seat back."""
+    student = check_student(student)
+    identity = identity or default_identity()
+    study = open_class(name, storage)
+    spec = StudySpec.from_dict({k: v for k, v in study.user_attrs[SPEC_ATTR].items() if k != "n_trials"})
+    spec = dataclasses.replace(spec, storage=storage, output_dir=f"{output_dir}/classes/{name}/{student}")
+    own = _register(study, student, identity)
+    return Seat(name=name, student=student, spec=spec, chapter=study.user_attrs[CLASS_ATTR]["chapter"],
+                study=worker_study(spec), own=own)
+
+
+def _register(study: optuna.Study, student: str, identity: str) -> optuna.Study:
+    """The student's study: created now (the name is ours), or found with our identity (our seat again)."""
+    name = f"{study.study_name}{STUDENTS}{student}"
+    storage = study._storage
+    try:
+        own = quiet_create_study(study_name=name, storage=storage)
+    except optuna.exceptions.DuplicatedStudyError:
+        own = optuna.load_study(study_name=name, storage=storage)
+        holder = own.user_attrs.get("identity")
+        if holder != identity:
+            since = time.strftime("%H:%M", time.localtime(own.user_attrs.get("joined_at", 0)))
+            raise StudyError(f"student={student!r} is already taken in class {study.study_name!r} (since {since}, by "
+                             f"{holder or 'someone joining right now'}); allowed: another name") from None
+        return own
+    own.set_user_attr("identity", identity)
+    own.set_user_attr("joined_at", time.time())
+    return own
+
+
+@dataclasses.dataclass
+class Seat:
+    """A student's place in a class: take the next configuration, train it, record one's own runs."""
+    name: str  # the class
+    student: str
+    spec: StudySpec  # the class's spec, with this student's storage URL and output folder
+    chapter: str  # the notebook whose panel the class uses
+    study: optuna.Study  # the class study, opened as a worker opens it
+    own: optuna.Study  # the student's study: their own runs, outside the design
+
+    def take_next(self) -> optuna.Trial | None:
+        """The next free configuration, now RUNNING with this student's name on it; None when none is free."""
+        return take_trial(self.study, self.spec, self.student)
+
+    def params(self, trial: optuna.Trial) -> dict:
+        """The configuration's values of the class's knobs."""
+        return suggest(trial, self.spec)
+
+    def config(self, trial: optuna.Trial):
+        """The TrainConfig the trial trains with (nbkit.core.study_trials.trial_config)."""
+        return trial_config(trial.number, self.params(trial), self.spec)
+
+    def run(self, trial: optuna.Trial, callbacks=(), stop_event=None) -> tuple[Run | None, str]:
+        """Train the trial under the class's heartbeat and tell the class its result: (its Run, a line saying
+        how it went). Stopped by `stop_event`: the trial is queued again for the class and KeyboardInterrupt
+        is raised (as a study worker's Ctrl-C)."""
+        def objective(trial, spec):
+            return train_trial(trial, spec, callbacks=callbacks, stop_event=stop_event)
+
+        line = finish(self.study, trial, objective, self.spec)
+        run_dir = optuna_private.stored_trial(self.study, trial.number).user_attrs.get("run_dir")
+        return (load_run(run_dir) if run_dir else None), line
+
+    def record_own(self, run: Run) -> None:
+        """Keep a run the student trained with their own values in the class, outside the design: a trial of
+        the student's study with the run's best validation loss, its curve, and the values it used."""
+        if run.status in ("running", "interrupted", "incomplete"):
+            return  # nothing to compare yet
+        value = math.inf if run.status == "diverged" else best_value(run)
+        curve = {int(e): float(v) for e, v in zip(run.epochs["epoch"], run.epochs["eval_loss"])
+                 if e >= 1 and math.isfinite(v)} if run.epochs is not None and not run.epochs.empty else {}
+        self.own.add_trial(optuna.trial.create_trial(
+            state=TrialState.COMPLETE, value=value, intermediate_values=curve,
+            user_attrs={"student": self.student, "run_dir": str(run.path), "run_status": run.status,
+                        "params": {k: run.config.get(k) for k in self.spec.knobs},
+                        "differs": differs_from_class(run.config, self.spec)}))
+
+    def counts(self) -> dict:
+        return class_counts(self.study)
+
+    def work(self, progress: bool = True) -> int:
+        """A terminal student: take and train configurations until none is free and none is running."""
+        return work(self.spec.to_dict(), progress=progress, student=self.student)
+
+
+def differs_from_class(config: dict, spec: StudySpec) -> dict:
+    """{field: value} of a run's config that differ from what the class holds fixed (its knobs and where runs
+    go aside): empty when the run is at the class's budget and differs only in the knobs the class varies."""
+    held = TrainConfig.from_dict(spec.held()).to_dict()
+    return {k: config[k] for k, v in held.items()
+            if k not in NOT_KNOBS and k not in spec.knobs and k in config and _canonical(config[k]) != _canonical(v)}
+
+
+def class_counts(study: optuna.Study) -> dict:
+    """How many configurations are done, running and free, and who runs which."""
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    running = {t.number: t.user_attrs.get("student", "?") for t in trials if t.state == TrialState.RUNNING}
+    return {"done": sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states),
+            "running": len(running), "free": states.count(TrialState.WAITING),
+            "failed": states.count(TrialState.FAIL), "running_by": running,
+            "configurations": study.user_attrs.get(SPEC_ATTR, {}).get("n_trials")}
+
+
+def student_studies(study: optuna.Study) -> list[optuna.Study]:
+    """The studies of the students who joined the class, in the order they joined."""
+    prefix = f"{study.study_name}{STUDENTS}"
+    summaries = optuna.study.get_all_study_summaries(study._storage, include_best_trial=False)
+    found = [s for s in summaries if s.study_name.startswith(prefix)]
+    found.sort(key=lambda s: s.user_attrs.get("joined_at", 0))
+    return [optuna.load_study(study_name=s.study_name, storage=study._storage) for s in found]
+
+
+def students(study: optuna.Study) -> list[str]:
+    prefix = f"{study.study_name}{STUDENTS}"
+    return [s.study_name[len(prefix):] for s in student_studies(study)]
+
+
+def class_runs(study: optuna.Study) -> list[dict]:
+    """Every run of the class, a dict each, design trials first: trial, student, kind ("design" or "own"),
+    state, run_status, value (best validation loss; inf if diverged; None while running), best_epoch, params
+    (the class's knobs), differs (own runs: what else they changed), curve ({epoch: eval_loss}, read from the
+    database, so a board sees every student's curve whichever machine trained it), finished (a timestamp)."""
+    rows = [_row(t, "design", trial_params(t)) for t in study.get_trials(deepcopy=False) if _shown_trial(t)]
+    for own in student_studies(study):
+        rows += [_row(t, "own", t.user_attrs.get("params", {})) for t in own.get_trials(deepcopy=False)]
+    return rows
+
+
+def _shown_trial(trial) -> bool:
+    """A trial that is a run to show: not a free configuration, and not one whose student stopped it or left
+    (interrupted, or failed for want of a heartbeat: it is queued again as it was). One that raised is shown."""
+    if trial.state == TrialState.WAITING:
+        return False
+    return trial.state != TrialState.FAIL or trial.user_attrs.get("error", "interrupted") != "interrupted"
+
+
+def _row(trial, kind: str, params: dict) -> dict:
+    curve = {int(k): float(v) for k, v in sorted(trial.intermediate_values.items())}
+    finite = {e: v for e, v in curve.items() if math.isfinite(v)}
+    status = trial.user_attrs.get("run_status") or trial.state.name.lower()
+    return {"trial": trial.number, "student": trial.user_attrs.get("student", ""), "kind": kind,
+            "state": trial.state.name, "run_status": status, "value": trial.value,
+            "best_epoch": min(finite, key=finite.get) if finite else None, "params": dict(params),
+            "differs": trial.user_attrs.get("differs", {}), "curve": curve,
+            "finished": trial.datetime_complete.timestamp() if trial.datetime_complete else None}
