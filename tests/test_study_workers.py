@@ -1,16 +1,12 @@
 """nbkit.core.study_workers: workers and backends on real SQLite and PostgreSQL, real worker processes and
 Ray, on tiny seconds-long runs. Every trial runs exactly once; a killed worker's trial is retried;
 Ctrl-C stops every worker with one line and the study resumes; progress estimates the time left."""
-import getpass
-import glob
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,8 +16,8 @@ from optuna.trial import TrialState
 
 from nbkit.core.runs import load_run
 from nbkit.core.study import StudySpec, load_study, prepare_study, run_study
-from study_helpers import (REPO_ROOT, TINY, assert_each_trial_once, assert_no_configuration_twice, ended, free_port,
-                           run_folders, spec_dict)
+from study_helpers import (REPO_ROOT, TINY, assert_each_trial_once, assert_no_configuration_twice, ended, run_folders,
+                           spec_dict)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process trials: 2 threads on busy cores spin
 
@@ -44,47 +40,6 @@ def test_two_workers_on_one_sqlite_study_run_each_grid_point_once(tmp_path):
     # run again: it resumes, nothing is trained twice
     assert run_study(spec_dict(tmp_path, scientific=grid), workers=1, progress=False).trials == study.trials
     assert len(run_folders(tmp_path)) == 6
-
-
-def _server_binaries() -> Path:
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not candidates:
-        pytest.fail("no PostgreSQL server binaries (initdb, pg_ctl): `make postgresql` installs them")
-    return Path(candidates[-1]).parent
-
-
-@pytest.fixture(scope="module")
-def postgresql_url():
-    """A real PostgreSQL server in a temporary folder, on a free port; as `postgres` when we are root
-    (initdb refuses root)."""
-    import psycopg2
-
-    bin_dir, port = _server_binaries(), free_port()
-    root = Path(tempfile.mkdtemp(prefix="nbkit-pg-"))
-    as_root = os.geteuid() == 0
-    user = "postgres" if as_root else getpass.getuser()
-    if as_root:
-        shutil.chown(root, user="postgres")
-    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
-
-    def server(*args):
-        subprocess.run(prefix + [str(bin_dir / args[0]), *args[1:]], check=True, capture_output=True, timeout=120)
-
-    server("initdb", "-D", str(root / "data"), "-U", user, "-A", "trust")
-    server("pg_ctl", "start", "-w", "-D", str(root / "data"), "-l", str(root / "server.log"),
-           "-o", f"-p {port} -k {root} -c listen_addresses=localhost")
-    try:
-        connection = psycopg2.connect(host="localhost", port=port, user=user, dbname="postgres")
-        connection.autocommit = True
-        connection.cursor().execute("CREATE DATABASE studies")
-        connection.close()
-        yield f"postgresql+psycopg2://{user}@localhost:{port}/studies"
-    finally:
-        server("pg_ctl", "stop", "-m", "fast", "-D", str(root / "data"))
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_two_workers_on_one_postgresql_study_run_n_trials_exactly(tmp_path, postgresql_url):

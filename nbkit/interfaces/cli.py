@@ -9,6 +9,10 @@
     python -m nbkit study run lr_study.yaml --backend ray --ray-address HEAD:6379 --storage postgresql+psycopg2://...
     python -m nbkit study show --study lr_study                  # its trials, warnings and analysis
     python -m nbkit study best --study lr_study -o best.yaml     # the winner as a --config file (or --format trl ...)
+    python -m nbkit class create notebooks/classes/01_learning_rate.yaml --storage sqlite:////shared/class.db
+    python -m nbkit class join lr101 --storage sqlite:////shared/class.db --student ana   # a student in a terminal
+    python -m nbkit class board lr101 --storage sqlite:////shared/class.db --plots board/  # the instructor's board
+    python -m nbkit class dashboard lr101 --storage sqlite:////shared/class.db             # optuna-dashboard on it
     accelerate launch --num_processes 2 -m nbkit train --config my_run.yaml   # several processes (DDP)
     torchrun --nproc_per_node 2 -m nbkit train --config my_run.yaml
 
@@ -86,7 +90,43 @@ def build_parser() -> argparse.ArgumentParser:
                             help="training_args and lora only: JSON (default) or Python code")
     study_best.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     study_best.set_defaults(handler=run_study_best)
+    add_class_commands(commands)
     return parser
+
+
+def add_class_commands(commands) -> None:
+    """`class create|join|board|dashboard`: a workshop's shared experiment (nbkit/interfaces/classroom.py)."""
+    klass = commands.add_parser("class", help="a workshop: the class as one study, students, the instructor's board")
+    class_commands = klass.add_subparsers(dest="class_command", required=True)
+    storage = dict(metavar="URL", default=DEFAULT_STORAGE,
+                   help=f"the class's database (default: {DEFAULT_STORAGE}); SQLite on a shared disk, or "
+                        "postgresql+psycopg2://USER@HOST:PORT/DB for a room of laptops")
+    create = class_commands.add_parser("create", help="create a class from a class spec (a study spec + chapter:)")
+    create.add_argument("spec", metavar="FILE.yaml", help="e.g. notebooks/classes/01_learning_rate.yaml")
+    create.add_argument("--storage", metavar="URL", help="override the spec's storage")
+    create.set_defaults(handler=run_class_create)
+    join = class_commands.add_parser("join", help="a student in a terminal: train the class's configurations")
+    join.add_argument("name", metavar="NAME", help="the class's name")
+    join.add_argument("--storage", **storage)
+    join.add_argument("--student", required=True, help="your name, as the board shows it")
+    join.add_argument("--output-dir", default="runs", help="your runs go to OUTPUT_DIR/classes/NAME/STUDENT")
+    join.add_argument("--threads", type=int,
+                      help="torch threads (default: torch's own; 1 when many students share a machine)")
+    join.set_defaults(handler=run_class_join)
+    board = class_commands.add_parser("board", help="the instructor's board in a terminal, as runs arrive")
+    board.add_argument("name", metavar="NAME", help="the class's name")
+    board.add_argument("--storage", **storage)
+    board.add_argument("--plots", metavar="DIR",
+                       help="also keep the board's figures (PNG) in DIR, redrawn as runs arrive")
+    board.add_argument("--every", type=float, default=1.0, help="seconds between looks at the class (default 1)")
+    board.add_argument("--once", action="store_true", help="show the board once and end")
+    board.set_defaults(handler=run_class_board)
+    dash = class_commands.add_parser("dashboard", help="Optuna's web dashboard (optuna-dashboard) on the class")
+    dash.add_argument("name", metavar="NAME", help="the class's name")
+    dash.add_argument("--storage", **storage)
+    dash.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to let the room's laptops see it")
+    dash.add_argument("--port", type=int, default=8080)
+    dash.set_defaults(handler=run_class_dashboard)
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -190,6 +230,79 @@ def run_study_best(args) -> int:
 
     check_stored(args.storage)
     write_text(best_text(load_study(args.storage, args.study), args.format, args.style), args.output)
+    return 0
+
+
+def run_class_create(args) -> int:
+    from nbkit.core.classroom import CLASS_ATTR, class_counts
+    from nbkit.interfaces.classroom import create, read_class_spec
+
+    spec, _ = read_class_spec(args.spec, args.storage)
+    study = create(args.spec, args.storage)
+    c = class_counts(study)
+    print(f"class {spec.study_name!r} (chapter {study.user_attrs[CLASS_ATTR]['chapter']}) in {spec.storage}: "
+          f"{c['configurations']} configurations, {c['done']} done, {c['free']} free")
+    print(f"students join in the chapter's panel (Class row: {spec.study_name}, {spec.storage}, their name) or with\n"
+          f"  python -m nbkit class join {spec.study_name} --storage {spec.storage} --student NAME\n"
+          f"the board: python -m nbkit class board {spec.study_name} --storage {spec.storage}")
+    return 0
+
+
+def run_class_join(args) -> int:
+    """Take a seat and train the class's free configurations until none is free and none is running."""
+    from nbkit.interfaces.classroom import join
+
+    seat = join(args.name, args.storage, args.student, output_dir=args.output_dir)
+    c = seat.counts()
+    print(f"joined class {seat.name!r} (chapter {seat.chapter}) as {seat.student}: {c['free']} of "
+          f"{c['configurations']} configurations free; training until the design is done (Ctrl-C stops: your "
+          "configuration goes back to the class)", flush=True)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    try:
+        done = seat.work()
+    except KeyboardInterrupt:
+        print(f"stopped: {seat.student}'s configuration in flight goes back to class {seat.name!r}", flush=True)
+        return 130
+    print(f"class {seat.name!r}: nothing left to train; {seat.student} trained {done} configuration(s)", flush=True)
+    return 0
+
+
+def run_class_board(args) -> int:
+    """The board in words, printed again whenever the class changes (with --plots, its figures kept in DIR);
+    ends when the design is done and nothing runs, or with Ctrl-C."""
+    import time
+
+    from nbkit.core.classroom import board_lines, class_counts, open_class
+
+    study = open_class(args.name, args.storage)
+    shown = None
+    try:
+        while True:
+            text = "\n".join(board_lines(study))
+            if text != shown:
+                print(f"--- {time.strftime('%H:%M:%S')} ---\n{text}", flush=True)
+                shown = text
+                if args.plots:
+                    from nbkit.views.board import save_board
+                    save_board(study, args.plots)
+            c = class_counts(study)
+            if args.once or (c["free"] == 0 and c["running"] == 0):
+                return 0
+            time.sleep(args.every)
+    except KeyboardInterrupt:
+        print("board closed; the class goes on", flush=True)
+        return 0
+
+
+def run_class_dashboard(args) -> int:
+    from nbkit.interfaces.classroom import dashboard
+
+    try:
+        dashboard(args.name, args.storage, args.host, args.port)
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

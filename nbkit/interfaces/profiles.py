@@ -73,12 +73,16 @@ SIZES_DIR = NOTEBOOKS_DIR / "sizes"  # <chapter>.toml: what a chapter runs on ot
 TYPES = {"bool": bool, "int": int, "float": float, "str": str, "list": list}  # what a parameters cell declares
 
 
+def chapter_names() -> list[str]:
+    """The chapters, as their notebooks are named: 00_quickstart, 01_learning_rate, ..."""
+    return sorted(p.stem for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
 def _parameters_cell(chapter: str) -> list[ast.AnnAssign]:
     """The annotated assignments of the parameters cell of notebooks/<chapter>.ipynb."""
     path = NOTEBOOKS_DIR / f"{chapter}.ipynb"
     if not path.exists():
-        chapters = sorted(p.stem for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
-        raise ValueError(f"chapter={chapter!r}: no notebook {path.name}; allowed: {', '.join(chapters)}")
+        raise ValueError(f"chapter={chapter!r}: no notebook {path.name}; allowed: {', '.join(chapter_names())}")
     cells = json.loads(path.read_text())["cells"]
     cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
     if cell is None:
