@@ -313,3 +313,81 @@ def test_panel_notebook_runs_headless_without_training(tmp_path, monkeypatch):
     shown = out.cells[-1].outputs
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in shown)
     assert not list(runs_dir.glob("*/summary.json"))  # displaying the panel trained nothing
+
+
+# ------------------------------------------------------------------ the Class row (a workshop)
+
+def _class(tmp_path, grid=(2e-3, 5e-2)):
+    from nbkit.core.classroom import create_class
+    from nbkit.core.study import StudySpec
+
+    spec = StudySpec.from_dict(dict(
+        study_name="lr101", base=dict(model="tiny", dataset="arithmetic", max_samples=80, num_train_epochs=2,
+                                      predict_with_generate=False), scientific={"learning_rate": list(grid)},
+        sampler="grid", storage=f"sqlite:///{tmp_path}/class.db", heartbeat_interval=1, grace_period=3))
+    return create_class(spec, "01_learning_rate")
+
+
+def test_train_next_takes_the_classs_configuration_sets_the_sliders_and_tells_the_class(tmp_path, monkeypatch):
+    from nbkit.core.classroom import class_runs
+
+    monkeypatch.chdir(tmp_path)
+    study = _class(tmp_path)
+    p = panel(small(tmp_path, num_train_epochs=5), ["learning_rate", "num_train_epochs"],
+              join=f"lr101@sqlite:///{tmp_path}/class.db", student="ana")
+    assert "joined class 'lr101' (chapter 01_learning_rate) as ana" in html.unescape(p.class_status.value)
+    assert p.controls["num_train_epochs"].value == 2  # the panel now starts from the class's config
+    p._on_train_next()
+    assert p.join(JOIN_SECONDS), "the class's run did not end"
+    trial = study.trials[0]
+    assert trial.state.name == "COMPLETE" and trial.user_attrs["student"] == "ana"
+    assert p.controls["learning_rate"].value == pytest.approx(trial.params["learning_rate"])  # 5e-2: slider widened
+    assert len(p.runs) == 1 and p.runs[0].config["learning_rate"] == trial.params["learning_rate"]
+    assert p.plot_updates >= 1 and p.diagnoses and p.last_error is None
+    assert "told class 'lr101'" in html.unescape(p.class_status.value)
+    # the student's own values: trained with Train, recorded in the class outside the design
+    p.controls["learning_rate"].value = 3e-3
+    p._on_train()
+    assert p.join(JOIN_SECONDS)
+    own = [r for r in class_runs(study) if r["kind"] == "own"]
+    assert [(r["student"], r["params"], r["differs"]) for r in own] == [("ana", {"learning_rate": 3e-3}, {})]
+    assert "recorded in class 'lr101', outside its design" in html.unescape(p.class_status.value)
+    # the last free configuration, then none: a message, not an error
+    p._on_train_next()
+    assert p.join(JOIN_SECONDS)
+    p._on_train_next()
+    assert "no free configuration" in p.class_status.value and "design is complete" in p.class_status.value
+    assert p.last_error is None
+
+
+def test_the_class_row_says_what_is_wrong_and_joins_nothing(tmp_path):
+    from nbkit.core.classroom import students
+
+    study = _class(tmp_path)
+    p = panel(small(tmp_path), ["learning_rate"])
+    p._on_train_next()
+    assert "join a class first" in p.class_status.value and p.seat is None
+    for name, storage, student, says in [
+            ("lr1", f"sqlite:///{tmp_path}/class.db", "ana", "class &#x27;lr1&#x27; is not a class"),
+            ("lr101", f"sqlite:///{tmp_path}/nope.db", "ana", "no such file"),
+            ("lr101", "postgresql+psycopg2://nobody@127.0.0.1:1/class", "ana", "cannot be reached"),
+            ("lr101", f"sqlite:///{tmp_path}/class.db", "", "is not a name")]:
+        p.class_name.value, p.class_storage.value, p.student_name.value = name, storage, student
+        p._on_join()
+        assert "cannot join" in p.class_status.value and says in p.class_status.value, p.class_status.value
+        assert p.seat is None and p.next_button.disabled
+    assert students(study) == []
+
+
+def test_stop_during_train_next_gives_the_configuration_back(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    study = _class(tmp_path)
+    p = panel(small(tmp_path), ["learning_rate"], join=f"lr101@sqlite:///{tmp_path}/class.db", student="ana")
+    p._on_train_next()
+    deadline = time.time() + JOIN_SECONDS
+    while p.plot_updates == 0 and p.running and time.time() < deadline:
+        time.sleep(0.05)
+    p._on_stop()
+    assert p.join(JOIN_SECONDS)
+    assert "goes back to class" in html.unescape(p.status.value)
+    assert sum(t.state.name == "WAITING" for t in study.trials) == 2 and not p.runs
