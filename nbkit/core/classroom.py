@@ -25,11 +25,12 @@ import socket
 import time
 
 import optuna
+import pandas as pd
 from optuna.trial import TrialState
 
 from nbkit.core import optuna_private
 from nbkit.core.config import TrainConfig
-from nbkit.core.runs import NOT_KNOBS, Run, load_run
+from nbkit.core.runs import NOT_KNOBS, Run, format_value, load_run
 from nbkit.core.study import best_value, prepare_for_workers, suggest, trial_params
 from nbkit.core.study_spec import SPEC_ATTR, StudyError, StudySpec, _canonical, _shown, quiet_create_study
 from nbkit.core.study_storage import check_stored, open_storage
@@ -230,3 +231,158 @@ def _row(trial, kind: str, params: dict) -> dict:
             "best_epoch": min(finite, key=finite.get) if finite else None, "params": dict(params),
             "differs": trial.user_attrs.get("differs", {}), "curve": curve,
             "finished": trial.datetime_complete.timestamp() if trial.datetime_complete else None}
+
+
+# ---------------------------------------------------------------- the instructor's board: its tables
+# Pure functions of the class study or of class_runs' rows; nbkit.views.board draws them, `class board` prints them.
+
+RANKED_STATES = ("COMPLETE",)  # a pruned trial stopped short of the budget: it is counted done, never ranked
+BOARD_TOP = 10  # leaderboard rows in board_lines: a terminal screen with the counts and the lists under it
+
+
+def class_knobs(study: optuna.Study) -> list[str]:
+    """The class's searched knobs, scientific first (the columns every board table shows)."""
+    spec = study.user_attrs.get(SPEC_ATTR, {})
+    return list(spec.get("scientific", {})) + list(spec.get("nuisance", {}))
+
+
+def class_budget(study: optuna.Study) -> dict:
+    """{field: value} of how long every design run trains (num_train_epochs, and max_steps when it is set):
+    the budget the leaderboard ranks at."""
+    held = TrainConfig.from_dict({k: v for k, v in _held_of(study).items() if k not in NOT_KNOBS})
+    budget = {"num_train_epochs": held.num_train_epochs}
+    if held.max_steps != -1:  # -1: off, the epochs decide
+        budget["max_steps"] = held.max_steps
+    return budget
+
+
+def _held_of(study: optuna.Study) -> dict:
+    spec = study.user_attrs.get(SPEC_ATTR, {})
+    return {**spec.get("base", {}), **spec.get("fixed", {})}
+
+
+def _knobs_of(rows: list[dict], knobs) -> list[str]:
+    """The knobs given, else every param the rows have, in the order they first appear."""
+    if knobs is not None:
+        return list(knobs)
+    return list(dict.fromkeys(k for row in rows for k in row["params"]))
+
+
+def is_diverged(row: dict) -> bool:
+    """A run that blew up: its run says so, or the class recorded it as inf."""
+    return row["run_status"] == "diverged" or (row["value"] is not None and math.isinf(row["value"]))
+
+
+def is_ranked(row: dict) -> bool:
+    """On the leaderboard: finished, a finite validation loss, and at the class's budget (design runs, and own
+    runs that differ from the class only in its knobs)."""
+    return (row["state"] in RANKED_STATES and not is_diverged(row) and row["value"] is not None
+            and math.isfinite(row["value"]) and not row["differs"])
+
+
+def changes_text(differs: dict) -> str:
+    """'num_train_epochs=2, seed=7': what an own run changed besides the class's knobs."""
+    return ", ".join(f"{k}={format_value(v)}" for k, v in differs.items())
+
+
+def _table(rows: list[dict], knobs: list[str], columns: list[str]) -> pd.DataFrame:
+    """One board table: student and kind, the knob values, then `columns` (from each row, or computed)."""
+    computed = {"best_eval_loss": lambda r: r["value"], "status": lambda r: r["run_status"],
+                "changed": lambda r: changes_text(r["differs"])}
+    records = [{"student": r["student"], "kind": r["kind"], **{k: r["params"].get(k) for k in knobs},
+                **{c: computed[c](r) if c in computed else r[c] for c in columns}} for r in rows]
+    return pd.DataFrame(records, columns=["student", "kind", *knobs, *columns])
+
+
+def leaderboard(rows: list[dict], knobs=None) -> pd.DataFrame:
+    """The ranked runs (is_ranked), lowest best validation loss first, ranks 1.. as the index: student, kind
+    ("design" or "own"), the knob values, best_eval_loss, best_epoch, status, trial. Ties: the one that
+    finished first ranks first."""
+    ranked = sorted((r for r in rows if is_ranked(r)), key=lambda r: (r["value"], r["finished"] or math.inf))
+    table = _table(ranked, _knobs_of(rows, knobs), ["best_eval_loss", "best_epoch", "status", "trial"])
+    table.index = pd.RangeIndex(1, len(table) + 1, name="rank")
+    return table
+
+
+def diverged_runs(rows: list[dict], knobs=None) -> pd.DataFrame:
+    """The runs that diverged, by name, never ranked: student, kind, the knob values, what an own run changed
+    besides them, trial."""
+    return _table([r for r in rows if is_diverged(r)], _knobs_of(rows, knobs), ["changed", "trial"])
+
+
+def outside_budget(rows: list[dict], knobs=None) -> pd.DataFrame:
+    """Students' own runs that changed more than the class's knobs (another budget, another seed...), not
+    ranked with the design's: student, the knob values, what they changed, best_eval_loss, best_epoch, status."""
+    other = [r for r in rows if r["kind"] == "own" and r["differs"] and not is_diverged(r)]
+    table = _table(other, _knobs_of(rows, knobs), ["changed", "best_eval_loss", "best_epoch", "status", "trial"])
+    return table.drop(columns="kind")
+
+
+def board_fingerprint(rows: list[dict], counts: dict) -> tuple:
+    """What the board shows, in a form cheap to compare: the board redraws only when this changes (a trial
+    taken, an epoch reported, a run finished, an own run recorded, a student leaving)."""
+    runs = tuple((r["kind"], r["student"], r["trial"], r["state"], r["run_status"], r["value"], len(r["curve"]))
+                 for r in rows)
+    return runs, tuple((k, counts[k]) for k in ("done", "running", "free", "failed")), \
+        tuple(sorted(counts["running_by"].items()))
+
+
+def counts_line(study: optuna.Study, counts: dict | None = None) -> str:
+    """'class lr101: 3 of 28 configurations done, 2 running, 23 free, 0 failed'."""
+    c = counts or class_counts(study)
+    total = c["configurations"] if c["configurations"] is not None else "?"
+    return (f"class {study.study_name}: {c['done']} of {total} configurations done, {c['running']} running, "
+            f"{c['free']} free, {c['failed']} failed")
+
+
+def running_line(counts: dict) -> str | None:
+    """'running: 3 (ana), 5 (bo)': who runs which configuration; None when nobody does."""
+    if not counts["running_by"]:
+        return None
+    return "running: " + ", ".join(f"{n} ({who})" for n, who in sorted(counts["running_by"].items()))
+
+
+def budget_text(study: optuna.Study) -> str:
+    return ", ".join(f"{k}={v}" for k, v in class_budget(study).items())
+
+
+def board_lines(study: optuna.Study, top: int = BOARD_TOP) -> list[str]:
+    """The board in words, for a terminal: the counts and who runs which, the leaderboard's top rows, the runs
+    that diverged by name, and the own runs outside the class's budget with what they changed."""
+    rows, counts, knobs = class_runs(study), class_counts(study), class_knobs(study)
+    lines = [counts_line(study, counts)] + [line for line in [running_line(counts)] if line]
+    board = leaderboard(rows, knobs)
+    lines.append(f"leaderboard: best validation loss at the class's budget ({budget_text(study)}), "
+                 f"{len(board)} ranked" + (f", top {top}" if len(board) > top else ""))
+    width = max([len(_who(r)) for _, r in board.head(top).iterrows()], default=0)  # names in a column
+    lines += [f"{rank:>4}. {_who(r):<{width}}  {_values(r, knobs)}  {r['best_eval_loss']:.4g} at epoch "
+              f"{_epoch(r['best_epoch'])}  {r['status']}" for rank, r in board.head(top).iterrows()]
+    if board.empty:
+        lines.append("      no finished run yet")
+    diverged = diverged_runs(rows, knobs)
+    if not diverged.empty:
+        lines.append("diverged (not ranked): " + "; ".join(
+            f"{_who(r)} {_values(r, knobs)}" + (f", changed {r['changed']}" if r["changed"] else "")
+            for _, r in diverged.iterrows()))
+    other = outside_budget(rows, knobs)
+    if not other.empty:
+        lines.append("own runs outside the class's budget (not ranked): " + "; ".join(
+            f"{r['student']} {_values(r, knobs)}, changed {r['changed']}: {_loss(r['best_eval_loss'])}"
+            for _, r in other.iterrows()))
+    return lines
+
+
+def _who(row) -> str:
+    return row["student"] + (" (own)" if row.get("kind") == "own" else "")
+
+
+def _values(row, knobs) -> str:
+    return ", ".join(f"{k}={format_value(row[k])}" for k in knobs)
+
+
+def _epoch(epoch) -> str:
+    return "?" if epoch is None or (isinstance(epoch, float) and math.isnan(epoch)) else str(int(epoch))
+
+
+def _loss(value) -> str:
+    return "no loss yet" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
