@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: lab test test-seeds test-llm test-all bench chromium postgresql
+.PHONY: lab test test-seeds test-llm test-classroom-load test-all bench chromium postgresql
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,12 @@ test-seeds: $(VENV)/.installed
 test-llm: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m llm tests/test_notebooks.py
 
-# before calling work done: the test suite, the second seed and the real LLM
-test-all: test test-seeds test-llm
+# a room of 30 students as 30 processes on one class, on SQLite and on PostgreSQL (CI runs 4): minutes
+test-classroom-load: $(VENV)/.installed postgresql
+	$(BIN)/python -m pytest -q -m classroom_load tests/test_classroom_load.py
+
+# before calling work done: the test suite, the second seed, the real LLM and the 30-student class
+test-all: test test-seeds test-llm test-classroom-load
 
 # the browser test drives Debian's Chromium through playwright (never `playwright install`)
 chromium:

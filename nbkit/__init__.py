@@ -3,6 +3,8 @@
     from nbkit import TrainConfig, train
     run = train(TrainConfig(model="tiny", learning_rate=3e-4, num_train_epochs=6))
     run.status, run.steps, run.epochs, run.best_epoch, run.path
+
+    from nbkit import classroom            # a workshop: classroom.create(...), .join(...), .board(...)
 """
 from nbkit.core import notices
 
@@ -13,7 +15,7 @@ notices.install()
 from nbkit.core.config import TrainConfig  # noqa: E402
 from nbkit.core.runs import Run, list_runs, load_run  # noqa: E402
 
-__all__ = ["TrainConfig", "Run", "train", "load_run", "list_runs"]
+__all__ = ["TrainConfig", "Run", "train", "load_run", "list_runs", "classroom"]
 
 
 def __getattr__(name):
@@ -25,4 +27,8 @@ def __getattr__(name):
         from nbkit.core.train import train
 
         return train
+    if name == "classroom":  # the workshop's ways in (nbkit/interfaces/workshop.py), on first use as train is
+        from nbkit.interfaces import workshop
+
+        return workshop
     raise AttributeError(f"module 'nbkit' has no attribute {name!r}")

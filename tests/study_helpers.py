@@ -63,3 +63,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
         return s.getsockname()[1]
+
+
+GRID = [1e-3, 3e-3, 1e-2]
+
+
+def class_spec(tmp_path, name="lr101", **kw):
+    """A class (nbkit.core.classroom) of three tiny configurations in tmp_path/class.db."""
+    from nbkit.core.study import StudySpec
+
+    d = dict(study_name=name, base=dict(TINY), scientific={"learning_rate": list(GRID)}, sampler="grid",
+             storage=f"sqlite:///{tmp_path}/class.db", heartbeat_interval=1, grace_period=3)
+    d.update(kw)
+    return StudySpec.from_dict(d)

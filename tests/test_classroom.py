@@ -1,42 +1,24 @@
-"""A class (nbkit.core.classroom, nbkit.interfaces.classroom): a study whose queue is the room's design, seats
-taken by name, each configuration trained once with its student's name on it, a student's own runs kept outside
-the design, and bad input refused with a message that names it, nothing written. On a real SQLite storage and
-tiny seconds-long runs; the panel's Class row is in tests/test_ui.py, many student processes in
-tests/test_classroom_load.py."""
+"""A class (nbkit.core.classroom): a study whose queue is the room's design, seats taken by name, each
+configuration trained once with its student's name on it, a student's own runs kept outside the design, and bad
+input refused with a message that names it, nothing written. On a real SQLite storage and tiny seconds-long
+runs; the class spec, the command line and the dashboard are in tests/test_workshop.py, the panel's Class row
+in tests/test_ui.py, the board in tests/test_board.py, many student processes in tests/test_classroom_load.py."""
 import json
 import multiprocessing
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 
 import optuna
 import pytest
-import yaml
-from optuna.trial import TrialState
 
 from conftest import tiny_config
 from nbkit import train
 from nbkit.core.callbacks import STEP
 from nbkit.core.classroom import class_counts, class_runs, create_class, join_class, open_class, students
-from nbkit.core.runs import load_run
-from nbkit.core.study import StudyError, StudySpec, prepare_study
-from nbkit.interfaces.classroom import chapter_name, create, read_class_spec
-from nbkit.interfaces.profiles import NOTEBOOKS_DIR, chapter_names
-from study_helpers import REPO_ROOT, TINY, free_port
+from nbkit.core.study import StudyError, prepare_study
+from study_helpers import GRID, TINY, class_spec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-GRID = [1e-3, 3e-3, 1e-2]
-
-
-def class_spec(tmp_path, name="lr101", **kw) -> StudySpec:
-    d = dict(study_name=name, base=dict(TINY), scientific={"learning_rate": list(GRID)}, sampler="grid",
-             storage=f"sqlite:///{tmp_path}/class.db", heartbeat_interval=1, grace_period=3)
-    d.update(kw)
-    return StudySpec.from_dict(d)
-
 
 def seat(tmp_path, student, identity=None, name="lr101"):
     return join_class(name, f"sqlite:///{tmp_path}/class.db", student, identity=identity or f"{student}@laptop",
@@ -92,7 +74,7 @@ def test_a_name_is_taken_once_per_class_and_the_same_person_gets_the_seat_back(t
     create_class(class_spec(tmp_path), "01_learning_rate")
     create_class(class_spec(tmp_path, name="lr102"), "01_learning_rate")
     seat(tmp_path, "ana", identity="ana@laptop-1")
-    with pytest.raises(StudyError, match=r"student='ana' is already taken in class 'lr101'.*ana@laptop-1.*another name"):
+    with pytest.raises(StudyError, match=r"student='ana' is already taken in class 'lr101'.*ana@laptop-1.*another"):
         seat(tmp_path, "ana", identity="someone@laptop-2")
     assert seat(tmp_path, "ana", identity="ana@laptop-1").student == "ana"  # a restarted kernel: the same seat
     assert seat(tmp_path, "ana", identity="someone@laptop-2", name="lr102").name == "lr102"  # another class
@@ -175,86 +157,3 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, name, storage, 
         join_class(name, storage, student)
     assert study_names(tmp_path) == before
     assert not (tmp_path / "other.db").exists()
-
-
-def test_a_class_spec_names_a_chapter_and_a_wrong_one_is_refused_before_anything_is_written(tmp_path):
-    d = class_spec(tmp_path).to_dict() | {"chapter": "1"}
-    spec, chapter = read_class_spec(d)
-    assert chapter == "01_learning_rate" == chapter_name("01") == chapter_name(1)
-    assert spec.study_name == "lr101"
-    for wrong, says in [("99", "chapter='99' is not a chapter; allowed: 00_quickstart, 01_learning_rate"),
-                        (None, "chapter=None is not a chapter")]:
-        with pytest.raises(StudyError, match=says):
-            create({**d, "chapter": wrong})
-        assert not (tmp_path / "class.db").exists()
-    with pytest.raises(StudyError, match="study spec field 'chapters' is unknown"):
-        create({**d, "chapters": "01"})
-    study = create({**d, "storage": f"sqlite:///{tmp_path}/other.db"}, storage=f"sqlite:///{tmp_path}/class.db")
-    assert study.user_attrs["nbkit_class"] == {"chapter": "01_learning_rate"} and (tmp_path / "class.db").exists()
-
-
-def test_the_shipped_class_specs_read_and_name_an_existing_chapter():
-    specs = sorted((NOTEBOOKS_DIR / "classes").glob("*.yaml"))
-    assert specs
-    for path in specs:
-        spec, chapter = read_class_spec(path)
-        assert chapter in chapter_names() and path.stem == chapter
-        assert spec.trial_count() >= 20  # a room of students: one configuration each, and some to spare
-
-
-# ---------------------------------------------------------------- the command line
-
-def nbkit_cli(*args, timeout=120, cwd=None):
-    return subprocess.run([sys.executable, "-m", "nbkit", *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd or REPO_ROOT)
-
-
-def test_class_create_and_join_from_the_command_line(tmp_path):
-    spec = tmp_path / "class.yaml"
-    spec.write_text(yaml.safe_dump({**class_spec(tmp_path).to_dict(), "chapter": "01_learning_rate"}))
-    url = f"sqlite:///{tmp_path}/class.db"
-    created = nbkit_cli("class", "create", str(spec))
-    assert created.returncode == 0, created.stderr
-    assert "class 'lr101' (chapter 01_learning_rate)" in created.stdout and "3 configurations" in created.stdout
-    assert f"class join lr101 --storage {url} --student NAME" in created.stdout
-    joined = nbkit_cli("class", "join", "lr101", "--storage", url, "--student", "ana", "--threads", "1",
-                       "--output-dir", str(tmp_path / "runs"), timeout=300)
-    assert joined.returncode == 0, joined.stderr
-    assert joined.stdout.count(" COMPLETE ") == 3 and "ana trained 3 configuration(s)" in joined.stdout
-    rows = class_runs(open_class("lr101", url))
-    assert sorted(r["params"]["learning_rate"] for r in rows) == GRID and {r["student"] for r in rows} == {"ana"}
-    assert all(load_run(t.user_attrs["run_dir"]).status == "completed" for t in open_class("lr101", url).trials)
-
-
-def test_class_commands_refuse_bad_input_in_one_line(tmp_path):
-    spec = tmp_path / "class.yaml"
-    spec.write_text(yaml.safe_dump({**class_spec(tmp_path).to_dict(), "chapter": "nope"}))
-    url = f"sqlite:///{tmp_path}/class.db"
-    for args, says in [(("create", str(spec)), "chapter='nope' is not a chapter"),
-                       (("join", "lr101", "--storage", url, "--student", "ana"), "no such file"),
-                       (("board", "lr101", "--storage", url), "no such file")]:
-        result = nbkit_cli("class", *args)
-        assert result.returncode == 2 and result.stderr.startswith("nbkit: error: ") and says in result.stderr, result
-        assert "Traceback" not in result.stderr and not (tmp_path / "class.db").exists()
-
-
-def test_class_dashboard_serves_the_class_in_optuna_dashboard(tmp_path):
-    study = create_class(class_spec(tmp_path), "01_learning_rate")
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "nbkit", "class", "dashboard", "lr101", "--storage",
-                               f"sqlite:///{tmp_path}/class.db", "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT)
-    try:
-        first = server.stdout.readline()
-        assert f"http://127.0.0.1:{port}/dashboard/studies/{study._study_id}" in first, first
-        deadline, body = time.time() + 60, None
-        while body is None and time.time() < deadline:
-            try:
-                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5).read().decode()
-            except OSError:
-                time.sleep(0.5)
-        assert body is not None and '"study_name": "lr101"' in body.replace('":"', '": "')
-    finally:
-        server.terminate()
-        server.wait(30)
-    assert not [t for t in study.trials if t.state != TrialState.WAITING]  # the dashboard only reads

@@ -2,7 +2,7 @@
 WAITING trials is the set of configurations the room trains; a student's "Train next" takes one exactly as a
 study worker does, so the queue, the heartbeat and the retry of a dead student's trial are the studies' own.
 
-    study = create_class(spec, chapter="01_learning_rate")      # the instructor (nbkit.classroom reads the YAML)
+    study = create_class(spec, chapter="01_learning_rate")      # the instructor (YAML: nbkit.interfaces.workshop)
     seat = join_class("lr101", "sqlite:///class.db", "ana")      # a student takes a seat
     trial = seat.take_next()                   # the next free configuration, now RUNNING, with ana's name on it
     run, line = seat.run(trial, callbacks=[...], stop_event=...)  # trained, its result told to the class

@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_class_commands(commands) -> None:
-    """`class create|join|board|dashboard`: a workshop's shared experiment (nbkit/interfaces/classroom.py)."""
+    """`class create|join|board|dashboard`: a workshop's shared experiment (nbkit/interfaces/workshop.py)."""
     klass = commands.add_parser("class", help="a workshop: the class as one study, students, the instructor's board")
     class_commands = klass.add_subparsers(dest="class_command", required=True)
     storage = dict(metavar="URL", default=DEFAULT_STORAGE,
@@ -235,7 +235,7 @@ def run_study_best(args) -> int:
 
 def run_class_create(args) -> int:
     from nbkit.core.classroom import CLASS_ATTR, class_counts
-    from nbkit.interfaces.classroom import create, read_class_spec
+    from nbkit.interfaces.workshop import create, read_class_spec
 
     spec, _ = read_class_spec(args.spec, args.storage)
     study = create(args.spec, args.storage)
@@ -250,7 +250,7 @@ def run_class_create(args) -> int:
 
 def run_class_join(args) -> int:
     """Take a seat and train the class's free configurations until none is free and none is running."""
-    from nbkit.interfaces.classroom import join
+    from nbkit.interfaces.workshop import join
 
     seat = join(args.name, args.storage, args.student, output_dir=args.output_dir)
     c = seat.counts()
@@ -280,6 +280,7 @@ def run_class_board(args) -> int:
     shown = None
     try:
         while True:
+            c = class_counts(study)  # read first: the lines read after it show at least this much
             text = "\n".join(board_lines(study))
             if text != shown:
                 print(f"--- {time.strftime('%H:%M:%S')} ---\n{text}", flush=True)
@@ -287,8 +288,7 @@ def run_class_board(args) -> int:
                 if args.plots:
                     from nbkit.views.board import save_board
                     save_board(study, args.plots)
-            c = class_counts(study)
-            if args.once or (c["free"] == 0 and c["running"] == 0):
+            if args.once or (c["free"] == 0 and c["running"] == 0):  # the last state has been shown
                 return 0
             time.sleep(args.every)
     except KeyboardInterrupt:
@@ -297,7 +297,7 @@ def run_class_board(args) -> int:
 
 
 def run_class_dashboard(args) -> int:
-    from nbkit.interfaces.classroom import dashboard
+    from nbkit.interfaces.workshop import dashboard
 
     try:
         dashboard(args.name, args.storage, args.host, args.port)

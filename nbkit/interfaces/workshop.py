@@ -1,10 +1,14 @@
-"""Classroom workshops, the ways in: a class spec read and checked, a class created, a seat taken, Optuna's
-own dashboard started on the class. The class itself (a study whose queue is the room's design) is
-nbkit.core.classroom; the panel's Class row is nbkit.views.ui; the instructor's board nbkit.views.board.
+"""Classroom workshops, the ways in: a class spec read and checked, a class created, a seat taken, the
+instructor's board, Optuna's own dashboard on the class. From a notebook this module is `nbkit.classroom`:
 
-    study = create("notebooks/classes/01_learning_rate.yaml", storage="sqlite:////shared/class.db")
-    seat = join("lr101", "sqlite:////shared/class.db", student="ana")
+    from nbkit import classroom
+    study = classroom.create("classes/01_learning_rate.yaml", storage="sqlite:////shared/class.db")
+    b = classroom.board("lr101", "sqlite:////shared/class.db")          # the live board, a widget
+    seat = classroom.join("lr101", "sqlite:////shared/class.db", student="ana")   # a seat without a panel
     python -m nbkit class create|join|board|dashboard ...          (nbkit/interfaces/cli.py)
+
+The class itself (a study whose queue is the room's design) is nbkit.core.classroom; the panel's Class row
+is nbkit.views.ui; the board nbkit.views.board.
 
 A class spec is a study spec (nbkit.core.study: study_name, base, scientific, nuisance, fixed, n_trials,
 sampler, ...) plus `chapter:`, the notebook whose panel the students use, by name ("01_learning_rate") or
@@ -19,6 +23,7 @@ from nbkit.core.classroom import Seat, create_class, join_class, open_class
 from nbkit.core.config import ConfigError, read_yaml_mapping
 from nbkit.core.study import DEFAULT_STORAGE, StudyError, StudySpec
 from nbkit.interfaces.profiles import chapter_names
+from nbkit.views.board import Board
 
 
 def read_class_spec(source, storage: str | None = None) -> tuple[StudySpec, str]:
@@ -64,6 +69,12 @@ def join(name: str, storage: str = DEFAULT_STORAGE, student: str = "", identity:
          output_dir: str = "runs") -> Seat:
     """A seat in class `name` for `student` (nbkit.core.classroom.join_class)."""
     return join_class(name, storage, student, identity=identity, output_dir=output_dir)
+
+
+def board(name: str, storage: str = DEFAULT_STORAGE, every: float = 1.0) -> Board:
+    """The instructor's live board of class `name` (nbkit.views.board.Board): show it as a cell's last value;
+    it redraws itself as runs arrive until its close()."""
+    return Board(open_class(name, storage), every=every)
 
 
 def dashboard_url(name: str, storage: str, host: str, port: int) -> str:
