@@ -5,6 +5,7 @@
     run.status, run.steps, run.epochs, run.best_epoch, run.path
 
     from nbkit import classroom            # a workshop: classroom.create(...), .join(...), .board(...)
+    from nbkit import exercises            # a chapter's exercises that check themselves
 """
 from nbkit.core import notices
 
@@ -15,7 +16,7 @@ notices.install()
 from nbkit.core.config import TrainConfig  # noqa: E402
 from nbkit.core.runs import Run, list_runs, load_run  # noqa: E402
 
-__all__ = ["TrainConfig", "Run", "train", "load_run", "list_runs", "classroom"]
+__all__ = ["TrainConfig", "Run", "train", "load_run", "list_runs", "classroom", "exercises"]
 
 
 def __getattr__(name):
@@ -31,4 +32,8 @@ def __getattr__(name):
         from nbkit.interfaces import workshop
 
         return workshop
+    if name == "exercises":  # nbkit/interfaces/exercises.py
+        from nbkit.interfaces import exercises
+
+        return exercises
     raise AttributeError(f"module 'nbkit' has no attribute {name!r}")
