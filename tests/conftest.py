@@ -1,16 +1,8 @@
 """Fixtures shared by several test files."""
-import getpass
-import glob
-import os
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
-
 import pytest
 import torch
 
-from study_helpers import free_port
+from study_helpers import postgresql_server
 
 
 @pytest.fixture(scope="module")
@@ -35,42 +27,9 @@ def tiny_config(output_dir, **kw):
     return TrainConfig(**base)
 
 
-def _server_binaries() -> Path:
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not candidates:
-        pytest.fail("no PostgreSQL server binaries (initdb, pg_ctl): `make postgresql` installs them")
-    return Path(candidates[-1]).parent
-
-
 @pytest.fixture(scope="session")
 def postgresql_url():
-    """A real PostgreSQL server in a temporary folder, on a free port, started once for the test session (the
-    study and classroom tests); as `postgres` when we are root (initdb refuses root)."""
-    import psycopg2
-
-    bin_dir, port = _server_binaries(), free_port()
-    root = Path(tempfile.mkdtemp(prefix="nbkit-pg-"))
-    as_root = os.geteuid() == 0
-    user = "postgres" if as_root else getpass.getuser()
-    if as_root:
-        shutil.chown(root, user="postgres")
-    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
-
-    def server(*args):
-        subprocess.run(prefix + [str(bin_dir / args[0]), *args[1:]], check=True, capture_output=True, timeout=120)
-
-    server("initdb", "-D", str(root / "data"), "-U", user, "-A", "trust")
-    server("pg_ctl", "start", "-w", "-D", str(root / "data"), "-l", str(root / "server.log"),
-           "-o", f"-p {port} -k {root} -c listen_addresses=localhost")
-    try:
-        connection = psycopg2.connect(host="localhost", port=port, user=user, dbname="postgres")
-        connection.autocommit = True
-        connection.cursor().execute("CREATE DATABASE studies")
-        connection.close()
-        yield f"postgresql+psycopg2://{user}@localhost:{port}/studies"
-    finally:
-        server("pg_ctl", "stop", "-m", "fast", "-D", str(root / "data"))
-        shutil.rmtree(root, ignore_errors=True)
+    """A real PostgreSQL server (study_helpers.postgresql_server), started once for the test session: the
+    study and classroom tests each use their own study names in it."""
+    with postgresql_server() as url:
+        yield url

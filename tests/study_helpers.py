@@ -1,6 +1,13 @@
 """What the study tests share (tests/test_study*.py): a spec of seconds-long trials in tmp_path, the run
 folders it writes, and the checks that every trial ran once and no configuration twice."""
+import contextlib
+import getpass
+import glob
+import os
+import shutil
 import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -76,3 +83,45 @@ def class_spec(tmp_path, name="lr101", **kw):
              storage=f"sqlite:///{tmp_path}/class.db", heartbeat_interval=1, grace_period=3)
     d.update(kw)
     return StudySpec.from_dict(d)
+
+
+def _server_binaries() -> Path:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not candidates:
+        raise RuntimeError("no PostgreSQL server binaries (initdb, pg_ctl): `make postgresql` installs them")
+    return Path(candidates[-1]).parent
+
+
+@contextlib.contextmanager
+def postgresql_server(max_connections: int = 200):
+    """A real PostgreSQL server in a temporary folder, on a free port, its URL for a database "studies";
+    as `postgres` when we are root (initdb refuses root). max_connections: a class of 30 student processes
+    holds about 3 connections each, more than PostgreSQL's default of 100 leaves room for."""
+    import psycopg2
+
+    bin_dir, port = _server_binaries(), free_port()
+    root = Path(tempfile.mkdtemp(prefix="nbkit-pg-"))
+    as_root = os.geteuid() == 0
+    user = "postgres" if as_root else getpass.getuser()
+    if as_root:
+        shutil.chown(root, user="postgres")
+    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+
+    def server(*args):
+        subprocess.run(prefix + [str(bin_dir / args[0]), *args[1:]], check=True, capture_output=True, timeout=120)
+
+    server("initdb", "-D", str(root / "data"), "-U", user, "-A", "trust")
+    server("pg_ctl", "start", "-w", "-D", str(root / "data"), "-l", str(root / "server.log"),
+           "-o", f"-p {port} -k {root} -c listen_addresses=localhost -c max_connections={max_connections}")
+    try:
+        connection = psycopg2.connect(host="localhost", port=port, user=user, dbname="postgres")
+        connection.autocommit = True
+        connection.cursor().execute("CREATE DATABASE studies")
+        connection.close()
+        yield f"postgresql+psycopg2://{user}@localhost:{port}/studies"
+    finally:
+        server("pg_ctl", "stop", "-m", "fast", "-D", str(root / "data"))
+        shutil.rmtree(root, ignore_errors=True)

@@ -257,6 +257,7 @@ class Board:
         self.redraws = 0
         self.last_error: BaseException | None = None
         self._fingerprint = None
+        self._finished = None  # the design's finished trials when the isolation and knob plots were last drawn
         self._lock = threading.Lock()  # the thread's tick and a refresh() from the notebook never interleave
         self._stop = threading.Event()
         self.status = widgets.HTML(value=_message("reading the class...", NOTE_COLOR))
@@ -312,6 +313,8 @@ class Board:
             fingerprint = board_fingerprint(rows, counts)
             if fingerprint == self._fingerprint and not force:
                 return True
+            if force:
+                self._finished = None
             try:
                 self._draw(rows, counts)
             except Exception as err:  # noqa: BLE001 - never a traceback from the thread
@@ -324,7 +327,7 @@ class Board:
 
     def _failed(self, what: str, err: BaseException) -> bool:
         self.last_error = err
-        self._fingerprint = None  # draw everything again once it answers
+        self._fingerprint = self._finished = None  # draw everything again once it answers
         reason = (str(getattr(err, "orig", None) or err).strip().splitlines() or [""])[0]
         self._say(f"{what} ({type(err).__name__}: {reason}); trying again in {self.every:g} s", ERROR_COLOR)
         return False
@@ -338,8 +341,11 @@ class Board:
         for row in rows:
             if row["finished"] is not None:
                 self.shown_at.setdefault(_key(row), now)
-        for name, make in (("isolation", study_plots.isolation_plot), ("knobs", study_plots.knob_plots)):
-            show(self.figure_outputs[name], _png_output(_study_figure(name, make, self.study, rows)))
+        finished = tuple(sorted((r["trial"], r["state"]) for r in rows if r["kind"] == "design" and r["finished"]))
+        if finished != self._finished:  # these two read only finished trials: an epoch in flight changes nothing
+            for name, make in (("isolation", study_plots.isolation_plot), ("knobs", study_plots.knob_plots)):
+                show(self.figure_outputs[name], _png_output(_study_figure(name, make, self.study, rows)))
+            self._finished = finished
         self.redraws += 1
 
     def _say(self, text: str, color: str) -> None:
