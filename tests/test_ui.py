@@ -391,3 +391,15 @@ def test_stop_during_train_next_gives_the_configuration_back(tmp_path, monkeypat
     assert p.join(JOIN_SECONDS)
     assert "goes back to class" in html.unescape(p.status.value)
     assert sum(t.state.name == "WAITING" for t in study.trials) == 2 and not p.runs
+
+
+def test_the_class_row_is_filled_in_from_a_workshop_hubs_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("NBKIT_CLASS", "lr101")
+    monkeypatch.setenv("NBKIT_CLASS_STORAGE", f"sqlite:///{tmp_path}/class.db")
+    monkeypatch.setenv("JUPYTERHUB_USER", "ana")
+    p = panel(small(tmp_path), ["learning_rate"])
+    assert (p.class_name.value, p.class_storage.value, p.student_name.value) == \
+        ("lr101", f"sqlite:///{tmp_path}/class.db", "ana")
+    assert p.seat is None  # filled in, not joined: the student presses Join
+    q = panel(small(tmp_path), ["learning_rate"], join="other@sqlite:///x.db", student="bo")
+    assert (q.class_name.value, q.class_storage.value, q.student_name.value) == ("other", "sqlite:///x.db", "bo")

@@ -19,7 +19,8 @@ How it behaves:
 - Under the plot, the curve doctor's verdict (nbkit.views.doctor): what the curves show, with the
   epochs and values, and what to change. Updated at every epoch end and once the run has ended.
 - Each finished run is appended to `runs`; every panel sharing that list refreshes its table.
-- The "Class" row (a workshop, nbkit.core.classroom): class name, storage URL, the student's name, Join.
+- The "Class" row (a workshop, nbkit.core.classroom): class name, storage URL, the student's name, Join
+  (filled in from NBKIT_CLASS, NBKIT_CLASS_STORAGE and JUPYTERHUB_USER when a workshop's hub sets them).
   Once joined, Train next takes the class's next free configuration (the same atomic step a study worker
   takes), sets the sliders to it, trains it live as Train does and tells the class its result; the panel
   then starts from the class's config, and a run of the student's own values (Train) is recorded in the
@@ -35,6 +36,7 @@ import html
 import io
 import json
 import math
+import os
 import threading
 import time
 import weakref
@@ -468,7 +470,11 @@ class TrainPanel:
     # ------------------------------------------------------------ the class row (workshops)
 
     def _class_row(self, join: str | None, student: str | None) -> widgets.Accordion:
+        # a workshop's hub sets NBKIT_CLASS and NBKIT_CLASS_STORAGE for every student (deploy/jupyterhub), and
+        # JupyterHub sets JUPYTERHUB_USER: the student only presses Join
         name, _, storage = (join or "").partition("@")
+        name, storage = name or os.environ.get("NBKIT_CLASS", ""), storage or os.environ.get("NBKIT_CLASS_STORAGE", "")
+        student = student or os.environ.get("JUPYTERHUB_USER", "")
         wide = widgets.Layout(width=CONTROL_WIDTH)
         style = {"description_width": DESCRIPTION_WIDTH}
         self.class_name = widgets.Text(value=name, description="class", placeholder="the instructor's class name",
