@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: lab test test-seeds test-llm test-classroom-load test-all bench chromium postgresql
+.PHONY: lab test test-seeds test-llm test-classroom-load test-hub test-all bench chromium postgresql hub-proxy
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +44,12 @@ test-llm: $(VENV)/.installed
 test-classroom-load: $(VENV)/.installed postgresql
 	$(BIN)/python -m pytest -q -m classroom_load tests/test_classroom_load.py
 
-# before calling work done: the test suite, the second seed, the real LLM and the 30-student class
-test-all: test test-seeds test-llm test-classroom-load
+# the workshop hub (deploy/jupyterhub) started for real on a local port, two students logged in, a run in each
+test-hub: $(VENV)/.installed hub-proxy
+	$(BIN)/python -m pytest -q -m hub tests/test_hub.py
+
+# before calling work done: the test suite, the second seed, the real LLM, the 30-student class and the hub
+test-all: test test-seeds test-llm test-classroom-load test-hub
 
 # the browser test drives Debian's Chromium through playwright (never `playwright install`)
 chromium:
@@ -60,6 +64,10 @@ postgresql:
 	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql >/dev/null; }
 
+# JupyterHub's proxy, from npm (node is on the machine)
+hub-proxy:
+	@command -v configurable-http-proxy >/dev/null || npm install -g -s configurable-http-proxy
+
 bench: $(VENV)/.installed
 	$(BIN)/python bench/trainer_overhead.py
 	$(BIN)/python bench/default_finetune.py
@@ -67,3 +75,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/stability_speed.py
 	$(BIN)/python bench/chapter_speed.py
 	$(BIN)/python bench/study_speed.py
+	$(BIN)/python bench/classroom_load.py
