@@ -43,7 +43,11 @@ c.DummyAuthenticator.password = os.environ.get("NBKIT_HUB_PASSWORD") or sys.exit
 c.JupyterHub.spawner_class = "simple"  # each student a folder under ROOT/homes, all as this user (see above)
 c.SimpleLocalProcessSpawner.home_dir_template = str(ROOT / "homes" / "{username}")
 c.Spawner.cmd = [str(Path(sys.executable).with_name("jupyterhub-singleuser"))]  # the hub's own environment
+if os.geteuid() == 0:  # a hub run as root (a workshop VM, a container) runs its students' servers as root too
+    c.Spawner.args = ["--allow-root"]
 c.Spawner.default_url = "/lab/tree/notebooks/01_learning_rate.ipynb"
+# a room logs in at once: 30 servers starting together on one machine take longer than JupyterHub's 30 s default
+c.Spawner.start_timeout = c.Spawner.http_timeout = 300
 c.Spawner.environment = {
     "NBKIT_CLASS": CLASS,
     "NBKIT_CLASS_STORAGE": f"sqlite:///{ROOT / 'class.db'}",
