@@ -13,6 +13,8 @@
     python -m nbkit class join lr101 --storage sqlite:////shared/class.db --student ana   # a student in a terminal
     python -m nbkit class board lr101 --storage sqlite:////shared/class.db --plots board/  # the instructor's board
     python -m nbkit class dashboard lr101 --storage sqlite:////shared/class.db             # optuna-dashboard on it
+    python -m nbkit app 1                                     # chapter 1's panel as a web page (Voila, code hidden)
+    python -m nbkit app instructor -p class_name lr101 -p storage sqlite:////shared/class.db   # the board, projected
     accelerate launch --num_processes 2 -m nbkit train --config my_run.yaml   # several processes (DDP)
     torchrun --nproc_per_node 2 -m nbkit train --config my_run.yaml
 
@@ -91,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     study_best.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     study_best.set_defaults(handler=run_study_best)
     add_class_commands(commands)
+    add_app_command(commands)
     return parser
 
 
@@ -127,6 +130,28 @@ def add_class_commands(commands) -> None:
     dash.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to let the room's laptops see it")
     dash.add_argument("--port", type=int, default=8080)
     dash.set_defaults(handler=run_class_dashboard)
+
+
+def add_app_command(commands) -> None:
+    """`app CHAPTER|instructor`: a chapter's panel or the instructor's board as a web page (nbkit/interfaces/app.py)."""
+    app = commands.add_parser(
+        "app", help="a chapter's panel, or the instructor's board, as a web page with the code hidden (Voila)",
+        description="Serve a chapter's panel, or the instructor's board, with Voila (code hidden), for projecting in "
+                    "class. The page runs the chapter's imports, parameters, set-up and panel cells only (not its "
+                    "experiments), so it shows the panel within seconds. Relative paths mean the current directory; "
+                    "a chapter page's runs go to runs/app/CHAPTER unless -p output_dir says otherwise.")
+    app.add_argument("chapter", metavar="CHAPTER",
+                     help="a chapter with a panel, by name or number (01_learning_rate, 01, 1), or 'instructor' "
+                          "(notebooks/instructor.ipynb: the live board)")
+    app.add_argument("-p", "--parameter", nargs=2, metavar=("NAME", "VALUE"), action="append", default=[],
+                     help="a value for the notebook's parameters cell, as papermill's -p (e.g. -p max_samples 200; "
+                          "instructor: -p class_name lr101 -p storage sqlite:////shared/class.db); repeat for more")
+    app.add_argument("--port", type=int, default=8866, help="default 8866")
+    app.add_argument("--host", default="127.0.0.1",
+                     help="default 127.0.0.1 (this machine); 0.0.0.0 lets the room's laptops open it")
+    app.add_argument("--browser", action=argparse.BooleanOptionalAction, default=False,
+                     help="open the page in this machine's browser (default --no-browser: the URL is printed)")
+    app.set_defaults(handler=run_app)
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -304,6 +329,13 @@ def run_class_dashboard(args) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def run_app(args) -> int:
+    """Check CHAPTER and the -p values, then serve the page until Ctrl-C."""
+    from nbkit.interfaces.app import serve
+
+    return serve(args.chapter, dict(args.parameter), host=args.host, port=args.port, browser=args.browser)
 
 
 def run_export(args) -> int:
