@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: lab test test-seeds test-llm test-classroom-load test-hub test-all bench chromium postgresql hub-proxy
+.PHONY: lab test test-seeds test-llm test-classroom-load test-hub test-exercises test-all bench chromium postgresql hub-proxy
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,8 +48,13 @@ test-classroom-load: $(VENV)/.installed postgresql
 test-hub: $(VENV)/.installed hub-proxy
 	$(BIN)/python -m pytest -q -m hub tests/test_hub.py
 
-# before calling work done: the test suite, the second seed, the real LLM, the 30-student class and the hub
-test-all: test test-seeds test-llm test-classroom-load test-hub
+# nbgrader autograde of every chapter's exercises (CI autogrades one): a whole chapter run each, minutes
+test-exercises: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m exercises_all tests/test_exercises.py
+
+# before calling work done: the test suite, the second seed, the real LLM, the 30-student class, the hub and
+# every chapter's autograde
+test-all: test test-seeds test-llm test-classroom-load test-hub test-exercises
 
 # the browser test drives Debian's Chromium through playwright (never `playwright install`)
 chromium:
