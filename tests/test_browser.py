@@ -1,16 +1,24 @@
-"""The panel in a real JupyterLab, driven by headless Debian Chromium through Python playwright.
+"""The panel in a real browser: headless Debian Chromium driven through Python playwright.
 
-Opens notebooks/01_learning_rate.ipynb (a copy, in a temporary folder, so the server never saves
-outputs or runs into the repository), runs all cells (the whole chapter, at its defaults), moves
-the panel's learning-rate slider one step, presses Train, waits for the live plot to update and
-checks that the new run joined the runs table with the new LR.
+- In JupyterLab: opens notebooks/01_learning_rate.ipynb (a copy, in a temporary folder, so the server
+  never saves outputs or runs into the repository), runs all cells (the whole chapter, at its
+  defaults), moves the panel's learning-rate slider one step, presses Train, waits for the live plot to
+  update and checks that the new run joined the runs table with the new LR.
+- A workshop: a class made beforehand in a SQLite file; a student joins it in a panel in JupyterLab
+  (the Class row: class, storage, name, Join), presses Train next and sees the curve and the class told;
+  the instructor's board (`python -m nbkit app instructor`, Voila) open in a second page shows the run
+  with the student's name within seconds.
+- App mode: `python -m nbkit app 1` (Voila) shows chapter 1's panel with no code on the page; the
+  learning-rate slider moved and Train pressed draw the curve.
 
 Needs `apt-get install chromium` (Debian) and `pip install playwright`; never `playwright
 install`: we drive the system chromium. Without them this test FAILS (it is part of the suite).
 """
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +28,9 @@ from pathlib import Path
 
 import pytest
 
-CHAPTER = Path(__file__).resolve().parent.parent / "notebooks" / "01_learning_rate.ipynb"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHAPTER = REPO_ROOT / "notebooks" / "01_learning_rate.ipynb"
+PANEL_DEMO = REPO_ROOT / "tests" / "fixtures" / "panel_demo.ipynb"  # a tiny notebook that shows a panel
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -32,6 +42,7 @@ LAB_SETTINGS = {
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
 }
 TIMEOUT_MS = 90_000  # kernel start + importing torch/transformers on a busy two-core machine
+BOARD_WITHIN_S = 10  # the board reads the class every second: a finished run shows within seconds
 CHAPTER_TIMEOUT_MS = 600_000  # Run All Cells: the chapter's runs (~2 min headless) on one thread
 INSTALL_HINT = ("The browser test needs Debian chromium and Python playwright: "
                 "`apt-get update && apt-get install -y chromium` and `pip install playwright` "
@@ -204,3 +215,207 @@ def test_panel_in_jupyterlab(tmp_path):
     assert float(row[lr_col]) == pytest.approx(float(seen["after"]), rel=5e-3)
     assert row[status_col] == "completed"
     assert "best epoch" in seen["status"]
+
+
+# ---------------------------------------------------------------- a workshop and app mode (Voila)
+
+class AppServer:
+    """`python -m nbkit app WHAT -p ...` (Voila) on a free local port, its output kept in a log file."""
+
+    def __init__(self, what: str, parameters: dict, cwd: Path, env: dict):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log_path = cwd / f"app-{what}-{self.port}.log"
+        self._log = open(self.log_path, "w")
+        pairs = [word for name, value in parameters.items() for word in ("-p", name, str(value))]
+        self.process = subprocess.Popen([sys.executable, "-m", "nbkit", "app", what, "--port", str(self.port), *pairs],
+                                        cwd=cwd, env=dict(env, PYTHONPATH=str(REPO_ROOT)), stdout=self._log,
+                                        stderr=subprocess.STDOUT)
+
+    def wait_ready(self, seconds=90):
+        """Until `app` says where the page is (its checks done, Voila listening)."""
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nbkit app exited with code {self.process.returncode}:\n{self.log()}")
+            if f"at {self.url}" in self.log():
+                return
+            time.sleep(0.3)
+        raise TimeoutError(f"nbkit app did not announce {self.url} within {seconds} s:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self):
+        """SIGTERM, as a terminal's Ctrl-C would: `app` stops Voila and removes its temporary folder."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+
+
+def browser_env() -> dict:
+    env = dict(os.environ)
+    env.pop("MPLBACKEND", None)  # MPLBACKEND=Agg would silently drop the notebook's images
+    env["OMP_NUM_THREADS"] = "1"  # kernels share two cores with chromium and the servers (see above)
+    return env
+
+
+def make_class(folder: Path, name: str) -> str:
+    """A class for chapter 1 in a SQLite file: two tiny configurations of 2 epochs; returns its storage URL."""
+    from nbkit.core.classroom import create_class
+    from nbkit.core.study_spec import StudySpec
+
+    storage = f"sqlite:///{folder}/classes.db"
+    create_class(StudySpec.from_dict(dict(
+        study_name=name, base=dict(model="tiny", dataset="arithmetic", max_samples=80, predict_with_generate=False,
+                                   num_train_epochs=2),
+        scientific={"learning_rate": [1e-3, 3e-3]}, sampler="grid", storage=storage)), "01_learning_rate")
+    return storage
+
+
+def run_all_cells(page, url: str, notebook: str) -> None:
+    """Open `notebook` in JupyterLab and run all its cells (see drive_panel on waiting for "| Idle")."""
+    page.goto(f"{url}/lab/tree/{notebook}?reset&token={TOKEN}")
+    page.locator(".jp-StatusBar-TextItem", has_text="| Idle").first.wait_for(timeout=TIMEOUT_MS)
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+
+def join_and_train_next(page, name: str, storage: str, student: str) -> dict:
+    """In the panel's Class row: type the class, its storage and the student's name, Join, Train next; wait for
+    the curve and for the class status saying it told the class. Returns what was seen."""
+    outputs = page.locator(".jp-OutputArea")
+    outputs.get_by_text("Class (workshops)", exact=True).first.click()  # the row is folded until asked
+    for placeholder, value in (("the instructor's class name", name), ("sqlite:////shared/class.db", storage),
+                               ("your name", student)):
+        field = outputs.get_by_placeholder(placeholder)
+        field.fill(value)
+        field.press("Tab")  # a Text widget sends its value on input; Tab ends the edit for good measure
+    outputs.get_by_role("button", name="Join", exact=True).click()
+    class_status = outputs.locator(".widget-html", has_text=f"class {name!r}").first
+    outputs.locator(".widget-html", has_text="joined class").first.wait_for(timeout=TIMEOUT_MS)
+    outputs.get_by_role("button", name="Train next", exact=True).click()
+    t_click = time.time()
+    outputs.locator(".widget-output img").first.wait_for(timeout=TIMEOUT_MS)  # the live curve
+    told = outputs.locator(".widget-html", has_text=f"told class {name!r}").first
+    told.wait_for(timeout=TIMEOUT_MS)
+    return {"told_at": time.time(), "train_s": time.time() - t_click, "class_status": class_status.inner_text(),
+            "status": outputs.locator(".widget-html", has_text="finished in").first.inner_text()}
+
+
+def test_a_student_joins_trains_next_and_the_board_shows_the_run(tmp_path):
+    require_browser_tools()
+    from playwright.sync_api import sync_playwright
+
+    t0 = time.time()
+    name, student = "browser101", "ana-b"
+    storage = make_class(tmp_path, name)
+    root = tmp_path / "lab"
+    root.mkdir()
+    shutil.copy(PANEL_DEMO, root / PANEL_DEMO.name)
+    env = dict(browser_env(), NBKIT_DEMO_RUNS=str(tmp_path / "own-runs"))
+    board = AppServer("instructor", {"class_name": name, "storage": storage}, tmp_path, env)
+    lab = LabServer(root, tmp_path, env)  # both start side by side
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    try:
+        board.wait_ready()
+        lab.wait_ready()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            board_page = browser.new_page(viewport={"width": 1200, "height": 1400})
+            student_page = browser.new_page(viewport={"width": 1200, "height": 1400})
+            try:
+                board_page.goto(board.url, wait_until="commit", timeout=TIMEOUT_MS)
+                run_all_cells(student_page, lab.url, PANEL_DEMO.name)  # its kernel starts while the board's runs
+                board_page.get_by_text(f"Class {name}", exact=True).wait_for(timeout=TIMEOUT_MS)
+                board_page.locator(".widget-html", has_text="0 of 2").first.wait_for(timeout=TIMEOUT_MS)
+                t_board = time.time() - t0
+                seen = join_and_train_next(student_page, name, storage, student)
+                row = board_page.locator("table.nbkit-board tbody tr", has_text=student).first
+                row.wait_for(timeout=BOARD_WITHIN_S * 1000)
+                shown_after = time.time() - seen["told_at"]
+                counts = board_page.locator(".widget-html", has_text="1 of 2").first.inner_text(timeout=5000)
+                student_page.screenshot(path=str(shots / "student.png"))
+                board_page.screenshot(path=str(shots / "board.png"), full_page=True)
+            except Exception:
+                student_page.screenshot(path=str(shots / "student-failed.png"), full_page=True)
+                board_page.screenshot(path=str(shots / "board-failed.png"), full_page=True)
+                raise
+            finally:
+                browser.close()
+    except Exception as err:
+        pytest.fail(f"{type(err).__name__}: {err}\nscreenshots: {shots}\n--- board (nbkit app) log ---\n"
+                    f"{board.log()[-6000:]}\n--- jupyter lab log ---\n{lab.log()[-6000:]}", pytrace=False)
+    finally:
+        lab.stop()
+        board.stop()
+    print(f"screenshots: {shots}; board page up {t_board:.1f} s after start; Train next to told "
+          f"{seen['train_s']:.1f} s; on the board {shown_after:.1f} s later; total {time.time() - t0:.1f} s")
+    assert f"told class {name!r}" in seen["class_status"] and "COMPLETE" in seen["class_status"], seen
+    assert "finished in" in seen["status"]
+    assert shown_after < BOARD_WITHIN_S
+    assert re.search(r"1 of 2 configurations done", counts), counts
+
+
+def test_chapter_1_as_an_app_trains_from_the_page_with_no_code_shown(tmp_path):
+    require_browser_tools()
+    from playwright.sync_api import expect, sync_playwright
+
+    t0 = time.time()
+    app = AppServer("1", {"max_samples": 80}, tmp_path, browser_env())  # 4 steps an epoch: a Train of seconds
+    try:
+        app.wait_ready()
+        t_ready = time.time() - t0
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1200, "height": 1400})
+            try:
+                page.goto(app.url, wait_until="commit", timeout=TIMEOUT_MS)
+                handle = page.locator(".widget-hslider .noUi-handle").first  # learning_rate: the first control
+                handle.wait_for(state="visible", timeout=TIMEOUT_MS)
+                t_panel = time.time() - t0
+                code = {selector: page.locator(selector).count()
+                        for selector in (".jp-CodeCell .jp-InputArea", ".jp-InputArea:not(:has(.jp-RenderedMarkdown))",
+                                         ".highlight", ".jp-CodeMirrorEditor", ".cm-editor", ".jp-InputPrompt")}
+                markdown = page.locator(".jp-InputArea .jp-RenderedMarkdown").count()  # the chapter's words only
+                text = page.locator("body").inner_text()
+                readout = page.locator(".widget-hslider .widget-readout").first
+                before = readout.inner_text()
+                handle.focus()
+                page.keyboard.press("ArrowRight")  # one step of the log slider: x 10^0.1
+                expect(readout).not_to_have_text(before)
+                after = readout.inner_text()
+                page.get_by_role("button", name="Train", exact=True).click()
+                page.locator(".widget-output img").first.wait_for(timeout=TIMEOUT_MS)
+                status = page.locator(".widget-html", has_text="finished in").first
+                status.wait_for(timeout=TIMEOUT_MS)
+                rows = [r.locator("th, td").all_inner_texts() for r in page.locator("table.nbkit-runs tbody tr").all()]
+                header = page.locator("table.nbkit-runs thead tr").last.locator("th").all_inner_texts()
+                page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+            except Exception:
+                page.screenshot(path=str(tmp_path / "app-failed.png"), full_page=True)
+                raise
+            finally:
+                browser.close()
+    except Exception as err:
+        pytest.fail(f"{type(err).__name__}: {err}\nscreenshot: {tmp_path / 'app-failed.png'}\n--- nbkit app log ---\n"
+                    f"{app.log()[-8000:]}", pytrace=False)
+    finally:
+        app.stop()
+    print(f"screenshot: {tmp_path / 'app.png'}; `app` ready {t_ready:.1f} s, panel on the page {t_panel:.1f} s after "
+          f"`app`; slider {before} -> {after}; total {time.time() - t0:.1f} s")
+    assert code == dict.fromkeys(code, 0), code  # no code cell on the page
+    assert markdown == 2  # the chapter's title and the panel's section
+    assert "Chapter.from_notebook" not in text and "from nbkit" not in text, text[:2000]
+    assert "Chapter 1" in text and "Your turn: the panel" in text  # the chapter's own words
+    assert float(after) > float(before)
+    assert len(rows) == 1 and "completed" in rows[0], rows  # the page's only run: the one just trained
+    assert float(rows[0][header.index("learning_rate")]) == pytest.approx(float(after), rel=5e-3)
+    assert app.process.returncode == 0, app.log()[-3000:]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import builtins
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -36,11 +37,9 @@ import time
 import webbrowser
 from pathlib import Path
 
-import nbformat
 from IPython.core.inputtransformer2 import TransformerManager
 
 from nbkit.core.config import ConfigError, coerce_value
-from nbkit.core.study import StudyError
 from nbkit.interfaces.profiles import NOTEBOOKS_DIR, TYPES, chapter_names
 
 INSTRUCTOR = "instructor"  # `app instructor`: notebooks/instructor.ipynb
@@ -58,6 +57,9 @@ VOILA_OPTIONS = [
     "--strip_sources=True",  # the code hidden: only outputs and markdown
     "--show_tracebacks=True",  # a failing cell says why on the page, not "there was an error"
     "--Voila.port_retries=0",  # the printed URL must be the real one: a busy port is an error, never another port
+    # a kernel that has already run the page waits for the next visitor (Voila starts it at once, and another
+    # after each visit): a projector's reload or a second laptop gets the panel at once, not after the imports
+    "--preheat_kernel=True", "--pool_size=1",
 ]
 
 
@@ -70,70 +72,86 @@ def chapters_with_panel() -> list[str]:
 
 def app_source(what) -> Path:
     """The notebook `app` serves for `what`: "instructor", or a chapter by name or number ("01_learning_rate",
-    "01", "1") that has a panel. A StudyError naming the value and what is allowed otherwise."""
-    from nbkit.interfaces.workshop import chapter_name  # it imports the board's plots (torch): seconds
-
+    "01", "1") that has a panel. A ConfigError naming the value and what is allowed otherwise."""
     text = str(what).strip()
     if text == INSTRUCTOR:
         return NOTEBOOKS_DIR / f"{INSTRUCTOR}.ipynb"
+    from nbkit.interfaces.workshop import chapter_name  # it imports the board's plots (torch): seconds
+
     allowed = f"{INSTRUCTOR}, or a chapter with a panel: {', '.join(chapters_with_panel())} (or its number)"
     try:
         chapter = chapter_name(text)
-    except StudyError:  # its message speaks of a class spec; here the value is the app's CHAPTER
-        raise StudyError(f"app: CHAPTER={what!r} is not a chapter; allowed: {allowed}") from None
+    except ConfigError:  # its message speaks of a class spec; here the value is the app's CHAPTER
+        raise ConfigError(f"app: CHAPTER={what!r} is not a chapter; allowed: {allowed}") from None
     path = NOTEBOOKS_DIR / f"{chapter}.ipynb"
     if not panel_cells(read_notebook(path)):
-        raise StudyError(f"app: chapter {chapter} has no panel to show; allowed: {allowed}")
+        raise ConfigError(f"app: chapter {chapter} has no panel to show; allowed: {allowed}")
     return path
 
 
-def read_notebook(path: Path) -> nbformat.NotebookNode:
-    return nbformat.read(path, as_version=4)
-
-
 # ---------------------------------------------------------------- the notebook's cells
+# Notebooks are handled as the JSON they are (nbformat 4): importing nbformat takes seconds (jsonschema's
+# format checkers), and `app` should hand over to Voila at once.
 
-def python_of(cell) -> str:
+def read_notebook(path: Path) -> dict:
+    """The notebook's JSON, each cell's source as one string."""
+    nb = json.loads(Path(path).read_text())
+    for cell in nb["cells"]:
+        cell["source"] = text_of(cell)
+    return nb
+
+
+def text_of(cell: dict) -> str:
+    source = cell.get("source", "")
+    return source if isinstance(source, str) else "".join(source)
+
+
+def new_cell(kind: str, source: str, tags: list[str] | None = None) -> dict:
+    cell = {"cell_type": kind, "metadata": {"tags": tags} if tags else {}, "source": source}
+    if kind == "code":
+        cell.update(execution_count=None, outputs=[])
+    return cell
+
+
+def python_of(cell: dict) -> str:
     """A code cell's source as plain Python (IPython's magics become get_ipython() calls), for ast. A quiet
     cell's `%%capture` line is dropped: IPython would hand its body over as a string, hiding its names."""
-    source = cell.source.removeprefix(QUIET)
-    return TransformerManager().transform_cell(source)
+    return TransformerManager().transform_cell(text_of(cell).removeprefix(QUIET))
 
 
-def calls(cell, name: str) -> bool:
+def calls(cell: dict, name: str) -> bool:
     """Whether a code cell calls `name` (a function, or a dotted name such as Chapter.from_notebook)."""
-    if cell.cell_type != "code":
+    if cell["cell_type"] != "code":
         return False
-    for node in ast.walk(ast.parse(python_of(cell))):
-        if isinstance(node, ast.Call) and ast.unparse(node.func) == name:
-            return True
-    return False
+    return any(isinstance(node, ast.Call) and ast.unparse(node.func) == name
+               for node in ast.walk(ast.parse(python_of(cell))))
 
 
-def parameters_index(nb) -> int:
+def is_tagged(cell: dict, tag: str) -> bool:
+    return tag in cell.get("metadata", {}).get("tags", [])
+
+
+def parameters_index(nb: dict) -> int:
     """The index of the cell tagged 'parameters' (papermill's); a ConfigError when there is none."""
-    for i, cell in enumerate(nb.cells):
-        if "parameters" in cell.metadata.get("tags", []):
+    for i, cell in enumerate(nb["cells"]):
+        if is_tagged(cell, "parameters"):
             return i
     raise ConfigError("the notebook has no cell tagged 'parameters' (papermill's parameters cell)")
 
 
-def panel_cells(nb) -> list[int]:
+def panel_cells(nb: dict) -> list[int]:
     """The indices of the code cells that build a panel."""
-    return [i for i, cell in enumerate(nb.cells) if calls(cell, PANEL_CALL)]
+    return [i for i, cell in enumerate(nb["cells"]) if calls(cell, PANEL_CALL)]
 
 
-def declared_parameters(nb) -> dict[str, tuple[type, object]]:
+def declared_parameters(nb: dict) -> dict[str, tuple[type, object]]:
     """{name: (type, default)} of the parameters cell's annotated literals (`lr: float = 1e-3`)."""
-    tree = ast.parse(nb.cells[parameters_index(nb)].source)
-    declared = {}
-    for node in tree.body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            declared[node.target.id] = (TYPES[ast.unparse(node.annotation)], ast.literal_eval(node.value))
-    return declared
+    tree = ast.parse(nb["cells"][parameters_index(nb)]["source"])
+    return {node.target.id: (TYPES[ast.unparse(node.annotation)], ast.literal_eval(node.value))
+            for node in tree.body if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
 
 
-def check_parameters(nb, given: dict[str, str]) -> dict:
+def check_parameters(nb: dict, given: dict[str, str]) -> dict:
     """The `-p NAME VALUE` pairs converted to the types the parameters cell declares ("3e-4" -> 0.0003,
     "[1, 2]" -> a list); a ConfigError naming a name the cell does not declare, or a value of the wrong type."""
     declared = declared_parameters(nb)
@@ -157,9 +175,8 @@ def without_runs(source: str) -> str:
     tree = ast.parse(source)
     spans = [kw.value for node in ast.walk(tree) if isinstance(node, ast.Call) and ast.unparse(node.func) == PANEL_CALL
              for kw in node.keywords if kw.arg == "runs"]
-    lines = source.splitlines(keepends=True)
     offsets = [0]
-    for line in lines:  # ast counts columns in UTF-8 bytes
+    for line in source.splitlines(keepends=True):  # ast counts columns in UTF-8 bytes
         offsets.append(offsets[-1] + len(line.encode()))
     data = source.encode()
     for value in sorted(spans, key=lambda v: (v.lineno, v.col_offset), reverse=True):
@@ -169,12 +186,12 @@ def without_runs(source: str) -> str:
     return data.decode()
 
 
-def free_names(cells) -> list[str]:
+def free_names(cells: list[dict]) -> list[str]:
     """Names the code cells read that none of them makes (nor Python, nor IPython): what would fail with a
     NameError on the app's page. Comprehension and lambda variables count as made."""
     made, read = set(IPYTHON_NAMES) | set(dir(builtins)), []
     for cell in cells:
-        if cell.cell_type != "code":
+        if cell["cell_type"] != "code":
             continue
         for node in ast.walk(ast.parse(python_of(cell))):
             if isinstance(node, ast.Name):
@@ -188,56 +205,52 @@ def free_names(cells) -> list[str]:
     return sorted({name for name in read if name not in made})
 
 
-def injected_cell(values: dict):
+def injected_cell(values: dict) -> dict:
     """The `-p` values as plain assignments after the parameters cell, tagged as papermill tags its own
     (nbkit.interfaces.profiles reads a plain assignment as a value the learner set)."""
-    cell = nbformat.v4.new_code_cell("\n".join(f"{name} = {value!r}" for name, value in values.items()))
-    cell.metadata["tags"] = ["injected-parameters"]
-    return cell
+    return new_cell("code", "\n".join(f"{name} = {value!r}" for name, value in values.items()),
+                    tags=["injected-parameters"])
 
 
-def workdir_cell(folder: Path):
+def workdir_cell(folder: Path) -> dict:
     """The kernel's first cell: into the folder `app` was started in (Voila starts it in the notebook's)."""
-    return nbformat.v4.new_code_cell(f"import os\nos.chdir({str(folder)!r})")
+    return new_cell("code", f"import os\nos.chdir({str(folder)!r})")
 
 
-def quiet(cell):
-    """A copy of a code cell whose printed lines and values are not shown (its errors still are)."""
-    copy = nbformat.from_dict(dict(cell))
-    copy.source = QUIET + cell.source
-    return copy
+def replaced(cell: dict, source: str) -> dict:
+    """A copy of `cell` with another source (outputs and metadata as they were)."""
+    return {**cell, "source": source}
 
 
-def chapter_cells(nb) -> list:
-    """A chapter's cells for its page: title, imports, parameters, set-up (quiet), and each panel cell after the
-    markdown before it, its runs=[...] emptied. A ConfigError when the notebook lacks one of them."""
+def chapter_cells(nb: dict) -> list[dict]:
+    """A chapter's cells for its page: title, imports, parameters, set-up (quiet: `%%capture`), and each panel
+    cell after the markdown before it, its runs=[...] emptied. A ConfigError when the notebook lacks one."""
+    cells = nb["cells"]
     first = parameters_index(nb)
-    setup = [i for i, cell in enumerate(nb.cells) if calls(cell, SETUP_CALL)]
+    setup = [i for i, cell in enumerate(cells) if calls(cell, SETUP_CALL)]
     if not setup:
         raise ConfigError(f"the notebook has no set-up cell (one calling {SETUP_CALL}); the app builds its panel "
                           "on it")
-    title = next((c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown" and c.source), "")
-    cells = [nbformat.v4.new_markdown_cell(title)] if title.startswith("#") else []
-    cells += [c for c in nb.cells[:first] if c.cell_type == "code"] + [nb.cells[first]]
-    cells += [quiet(nb.cells[i]) for i in setup if i > first]
+    title = next((c["source"].splitlines()[0] for c in cells if c["cell_type"] == "markdown" and c["source"]), "")
+    page = [new_cell("markdown", title)] if title.startswith("#") else []
+    page += [c for c in cells[:first] if c["cell_type"] == "code"] + [cells[first]]
+    page += [replaced(cells[i], QUIET + cells[i]["source"]) for i in setup if i > first]
     for i in panel_cells(nb):
-        if i > 0 and nb.cells[i - 1].cell_type == "markdown":
-            cells.append(nb.cells[i - 1])
-        panel = nbformat.from_dict(dict(nb.cells[i]))
-        panel.source = without_runs(panel.source)  # a panel cell is plain Python (no magics): its own text kept
-        cells.append(panel)
-    return cells
+        if i > 0 and cells[i - 1]["cell_type"] == "markdown":
+            page.append(cells[i - 1])
+        page.append(replaced(cells[i], without_runs(cells[i]["source"])))  # a panel cell is plain Python
+    return page
 
 
-def instructor_cells(nb) -> list:
+def instructor_cells(nb: dict) -> list[dict]:
     """The instructor notebook down to the cell showing the live board."""
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type == "code" and cell.source.strip().splitlines()[-1:] == [BOARD_NAME]:
-            return list(nb.cells[:i + 1])
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "code" and cell["source"].strip().splitlines()[-1:] == [BOARD_NAME]:
+            return list(nb["cells"][:i + 1])
     raise ConfigError(f"the instructor notebook has no cell ending with `{BOARD_NAME}` (the live board)")
 
 
-def app_notebook(source: Path, values: dict, workdir: Path) -> nbformat.NotebookNode:
+def app_notebook(source: Path, values: dict, workdir: Path) -> dict:
     """The notebook Voila serves for `source` (a chapter or the instructor's), with the checked `-p` values
     (check_parameters) and the kernel in `workdir`. A ConfigError when its cells would need a name that only
     the left-out cells make."""
@@ -247,16 +260,14 @@ def app_notebook(source: Path, values: dict, workdir: Path) -> nbformat.Notebook
     if is_chapter and "output_dir" in declared_parameters(nb):
         values.setdefault("output_dir", APP_OUTPUT_DIR)
     cells = chapter_cells(nb) if is_chapter else instructor_cells(nb)
-    at = next(i for i, cell in enumerate(cells) if "parameters" in cell.metadata.get("tags", [])) + 1
+    at = next(i for i, cell in enumerate(cells) if is_tagged(cell, "parameters")) + 1
     cells = [workdir_cell(workdir)] + cells[:at] + ([injected_cell(values)] if values else []) + cells[at:]
     missing = free_names(cells)
     if missing:
         raise ConfigError(f"{source.name}: its page would read {', '.join(missing)}, made only by the cells the app "
                           "leaves out (the experiments); allowed: a panel cell that uses the set-up cell's names")
-    app = nbformat.v4.new_notebook(cells=[nbformat.from_dict(dict(c, id=f"app-{n}")) for n, c in enumerate(cells)],
-                                   metadata=nb.metadata)
-    nbformat.validate(app)
-    return app
+    cells = [{**cell, "id": f"app-{n}"} for n, cell in enumerate(cells)]  # unique ids (nbformat 4.5)
+    return {"cells": cells, "metadata": nb["metadata"], "nbformat": 4, "nbformat_minor": 5}
 
 
 def checked(what, given: dict[str, str]) -> tuple[Path, dict]:
@@ -273,7 +284,7 @@ def write_app(source: Path, values: dict, folder: Path, workdir: Path | None = N
     """Write the app notebook for `source` with the checked `-p` values into `folder`, its kernel in `workdir`
     (default: here); returns its path, named as the source (Voila shows the name as the page's title)."""
     path = Path(folder) / source.name
-    nbformat.write(app_notebook(source, values, Path(workdir or Path.cwd()).resolve()), path)
+    path.write_text(json.dumps(app_notebook(source, values, Path(workdir or Path.cwd()).resolve()), indent=1))
     return path
 
 
@@ -281,11 +292,12 @@ def check_class(source: Path, values: dict) -> None:
     """Refuse, before serving the instructor's page, a class that cannot be shown: a spec to create it from
     that is wrong, or, without one, a class not in the storage (its StudyError lists the classes there)."""
     from nbkit.core.classroom import open_class
-    from nbkit.interfaces.workshop import read_class_spec
 
     declared = {name: default for name, (_, default) in declared_parameters(read_notebook(source)).items()}
     values = {**declared, **values}
     if values.get("create_from"):
+        from nbkit.interfaces.workshop import read_class_spec  # the board's plots come with it (torch): seconds
+
         read_class_spec(values["create_from"], values["storage"])
     else:
         open_class(values["class_name"], values["storage"])
