@@ -6,7 +6,7 @@ import pytest
 from nbkit.core.runs import Run
 from nbkit.labs.ch04_epochs import (best_per_seed, curve_facts, curve_table, long_returns, lora_vs_full,
                                     minimum_spread, patience_table, per_patience, plateau_table, stopping_table,
-                                    threshold_table)
+                                    threshold_table, worse_with_more_patience)
 
 
 
@@ -109,6 +109,16 @@ def test_patience_table_orders_the_runs_without_threshold_and_reads_each():
     assert plain["returned_best"].tolist() == [True, True, True, False]  # 0.41 is not the best 0.40
     assert plain["gain"].tolist() == pytest.approx([0.38, 0.40, 0.20, 0.19])
     assert per_patience(plain, "stopped_at_epoch") == {1: {1: 3, 2: 5}, 2: {1: 4, 2: 4}}
+
+
+def test_worse_with_more_patience_compares_each_patience_with_the_smaller_ones_of_its_seed():
+    # seed 1 as a learner expects (3 then 2: no worse); seed 2: patience 3 returned worse than patience 1
+    plain = pd.DataFrame({"seed": [1, 1, 1, 2, 2, 2], "patience": [3, 1, 2, 1, 2, 3],
+                          "returned_eval_loss": [0.30, 0.40, 0.30, 0.35, 0.35, 0.36]})
+    worse = worse_with_more_patience(plain)
+    assert worse.index.tolist() == [1, 2] and worse.tolist() == [False, True]
+    same = plain.assign(returned_eval_loss=0.3)  # equal within float noise is not worse
+    assert not worse_with_more_patience(same).any()
 
 
 def test_threshold_table_puts_the_thresholded_run_beside_the_same_patience_without():

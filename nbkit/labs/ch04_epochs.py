@@ -6,6 +6,7 @@ over-fitting, and what early stopping, reduce-on-plateau and LoRA do to those cu
     stops = stopping_table(stopped_runs, long_runs, returned)  # section 3: a row per early-stopped run
     plain = patience_table(stops)                      # its runs without a threshold, by seed and patience (EP2)
     per_patience(plain, "compute_saved")               # {seed: {patience: value}}: a check's numbers
+    worse_with_more_patience(plain)                    # a row per seed: did more patience return a worse model?
     long_returns(long_runs, long_returned)             # a row per seed: the long run returns its last weights
     threshold_table(stops, patience)                   # a row per seed: with a threshold against without
     plateau_table(curve_table(long_runs + plateau_runs))   # section 4: a row per seed, constant vs plateau (EP4)
@@ -134,6 +135,18 @@ def patience_table(stops: pd.DataFrame) -> pd.DataFrame:
 def per_patience(plain: pd.DataFrame, column: str) -> dict:
     """One column of a patience_table as {seed: {patience: value}}: a check's numbers, a row per seed."""
     return plain.pivot(index="seed", columns="patience", values=column).to_dict("index")
+
+
+def worse_with_more_patience(plain: pd.DataFrame) -> pd.Series:
+    """Per seed (index), of a patience_table: did a larger patience return a worse model than a smaller one
+    (its re-evaluated validation loss above the lowest of the smaller patiences' by more than RETURNED_RTOL)?
+    With load_best_model_at_end, a larger patience follows the same curve through every epoch a smaller one
+    saw and returns the best it saw: chapter 4's exercise asks the learner to predict what this says."""
+    def worse(runs: pd.DataFrame) -> bool:
+        losses = runs.sort_values("patience")["returned_eval_loss"]
+        best_before = losses.cummin().shift()  # the best any smaller patience returned
+        return bool((losses > best_before * (1 + RETURNED_RTOL)).any())
+    return plain.groupby("seed")[["patience", "returned_eval_loss"]].apply(worse).rename("worse_with_more_patience")
 
 
 def long_returns(long_runs, returned) -> pd.DataFrame:
