@@ -1,6 +1,7 @@
 """The workshop's ways in (nbkit.interfaces.workshop, `python -m nbkit class ...`, `nbkit.classroom`): a class
 spec names a chapter, the shipped specs read, the commands create, join and show a class and refuse bad input in
 one line, optuna-dashboard serves the class. Real SQLite storage, real processes, tiny runs."""
+import re
 import subprocess
 import sys
 import time
@@ -109,3 +110,39 @@ def test_class_dashboard_serves_the_class_in_optuna_dashboard(tmp_path):
         server.terminate()
         server.wait(30)
     assert not [t for t in study.trials if t.state != TrialState.WAITING]  # the dashboard only reads
+
+
+def workshop_commands() -> list[list[str]]:
+    """The `nbkit class` command lines of the README's "Teaching a workshop" section, in order, split into words."""
+    text = (REPO_ROOT / "README.md").read_text()
+    section = text.split("## Teaching a workshop", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    return [line.split() for block in blocks for line in block.splitlines()
+            if line.startswith(".venv/bin/python -m nbkit class")]
+
+
+def test_the_readmes_workshop_commands_work_as_written(tmp_path):
+    commands = workshop_commands()
+    assert [c[4] for c in commands] == ["create", "board", "join", "dashboard", "board"]
+    storage = f"sqlite:///{tmp_path}/class.db"
+    said = []
+    for words in commands:
+        args = [{"sqlite:////srv/nbkit/class.db": storage, "board/": str(tmp_path / "board"),
+                 "0.0.0.0": "127.0.0.1", "8080": str(free_port())}.get(w, w) for w in words[3:]]
+        if words[4] == "dashboard":  # a server: it answers, then it is stopped
+            server = subprocess.Popen([sys.executable, "-m", "nbkit", *args], cwd=REPO_ROOT, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            said.append(server.stdout.readline())
+            server.terminate()
+            server.wait(30)
+            continue
+        result = nbkit_cli(*args, timeout=600)
+        assert result.returncode == 0, (words, result.stdout[-2000:], result.stderr[-2000:])
+        said.append(result.stdout)
+    created, empty, joined, dashboard, last = said
+    assert "class 'lr101' (chapter 01_learning_rate)" in created and "28 configurations" in created
+    assert "0 of 28 configurations done" in empty
+    assert joined.count(" COMPLETE ") == 2 and "ana trained 2 configuration(s)" in joined
+    assert "optuna-dashboard: class 'lr101'" in dashboard
+    assert "2 of 28 configurations done" in last and "ana" in last.split("leaderboard")[1]
+    assert sorted(p.name for p in (tmp_path / "board").glob("*.png")) == ["curves.png", "isolation.png", "knobs.png"]

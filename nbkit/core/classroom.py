@@ -165,9 +165,10 @@ class Seat:
     def counts(self) -> dict:
         return class_counts(self.study)
 
-    def work(self, progress: bool = True) -> int:
-        """A terminal student: take and train configurations until none is free and none is running."""
-        return work(self.spec.to_dict(), progress=progress, student=self.student)
+    def work(self, progress: bool = True, max_runs: int | None = None) -> int:
+        """A terminal student: take and train configurations until none is free and none is running (or
+        `max_runs` are trained: a student who has to leave early)."""
+        return work(self.spec.to_dict(), progress=progress, student=self.student, max_trials=max_runs)
 
 
 def differs_from_class(config: dict, spec: StudySpec) -> dict:

@@ -84,10 +84,10 @@ def finish(study: optuna.Study, trial: optuna.Trial, objective, spec: StudySpec)
 
 
 def work(spec_dict: dict, backend: str = "local", worker: int = 0, threads: int | None = None,
-         progress: bool = True, student: str | None = None) -> int:
-    """A worker: take WAITING trials of the study until none is left and none is running; returns
-    how many it ran. Runs in this process, a spawned process or a Ray task alike; a class's terminal
-    student is one too, each trial it takes marked with the student's name."""
+         progress: bool = True, student: str | None = None, max_trials: int | None = None) -> int:
+    """A worker: take WAITING trials of the study until none is left and none is running (or it has run
+    `max_trials`); returns how many it ran. Runs in this process, a spawned process or a Ray task alike; a
+    class's terminal student is one too, each trial it takes marked with the student's name."""
     if threads:
         import torch
         torch.set_num_threads(threads)
@@ -95,7 +95,7 @@ def work(spec_dict: dict, backend: str = "local", worker: int = 0, threads: int 
     objective = notebook_trial if backend == "papermill" else train_trial
     study = worker_study(spec)
     done, told = 0, set()
-    while True:
+    while max_trials is None or done < max_trials:
         trial = take_trial(study, spec, student)
         if trial is None:
             if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -111,6 +111,7 @@ def work(spec_dict: dict, backend: str = "local", worker: int = 0, threads: int 
         done += 1
         if progress:
             print(line, flush=True)
+    return done
 
 
 def _waiting_lines(study: optuna.Study, spec: StudySpec, told: set) -> list[str]:

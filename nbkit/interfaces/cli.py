@@ -113,6 +113,7 @@ def add_class_commands(commands) -> None:
     join.add_argument("--storage", **storage)
     join.add_argument("--student", required=True, help="your name, as the board shows it")
     join.add_argument("--output-dir", default="runs", help="your runs go to OUTPUT_DIR/classes/NAME/STUDENT")
+    join.add_argument("--max-runs", type=int, metavar="N", help="train at most N configurations, then leave")
     join.add_argument("--threads", type=int,
                       help="torch threads (default: torch's own; 1 when many students share a machine)")
     join.set_defaults(handler=run_class_join)
@@ -277,6 +278,9 @@ def run_class_join(args) -> int:
     """Take a seat and train the class's free configurations until none is free and none is running."""
     from nbkit.interfaces.workshop import join
 
+    if args.max_runs is not None and args.max_runs < 1:
+        raise ConfigError(f"--max-runs {args.max_runs}: allowed: a whole number >= 1 (or leave it out: until the "
+                          "design is done)")
     seat = join(args.name, args.storage, args.student, output_dir=args.output_dir)
     c = seat.counts()
     print(f"joined class {seat.name!r} (chapter {seat.chapter}) as {seat.student}: {c['free']} of "
@@ -286,11 +290,12 @@ def run_class_join(args) -> int:
         import torch
         torch.set_num_threads(args.threads)
     try:
-        done = seat.work()
+        done = seat.work(max_runs=args.max_runs)
     except KeyboardInterrupt:
         print(f"stopped: {seat.student}'s configuration in flight goes back to class {seat.name!r}", flush=True)
         return 130
-    print(f"class {seat.name!r}: nothing left to train; {seat.student} trained {done} configuration(s)", flush=True)
+    left = "" if args.max_runs is not None and done == args.max_runs else "nothing left to train; "
+    print(f"class {seat.name!r}: {left}{seat.student} trained {done} configuration(s)", flush=True)
     return 0
 
 
