@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: lab test test-seeds test-llm test-classroom-load test-hub test-exercises test-all bench chromium postgresql hub-proxy
+.PHONY: lab test test-seeds test-llm test-classroom-load test-hub test-exercises test-extended test-all bench chromium postgresql hub-proxy
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -52,9 +52,14 @@ test-hub: $(VENV)/.installed hub-proxy
 test-exercises: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m exercises_all tests/test_exercises.py
 
-# before calling work done: the test suite, the second seed, the real LLM, the 30-student class, the hub and
-# every chapter's autograde
-test-all: test test-seeds test-llm test-classroom-load test-hub test-exercises
+# a chapter's path walked again another way (the README's papermill example, a user's JSONL, chapter 1's range
+# tests side by side): minutes each, so not in CI's 45
+test-extended: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m extended
+
+# before calling work done: the test suite, the second seed, the real LLM, the 30-student class, the hub,
+# every chapter's autograde and the extended runs
+test-all: test test-seeds test-llm test-classroom-load test-hub test-exercises test-extended
 
 # the browser test drives Debian's Chromium through playwright (never `playwright install`)
 chromium:

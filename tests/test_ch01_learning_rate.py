@@ -36,6 +36,7 @@ def with_runs(rows: list[dict], runs: list[Run]) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- the range tests and the sweep
 
+@pytest.mark.extended  # minutes: make test-extended (test-all), not CI's 45
 def test_range_tests_one_per_seed_side_by_side_equal_one_by_one(cfg):
     short = dict(start_lr=1e-5, end_lr=1e-1, num_steps=10)
     serial = range_tests(cfg, [3, 4], **short)

@@ -193,6 +193,7 @@ def write_users_jsonl(path: Path, rows: int = 120) -> Path:
     return path
 
 
+@pytest.mark.extended  # minutes: make test-extended (test-all), not CI's 45
 def test_a_chapter_runs_on_the_users_own_jsonl(tmp_path, monkeypatch, kernel_of_this_venv):
     notebook = need(next((p for p in NOTEBOOKS if p.stem == "04_epochs_early_stopping"), NO_NOTEBOOK))
     monkeypatch.delenv("MPLBACKEND", raising=False)

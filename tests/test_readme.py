@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,6 +60,7 @@ def test_the_papermill_help_lists_every_parameter_with_its_default():
         assert listed in done.stdout, f"not listed: {listed}\n{done.stdout}"
 
 
+@pytest.mark.extended  # minutes: make test-extended (test-all), not CI's 45
 def test_the_papermill_example_runs_the_chapter_with_its_overrides(tmp_path):
     """The README's `papermill ... -p learning_rate 3e-3 -p sweep_epochs 3`, as written (its output goes to
     a temporary folder): the chapter runs, records those values, and its sweep trains for 3 epochs."""
