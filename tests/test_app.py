@@ -126,7 +126,7 @@ def test_app_notebook_keeps_the_panel_and_drops_the_experiments(chapter, tmp_pat
     expected = [f"import os\nos.chdir({str(tmp_path)!r})"]
     expected += [c.source for c in nb.cells[:first] if c.cell_type == "code"] + [nb.cells[first].source]
     expected += ["output_dir = 'runs/app'", "%%capture\n" + setup]
-    expected += [re.sub(r"runs=\[[^\]]*\]", "runs=[]", s) for s in panels]
+    expected += [re.sub(r"runs=\[[^\]]*\]", "runs=[]", s) for s in panels] + [app.warm_up_cell()["source"]]
     assert sources == expected
     long_calls = {"train", "sweep", "run_study"}
     assert not any(cell_calls(s.removeprefix("%%capture\n")) & long_calls for s in sources[1:]), sources
@@ -161,6 +161,11 @@ def test_without_runs_edits_only_the_runs_argument():
     assert app.without_runs(source) == source.replace("runs=[run, other]", "runs=[]")
     assert app.without_runs("x = panel(cfg, ['seed'])") == "x = panel(cfg, ['seed'])"
     assert app.without_runs("panel(c, ['é'], runs=[r])  # é") == "panel(c, ['é'], runs=[])  # é"  # UTF-8 columns
+
+
+def test_the_warm_up_imports_what_a_first_train_needs():
+    app.warm_up()  # an ImportError (a name moved in transformers or peft) fails here, not in a page's thread
+    assert {"accelerate", "peft", "transformers"} <= set(sys.modules)
 
 
 def test_the_instructors_page_ends_with_the_live_board(tmp_path):

@@ -292,6 +292,7 @@ def join_and_train_next(page, name: str, storage: str, student: str) -> dict:
     the curve and for the class status saying it told the class. Returns what was seen."""
     outputs = page.locator(".jp-OutputArea")
     outputs.get_by_text("Class (workshops)", exact=True).first.click()  # the row is folded until asked
+    t_panel = time.time()
     for placeholder, value in (("the instructor's class name", name), ("sqlite:////shared/class.db", storage),
                                ("your name", student)):
         field = outputs.get_by_placeholder(placeholder)
@@ -300,12 +301,14 @@ def join_and_train_next(page, name: str, storage: str, student: str) -> dict:
     outputs.get_by_role("button", name="Join", exact=True).click()
     class_status = outputs.locator(".widget-html", has_text=f"class {name!r}").first
     outputs.locator(".widget-html", has_text="joined class").first.wait_for(timeout=TIMEOUT_MS)
+    t_joined = time.time()
     outputs.get_by_role("button", name="Train next", exact=True).click()
     t_click = time.time()
     outputs.locator(".widget-output img").first.wait_for(timeout=TIMEOUT_MS)  # the live curve
     told = outputs.locator(".widget-html", has_text=f"told class {name!r}").first
     told.wait_for(timeout=TIMEOUT_MS)
-    return {"told_at": time.time(), "train_s": time.time() - t_click, "class_status": class_status.inner_text(),
+    return {"told_at": time.time(), "train_s": time.time() - t_click, "join_s": t_joined - t_panel,
+            "panel_at": t_panel, "class_status": class_status.inner_text(),
             "status": outputs.locator(".widget-html", has_text="finished in").first.inner_text()}
 
 
@@ -316,6 +319,7 @@ def test_a_student_joins_trains_next_and_the_board_shows_the_run(tmp_path):
     t0 = time.time()
     name, student = "browser101", "ana-b"
     storage = make_class(tmp_path, name)
+    t_class = time.time() - t0
     root = tmp_path / "lab"
     root.mkdir()
     shutil.copy(PANEL_DEMO, root / PANEL_DEMO.name)
@@ -327,6 +331,7 @@ def test_a_student_joins_trains_next_and_the_board_shows_the_run(tmp_path):
     try:
         board.wait_ready()
         lab.wait_ready()
+        t_servers = time.time() - t0
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
             board_page = browser.new_page(viewport={"width": 1200, "height": 1400})
@@ -356,8 +361,10 @@ def test_a_student_joins_trains_next_and_the_board_shows_the_run(tmp_path):
     finally:
         lab.stop()
         board.stop()
-    print(f"screenshots: {shots}; board page up {t_board:.1f} s after start; Train next to told "
-          f"{seen['train_s']:.1f} s; on the board {shown_after:.1f} s later; total {time.time() - t0:.1f} s")
+    print(f"screenshots: {shots}; class made {t_class:.1f} s, servers up {t_servers:.1f} s, board page up "
+          f"{t_board:.1f} s after start, the student's panel "
+          f"{seen['panel_at'] - t0:.1f} s; Join {seen['join_s']:.1f} s; Train next to told {seen['train_s']:.1f} s; "
+          f"on the board {shown_after:.1f} s later; total {time.time() - t0:.1f} s")
     assert f"told class {name!r}" in seen["class_status"] and "COMPLETE" in seen["class_status"], seen
     assert "finished in" in seen["status"]
     assert shown_after < BOARD_WITHIN_S

@@ -10,10 +10,12 @@ take minutes. So the page runs an app notebook made at `app` time, in a temporar
 cells: its imports (the code cells before the parameters cell), its parameters cell, the `-p` values (a cell
 after it, as papermill injects them), its set-up cell (the one calling `Chapter.from_notebook`: the base
 config), and its panel cell(s) with the markdown just before each. The experiments are left out, and the
-panel's `runs=[...]` (a run the experiments trained) becomes `runs=[]`. The chapter notebook stays the one
-source: nothing is copied by hand, and a panel cell that comes to need a name only the experiments make is
-refused here (`free_names`), naming it. The instructor's notebook has no long cells: its page is the notebook
-down to the live board (the static snapshot after it is for saved notebooks).
+panel's `runs=[...]` (a run the experiments trained) becomes `runs=[]`. A last hidden cell imports, in a
+thread, what the first Train would otherwise import then (transformers, peft). Voila's pre-heated kernel has
+run the page before anyone opens it, so a projector's reload shows the panel at once. The chapter notebook
+stays the one source: nothing is copied by hand, and a panel cell that comes to need a name only the
+experiments make is refused here (`free_names`), naming it. The instructor's notebook has no long cells:
+its page is the notebook down to the live board (the static snapshot after it is for saved notebooks).
 
 The kernel runs in the folder `app` was started in, so a relative path (in a `-p` value, or a notebook
 default such as the instructor's storage) means what it means in that shell. A chapter page's runs go to
@@ -223,8 +225,9 @@ def replaced(cell: dict, source: str) -> dict:
 
 
 def chapter_cells(nb: dict) -> list[dict]:
-    """A chapter's cells for its page: title, imports, parameters, set-up (quiet: `%%capture`), and each panel
-    cell after the markdown before it, its runs=[...] emptied. A ConfigError when the notebook lacks one."""
+    """A chapter's cells for its page: title, imports, parameters, set-up (quiet: `%%capture`), each panel
+    cell after the markdown before it, its runs=[...] emptied, and the warm-up. A ConfigError when the notebook
+    lacks one of them."""
     cells = nb["cells"]
     first = parameters_index(nb)
     setup = [i for i, cell in enumerate(cells) if calls(cell, SETUP_CALL)]
@@ -239,7 +242,24 @@ def chapter_cells(nb: dict) -> list[dict]:
         if i > 0 and cells[i - 1]["cell_type"] == "markdown":
             page.append(cells[i - 1])
         page.append(replaced(cells[i], without_runs(cells[i]["source"])))  # a panel cell is plain Python
-    return page
+    return page + [warm_up_cell()]
+
+
+def warm_up() -> None:
+    """Import what a first Train imports (accelerate, transformers, peft: 5-20 s on two cores), in the order
+    nbkit.core.train imports them: a chapter page runs it in a thread once its panel is shown, so the first
+    Train starts at once. The same order as the training thread's keeps the two from waiting on each other's
+    module locks in a cycle."""
+    import accelerate  # noqa: F401
+    from transformers import set_seed  # noqa: F401  (this one brings peft and bitsandbytes along)
+    from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler  # noqa: F401
+    import peft  # noqa: F401
+
+
+def warm_up_cell() -> dict:
+    """A chapter page's last cell: warm_up in a background thread (no output)."""
+    return new_cell("code", "import threading as _threading\n\nfrom nbkit.interfaces.app import warm_up as _warm_up\n\n"
+                            "_threading.Thread(target=_warm_up, name=\"nbkit-app-warm-up\", daemon=True).start()")
 
 
 def instructor_cells(nb: dict) -> list[dict]:
