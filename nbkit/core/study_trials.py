@@ -67,7 +67,8 @@ def trial_value(trial: optuna.Trial, run: Run) -> float:
     return best
 
 
-def study_from_runs(runs, scientific, nuisance=(), study_name: str = "sweep") -> optuna.Study:
+def study_from_runs(runs, scientific, nuisance=(), study_name: str = "sweep", user_attrs: dict | None = None,
+                    ) -> optuna.Study:
     """Runs already trained (a chapter's sweep table, Runs or run folders) as an in-memory Optuna
     study, so that a sweep is read as a study is: nbkit.core.study_analysis (edge warnings, isolation,
     importance, "big enough?") and nbkit.views.study_plots take it as they take a stored study.
@@ -77,7 +78,8 @@ def study_from_runs(runs, scientific, nuisance=(), study_name: str = "sweep") ->
 
     A run becomes a trial with the runs' values of the knobs as params (each knob a list of the
     values the runs took), the value a trained trial would have (best validation loss over epochs
-    >= 1; inf for a diverged run), its curve as intermediate values, and run_dir / run_status."""
+    >= 1; inf for a diverged run), its curve as intermediate values, and run_dir / run_status (and
+    `user_attrs`, e.g. the student a class's board names)."""
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import create_trial
 
@@ -107,7 +109,7 @@ def study_from_runs(runs, scientific, nuisance=(), study_name: str = "sweep") ->
         study.add_trial(create_trial(
             params={k: run.config[k] for k in distributions}, distributions=distributions, value=value,
             intermediate_values=curve, state=TrialState.PRUNED if pruned else TrialState.COMPLETE,
-            user_attrs={"run_dir": str(Path(run.path).resolve()), "run_status": run.status}))
+            user_attrs={"run_dir": str(Path(run.path).resolve()), "run_status": run.status, **(user_attrs or {})}))
     return study
 
 

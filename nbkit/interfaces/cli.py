@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     study_best.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     study_best.set_defaults(handler=run_study_best)
     add_class_commands(commands)
+    add_bake_command(commands)
     add_app_command(commands)
     return parser
 
@@ -153,6 +154,29 @@ def add_app_command(commands) -> None:
     app.add_argument("--browser", action=argparse.BooleanOptionalAction, default=False,
                      help="open the page in this machine's browser (default --no-browser: the URL is printed)")
     app.set_defaults(handler=run_app)
+
+
+def add_bake_command(commands) -> None:
+    """`bake CHAPTER`: a chapter run headless once, its runs kept for a class or a learner without the time or GPU."""
+    bake = commands.add_parser(
+        "bake", help="run a chapter headless once and keep its runs (nbkit/interfaces/bake.py)",
+        description="Run a chapter headless (papermill) into OUTPUT_DIR/MODEL/CHAPTER/: its runs, results.json, "
+                    "figures and the executed notebook, outputs and all. The panel (runs=baked_runs(folder)) and the "
+                    "board (baked_board(folder)) read them as they read live runs.")
+    bake.add_argument("chapter", metavar="CHAPTER", help="by name or number (01_learning_rate, 01, 1)")
+    bake.add_argument("-p", "--parameter", nargs=2, metavar=("NAME", "VALUE"), action="append", default=[],
+                      help="a value for the chapter's parameters cell, as papermill's -p (e.g. -p model smollm2-135m)")
+    bake.add_argument("--output-dir", default="baked", help="where the baked folders go (default: baked)")
+    bake.set_defaults(handler=run_bake)
+
+
+def run_bake(args) -> int:
+    from nbkit.interfaces.bake import bake
+
+    folder = bake(args.chapter, dict(args.parameter), args.output_dir)
+    print(f"baked {folder}: open {folder.name}.ipynb there, or load its runs with "
+          f"nbkit.interfaces.bake.baked_runs({str(folder)!r})")
+    return 0
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
