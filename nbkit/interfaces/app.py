@@ -403,15 +403,16 @@ def announce(path: Path, urls: list[str], browser: bool) -> None:
 
 @contextlib.contextmanager
 def interrupted_by_signals():
-    """SIGTERM and SIGHUP raise KeyboardInterrupt inside the block, as Ctrl-C does, so that Voila is stopped
-    and the temporary folder removed (by default they end Python at once, leaving Voila running)."""
+    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt inside the block, so that Voila is stopped and the
+    temporary folder removed. By default SIGTERM and SIGHUP end Python at once, leaving Voila running, and a
+    process started in the background from a script ignores SIGINT."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
     def interrupt(signum, frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    kept = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    kept = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
