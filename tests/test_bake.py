@@ -32,6 +32,9 @@ def test_baked_runs_feed_the_panels_table_and_overlay(baked_folder, tmp_path):
     runs = baked_runs(baked_folder)
     assert [r.config["learning_rate"] for r in runs] == RATES  # in the order they started
     assert varied_knobs(runs) == ["learning_rate"]
+    restarts = train(tiny_config(tmp_path, num_train_epochs=2, lr_scheduler_type="cosine_with_restarts",
+                                 lr_scheduler_kwargs={"num_cycles": 2}))
+    assert varied_knobs([*runs, restarts]) == ["learning_rate", "lr_scheduler_type"]  # a dict is no axis
     p = panel(tiny_config(tmp_path), ["learning_rate"], runs=runs)
     assert list(p.runs_table()["learning_rate"]) == RATES
     p._on_overlay()

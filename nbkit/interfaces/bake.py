@@ -62,9 +62,11 @@ def baked_runs(folder: str | Path) -> list[Run]:
 
 
 def varied_knobs(runs: list[Run]) -> list[str]:
-    """The config fields whose values differ between the runs (where runs go, and the seed, aside)."""
+    """The config fields whose values differ between the runs (where runs go, and the seed, aside), of those a
+    plot can put on an axis: single values (a dict such as lr_scheduler_kwargs goes with its scheduler)."""
     fields = sorted({k for r in runs for k in r.config} - NOT_VARIED)
-    return [k for k in fields if len({repr(r.config.get(k)) for r in runs}) > 1]
+    single = [k for k in fields if all(isinstance(r.config.get(k), (str, int, float, bool, type(None))) for r in runs)]
+    return [k for k in single if len({repr(r.config.get(k)) for r in runs}) > 1]
 
 
 def baked_class(folder: str | Path):
