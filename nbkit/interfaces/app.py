@@ -10,11 +10,12 @@ take minutes. So the page runs an app notebook made at `app` time, in a temporar
 cells: its imports (the code cells before the parameters cell), its parameters cell, the `-p` values (a cell
 after it, as papermill injects them), its set-up cell (the one calling `Chapter.from_notebook`: the base
 config), and its panel cell(s) with the markdown just before each. The experiments are left out, and the
-panel's `runs=[...]` (a run the experiments trained) becomes `runs=[]`. A last hidden cell imports, in a
-thread, what the first Train would otherwise import then (transformers, peft). Voila's pre-heated kernel has
-run the page before anyone opens it, so a projector's reload shows the panel at once. The chapter notebook
-stays the one source: nothing is copied by hand, and a panel cell that comes to need a name only the
-experiments make is refused here (`free_names`), naming it. The instructor's notebook has no long cells:
+panel's `runs=[...]` (a run the experiments trained) becomes `runs=[]`. A last hidden cell imports what the
+first Train would otherwise import then (transformers, peft), so Train starts at once. Voila's pre-heated
+kernel runs the page before anyone opens it: `app` started before class, the projector shows the panel at
+once, and a reload or a second laptop finds the next kernel ready. The chapter notebook stays the one
+source: nothing is copied by hand, and a panel cell that comes to need a name only the experiments make is
+refused here (`free_names`), naming it. The instructor's notebook has no long cells:
 its page is the notebook down to the live board (the static snapshot after it is for saved notebooks).
 
 The kernel runs in the folder `app` was started in, so a relative path (in a `-p` value, or a notebook
@@ -246,20 +247,18 @@ def chapter_cells(nb: dict) -> list[dict]:
 
 
 def warm_up() -> None:
-    """Import what a first Train imports (accelerate, transformers, peft: 5-20 s on two cores), in the order
-    nbkit.core.train imports them: a chapter page runs it in a thread once its panel is shown, so the first
-    Train starts at once. The same order as the training thread's keeps the two from waiting on each other's
-    module locks in a cycle."""
+    """Import what a first Train imports (accelerate, transformers, peft: 5-20 s on two cores), so that the
+    page's first Train starts at once. Run in the kernel's own thread, as the page's last cell: transformers'
+    lazy imports are not thread-safe (a warm-up thread racing a Train's thread made the Train fail with
+    "cannot import name 'enable_full_determinism' from 'transformers'")."""
     import accelerate  # noqa: F401
-    from transformers import set_seed  # noqa: F401  (this one brings peft and bitsandbytes along)
-    from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler, set_seed  # noqa: F401
     import peft  # noqa: F401
 
 
 def warm_up_cell() -> dict:
-    """A chapter page's last cell: warm_up in a background thread (no output)."""
-    return new_cell("code", "import threading as _threading\n\nfrom nbkit.interfaces.app import warm_up as _warm_up\n\n"
-                            "_threading.Thread(target=_warm_up, name=\"nbkit-app-warm-up\", daemon=True).start()")
+    """A chapter page's last cell: warm_up (no output)."""
+    return new_cell("code", "from nbkit.interfaces.app import warm_up as _warm_up\n\n_warm_up()")
 
 
 def instructor_cells(nb: dict) -> list[dict]:
@@ -343,7 +342,7 @@ def voila_command(path: Path, host: str, port: int) -> list[str]:
 
 def page_urls(host: str, port: int) -> list[str]:
     """Where the page is: on a room's address (0.0.0.0), this machine's name as well as this machine."""
-    if host in ("0.0.0.0", "::", ""):
+    if host in ("0.0.0.0", ""):
         return [f"http://{socket.gethostname()}:{port}/", f"http://127.0.0.1:{port}/"]
     return [f"http://{host}:{port}/"]
 
@@ -351,7 +350,7 @@ def page_urls(host: str, port: int) -> list[str]:
 def wait_listening(process: subprocess.Popen, host: str, port: int, seconds: float = READY_SECONDS) -> bool:
     """Poll until Voila accepts connections (True), or it exits / the time is up (False). Only a connection:
     a GET of the page would start a kernel and run the notebook."""
-    address = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    address = "127.0.0.1" if host in ("0.0.0.0", "") else host
     deadline = time.time() + seconds
     while time.time() < deadline and process.poll() is None:
         try:
@@ -384,6 +383,9 @@ def serve(what, given: dict[str, str] | None = None, host: str = DEFAULT_HOST, p
             with interrupted_by_signals():
                 if wait_listening(process, host, port):
                     announce(path, page_urls(host, port), browser)
+                elif process.poll() is None:
+                    print(f"nbkit app: Voila is not listening after {READY_SECONDS} s; still waiting (its messages "
+                          "are above)", file=sys.stderr, flush=True)
                 return process.wait()
         except KeyboardInterrupt:
             return 0
@@ -395,8 +397,8 @@ def serve(what, given: dict[str, str] | None = None, host: str = DEFAULT_HOST, p
 
 def announce(path: Path, urls: list[str], browser: bool) -> None:
     """Say where the page is (a line to copy onto the board), and open it if asked."""
-    print(f"nbkit app: {path.stem} at {' or '.join(urls)} (code hidden; each page load starts a kernel and shows "
-          f"the page once it is built; Ctrl-C stops)\napp notebook: {path}", flush=True)
+    print(f"nbkit app: {path.stem} at {' or '.join(urls)} (code hidden; a kernel runs the page ahead of each "
+          f"visitor: it shows once that is done; Ctrl-C stops)\napp notebook: {path}", flush=True)
     if browser:
         webbrowser.open(urls[-1])
 
