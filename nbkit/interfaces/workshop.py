@@ -23,7 +23,6 @@ from nbkit.core.classroom import Seat, create_class, join_class, open_class
 from nbkit.core.config import ConfigError, read_yaml_mapping
 from nbkit.core.study import DEFAULT_STORAGE, StudyError, StudySpec
 from nbkit.interfaces.profiles import chapter_names
-from nbkit.views.board import Board
 
 
 def read_class_spec(source, storage: str | None = None) -> tuple[StudySpec, str]:
@@ -38,7 +37,10 @@ def read_class_spec(source, storage: str | None = None) -> tuple[StudySpec, str]
             raise
         except ConfigError as err:  # the file itself: unreadable, not YAML, not a mapping
             raise StudyError(str(err)) from None
-    chapter = chapter_name(values.pop("chapter", None))
+    try:
+        chapter = chapter_name(values.pop("chapter", None))
+    except StudyError as err:
+        raise StudyError(f"class spec: {err}") from None
     spec = StudySpec.from_dict(values)
     if storage is not None:
         spec = dataclasses.replace(spec, storage=storage)
@@ -54,8 +56,7 @@ def chapter_name(chapter) -> str:
         number = name.split("_", 1)[0]
         if text in (name, number) or (text.isdigit() and int(text) == int(number)):
             return name
-    raise StudyError(f"class spec: chapter={chapter!r} is not a chapter; allowed: {', '.join(names)} "
-                     "(or its number)")
+    raise StudyError(f"chapter={chapter!r} is not a chapter; allowed: {', '.join(names)} (or its number)")
 
 
 def create(source, storage: str | None = None):
@@ -71,9 +72,11 @@ def join(name: str, storage: str = DEFAULT_STORAGE, student: str = "", identity:
     return join_class(name, storage, student, identity=identity, output_dir=output_dir)
 
 
-def board(name: str, storage: str = DEFAULT_STORAGE, every: float = 1.0) -> Board:
+def board(name: str, storage: str = DEFAULT_STORAGE, every: float = 1.0):
     """The instructor's live board of class `name` (nbkit.views.board.Board): show it as a cell's last value;
     it redraws itself as runs arrive until its close()."""
+    from nbkit.views.board import Board  # here, not at the top: the views import torch (chapter_name must not)
+
     return Board(open_class(name, storage), every=every)
 
 
