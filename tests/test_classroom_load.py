@@ -23,8 +23,10 @@ WAIT = 900  # seconds for a whole room on 2 shared cores; a tiny run itself take
 
 
 def make_class(name, storage, learning_rates, warmups=(0.0, 0.1), **kw):
-    d = dict(study_name=name, base=dict(TINY), sampler="grid", storage=storage, heartbeat_interval=1,
-             grace_period=3, scientific={"learning_rate": list(learning_rates), "warmup_ratio": list(warmups)})
+    # a room's heartbeat as a real class has it (nbkit's defaults: a beat every 10 s, dead after 60 s): 30 processes
+    # on 2 cores starve a heartbeat thread for seconds, and a grace of 3 s takes busy students for dead
+    d = dict(study_name=name, base=dict(TINY), sampler="grid", storage=storage,
+             scientific={"learning_rate": list(learning_rates), "warmup_ratio": list(warmups)})
     d.update(kw)
     return create_class(StudySpec.from_dict(d), "01_learning_rate")
 
@@ -104,7 +106,7 @@ def test_thirty_students_run_a_class_to_its_end(tmp_path, database, request):
 
 def test_a_killed_students_configuration_goes_back_and_another_student_trains_it(tmp_path):
     storage = f"sqlite:///{tmp_path}/class.db"
-    study = make_class("room_kill", storage, [1e-3, 3e-3], warmups=(0.0,),
+    study = make_class("room_kill", storage, [1e-3, 3e-3], warmups=(0.0,), heartbeat_interval=1, grace_period=3,
                        base={**TINY, "num_train_epochs": 8})  # a run of several seconds: time to kill it mid-run
     ana = student("room_kill", storage, "ana", tmp_path)
     deadline = time.time() + WAIT

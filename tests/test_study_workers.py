@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
@@ -228,3 +229,43 @@ def test_a_worker_waiting_for_a_silent_trial_says_for_how_long(tmp_path):
     left = int(re.search(r"about (\d+) s more", lines[0]).group(1))
     assert 25 <= left <= 27
     assert _waiting_lines(study, spec, told) == []  # said once
+
+
+def _taken_for_dead_then(action):
+    """An objective during which another worker takes the trial for dead (fails it, queues its retry, as
+    fail_stale_trials does), then `action` happens in this worker."""
+    def objective(trial, spec):
+        other = optuna.load_study(study_name=trial.study.study_name, storage=spec.storage)
+        other.tell(trial.number, state=TrialState.FAIL)
+        other.enqueue_trial(dict(trial.params))
+        action(trial)
+    return objective
+
+
+@pytest.mark.parametrize("action", ["writes to the trial", "raises"])
+def test_a_trial_taken_for_dead_meanwhile_is_dropped_in_one_line(tmp_path, action):
+    from nbkit.core.study_workers import finish, take_trial, worker_study
+
+    spec = StudySpec.from_dict(spec_dict(tmp_path))
+    prepare_study(spec)
+    study = worker_study(spec)
+    trial = take_trial(study, spec)
+    then = (lambda t: t.set_user_attr("run_dir", "x")) if action == "writes to the trial" else \
+        (lambda t: (_ for _ in ()).throw(RuntimeError("a failure after the fact")))
+    line = finish(study, trial, _taken_for_dead_then(then), spec)
+    assert line == (f"trial {trial.number}: taken for dead (no heartbeat for {spec.grace_period} s) and retried; "
+                    "this result is dropped")
+    assert study.trials[trial.number].state == TrialState.FAIL and "error" not in study.trials[trial.number].user_attrs
+
+
+def test_ctrl_c_on_a_trial_taken_for_dead_queues_no_second_copy(tmp_path):
+    from nbkit.core.study_workers import finish, take_trial, worker_study
+
+    spec = StudySpec.from_dict(spec_dict(tmp_path))
+    prepare_study(spec)
+    study = worker_study(spec)
+    trial = take_trial(study, spec)
+    with pytest.raises(KeyboardInterrupt):
+        finish(study, trial, _taken_for_dead_then(lambda t: (_ for _ in ()).throw(KeyboardInterrupt)), spec)
+    waiting = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert len(waiting) == 2  # the other grid point and the one retry the other worker queued, not a third

@@ -61,7 +61,10 @@ def take_trial(study: optuna.Study, spec: StudySpec, student: str | None = None)
 
 
 def finish(study: optuna.Study, trial: optuna.Trial, objective, spec: StudySpec) -> str:
-    """Run the objective under Optuna's heartbeat and tell the result; a line saying how it went."""
+    """Run the objective under Optuna's heartbeat and tell the result; a line saying how it went. A trial that
+    another worker took for dead meanwhile (its heartbeat late by grace_period: a machine so busy that the
+    heartbeat thread did not run) is left as that worker left it, FAIL with a retry queued: its result is dropped,
+    even when writing to it is what failed."""
     value, state, error = None, TrialState.COMPLETE, None
     with optuna_private.heartbeat(study, trial):
         try:
@@ -70,17 +73,28 @@ def finish(study: optuna.Study, trial: optuna.Trial, objective, spec: StudySpec)
             state = TrialState.PRUNED
         except Exception as err:  # the trial's own failure: recorded, the study goes on
             state, error = TrialState.FAIL, f"{type(err).__name__}: {err}"
-            trial.set_user_attr("error", error[:2000])
         except KeyboardInterrupt:  # stopped by hand: the trial is FAIL and queued again as it was, the loop ends
-            trial.set_user_attr("error", "interrupted")
-            frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            _queue_again(study, frozen)
+            if not _taken_for_dead(study, trial):
+                trial.set_user_attr("error", "interrupted")
+                frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                _queue_again(study, frozen)
             raise
-    if optuna_private.stored_trial(study, trial.number).state.is_finished():  # failed by another worker meanwhile
-        return (f"trial {trial.number}: taken for dead (no heartbeat for {spec.grace_period} s) and retried; "
-                "this result is dropped")
-    done = study.tell(trial, value if state == TrialState.COMPLETE else None, state=state, skip_if_finished=True)
+    dropped = (f"trial {trial.number}: taken for dead (no heartbeat for {spec.grace_period} s) and retried; "
+               "this result is dropped")
+    if _taken_for_dead(study, trial):
+        return dropped
+    try:
+        if error:
+            trial.set_user_attr("error", error[:2000])
+        done = study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+    except optuna.exceptions.UpdateFinishedTrialError:  # taken for dead between the look above and the write
+        return dropped
     return trial_line(done, error)
+
+
+def _taken_for_dead(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """Finished by someone else while this worker ran it: another worker's fail_stale_trials."""
+    return optuna_private.stored_trial(study, trial.number).state.is_finished()
 
 
 def work(spec_dict: dict, backend: str = "local", worker: int = 0, threads: int | None = None,
