@@ -48,6 +48,15 @@ def test_same_seed_same_curve_other_seed_other_curve(runs):
     assert not same_curves(runs["a"], runs["clipped"])  # same seed, clipping changes the steps
 
 
+def test_same_curves_over_the_first_steps_compares_a_short_run_with_the_start_of_a_long_one(runs, tmp_path):
+    cfg = tiny_config(tmp_path, num_train_epochs=1, lr_scheduler_type="constant", max_grad_norm=None, seed=0)
+    short = train(cfg.replace(max_steps=2))
+    assert not same_curves(runs["a"], short)  # 4 steps against 2
+    assert same_curves(runs["a"], short, steps=2)  # a constant LR: the first 2 steps are the same
+    assert not same_curves(runs["b"], short, steps=2)  # another seed, another start
+    assert not same_curves(runs["a"], short, steps=3)  # the short run has no third step
+
+
 def test_seed_band(runs):
     band = seed_band([runs["a"], runs["b"]])
     losses = [runs[k].summary["final_eval_loss"] for k in ("a", "b")]

@@ -42,7 +42,9 @@ COLOURS = {"right": ("#1a7f37", "#e9f6ec"), "wrong": ("#c62828", "#fdeceb"), "un
 TITLES = {"right": "Right.", "wrong": "Not yet.", "unanswered": "Nothing to check yet."}
 MARKS = {"right": "✓", "wrong": "✗", "unanswered": "…"}
 SAME_NUMBER = 1e-6  # relative: a prediction of 0.003 for 3e-3 computed as 0.0030000000000000005 is the same number
-FAILED_STATUSES = ("diverged", "interrupted", "incomplete")  # runs whose last numbers say nothing about the goal
+# runs whose last numbers say nothing about a goal, and how a check says so
+FAILED_STATUSES = {"diverged": "it diverged at step {step}", "interrupted": "it was interrupted before its end",
+                   "incomplete": "it did not finish (its process ended)"}
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def predict(answer, actual, *, name: str = "your prediction", example=None, choi
     truth ("the sweep's best LR was") introduces the actual value, why explains it, right or wrong."""
     try:
         return _predict(answer, actual, name, example, choices, tolerance, factor, truth, why)
-    except Exception as err:  # noqa: BLE001 - a learner's notebook shows a sentence, never a traceback
+    except Exception as err:  # a learner's notebook shows a sentence, never a traceback
         return Feedback(False, f"The check itself failed on {name} = {_shown(answer)} ({type(err).__name__}: "
                                f"{err}). This is a bug of the exercise, not of your answer.", answered=False)
 
@@ -98,13 +100,12 @@ def _predict(answer, actual, name, example, choices, tolerance, factor, truth, w
     if problem:
         return Feedback(False, problem, answered=False)
     right = _same(value, actual, kind, tolerance, factor)
-    margin = (f" (within {_number(tolerance)})" if tolerance is not None
-              else f" (within a factor of {_number(factor)})" if factor is not None else "")
+    margin = (f" (a prediction within {_number(tolerance)} of it counts)" if tolerance is not None
+              else f" (a prediction within a factor of {_number(factor)} of it counts)" if factor is not None else "")
     said = f"You predicted {name} = {_shown(value)}"
     if right:
         return Feedback(True, _sentence(f"{said}, and {truth} {_shown(actual)}{margin}.", why))
-    return Feedback(False, _sentence(f"{said}, but {truth} {_shown(actual)}" + (f"; right{margin}" if margin else "")
-                                     + ".", why))
+    return Feedback(False, _sentence(f"{said}, but {truth} {_shown(actual)}{margin}.", why))
 
 
 def _plain(value):
@@ -217,13 +218,11 @@ def loss_below(limit: float, within_steps: int | None = None, what: str = "") ->
     says = f"a validation loss below {_number(limit)}{window}" + (f" ({what})" if what else "")
 
     def test(run):
-        evals = _evaluations(run)
-        if within_steps:
-            evals = evals[evals["step"] <= within_steps]
+        every = _evaluations(run)
+        evals = every[every["step"] <= within_steps] if within_steps else every
         if evals.empty:
-            first = _evaluations(run)["step"].min() if not _evaluations(run).empty else None
-            return False, (f"it has no validation loss{window}" + (f" (its first evaluation after training began "
-                                                                   f"was at step {int(first)})" if first else ""))
+            first = f" (its first evaluation after training began was at step {int(every['step'].min())})"
+            return False, f"it has no validation loss{window}" + (first if not every.empty else "")
         row = evals.loc[evals["eval_loss"].idxmin()]
         loss = float(row["eval_loss"])
         where = f"epoch {_epoch(row['epoch'])}, step {int(row['step'])}"
@@ -286,8 +285,7 @@ def learns() -> Goal:
     def test(run):
         s = run.summary
         if run.status in FAILED_STATUSES:
-            step = f" at step {s.get('diverged_at_step')}" if run.status == "diverged" else ""
-            return False, f"it {run.status}{step}"
+            return False, FAILED_STATUSES[run.status].format(step=s.get("diverged_at_step"))
         final, base = s.get("final_eval_loss"), s.get("base_eval_loss")
         if final is None or base is None or not math.isfinite(final):
             return False, "it has no final validation loss"
@@ -311,7 +309,7 @@ def find(answer, goals, *, base: TrainConfig | None = None, knob: str | None = N
     goals = [goals] if isinstance(goals, Goal) else list(goals)
     try:
         return _find(answer, goals, base, knob, knobs, reuse, name, example, workers)
-    except Exception as err:  # noqa: BLE001 - a learner's notebook shows a sentence, never a traceback
+    except Exception as err:  # a learner's notebook shows a sentence, never a traceback
         return Feedback(False, f"The check itself failed on {name} ({type(err).__name__}: {err}). This is a bug of "
                                "the exercise, not of your answer.", answered=False)
 
@@ -327,7 +325,7 @@ def _find(answer, goals, base, knob, knobs, reuse, name, example, workers) -> Fe
         label = _label(config.to_dict(), base)
         try:
             run = trained(config, reuse, workers=workers)
-        except Exception as err:  # noqa: BLE001 - the learner's config failed to train: say how, in words
+        except Exception as err:  # the learner's config failed to train: say how, in words
             return Feedback(False, f"Your run ({label}) could not train: {err}")
     results = [goal.test(run) for goal in goals]
     reached = all(ok for ok, _ in results)

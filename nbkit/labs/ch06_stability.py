@@ -72,12 +72,20 @@ def playbook_threshold(run, percentile: float = PLAYBOOK_PERCENTILE) -> float:
 
 # ---------------------------------------------------------------- seeds
 
-def same_curves(a, b, columns=("loss", "grad_norm")) -> bool:
-    """True when two runs took the same number of steps with bit-identical values in `columns`."""
+def same_curves(a, b, columns=("loss", "grad_norm"), steps: int | None = None) -> bool:
+    """True when two runs took the same number of steps with bit-identical values in `columns`. steps: compare
+    only each run's first `steps` steps (both must have taken them): a short run against the start of a long one
+    at a constant LR, where the schedule does not depend on the run's length (chapter 6's workers exercise)."""
     a, b = as_runs([a, b])
-    if len(a.steps) != len(b.steps):
+    if steps is not None:
+        if min(len(a.steps), len(b.steps)) < steps:
+            return False
+        a_steps, b_steps = a.steps.iloc[:steps], b.steps.iloc[:steps]
+    elif len(a.steps) != len(b.steps):
         return False
-    return all(np.array_equal(a.steps[c].to_numpy(), b.steps[c].to_numpy()) for c in columns)
+    else:
+        a_steps, b_steps = a.steps, b.steps
+    return all(np.array_equal(a_steps[c].to_numpy(), b_steps[c].to_numpy()) for c in columns)
 
 
 def seed_band(runs, metric: str = "final_eval_loss") -> dict:
