@@ -231,19 +231,21 @@ def loss_below(limit: float, within_steps: int | None = None, what: str = "") ->
     return Goal(says, test)
 
 
-def below(measure, limit: float, what: str) -> Goal:
+def below(measure, limit: float, what: str, limit_is: str = "") -> Goal:
     """measure(run) is below `limit`. measure: a key of run.summary ("final_eval_loss", "final_train_loss",
-    ...) or a function of the run (a chapter lab's, e.g. the share of steps clipped); what names it in words."""
-    return _compare(measure, limit, what, lower=True)
+    ...) or a function of the run (a chapter lab's, e.g. the share of steps clipped); what names it in words,
+    limit_is where the limit comes from ("AdamW's best at seed 42")."""
+    return _compare(measure, limit, what, limit_is, lower=True)
 
 
-def above(measure, limit: float, what: str) -> Goal:
+def above(measure, limit: float, what: str, limit_is: str = "") -> Goal:
     """measure(run) is above `limit` (see below)."""
-    return _compare(measure, limit, what, lower=False)
+    return _compare(measure, limit, what, limit_is, lower=False)
 
 
-def _compare(measure, limit, what, lower: bool) -> Goal:
+def _compare(measure, limit, what, limit_is, lower: bool) -> Goal:
     side = "below" if lower else "above"
+    source = f" ({limit_is})" if limit_is else ""
 
     def test(run):
         value = _measured(measure, run)
@@ -251,8 +253,8 @@ def _compare(measure, limit, what, lower: bool) -> Goal:
             return False, f"it has no {what} to compare ({_shown(value)})"
         reached = value < limit if lower else value > limit
         relation = side if reached else f"not {side}"
-        return reached, f"{what} was {_number(value, limit)}, {relation} {_number(limit, value)}"
-    return Goal(f"{what} {side} {_number(limit)}", test)
+        return reached, f"{what} was {_number(value, limit)}, {relation} {_number(limit, value)}{source}"
+    return Goal(f"{what} {side} {_number(limit)}{source}", test)
 
 
 def diagnosed(name: str, epoch=None) -> Goal:
