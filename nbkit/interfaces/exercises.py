@@ -318,13 +318,13 @@ def find(answer, goals, *, base: TrainConfig | None = None, knob: str | None = N
 
 def _find(answer, goals, base, knob, knobs, reuse, name, example, workers) -> Feedback:
     allowed = list(knobs) if knobs is not None else [knob] if knob else None
-    config, problem = _config_of(answer, base, knob, allowed, name, example)
+    config, named, problem = _config_of(answer, base, knob, allowed, name, example)
     if problem:
         return Feedback(False, problem, answered=False)
     if isinstance(config, Run):
-        run, label = config, _label(config.config, base)
+        run, label = config, _label(config.config, base, named)
     else:
-        label = _label(config.to_dict(), base)
+        label = _label(config.to_dict(), base, named)
         try:
             run = trained(config, reuse, workers=workers)
         except Exception as err:  # the learner's config failed to train: say how, in words
@@ -340,15 +340,17 @@ def _find(answer, goals, base, knob, knobs, reuse, name, example, workers) -> Fe
                            f"{doctor.name}: {doctor.message}; its advice: {doctor.advice}.")
 
 
-def _config_of(answer, base, knob, allowed, name, example) -> tuple[object, str | None]:
-    """(a Run or a checked TrainConfig, None), or (None, a sentence on why the answer cannot be run)."""
+def _config_of(answer, base, knob, allowed, name, example) -> tuple[object, list, str | None]:
+    """(a Run or a checked TrainConfig, the fields the answer named, None), or (None, [], a sentence on why the
+    answer cannot be run)."""
     answer = _plain(answer)
-    example = example if example is not None else ({knob: getattr(base, knob)} if knob and base else None)
+    if example is None and base is not None and (knob or allowed):  # how an answer looks: base's own value
+        example = getattr(base, knob) if knob else {allowed[0]: getattr(base, allowed[0])}
     write = f", e.g. `{name} = {example!r}`" if example is not None else ""
     if answer is None or answer is Ellipsis:
-        return None, f"Write your answer first: set {name} in the cell above{write}, and run that cell."
+        return None, [], f"Write your answer first: set {name} in the cell above{write}, and run that cell."
     if isinstance(answer, Run):
-        return answer, None
+        return answer, [], None
     if isinstance(answer, TrainConfig):
         changes = {k: v for k, (v, _) in answer.diff(base).items() if k not in NOT_KNOBS} if base else {}
     elif isinstance(answer, dict):
@@ -357,25 +359,25 @@ def _config_of(answer, base, knob, allowed, name, example) -> tuple[object, str 
         changes = {knob: answer}
     else:
         wanted = f"a value for {knob}" if knob else "a dict of TrainConfig fields"
-        return None, f"{name} should be {wanted}{write}; it is {_described(answer)}."
+        return None, [], f"{name} should be {wanted}{write}; it is {_described(answer)}."
     if base is None and not isinstance(answer, TrainConfig):
-        return None, "This exercise gives no base configuration to apply your changes to (a bug of the exercise)."
+        return None, [], "This exercise gives no base configuration to apply your changes to (a bug of the exercise)."
     keys = [k for k in changes if not isinstance(k, str)]
     if keys:
-        return None, f"{name}: the keys of the dict must be TrainConfig field names in quotes; {keys[0]!r} is not."
+        return None, [], f"{name}: the keys of the dict must be TrainConfig field names in quotes; {keys[0]!r} is not."
     try:
         check_field_names(changes)  # an unknown field first: "'lr' is not a TrainConfig field. Did you mean ...?"
     except ValueError as err:
-        return None, f"{name}: {err}"
+        return None, [], f"{name}: {err}"
     outside = [k for k in changes if allowed is not None and k not in allowed]
     if outside:
-        return None, (f"{name} changes {', '.join(outside)}; this exercise lets you change only "
-                      f"{', '.join(allowed)}{write}.")
+        return None, [], (f"{name} changes {', '.join(outside)}; this exercise lets you change only "
+                          f"{', '.join(allowed)}{write}.")
     try:
         config = answer if isinstance(answer, TrainConfig) else base.replace(**changes)
     except (ValueError, TypeError) as err:  # ConfigError: the field, the value and what is allowed
-        return None, f"{name} is not a configuration the trainer accepts: {err}"
-    return config, None
+        return None, [], f"{name} is not a configuration the trainer accepts: {err}"
+    return config, list(changes), None
 
 
 def trained(config: TrainConfig, reuse=None, keep_model: bool = False, workers: int | None = None) -> Run:
@@ -394,13 +396,14 @@ def trained(config: TrainConfig, reuse=None, keep_model: bool = False, workers: 
     return as_runs(table)[0]
 
 
-def _label(config: dict, base) -> str:
-    """The knobs the answer set, as "learning_rate=0.003" (all the changes from base), or the run's name."""
+def _label(config: dict, base, named) -> str:
+    """The knobs the answer set, as "learning_rate=0.003": those it named (even at base's value), then any other
+    change from base; or the run's name when there is no base to compare with."""
     if base is None:
         return config.get("run_name") or "your run"
-    mine = TrainConfig.from_dict({k: v for k, v in config.items()})
-    changed = [k for k in mine.diff(base) if k not in NOT_KNOBS]
-    return knob_label(mine, changed) if changed else "the base configuration unchanged"
+    mine = TrainConfig.from_dict(dict(config))
+    shown = list(named) + [k for k in mine.diff(base) if k not in NOT_KNOBS and k not in named]
+    return knob_label(mine, shown) if shown else "the base configuration unchanged"
 
 
 def _evaluations(run):
@@ -432,11 +435,12 @@ def _number(value, other=None) -> str:
     """4 significant digits; more when `other` would otherwise print the same (0.3171 vs 0.31712)."""
     if value is None:
         return "None"
-    for digits in (4, 6, 8):
+    value, other = float(value), None if other is None else float(other)
+    for digits in (4, 6, 8, 12):
         text = f"{value:.{digits}g}"
         if other is None or text != f"{other:.{digits}g}":
             return text
-    return f"{value!r}"
+    return text  # the same number: say it once, at 12 digits
 
 
 def _epoch(value) -> str:
