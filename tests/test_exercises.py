@@ -285,8 +285,14 @@ def course_with(tmp_path: Path, assignment: str, chapters, parameters: dict | No
     return course
 
 
+def parameters_cell(nb):
+    """The cell tagged 'parameters' (papermill's)."""
+    return next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+
+
 def set_parameter(nb, name: str, value) -> None:
-    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    """`name: type = value  # comment` in the parameters cell, as a learner (or papermill's -p) would set it."""
+    cell = parameters_cell(nb)
     lines = cell.source.splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith(f"{name}:"))
     kind, comment = lines[at].split(":", 1)[1].split("=", 1)[0].strip(), lines[at].split("#", 1)[1]
@@ -295,6 +301,7 @@ def set_parameter(nb, name: str, value) -> None:
 
 
 def nbgrader_cells(nb, key: str):
+    """The cells nbgrader marks `key` ("solution", "grade", "locked")."""
     return [c for c in nb.cells if c.metadata.get("nbgrader", {}).get(key)]
 
 
@@ -315,6 +322,9 @@ def test_every_chapter_carries_graded_exercises():
             assert "assert" not in visible, f"{chapter.name}: only the autograder asserts:\n{cell.source}"
         ids = [c.metadata["nbgrader"]["grade_id"] for c in answers + checks]
         assert len(set(ids)) == len(ids), f"{chapter.name}: grade_ids repeat: {ids}"
+        # read-only for nbgrader: autograde puts it back, so a graded copy runs the chapter as released
+        params = parameters_cell(nb).metadata.get("nbgrader", {})
+        assert params.get("locked") and not params.get("solution") and not params.get("grade"), params
 
 
 def test_the_released_chapters_have_no_solutions_and_no_hidden_tests(tmp_path):
@@ -370,11 +380,16 @@ def autograde_chapter(stem: str, tmp_path: Path) -> None:
     assignment, student = "chapter", "learner"
     course = course_with(tmp_path, assignment, [chapter], SHORTENED)
     nbgrader(course, "generate_assignment", assignment, "--force")
-    # the learner's copy: the master's answers, except one wrong answer
+    # the learner's copy: the master's answers, except one wrong answer; and another dataset in the parameters cell,
+    # which would switch the grading off (exercises.graded) if autograde did not put the released cell back
     master = nbformat.read(course / "source" / assignment / chapter.name, as_version=4)
+    released_parameters = parameters_cell(master).source
     cell_id, wrong = WRONG[stem]
     [cell] = [c for c in master.cells if c.metadata.get("nbgrader", {}).get("grade_id") == cell_id]
     cell.source = wrong
+    dataset = notebook_defaults(stem).get("dataset")
+    if dataset:
+        set_parameter(master, "dataset", "reviews" if dataset == "arithmetic" else "arithmetic")
     submitted = course / "submitted" / student / assignment
     submitted.mkdir(parents=True)
     nbformat.write(master, submitted / chapter.name)
@@ -390,6 +405,7 @@ def autograde_chapter(stem: str, tmp_path: Path) -> None:
     assert all(score == maximum == 1 for name, (score, maximum) in scores.items() if name != wrong_check), scores
     assert len(scores) >= 3
     graded = nbformat.read(course / "autograded" / student / assignment / chapter.name, as_version=4)
+    assert parameters_cell(graded).source == released_parameters
     failed = [c for c in nbgrader_cells(graded, "grade") if any(o.get("output_type") == "error" for o in c.outputs)]
     assert [c.metadata["nbgrader"]["grade_id"] for c in failed] == [wrong_check]
     (tmp_path / "scores.json").write_text(json.dumps(scores))
