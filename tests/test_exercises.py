@@ -180,6 +180,8 @@ def test_below_and_above_take_a_summary_key_or_a_function(overfit):
     assert exercises.above(lambda run: len(run.epochs), 1, "its evaluations").test(overfit)[0]
     passed, said = exercises.below("no_such_number", 1.0, "a number it lacks").test(overfit)
     assert not passed and "no a number it lacks" in said
+    passed, said = exercises.below(lambda run: run.epochs.loc[99, "train_loss"], 1.0, "epoch 99's loss").test(overfit)
+    assert not passed and "no epoch 99's loss" in said  # a measure the run cannot give: a sentence, no KeyError
 
 
 # ---------------------------------------------------------------- find

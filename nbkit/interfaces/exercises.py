@@ -18,8 +18,12 @@ with an example; an unknown TrainConfig field or a refused value gets the config
 fails says so. The thresholds of a goal are the chapter's own numbers, passed in by the exercise cell.
 
 The chapter notebooks are the instructor's version: each answer cell holds the solution between nbgrader's
-`### BEGIN SOLUTION` / `### END SOLUTION`, each check cell its grading assert between `### BEGIN HIDDEN TESTS`
-/ `### END HIDDEN TESTS`. `nbgrader_config(root)` writes what a course needs to release and autograde them.
+`### BEGIN SOLUTION` / `### END SOLUTION`, each check cell shows its Feedback (`display(check)`: shown, not
+returned, so nbgrader reads no partial credit from it) and then its grading assert between `### BEGIN HIDDEN
+TESTS` / `### END HIDDEN TESTS`: `assert check.passed or not exercises.graded(ch), check.message`. graded(ch)
+is True on the tiny model with the chapter's own data, the setting the answers were written for; the parameters
+cell is read-only for nbgrader, so autograde runs each chapter as released. `nbgrader_config(root)` writes what
+a course needs to release and autograde them (`nbgrader generate_assignment`, `nbgrader autograde`).
 """
 from __future__ import annotations
 
@@ -416,8 +420,12 @@ def _evaluations(run):
 
 
 def _measured(measure, run):
-    value = run.summary.get(measure) if isinstance(measure, str) else measure(run)
-    value = _plain(value)
+    """measure of the run as a float, or None: a summary key it lacks, or a measure it cannot give (a run that
+    diverged before its first epoch has no training loss to read, say)."""
+    try:
+        value = _plain(run.summary.get(measure) if isinstance(measure, str) else measure(run))
+    except (ArithmeticError, KeyError, IndexError, TypeError, ValueError):
+        return None
     return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
 
 
