@@ -1,20 +1,21 @@
 """A room of students on one class (nbkit.core.classroom), measured on this machine, on SQLite and PostgreSQL:
 
   students  `--students` - 1 terminal students (`python -m nbkit class join`, one torch thread each), all
-            started at once, training tiny one-epoch runs until the design (`--configurations`) is done;
+            started at once, training tiny one-epoch runs until the design (`--configurations`) is done, at
+            each CPU priority of `--nice` (class join's default, 10, and 0, the usual priority, side by side);
   board     the instructor's live board (nbkit.views.board.Board, reading every 0.5 s) in this process: for
             every finished run, the time from its end (Optuna's datetime_complete) to the board showing it;
   panel     one more student in a chapter's panel (nbkit.views.ui, in its own process), pressing Train next
             three times while the room runs (in a small class of its own in the same database, so the room
             cannot have taken every configuration first): from the click to the first plotted point.
 
-It prints, per database: trials per minute for the whole room, the board's median and slowest delay
+It prints, per database and priority: trials per minute for the whole room, the board's median and slowest delay
 (target <= 2 s) and the panel's Train next to first point (target <= 3 s, as the panel's Train).
 
 Not a test: tests/test_classroom_load.py checks that a room of students runs every configuration once; this
 measures how it feels while it does.
 
-    python bench/classroom_load.py [--students 30] [--configurations 40] [--databases sqlite postgresql]
+    python bench/classroom_load.py [--students 30] [--configurations 40] [--databases sqlite postgresql] [--nice 10 0]
 """
 import argparse
 import json
@@ -56,15 +57,16 @@ def make_class(name: str, storage: str, configurations: int):
     return create_class(spec, "01_learning_rate")
 
 
-def start_students(name: str, storage: str, n: int, folder: Path) -> list[subprocess.Popen]:
+def start_students(name: str, storage: str, n: int, folder: Path, nice: int) -> list[subprocess.Popen]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return [subprocess.Popen([sys.executable, "-m", "nbkit", "class", "join", name, "--storage", storage, "--student",
-                              f"student{i:02d}", "--threads", "1", "--output-dir", str(folder / "runs")],
+                              f"student{i:02d}", "--threads", "1", "--output-dir", str(folder / "runs"),
+                              "--nice", str(nice)],
                              cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
             for i in range(n)]
 
 
-def room(storage: str, students: int, configurations: int, folder: Path) -> dict:
+def room(storage: str, students: int, configurations: int, folder: Path, nice: int) -> dict:
     """Run one room to its end; the measurements."""
     from nbkit.core.classroom import class_counts, class_runs, open_class
     from nbkit.views.board import Board
@@ -74,7 +76,7 @@ def room(storage: str, students: int, configurations: int, folder: Path) -> dict
     make_class(name + "_panel", storage, 6)
     board = Board(open_class(name, storage), every=0.5)
     started = time.time()
-    processes = start_students(name, storage, students - 1, folder)
+    processes = start_students(name, storage, students - 1, folder, nice)
     study = open_class(name, storage)
     while class_counts(study)["done"] < min(5, configurations // 4):  # the room is busy: now the panel student
         time.sleep(0.5)
@@ -98,28 +100,32 @@ def main() -> None:
     parser.add_argument("--students", type=int, default=30)
     parser.add_argument("--configurations", type=int, default=40)
     parser.add_argument("--databases", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
+    parser.add_argument("--nice", nargs="+", type=int, default=[10, 0],
+                        help="the students' CPU priorities to compare (class join --nice; 10 is its default)")
     args = parser.parse_args()
     print(f"{args.students} students, {args.configurations} configurations of a tiny one-epoch run, "
           f"{os.cpu_count()} CPUs", flush=True)
     results = {}
     for database in args.databases:
-        with tempfile.TemporaryDirectory(prefix="nbkit-room-") as tmp:
-            if database == "sqlite":
-                results[database] = room(f"sqlite:///{tmp}/class.db", args.students, args.configurations, Path(tmp))
-            else:
-                from study_helpers import postgresql_server
-                with postgresql_server() as url:
-                    results[database] = room(url, args.students, args.configurations, Path(tmp))
-        print(f"  {database}: done", flush=True)
+        for nice in args.nice:
+            with tempfile.TemporaryDirectory(prefix="nbkit-room-") as tmp:
+                if database == "sqlite":
+                    result = room(f"sqlite:///{tmp}/class.db", args.students, args.configurations, Path(tmp), nice)
+                else:
+                    from study_helpers import postgresql_server
+                    with postgresql_server() as url:
+                        result = room(url, args.students, args.configurations, Path(tmp), nice)
+            results[f"{database}, nice {nice}"] = result
+            print(f"  {database}, students at nice {nice}: done", flush=True)
     print()
-    print(f"{'database':<11}{'trials':>7}{'trials/min':>11}{'board median':>13}{'board max':>10}{'target':>8}"
+    print(f"{'database, students':<20}{'trials':>7}{'trials/min':>11}{'board median':>13}{'board max':>10}{'target':>8}"
           f"{'panel next->1st point':>23}{'target':>8}  notes")
     for database, r in results.items():
         delays, panel = r["board delays"], r["panel"]
         board_max = max(delays) if delays else float("nan")
         notes = [f"{r['failed students']} students failed" if r["failed students"] else "",
                  f"{r['unseen']} runs never seen by the board" if r["unseen"] else "", " ".join(r["panel error"])]
-        print(f"{database:<11}{r['trials']:>7}{r['trials'] / r['minutes']:>11.1f}"
+        print(f"{database:<20}{r['trials']:>7}{r['trials'] / r['minutes']:>11.1f}"
               f"{statistics.median(delays) if delays else float('nan'):>12.2f}s{board_max:>9.2f}s"
               f"{'pass' if board_max <= 2 else 'miss':>8}"
               f"{', '.join(f'{s:.2f}' for s in panel) + ' s':>23}"

@@ -53,3 +53,12 @@ def test_the_heartbeat_thread_beats_and_heartbeat_ages_reads_it(study):
         assert set(ages) == {number} and 0 <= ages[number] < 1.5
     time.sleep(1.2)
     assert optuna_private.heartbeat_ages(study)[number] >= 1.0  # the thread stopped with the context
+
+
+def test_frozen_study_trials_reads_another_studys_trials_by_its_id(study):
+    other = optuna.create_study(study_name="other", storage=study._storage)
+    other.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=2.0, intermediate_values={1: 3.0}))
+    frozen = {s.study_name: s for s in study._storage.get_all_studies()}
+    assert [(t.value, t.intermediate_values) for t in optuna_private.frozen_study_trials(study, frozen["other"])] \
+        == [(2.0, {1: 3.0})]
+    assert [t.state for t in optuna_private.frozen_study_trials(study, frozen["s"])] == [TrialState.WAITING] * 2

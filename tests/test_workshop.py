@@ -1,6 +1,7 @@
 """The workshop's ways in (nbkit.interfaces.workshop, `python -m nbkit class ...`, `nbkit.classroom`): a class
 spec names a chapter, the shipped specs read, the commands create, join and show a class and refuse bad input in
 one line, optuna-dashboard serves the class. Real SQLite storage, real processes, tiny runs."""
+import os
 import re
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from optuna.trial import TrialState
 from nbkit.core.classroom import class_runs, create_class, open_class
 from nbkit.core.runs import load_run
 from nbkit.core.study import StudyError
+from nbkit.interfaces.cli import JOIN_NICE
 from nbkit.interfaces.profiles import NOTEBOOKS_DIR, chapter_names
 from nbkit.interfaces.workshop import chapter_name, create, read_class_spec
 from study_helpers import GRID, REPO_ROOT, class_spec, free_port
@@ -73,6 +75,7 @@ def test_class_create_and_join_from_the_command_line(tmp_path):
                        "--output-dir", str(tmp_path / "runs"), timeout=300)
     assert joined.returncode == 0, joined.stderr
     assert joined.stdout.count(" COMPLETE ") == 3 and "ana trained 3 configuration(s)" in joined.stdout
+    assert f"training at nice {min(19, os.nice(0) + JOIN_NICE)} " in joined.stdout  # yields to the board's process
     rows = class_runs(open_class("lr101", url))
     assert sorted(r["params"]["learning_rate"] for r in rows) == GRID and {r["student"] for r in rows} == {"ana"}
     assert all(load_run(t.user_attrs["run_dir"]).status == "completed" for t in open_class("lr101", url).trials)
@@ -84,6 +87,8 @@ def test_class_commands_refuse_bad_input_in_one_line(tmp_path):
     url = f"sqlite:///{tmp_path}/class.db"
     for args, says in [(("create", str(spec)), "chapter='nope' is not a chapter"),
                        (("join", "lr101", "--storage", url, "--student", "ana"), "no such file"),
+                       (("join", "lr101", "--storage", url, "--student", "ana", "--nice", "25"),
+                        "--nice 25: allowed: a whole number from 0"),
                        (("board", "lr101", "--storage", url), "no such file")]:
         result = nbkit_cli("class", *args)
         assert result.returncode == 2 and result.stderr.startswith("nbkit: error: ") and says in result.stderr, result

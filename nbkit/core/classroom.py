@@ -179,9 +179,10 @@ def differs_from_class(config: dict, spec: StudySpec) -> dict:
             if k not in NOT_KNOBS and k not in spec.knobs and k in config and _canonical(config[k]) != _canonical(v)}
 
 
-def class_counts(study: optuna.Study) -> dict:
-    """How many configurations are done, running and free, and who runs which."""
-    trials = study.get_trials(deepcopy=False)
+def class_counts(study: optuna.Study, trials=None) -> dict:
+    """How many configurations are done, running and free, and who runs which. `trials`: the class study's
+    trials when already read (a board reads them once a look, for its counts and its rows)."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
     states = [t.state for t in trials]
     running = {t.number: t.user_attrs.get("student", "?") for t in trials if t.state == TrialState.RUNNING}
     return {"done": sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states),
@@ -190,13 +191,12 @@ def class_counts(study: optuna.Study) -> dict:
             "configurations": study.user_attrs.get(SPEC_ATTR, {}).get("n_trials")}
 
 
-def student_studies(study: optuna.Study) -> list[optuna.Study]:
-    """The studies of the students who joined the class, in the order they joined."""
+def student_studies(study: optuna.Study) -> list:
+    """The students' studies of the class (optuna FrozenStudy: name, user attrs), in the order they joined.
+    One read of the storage's study list, whatever the number of students: a board does it every second."""
     prefix = f"{study.study_name}{STUDENTS}"
-    summaries = optuna.study.get_all_study_summaries(study._storage, include_best_trial=False)
-    found = [s for s in summaries if s.study_name.startswith(prefix)]
-    found.sort(key=lambda s: s.user_attrs.get("joined_at", 0))
-    return [optuna.load_study(study_name=s.study_name, storage=study._storage) for s in found]
+    found = [s for s in study._storage.get_all_studies() if s.study_name.startswith(prefix)]
+    return sorted(found, key=lambda s: s.user_attrs.get("joined_at", 0))
 
 
 def students(study: optuna.Study) -> list[str]:
@@ -204,14 +204,16 @@ def students(study: optuna.Study) -> list[str]:
     return [s.study_name[len(prefix):] for s in student_studies(study)]
 
 
-def class_runs(study: optuna.Study) -> list[dict]:
+def class_runs(study: optuna.Study, trials=None) -> list[dict]:
     """Every run of the class, a dict each, design trials first: trial, student, kind ("design" or "own"),
     state, run_status, value (best validation loss; inf if diverged; None while running), best_epoch, params
     (the class's knobs), differs (own runs: what else they changed), curve ({epoch: eval_loss}, read from the
-    database, so a board sees every student's curve whichever machine trained it), finished (a timestamp)."""
-    rows = [_row(t, "design", trial_params(t)) for t in study.get_trials(deepcopy=False) if _shown_trial(t)]
+    database, so a board sees every student's curve whichever machine trained it), finished (a timestamp).
+    `trials`: the class study's trials when already read."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    rows = [_row(t, "design", trial_params(t)) for t in trials if _shown_trial(t)]
     for own in student_studies(study):
-        rows += [_row(t, "own", t.user_attrs.get("params", {})) for t in own.get_trials(deepcopy=False)]
+        rows += [_row(t, "own", t.user_attrs.get("params", {})) for t in optuna_private.frozen_study_trials(study, own)]
     return rows
 
 

@@ -13,6 +13,7 @@ which. `requirements.txt` allows the Optuna versions that test has run on.
     set_trial_system_attr(study, number, key, value)
     study_system_attrs(study) / set_study_system_attr(study, key, value)
     heartbeat_ages(study)                  {trial number: seconds since its last heartbeat}, RUNNING trials
+    frozen_study_trials(study, frozen)     the trials of another study in the same storage, from its FrozenStudy
 """
 from __future__ import annotations
 
@@ -80,3 +81,10 @@ def heartbeat_ages(study: optuna.Study) -> dict[int, float]:
                 .filter(models.TrialModel.study_id == study._study_id,
                         models.TrialModel.state == TrialState.RUNNING).all())
     return {number: (now - beat.replace(tzinfo=None)).total_seconds() for number, beat in rows}
+
+
+def frozen_study_trials(study: optuna.Study, frozen) -> list[optuna.trial.FrozenTrial]:
+    """The trials of `frozen` (a FrozenStudy from storage.get_all_studies(), in `study`'s storage), read by its
+    id: no load_study (two more reads) per study, which a board looking at 30 students' studies every second
+    would pay 30 times."""
+    return _storage(study).get_all_trials(frozen._study_id, deepcopy=False)

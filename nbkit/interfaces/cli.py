@@ -26,6 +26,7 @@ that need them: checking a config, exporting it, `--help` and reading a stored s
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +36,11 @@ from nbkit.core.data import DataFileError, check_dataset
 from nbkit.core.export import EXPORT_FORMATS, export_text
 from nbkit.core.study import DEFAULT_STORAGE
 from nbkit.core.study_export import BEST_FORMATS
+
+# `class join`'s priority: 30 terminal students on a 2-core hub at the usual priority leave the instructor's board
+# a 31st of the CPU (a finished run took 11 s to show; bench/classroom_load.py). At nice 10 each weighs a tenth of
+# the board, which then redraws within its tick; a student alone on a laptop loses nothing.
+JOIN_NICE = 10
 
 
 def main(argv=None) -> int:
@@ -117,6 +123,10 @@ def add_class_commands(commands) -> None:
     join.add_argument("--max-runs", type=int, metavar="N", help="train at most N configurations, then leave")
     join.add_argument("--threads", type=int,
                       help="torch threads (default: torch's own; 1 when many students share a machine)")
+    join.add_argument("--nice", type=int, default=JOIN_NICE, metavar="N",
+                      help=f"lower this student's CPU priority by N, 0-19 (default {JOIN_NICE}): on a machine the room "
+                           "shares, the training yields to what someone is watching (the board, the panels); "
+                           "alone on a laptop it changes nothing")
     join.set_defaults(handler=run_class_join)
     board = class_commands.add_parser("board", help="the instructor's board in a terminal, as runs arrive")
     board.add_argument("name", metavar="NAME", help="the class's name")
@@ -305,14 +315,17 @@ def run_class_join(args) -> int:
     if args.max_runs is not None and args.max_runs < 1:
         raise ConfigError(f"--max-runs {args.max_runs}: allowed: a whole number >= 1 (or leave it out: until the "
                           "design is done)")
+    if not 0 <= args.nice <= 19:
+        raise ConfigError(f"--nice {args.nice}: allowed: a whole number from 0 (the usual priority) to 19 (the lowest)")
     seat = join(args.name, args.storage, args.student, output_dir=args.output_dir)
-    c = seat.counts()
-    print(f"joined class {seat.name!r} (chapter {seat.chapter}) as {seat.student}: {c['free']} of "
-          f"{c['configurations']} configurations free; training until the design is done (Ctrl-C stops: your "
-          "configuration goes back to the class)", flush=True)
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
+    niceness = os.nice(args.nice)  # a batch job's priority: 30 of these on one machine must not starve the board
+    c = seat.counts()
+    print(f"joined class {seat.name!r} (chapter {seat.chapter}) as {seat.student}: {c['free']} of "
+          f"{c['configurations']} configurations free; training at nice {niceness} until the design is done "
+          "(Ctrl-C stops: your configuration goes back to the class)", flush=True)
     try:
         done = seat.work(max_runs=args.max_runs)
     except KeyboardInterrupt:

@@ -307,7 +307,8 @@ class Board:
     def _tick(self, force: bool) -> bool:
         with self._lock:
             try:
-                rows, counts = class_runs(self.study), class_counts(self.study)
+                trials = self.study.get_trials(deepcopy=False)  # read once a look, for the rows and the counts
+                rows, counts = class_runs(self.study, trials), class_counts(self.study, trials)
             except Exception as err:  # noqa: BLE001 - a database hiccup: said in the status line, retried next tick
                 return self._failed("cannot read the class", err)
             fingerprint = board_fingerprint(rows, counts)
