@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from nbkit.core.classroom import class_runs, open_class
+from nbkit.core.classroom import STUDENT_NICE, class_runs, open_class
 from nbkit.interfaces.workshop import create
 from study_helpers import REPO_ROOT, free_port
 
@@ -32,6 +32,7 @@ p._on_train_next()
 p.join(600)
 print("RESULT", p.seat.student if p.seat else None, [r.status for r in p.runs], p.class_status.value)
 """
+PRIORITY = "import os; print('NICE', os.nice(0))"
 
 
 def wait_for(check, seconds, what):
@@ -127,7 +128,7 @@ def execute(url: str, name: str, token: str, code: str, seconds: int = 600) -> s
 
 def test_two_students_log_in_to_the_workshop_hub_and_each_trains_a_class_run(hub):
     url, token = hub["url"], hub["token"]
-    for name in STUDENTS:
+    for name in (*STUDENTS, "instructor"):
         log_in(url, name)
     api = {"Authorization": f"token {token}"}
 
@@ -135,9 +136,13 @@ def test_two_students_log_in_to_the_workshop_hub_and_each_trains_a_class_run(hub
         user = requests.get(f"{url}/hub/api/users/{name}", headers=api, timeout=30).json()
         return user.get("servers", {}).get("", {}).get("ready")
 
-    for name in STUDENTS:
+    for name in (*STUDENTS, "instructor"):
         wait_for(lambda: ready(name), 180, f"{name}'s server: {hub['log'].read_text()[-3000:]}")
         assert (hub["root"] / "homes" / name / "notebooks" / "01_learning_rate.ipynb").is_file()
+    # the students' kernels train at a lower priority than the instructor's, where the board runs
+    ours = os.nice(0)
+    assert f"NICE {min(19, ours + STUDENT_NICE)}" in execute(url, "ana", token, PRIORITY)
+    assert f"NICE {ours}" in execute(url, "instructor", token, PRIORITY)
     for name in STUDENTS:
         out = execute(url, name, token, CLASS_RUN)
         assert f"RESULT {name} ['completed']" in out and "told class" in out, out[-3000:]

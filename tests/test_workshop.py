@@ -14,10 +14,9 @@ import yaml
 import nbkit
 from optuna.trial import TrialState
 
-from nbkit.core.classroom import class_runs, create_class, open_class
+from nbkit.core.classroom import STUDENT_NICE, class_runs, create_class, open_class
 from nbkit.core.runs import load_run
 from nbkit.core.study import StudyError
-from nbkit.interfaces.cli import JOIN_NICE
 from nbkit.interfaces.profiles import NOTEBOOKS_DIR, chapter_names
 from nbkit.interfaces.workshop import chapter_name, create, read_class_spec
 from study_helpers import GRID, REPO_ROOT, class_spec, free_port
@@ -75,7 +74,7 @@ def test_class_create_and_join_from_the_command_line(tmp_path):
                        "--output-dir", str(tmp_path / "runs"), timeout=300)
     assert joined.returncode == 0, joined.stderr
     assert joined.stdout.count(" COMPLETE ") == 3 and "ana trained 3 configuration(s)" in joined.stdout
-    assert f"training at nice {min(19, os.nice(0) + JOIN_NICE)} " in joined.stdout  # yields to the board's process
+    assert f"training at nice {min(19, os.nice(0) + STUDENT_NICE)} " in joined.stdout  # yields to the board's process
     rows = class_runs(open_class("lr101", url))
     assert sorted(r["params"]["learning_rate"] for r in rows) == GRID and {r["student"] for r in rows} == {"ana"}
     assert all(load_run(t.user_attrs["run_dir"]).status == "completed" for t in open_class("lr101", url).trials)

@@ -13,6 +13,9 @@ Settings, from the environment:
     NBKIT_HUB_IP        the address to listen on (default 0.0.0.0: the room's laptops reach it)
     NBKIT_HUB_PORT      the port (default 8000)
     NBKIT_CLASS         the class the panels join (default lr101, notebooks/classes/01_learning_rate.yaml)
+    NBKIT_HUB_INSTRUCTOR  the instructor's hub name (default instructor): their server, where the board runs,
+                        keeps the usual CPU priority; every other server runs at nice 10 (STUDENT_NICE), so 30
+                        students training on one machine leave the projected board its share of the CPU
 
 What it trades away for a one-machine workshop, knowingly: the shared password lets anyone in the room log in
 under any name, and every student's server runs as the hub's own user (JupyterHub's SimpleLocalProcessSpawner),
@@ -24,11 +27,14 @@ import shutil
 import sys
 from pathlib import Path
 
+from nbkit.core.classroom import STUDENT_NICE  # students train at a lower priority than the board (its reason)
+
 c = get_config()  # noqa: F821 - JupyterHub defines get_config when it loads this file
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = Path(os.environ.get("NBKIT_HUB_ROOT", "nbkit-hub")).resolve()
 CLASS = os.environ.get("NBKIT_CLASS", "lr101")
+INSTRUCTOR = os.environ.get("NBKIT_HUB_INSTRUCTOR", "instructor")
 ROOT.mkdir(parents=True, exist_ok=True)
 
 c.JupyterHub.bind_url = f"http://{os.environ.get('NBKIT_HUB_IP', '0.0.0.0')}:{os.environ.get('NBKIT_HUB_PORT', '8000')}"
@@ -42,7 +48,8 @@ c.DummyAuthenticator.password = os.environ.get("NBKIT_HUB_PASSWORD") or sys.exit
 
 c.JupyterHub.spawner_class = "simple"  # each student a folder under ROOT/homes, all as this user (see above)
 c.SimpleLocalProcessSpawner.home_dir_template = str(ROOT / "homes" / "{username}")
-c.Spawner.cmd = [str(Path(sys.executable).with_name("jupyterhub-singleuser"))]  # the hub's own environment
+SINGLEUSER = str(Path(sys.executable).with_name("jupyterhub-singleuser"))  # the hub's own environment
+c.Spawner.cmd = [SINGLEUSER]
 if os.geteuid() == 0:  # a hub run as root (a workshop VM, a container) runs its students' servers as root too
     c.Spawner.args = ["--allow-root"]
 c.Spawner.default_url = "/lab/tree/notebooks/01_learning_rate.ipynb"
@@ -55,11 +62,13 @@ c.Spawner.environment = {
 }
 
 
-def copy_the_chapters(spawner):
-    """A student's first login: their own copy of notebooks/ (later logins keep what they changed)."""
+def prepare_the_server(spawner):
+    """A student's first login: their own copy of notebooks/ (later logins keep what they changed). Every
+    server but the instructor's starts at a lower CPU priority (its kernels inherit it)."""
     home = Path(spawner.home_dir_template.format(username=spawner.user.name))
     if not (home / "notebooks").exists():
         shutil.copytree(REPO / "notebooks", home / "notebooks")
+    spawner.cmd = [SINGLEUSER] if spawner.user.name == INSTRUCTOR else ["nice", "-n", str(STUDENT_NICE), SINGLEUSER]
 
 
-c.Spawner.pre_spawn_hook = copy_the_chapters
+c.Spawner.pre_spawn_hook = prepare_the_server

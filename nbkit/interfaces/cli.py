@@ -31,16 +31,12 @@ import sys
 from pathlib import Path
 
 
+from nbkit.core.classroom import STUDENT_NICE
 from nbkit.core.config import ConfigError, TrainConfig, field_docs, read_yaml_mapping
 from nbkit.core.data import DataFileError, check_dataset
 from nbkit.core.export import EXPORT_FORMATS, export_text
 from nbkit.core.study import DEFAULT_STORAGE
 from nbkit.core.study_export import BEST_FORMATS
-
-# `class join`'s priority: 30 terminal students on a 2-core hub at the usual priority leave the instructor's board
-# a 31st of the CPU (a finished run took 11 s to show; bench/classroom_load.py). At nice 10 each weighs a tenth of
-# the board, which then redraws within its tick; a student alone on a laptop loses nothing.
-JOIN_NICE = 10
 
 
 def main(argv=None) -> int:
@@ -123,10 +119,10 @@ def add_class_commands(commands) -> None:
     join.add_argument("--max-runs", type=int, metavar="N", help="train at most N configurations, then leave")
     join.add_argument("--threads", type=int,
                       help="torch threads (default: torch's own; 1 when many students share a machine)")
-    join.add_argument("--nice", type=int, default=JOIN_NICE, metavar="N",
-                      help=f"lower this student's CPU priority by N, 0-19 (default {JOIN_NICE}): on a machine the room "
-                           "shares, the training yields to what someone is watching (the board, the panels); "
-                           "alone on a laptop it changes nothing")
+    join.add_argument("--nice", type=int, default=STUDENT_NICE, metavar="N",
+                      help=f"lower this student's CPU priority by N, 0-19 (default {STUDENT_NICE}): on a machine "
+                           "the room shares, the training yields to what someone is watching (the board, the "
+                           "panels); alone on a laptop it changes nothing")
     join.set_defaults(handler=run_class_join)
     board = class_commands.add_parser("board", help="the instructor's board in a terminal, as runs arrive")
     board.add_argument("name", metavar="NAME", help="the class's name")
