@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: lab test test-seeds test-llm test-classroom-load test-hub test-exercises test-extended test-all bench chromium postgresql hub-proxy
+.PHONY: lab cjk-font test test-seeds test-llm test-classroom-load test-hub test-exercises test-extended test-all bench chromium postgresql hub-proxy
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,17 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-lab: $(VENV)/.installed
+# `make lab LANG=zh` (or a zh_* system locale): JupyterLab's menus in Chinese (its zh-CN language pack, set in a
+# settings folder of its own, so the English lab keeps yours) on the Chinese notebooks, notebooks/zh/
+ZH_LAB_SETTINGS = deploy/jupyterlab-zh/user-settings
+lab: $(VENV)/.installed cjk-font
+ifneq ($(filter zh%,$(LANG)),)
+	NBKIT_LANG=zh JUPYTERLAB_SETTINGS_DIR=$(CURDIR)/$(ZH_LAB_SETTINGS) $(BIN)/jupyter lab notebooks/zh/
+else
 	$(BIN)/jupyter lab notebooks/
+endif
 
-test: $(VENV)/.installed chromium postgresql
+test: $(VENV)/.installed chromium postgresql cjk-font
 	$(BIN)/python -m pytest -q
 
 # every chapter again at a second seed, drawn at random once (tests/test_notebooks.py ANOTHER_SEED):
@@ -66,6 +73,12 @@ chromium:
 	@command -v chromium >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+# Chinese figures need a CJK font (nbkit/views/fonts.py): Debian's Noto Sans CJK
+cjk-font:
+	@fc-list 2>/dev/null | grep -q "Noto Sans CJK" || { \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq fonts-noto-cjk >/dev/null; }
 
 # the study tests start a PostgreSQL server of their own (initdb + pg_ctl in a temporary folder, a free
 # port): Debian's server binaries, installed once, no service started

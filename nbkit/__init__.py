@@ -6,6 +6,7 @@
 
     from nbkit import classroom            # a workshop: classroom.create(...), .join(...), .board(...)
     from nbkit import exercises            # a chapter's exercises that check themselves
+    nbkit.set_language("zh")               # every text in Chinese from here on (nbkit/core/i18n.py)
 """
 from nbkit.core import notices
 
@@ -14,9 +15,10 @@ from nbkit.core import notices
 notices.install()
 
 from nbkit.core.config import TrainConfig  # noqa: E402
+from nbkit.core.i18n import set_language  # noqa: E402
 from nbkit.core.runs import Run, list_runs, load_run  # noqa: E402
 
-__all__ = ["TrainConfig", "Run", "train", "load_run", "list_runs", "classroom", "exercises"]
+__all__ = ["TrainConfig", "Run", "train", "load_run", "list_runs", "classroom", "exercises", "set_language"]
 
 
 def __getattr__(name):

@@ -123,7 +123,7 @@ def test_only_the_views_draw_and_never_with_pyplot():
 # ---------------------------------------------------------------- the order inside nbkit.core (issue 28)
 
 CORE_ORDER = [  # earliest first: a core module imports only modules of EARLIER levels, never its own level
-    ("notices",),                                         # third-party notices filtered, with their reasons
+    ("notices", "i18n"),                                  # third-party notices filtered; the language a learner reads
     ("config", "callbacks"),                              # what a run is; the events a run tells
     ("data", "runs", "peft_mapping"),                     # its examples; its folder; its LoRA in PEFT's terms
     ("models", "export", "pretrain"),                     # the model; the run for other tools; the tiny base

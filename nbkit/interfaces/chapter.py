@@ -37,10 +37,12 @@ import pandas as pd
 from IPython import get_ipython
 from IPython.display import Image, Markdown, display
 
+from nbkit.core.i18n import SOURCE_LANGUAGE, set_language, use_catalogue
 from nbkit.core.runs import Run, jsonable, write_json_atomic
-from nbkit.interfaces.profiles import chapter_parameters
+from nbkit.interfaces.profiles import NOTEBOOKS_DIR, chapter_parameters
 
 CLAIMS_FILE = Path(__file__).resolve().parents[2] / "notebooks" / "CLAIMS.md"
+CHAPTER_LOCALE_DIR = NOTEBOOKS_DIR / "locale"  # <locale>/LC_MESSAGES/<chapter>.po (nbkit.interfaces.translate)
 ARTICLE_RELATIONS = ("agrees", "differs at this scale")
 # Facts about the lab itself (fine-tuning raises accuracy, the curves fall, ...), not claims of
 # the article: chapters such as 00_quickstart check them like the article's claims.
@@ -116,6 +118,8 @@ class Chapter:
         (nbkit.interfaces.profiles.chapter_parameters), recorded whole in results.json, and kept
         as `ch.p`: the rest of the notebook reads p.learning_rate, never a copy of it."""
         p = chapter_parameters(name, values)
+        set_language(getattr(p, "language", SOURCE_LANGUAGE))  # the chapter's texts, and the package's, in it
+        use_catalogue(CHAPTER_LOCALE_DIR, name)  # the strings of this chapter's code cells (nbkit.core.i18n)
         return cls(name, claims, output_dir=p.output_dir, parameters=vars(p))
 
     @property

@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_class_commands(commands)
     add_bake_command(commands)
     add_app_command(commands)
+    translate = commands.add_parser("translate", help="the Chinese edition: update the catalogues, regenerate "
+                                    "notebooks/zh/ (nbkit/interfaces/translate.py)")
+    translate.add_argument("--check", action="store_true",
+                           help="change nothing; list what is out of date, untranslated, fuzzy or off the glossary "
+                                "(exit 1 if anything is)")
+    translate.set_defaults(handler=run_translate)
     return parser
 
 
@@ -366,6 +372,22 @@ def run_class_dashboard(args) -> int:
         dashboard(args.name, args.storage, args.host, args.port)
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def run_translate(args) -> int:
+    """Write the catalogues and the Chinese notebooks (or, with --check, say what is not in order)."""
+    from nbkit.interfaces import translate
+
+    if args.check:
+        found = translate.problems()
+        print("\n".join(found) if found else "the Chinese edition is complete and up to date")
+        return 1 if found else 0
+    changed = translate.write()
+    left = translate.untranslated()
+    print("\n".join(f"wrote {path.relative_to(translate.NOTEBOOKS_DIR.parent)}" for path in changed)
+          or "nothing changed")
+    print(f"{len(left)} entries untranslated or fuzzy" + (":\n" + "\n".join(left) if left else ""))
     return 0
 
 

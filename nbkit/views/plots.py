@@ -30,6 +30,9 @@ from nbkit.core.config import TrainConfig
 from nbkit.core.data import load_split
 from nbkit.core.runs import as_runs, differing_knobs, format_value, knob_label
 from nbkit.core.train import build_scheduler, step_plan, warmup_steps_for
+from nbkit.views import fonts
+
+fonts.configure()  # a Chinese title or label falls back to a CJK font (nbkit.views.fonts)
 
 # One meaning, one colour, in every figure.
 TRAIN_COLOR = "#1f77b4"  # blue: training loss
