@@ -37,7 +37,7 @@ import pandas as pd
 from IPython import get_ipython
 from IPython.display import Image, Markdown, display
 
-from nbkit.core.i18n import SOURCE_LANGUAGE, set_language, use_catalogue
+from nbkit.core.i18n import SOURCE_LANGUAGE, _, set_language, use_catalogue
 from nbkit.core.runs import Run, jsonable, write_json_atomic
 from nbkit.interfaces.profiles import NOTEBOOKS_DIR, chapter_parameters
 
@@ -201,12 +201,14 @@ class Chapter:
         for claim, verdict in self.verdicts().items():
             mine = [c for c in self.checks if c["claim"] == claim]
             if verdict:
-                lines[claim] = f"**{claim}** holds ({_seed_note(mine)}): {self.conclusions[claim]['holds']}"
+                lines[claim] = _("**{claim}** holds ({seeds}): {conclusion}").format(
+                    claim=claim, seeds=_seed_note(mine), conclusion=self.conclusions[claim]["holds"])
                 continue
             failed = "; ".join(f"*{c['says']}* ({verdict_line(c).lower()})" for c in mine if not c["holds"])
-            head = "was not checked" if verdict is None else "does not hold in these runs"
-            lines[claim] = (f"**{claim}** {head}: {self.conclusions[claim]['otherwise']}"
-                            + (f" Not shown: {failed}." if failed else ""))
+            head = (_("**{claim}** was not checked: {conclusion}") if verdict is None
+                    else _("**{claim}** does not hold in these runs: {conclusion}"))
+            lines[claim] = (head.format(claim=claim, conclusion=self.conclusions[claim]["otherwise"])
+                            + (_(" Not shown: {failed}.").format(failed=failed) if failed else ""))
         return lines
 
     def summary_markdown(self):
@@ -242,13 +244,13 @@ class Chapter:
 def verdict_line(check: dict) -> str:
     """HOLDS / WITHIN SEED NOISE / DOES NOT HOLD, with the seeds it held on."""
     if check.get("deterministic"):
-        return "HOLDS (deterministic: one run)" if check["holds"] else "DOES NOT HOLD (deterministic: one run)"
+        return _("HOLDS (deterministic: one run)") if check["holds"] else _("DOES NOT HOLD (deterministic: one run)")
     held, n = check["held_on"], len(check["seeds"])
     if held == n:
-        return f"HOLDS on {n}/{n} seeds"
+        return _("HOLDS on {n}/{n} seeds").format(n=n)
     if held == 0:
-        return f"DOES NOT HOLD on any of {n} seeds"
-    return f"WITHIN SEED NOISE: holds on {held}/{n} seeds"
+        return _("DOES NOT HOLD on any of {n} seeds").format(n=n)
+    return _("WITHIN SEED NOISE: holds on {held}/{n} seeds").format(held=held, n=n)
 
 
 def _held_on(check: dict) -> str:
@@ -258,8 +260,8 @@ def _held_on(check: dict) -> str:
 def _seed_note(checks: list[dict]) -> str:
     seeds = sorted({s for c in checks for s in c.get("seeds", [])})
     if not seeds:
-        return "deterministic: one run"
-    return f"on seeds {', '.join(map(str, seeds))}"
+        return _("deterministic: one run")
+    return _("on seeds {seeds}").format(seeds=", ".join(map(str, seeds)))
 
 
 def _close_if_pyplot(fig) -> None:
