@@ -4,6 +4,8 @@
     set_language("zh")               # a chapter's `language` parameter, the panel's toggle; NBKIT_LANG for the CLI
     _("validation loss")             # "验证损失" in zh, the English as written otherwise
     _("{n} runs").format(n=3)        # placeholders by name: a translation may move them
+    ADVICE = {"diverged": N_("Lower the learning rate.")}   # marked at import, translated when shown:
+    _(ADVICE["diverged"])
 
 English is the source. A user-facing string is written once, in English, inside _(); the Chinese is in a
 catalogue in gettext's .po format (read here with Babel, written by `python -m nbkit translate`, which marks a
@@ -86,6 +88,12 @@ def _(message: str) -> str:
         found = translations(path, path.stat().st_mtime_ns if path.exists() else 0).get(message)
         if found:
             return found
+    return message
+
+
+def N_(message: str) -> str:
+    """Mark a string for the catalogue without translating it now: a module-level table of texts is made at
+    import, before any language is set, so its entries are translated where they are shown: _(TABLE[key])."""
     return message
 
 

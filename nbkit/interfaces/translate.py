@@ -36,7 +36,7 @@ from nbkit.interfaces.profiles import NOTEBOOKS_DIR
 
 PACKAGE_DIR = PACKAGE_LOCALE_DIR.parent
 GLOSSARY_FILE = PACKAGE_LOCALE_DIR / "glossary.yaml"
-KEYWORDS = {"_": None}  # the one marker: _("...") in nbkit/ and in a chapter's code cells
+KEYWORDS = {"_": None, "N_": None}  # _("...") in nbkit/ and in a chapter's code cells; N_ marks a table's text
 LANGUAGE_LINE = re.compile(r'^language: str = "en"', re.M)  # the parameters cell's line the Chinese copy changes
 
 
