@@ -1,6 +1,7 @@
 """nbkit.views.ui driven in-process, no browser: the controls a panel builds, and what Train, Stop and
 bad values do, on real (tiny, quick) runs of the tiny model in the panel's background thread."""
 import base64
+import gc
 import html
 import dataclasses
 import time
@@ -11,6 +12,7 @@ import pytest
 
 from nbkit import TrainConfig
 from nbkit.core.config import FINETUNING_TYPES, OPTIMIZER_NAMES, SCHEDULER_NAMES, field_docs
+from nbkit.core.i18n import LanguageError, get_language, set_language
 from nbkit.views import ui
 from nbkit.views.doctor import diagnose
 from nbkit.views.ui import OptionalControl, panel
@@ -132,6 +134,42 @@ def test_panel_displays_as_a_widget(tmp_path):
     bundle = p._repr_mimebundle_()
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == p.widget.model_id
     assert isinstance(p.widget, widgets.VBox)
+
+
+def test_the_language_toggle_relabels_every_panel_in_chinese_and_back(tmp_path):
+    """The real catalogue (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po): the toggle sets the process's language."""
+    gc.collect()  # panels of earlier tests: gone, not relabelled too
+    set_language("en")
+    try:
+        p = panel(small(tmp_path), ["learning_rate", "quantization_bit", "max_steps"])
+        other = panel(small(tmp_path), ["learning_rate"])  # another panel of the same notebook
+        assert p.language_toggle.value == "en" and p.train_button.description == "Train"
+        assert p.widget.children[0].children == (p.language_toggle,)  # the top row
+        p.language_toggle.value = "zh"
+        assert get_language() == "zh"
+        assert (p.train_button.description, p.stop_button.description, p.overlay_button.description) == \
+            ("训练", "停止", "叠加对比")
+        assert (p.join_button.description, p.next_button.description, p.class_row.titles[0]) == \
+            ("加入", "训练下一个", "课堂（工作坊）")
+        assert "就绪" in p.status.value and "“训练”" in p.status.value and "讲师的课堂" in p.class_status.value
+        assert "还没有运行" in p.table_output.outputs[0]["data"]["text/html"]
+        bits = p.controls["quantization_bit"]
+        assert [label for label, _value in bits.options] == ["关闭", "4 位（QLoRA）", "8 位"] and bits.value is None
+        assert p.controls["max_steps"].off_box.description == "关闭（按轮次）"
+        assert p.controls["learning_rate"].description == "learning_rate"  # parameter names stay Hugging Face's
+        assert p.config() == small(tmp_path)  # relabelling changed no value
+        assert other.language_toggle.value == "zh" and other.train_button.description == "训练"
+        p.language_toggle.value = "en"
+        assert get_language() == "en" and p.train_button.description == "Train"
+        assert other.train_button.description == "Train" and other.language_toggle.value == "en"
+        assert "ready: press Train" in p.status.value and bits.options[1] == ("4-bit (QLoRA)", 4)
+
+        q = panel(small(tmp_path), ["learning_rate"], language="zh")
+        assert get_language() == "zh" and q.language_toggle.value == "zh" and q.train_button.description == "训练"
+        with pytest.raises(LanguageError, match="language='fr'"):
+            panel(small(tmp_path), ["learning_rate"], language="fr")
+    finally:
+        set_language("en")
 
 
 # ------------------------------------------------------------------ Train, live plot, runs table
