@@ -1,6 +1,7 @@
 """nbkit.views.memory_panel: plan_report's answers are plan_memory's, and the panel redraws on every change."""
 import pytest
 
+from nbkit.core.i18n import set_language
 from nbkit.core.memory import ModelShape, largest_batch, plan_memory
 from nbkit.views.memory_panel import METHODS, plan_report, planner_panel
 
@@ -45,3 +46,20 @@ def test_panel_redraws_and_shows_bad_input_instead_of_raising():
     assert "does not fit" in p.out.value
     p.controls["model"].value = "-3b"
     assert p.report is None and "num_params" in p.out.value
+
+
+def test_the_panel_speaks_chinese():
+    """The real catalogue (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po)."""
+    set_language("zh")
+    try:
+        p = planner_panel(model="7b", method="full", memory_gb=24)
+        assert "放不下" in p.out.value and "权重" in p.out.value and "优化器状态" in p.out.value
+        assert p.controls["memory_gb"].description == "显存（GB）" and p.controls["method"].value == "full"
+        p.controls["method"].value = "qlora4"
+        assert p.controls["method"].label == "QLoRA，4 位基础模型" and p.report["plan"].weights < 24 * GB
+        set_language("en")
+        p.relabel()
+        assert p.controls["method"].value == "qlora4" and p.controls["method"].label == "QLoRA, 4-bit base"
+        assert "weights" in p.out.value and p.controls["memory_gb"].description == "GPU memory (GB)"
+    finally:
+        set_language("en")

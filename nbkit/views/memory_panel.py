@@ -7,7 +7,8 @@
 `model` is a size ("7b", "135M", 7e9), a published shape ("llama-2-7b", SIZE_ANCHORS) or a model of
 the registry / an HF id (its config). `method` is LLaMA-Factory's choice: full, freeze, LoRA, or
 QLoRA with 8- or 4-bit base weights. Every answer comes from nbkit.core.memory.plan_memory; the panel only
-collects the inputs and shows the plan, so what it says is what the tests check.
+collects the inputs and shows the plan, so what it says is what the tests check. Its texts go through
+nbkit.core.i18n's _(): relabel() shows them in the process's language (a chapter panel's toggle calls it).
 """
 from __future__ import annotations
 
@@ -15,15 +16,19 @@ import html
 
 import ipywidgets as widgets
 
+from nbkit.core.i18n import N_, _
 from nbkit.core.memory import (ModelShape, OPTIMIZER_BYTES, PRECISIONS, largest_batch, plan_for_effective_batch,
                                plan_memory, readable_bytes)
+from nbkit.views import ui
 from nbkit.views.ui import CONTROL_WIDTH, DESCRIPTION_WIDTH
 
 # method -> (finetuning_type, quantization_bit), LLaMA-Factory's names
 METHODS = {"full": ("full", None), "freeze": ("freeze", None), "lora": ("lora", None),
            "qlora8": ("lora", 8), "qlora4": ("lora", 4)}
-METHOD_LABELS = [("full", "full"), ("freeze (last 2 layers)", "freeze"), ("LoRA", "lora"),
-                 ("QLoRA, 8-bit base", "qlora8"), ("QLoRA, 4-bit base", "qlora4")]
+METHOD_LABELS = [("full", "full"), (N_("freeze (last 2 layers)"), "freeze"), ("LoRA", "lora"),
+                 (N_("QLoRA, 8-bit base"), "qlora8"), (N_("QLoRA, 4-bit base"), "qlora4")]  # shown through _()
+CATEGORY_LABELS = {"weights": N_("weights"), "gradients": N_("gradients"), "optimizer_state": N_("optimizer state"),
+                   "activations": N_("activations"), "total": N_("total")}  # Plan.categories()'s, shown through _()
 GB = 1e9  # decimal, as GPU specs and LLaMA-Factory's table count
 
 
@@ -34,11 +39,12 @@ def plan_report(model: str | float | ModelShape = "7b", method: str = "lora", pr
     """The plan for one set of choices: bytes by category, whether it fits memory_gb, the largest
     per-device batch that fits, and a per-device batch x accumulation reaching effective_batch."""
     if method not in METHODS:
-        raise ValueError(f"method={method!r}: allowed: {', '.join(METHODS)}")
+        raise ValueError(_("method={method!r}: allowed: {allowed}").format(method=method, allowed=", ".join(METHODS)))
     if not memory_gb > 0:
-        raise ValueError(f"memory_gb={memory_gb!r}: the card's memory in GB, > 0")
+        raise ValueError(_("memory_gb={memory_gb!r}: the card's memory in GB, > 0").format(memory_gb=memory_gb))
     if gradient_accumulation_steps < 1:
-        raise ValueError(f"gradient_accumulation_steps={gradient_accumulation_steps!r}: a whole number >= 1")
+        raise ValueError(_("gradient_accumulation_steps={steps!r}: a whole number >= 1").format(
+            steps=gradient_accumulation_steps))
     shape = model if isinstance(model, ModelShape) else ModelShape.parse(model)
     finetuning_type, bits = METHODS[method]
     kw = dict(finetuning_type=finetuning_type, quantization_bit=bits, precision=precision, optim=optim,
@@ -55,19 +61,34 @@ def plan_report(model: str | float | ModelShape = "7b", method: str = "lora", pr
 def report_html(report: dict) -> str:
     """The report as a small HTML table and a verdict line."""
     plan, mem = report["plan"], report["memory_gb"]
-    rows = "".join(f"<tr><td>{name.replace('_', ' ')}</td><td style='text-align:right'>{readable_bytes(v)}</td></tr>"
-                   for name, v in plan.categories().items())
-    verdict = (f"<b style='color:#2ca02c'>fits</b> in {mem:g} GB" if report["fits"]
-               else f"<b style='color:#d62728'>does not fit</b> in {mem:g} GB")
+    rows = "".join(f"<tr><td>{html.escape(category_label(name))}</td><td style='text-align:right'>"
+                   f"{readable_bytes(v)}</td></tr>" for name, v in plan.categories().items())
+    if report["fits"]:  # {start}...{end}: the verdict's coloured bold
+        verdict = _("{start}fits{end} in {memory:g} GB; effective batch now {batch}").format(
+            start="<b style='color:#2ca02c'>", end="</b>", memory=mem, batch=report["effective_batch_now"])
+    else:
+        verdict = _("{start}does not fit{end} in {memory:g} GB; effective batch now {batch}").format(
+            start="<b style='color:#d62728'>", end="</b>", memory=mem, batch=report["effective_batch_now"])
     best, reach = report["largest_batch"], report["to_reach_effective"]
-    advice = (f"per-device batch {reach['per_device_train_batch_size']} x gradient_accumulation_steps "
-              f"{reach['gradient_accumulation_steps']} = {reach['effective_batch']}" if reach["fits"]
-              else "nothing fits: try LoRA/QLoRA, gradient checkpointing, a shorter max_seq_length")
+    if reach["fits"]:
+        advice = _("per-device batch {batch} x gradient_accumulation_steps {steps} = {effective}").format(
+            batch=reach["per_device_train_batch_size"], steps=reach["gradient_accumulation_steps"],
+            effective=reach["effective_batch"])
+    else:
+        advice = _("nothing fits: try LoRA/QLoRA, gradient checkpointing, a shorter max_seq_length")
     shape = report["shape"]
-    return (f"<div>{html.escape(f'{shape.num_params / 1e9:.3g}B parameters')}, trainable "
-            f"{plan.trainable_params:,}<table>{rows}</table>{verdict}; effective batch now "
-            f"{report['effective_batch_now']}<br>largest per-device batch that fits: <b>{best}</b><br>"
-            f"to reach an effective batch of {report['effective_batch']}: {html.escape(advice)}</div>")
+    size = html.escape(_("{billions:.3g}B parameters, trainable {trainable:,}").format(
+        billions=shape.num_params / 1e9, trainable=plan.trainable_params))
+    largest = _("largest per-device batch that fits: {start}{batch}{end}").format(start="<b>", end="</b>",
+                                                                                   batch=best)
+    reach_line = html.escape(_("to reach an effective batch of {batch}: {advice}").format(
+        batch=report["effective_batch"], advice=advice))
+    return f"<div>{size}<table>{rows}</table>{verdict}<br>{largest}<br>{reach_line}</div>"
+
+
+def category_label(name: str) -> str:
+    """A memory category (Plan.categories()) as the table names it, in the process's language."""
+    return _(CATEGORY_LABELS[name]) if name in CATEGORY_LABELS else name.replace("_", " ")
 
 
 def _labelled(widget, description):
@@ -78,14 +99,15 @@ def _labelled(widget, description):
 
 
 class PlannerPanel:
-    """The planner's inputs as widgets; every change redraws the plan below them."""
+    """The planner's inputs as widgets; every change redraws the plan below them; relabel() shows its texts in
+    the process's language."""
 
     def __init__(self, model: str = "7b", method: str = "lora", precision: str = "bf16", optim: str = "adamw_torch",
                  per_device_train_batch_size: int = 4, max_seq_length: int = 2048,
                  gradient_accumulation_steps: int = 32, gradient_checkpointing: bool = True, lora_rank: int = 8,
                  memory_gb: float = 24.0):
         self.controls = {
-            "model": _labelled(widgets.Text(value=str(model), continuous_update=False), "model (7b, 135M, HF id)"),
+            "model": _labelled(widgets.Text(value=str(model), continuous_update=False), ""),
             "method": _labelled(widgets.Dropdown(options=METHOD_LABELS, value=method), "method"),
             "precision": _labelled(widgets.Dropdown(options=list(PRECISIONS), value=precision), "precision"),
             "optim": _labelled(widgets.Dropdown(options=list(OPTIMIZER_BYTES), value=optim), "optim"),
@@ -100,12 +122,27 @@ class PlannerPanel:
             "gradient_checkpointing": _labelled(widgets.Checkbox(value=gradient_checkpointing),
                                                 "gradient_checkpointing"),
             "lora_rank": _labelled(widgets.Dropdown(options=[4, 8, 16, 32, 64, 128], value=lora_rank), "lora_rank"),
-            "memory_gb": _labelled(widgets.BoundedFloatText(value=memory_gb, min=1, max=2000), "GPU memory (GB)"),
+            "memory_gb": _labelled(widgets.BoundedFloatText(value=memory_gb, min=1, max=2000), ""),
         }
         self.out = widgets.HTML()
+        self._relabelling = False  # set while relabel() changes the method's labels: no re-plan in between
         for control in self.controls.values():
-            control.observe(lambda _change: self.update(), names="value")
+            control.observe(lambda _change: self._relabelling or self.update(), names="value")
         self.widget = widgets.VBox(list(self.controls.values()) + [self.out])
+        ui._RELABELLED.add(self)  # a chapter panel's language toggle relabels this panel too
+        self.relabel()
+
+    def relabel(self) -> None:
+        """The labels, the method's choices and the plan in the process's language (nbkit.core.i18n)."""
+        self.controls["model"].description = _("model (7b, 135M, HF id)")
+        self.controls["memory_gb"].description = _("GPU memory (GB)")
+        method = self.controls["method"]
+        value, self._relabelling = method.value, True
+        try:  # new options reset a Dropdown's value: put it back
+            method.options = [(_(label), name) for label, name in METHOD_LABELS]
+            method.value = value
+        finally:
+            self._relabelling = False
         self.update()
 
     def values(self) -> dict:
