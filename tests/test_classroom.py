@@ -157,3 +157,24 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, name, storage, 
         join_class(name, storage, student)
     assert study_names(tmp_path) == before
     assert not (tmp_path / "other.db").exists()
+
+
+def test_the_class_lines_and_errors_read_in_chinese():
+    """In Chinese (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po): the counts a student and the board read, who runs
+    which, and a bad student name; the data keys stay English."""
+    from types import SimpleNamespace
+
+    from nbkit.core.classroom import check_student, counts_line, running_line
+    from nbkit.core.i18n import set_language
+
+    counts = {"done": 1, "running": 1, "free": 1, "failed": 0, "running_by": {2: "ana"}, "configurations": 3}
+    set_language("zh")
+    try:
+        assert counts_line(SimpleNamespace(study_name="lr101"), counts) == (
+            "课堂 lr101：3 个配置中已完成 1 个，运行中 1 个，空闲 1 个，失败 0 个")
+        assert running_line(counts) == "运行中：2 (ana)"
+        with pytest.raises(StudyError, match="student='' 不是一个名字"):
+            check_student("")
+    finally:
+        set_language("en")
+    assert running_line(counts) == "running: 2 (ana)"

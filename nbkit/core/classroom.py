@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 
 from nbkit.core import optuna_private
 from nbkit.core.config import TrainConfig
+from nbkit.core.i18n import _
 from nbkit.core.runs import NOT_KNOBS, Run, format_value, load_run
 from nbkit.core.study import best_value, prepare_for_workers, suggest, trial_params
 from nbkit.core.study_spec import SPEC_ATTR, StudyError, StudySpec, _canonical, _shown, quiet_create_study
@@ -51,10 +52,10 @@ def create_class(spec: StudySpec, chapter: str) -> optuna.Study:
     """Create the class (or open it again: the same spec resumes it, as `study run` does) and fill its queue
     with the design's configurations. `chapter`: the notebook whose panel the students use."""
     if STUDENTS in spec.study_name:
-        raise StudyError(f"study_name={spec.study_name!r}: a class name may not contain {STUDENTS.strip('/')!r} "
-                         "between slashes; allowed: a name such as 'lr101'")
+        raise StudyError(_("study_name={name!r}: a class name may not contain {part!r} between slashes; allowed: a "
+                           "name such as 'lr101'").format(name=spec.study_name, part=STUDENTS.strip("/")))
     spec = dataclasses.replace(spec, output_dir=None)  # each student's runs go to their own disk (Seat)
-    study, _ = prepare_for_workers(spec)
+    study = prepare_for_workers(spec)[0]
     study.set_user_attr(CLASS_ATTR, {"chapter": chapter})
     return study
 
@@ -62,10 +63,12 @@ def create_class(spec: StudySpec, chapter: str) -> optuna.Study:
 def check_student(student) -> str:
     """A student's name as given, stripped; a StudyError naming the field otherwise."""
     if not isinstance(student, str) or not student.strip():
-        raise StudyError(f"student={student!r} is not a name; allowed: a non-empty name such as 'ana'")
+        raise StudyError(_("student={student!r} is not a name; allowed: a non-empty name such as 'ana'").format(
+            student=student))
     student = student.strip()
     if len(student) > MAX_NAME or "/" in student or not student.isprintable():
-        raise StudyError(f"student={student!r}: allowed: up to {MAX_NAME} printable characters without '/'")
+        raise StudyError(_("student={student!r}: allowed: up to {n} printable characters without '/'").format(
+            student=student, n=MAX_NAME))
     return student
 
 
@@ -82,8 +85,9 @@ def open_class(name: str, storage: str) -> optuna.Study:
     studies = {s.study_name: s for s in optuna.study.get_all_study_summaries(opened, include_best_trial=False)}
     if name not in studies or CLASS_ATTR not in studies[name].user_attrs:
         classes = sorted(n for n, s in studies.items() if CLASS_ATTR in s.user_attrs)
-        what = "is a study, not a class" if name in studies else "is not a class"
-        raise StudyError(f"class {name!r} {what} in {_shown(storage)}; classes there: {', '.join(classes) or 'none'}")
+        message = (_("class {name!r} is a study, not a class in {storage}; classes there: {classes}") if name in studies
+                   else _("class {name!r} is not a class in {storage}; classes there: {classes}"))
+        raise StudyError(message.format(name=name, storage=_shown(storage), classes=", ".join(classes) or _("none")))
     return optuna.load_study(study_name=name, storage=opened)
 
 
@@ -112,8 +116,10 @@ def _register(study: optuna.Study, student: str, identity: str) -> optuna.Study:
         holder = own.user_attrs.get("identity")
         if holder != identity:
             since = time.strftime("%H:%M", time.localtime(own.user_attrs.get("joined_at", 0)))
-            raise StudyError(f"student={student!r} is already taken in class {study.study_name!r} (since {since}, by "
-                             f"{holder or 'someone joining right now'}); allowed: another name") from None
+            message = _("student={student!r} is already taken in class {name!r} (since {since}, by {holder}); "
+                        "allowed: another name")
+            raise StudyError(message.format(student=student, name=study.study_name, since=since,
+                                            holder=holder or _("someone joining right now"))) from None
         return own
     own.set_user_attr("identity", identity)
     own.set_user_attr("joined_at", time.time())
@@ -339,15 +345,17 @@ def counts_line(study: optuna.Study, counts: dict | None = None) -> str:
     """'class lr101: 3 of 28 configurations done, 2 running, 23 free, 0 failed'."""
     c = counts or class_counts(study)
     total = c["configurations"] if c["configurations"] is not None else "?"
-    return (f"class {study.study_name}: {c['done']} of {total} configurations done, {c['running']} running, "
-            f"{c['free']} free, {c['failed']} failed")
+    return _("class {name}: {done} of {total} configurations done, {running} running, {free} free, "
+             "{failed} failed").format(name=study.study_name, done=c["done"], total=total, running=c["running"],
+                                       free=c["free"], failed=c["failed"])
 
 
 def running_line(counts: dict) -> str | None:
     """'running: 3 (ana), 5 (bo)': who runs which configuration; None when nobody does."""
     if not counts["running_by"]:
         return None
-    return "running: " + ", ".join(f"{n} ({who})" for n, who in sorted(counts["running_by"].items()))
+    runs = ", ".join(f"{n} ({who})" for n, who in sorted(counts["running_by"].items()))
+    return _("running: {runs}").format(runs=runs)
 
 
 def budget_text(study: optuna.Study) -> str:
@@ -360,28 +368,32 @@ def board_lines(study: optuna.Study, top: int = BOARD_TOP) -> list[str]:
     rows, counts, knobs = class_runs(study), class_counts(study), class_knobs(study)
     lines = [counts_line(study, counts)] + [line for line in [running_line(counts)] if line]
     board = leaderboard(rows, knobs)
-    lines.append(f"leaderboard: best validation loss at the class's budget ({budget_text(study)}), "
-                 f"{len(board)} ranked" + (f", top {top}" if len(board) > top else ""))
-    width = max([len(_who(r)) for _, r in board.head(top).iterrows()], default=0)  # names in a column
-    lines += [f"{rank:>4}. {_who(r):<{width}}  {_values(r, knobs)}  {r['best_eval_loss']:.4g} at epoch "
-              f"{_epoch(r['best_epoch'])}  {r['status']}" for rank, r in board.head(top).iterrows()]
+    heading = (_("leaderboard: best validation loss at the class's budget ({budget}), {n} ranked, top {top}")
+               if len(board) > top else _("leaderboard: best validation loss at the class's budget ({budget}), "
+                                          "{n} ranked"))
+    lines.append(heading.format(budget=budget_text(study), n=len(board), top=top))
+    width = max([len(_who(r)) for _rank, r in board.head(top).iterrows()], default=0)  # names in a column
+    lines += [_("{rank:>4}. {who:<{width}}  {values}  {loss:.4g} at epoch {epoch}  {status}").format(
+        rank=rank, who=_who(r), width=width, values=_values(r, knobs), loss=r["best_eval_loss"],
+        epoch=_epoch(r["best_epoch"]), status=r["status"]) for rank, r in board.head(top).iterrows()]
     if board.empty:
-        lines.append("      no finished run yet")
+        lines.append("      " + _("no finished run yet"))
     diverged = diverged_runs(rows, knobs)
     if not diverged.empty:
-        lines.append("diverged (not ranked): " + "; ".join(
-            f"{_who(r)} {_values(r, knobs)}" + (f", changed {r['changed']}" if r["changed"] else "")
-            for _, r in diverged.iterrows()))
+        lines.append(_("diverged (not ranked): {runs}").format(runs="; ".join(
+            _("{who} {values}, changed {changes}").format(who=_who(r), values=_values(r, knobs), changes=r["changed"])
+            if r["changed"] else f"{_who(r)} {_values(r, knobs)}" for _index, r in diverged.iterrows())))
     other = outside_budget(rows, knobs)
     if not other.empty:
-        lines.append("own runs outside the class's budget (not ranked): " + "; ".join(
-            f"{r['student']} {_values(r, knobs)}, changed {r['changed']}: {_loss(r['best_eval_loss'])}"
-            for _, r in other.iterrows()))
+        lines.append(_("own runs outside the class's budget (not ranked): {runs}").format(runs="; ".join(
+            _("{student} {values}, changed {changes}: {loss}").format(
+                student=r["student"], values=_values(r, knobs), changes=r["changed"], loss=_loss(r["best_eval_loss"]))
+            for _index, r in other.iterrows())))
     return lines
 
 
 def _who(row) -> str:
-    return row["student"] + (" (own)" if row.get("kind") == "own" else "")
+    return _("{student} (own)").format(student=row["student"]) if row.get("kind") == "own" else row["student"]
 
 
 def _values(row, knobs) -> str:
@@ -393,4 +405,4 @@ def _epoch(epoch) -> str:
 
 
 def _loss(value) -> str:
-    return "no loss yet" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
+    return _("no loss yet") if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
