@@ -576,3 +576,23 @@ def test_orders_summary_counts_the_orders_that_found_came_close_and_met_the_targ
     assert s["median_share"] == table["compute_ratio"].median()
     assert s["share_10"] <= s["median_share"] <= s["share_90"]
     assert sa.orders_summary(table, within=0.5, share=1.0)["target_met"] == 1.0
+
+
+def test_the_report_reads_in_chinese():
+    """In Chinese (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po): `study show`'s lines, an edge warning and the
+    verdict; the tables' column names and the status values stay English."""
+    from nbkit.core.i18n import set_language
+
+    study = random_lr_study(best_lr=1.0, n=40)  # the best at the top of the range: an edge warning
+    set_language("zh")
+    try:
+        (warning,) = sa.edge_warnings(study)
+        assert warning.startswith("learning_rate：最佳试验（") and "先向上扩大范围" in warning
+        lines = sa.report_lines(study)
+        assert any(line.startswith("最佳：试验 ") for line in lines)
+        assert f"警告：{warning}" in lines
+        assert lines[-1].startswith("足够大吗？")
+        assert "run_status" in lines[0]  # the trials table's columns
+    finally:
+        set_language("en")
+    assert sa.edge_warnings(study)[0].startswith("learning_rate: the best trial (")

@@ -40,6 +40,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from nbkit.core.config import TrainConfig
+from nbkit.core.i18n import N_, _
 from nbkit.core.runs import format_value
 from nbkit.core.study_spec import SPEC_ATTR, pruner_stops, quiet_create_study
 
@@ -161,8 +162,9 @@ def search_space(study: optuna.Study) -> dict:
     for role in ("scientific", "nuisance"):
         for knob, domain in spec.get(role, {}).items():
             if isinstance(domain, dict) and not {"low", "high"} <= set(domain):
-                raise ValueError(f"nbkit_spec[{role!r}][{knob!r}] = {domain!r}: a range needs 'low' and 'high' "
-                                 "(and optionally 'log'); a grid is a list of values")
+                raise ValueError(_("nbkit_spec[{role!r}][{knob!r}] = {domain!r}: a range needs 'low' and 'high' "
+                                   "(and optionally 'log'); a grid is a list of values").format(
+                    role=role, knob=knob, domain=domain))
             space[knob] = domain if isinstance(domain, dict) else list(domain)
     for trial in study.trials:
         for knob, distribution in trial.distributions.items():
@@ -210,9 +212,17 @@ def position_in(domain, value) -> float:
 
 def edge_warnings_by_knob(study: optuna.Study, margin: float = EDGE_MARGIN,
                           extreme_margin: float = EXTREME_MARGIN) -> dict[str, str]:
-    """{knob: warning} for each knob searched over a range ({low, high}) whose best trial sits at an
-    edge of it. Positions are read on the range's own scale (0 = low, 1 = high; log for a log range),
-    and the best value is at the edge of a side when it lies
+    """{knob: "<knob>: <warning>"}: edge_warning_texts' sentences, each naming its knob."""
+    return {knob: _("{knob}: {warning}").format(knob=knob, warning=text)
+            for knob, text in edge_warning_texts(study, margin, extreme_margin).items()}
+
+
+def edge_warning_texts(study: optuna.Study, margin: float = EDGE_MARGIN,
+                       extreme_margin: float = EXTREME_MARGIN) -> dict[str, str]:
+    """{knob: warning} (the sentence without the knob's name: a knob panel's title names it) for each knob
+    searched over a range ({low, high}) whose best trial sits at an edge of it. Positions are read on the
+    range's own scale (0 = low, 1 = high; log for a log range), and the best value is at the edge of a side
+    when it lies
       - in the outer `margin` of the range (10%): close to the end, whatever else was tried; or
       - in the outer `extreme_margin` (25%), with no trial that measured a loss (completed, diverged
         or pruned) beyond it on that side: the loss fell all the way to the last value tried that way,
@@ -238,7 +248,7 @@ def edge_warnings_by_knob(study: optuna.Study, margin: float = EDGE_MARGIN,
         last_tried = not any(_is_number(t.params.get(knob)) and (t.params[knob] > value if upward
                                                                  else t.params[knob] < value) for t in measured)
         if (outer <= margin or (outer <= extreme_margin and last_tried)) and _can_widen(knob, domain, upward):
-            warnings[knob] = _edge_sentence(knob, domain, value, outer, upward, margin, last_tried)
+            warnings[knob] = _edge_sentence(domain, value, outer, upward, margin, last_tried)
     return warnings
 
 
@@ -266,20 +276,34 @@ def _can_widen(knob: str, domain, upward: bool) -> bool:
     return True
 
 
-def _edge_sentence(knob, domain, value, outer, upward, margin, last_tried) -> str:
-    side, way, most, beyond = ("top", "upward", "largest", "above") if upward else (
-        "bottom", "downward", "smallest", "below")
+# The edge warning, a sentence per side and kind of edge (translated where used): {why} is EDGE_WHY's clause or "".
+EDGE_SENTENCES = {
+    ("at", True): N_("the best trial ({value}) sits at the top of the searched range [{low}, {high}]{why}; widen "
+                     "the range upward before trusting it"),
+    ("at", False): N_("the best trial ({value}) sits at the bottom of the searched range [{low}, {high}]{why}; "
+                      "widen the range downward before trusting it"),
+    ("near", True): N_("the best trial ({value}) sits near the top (within its outer {margin:.0%}, {scale}) of the "
+                       "searched range [{low}, {high}]{why}; widen the range upward before trusting it"),
+    ("near", False): N_("the best trial ({value}) sits near the bottom (within its outer {margin:.0%}, {scale}) of "
+                        "the searched range [{low}, {high}]{why}; widen the range downward before trusting it"),
+    ("last", True): N_("the best trial ({value}) is the largest value tried and sits in the top {outer:.0%} "
+                       "({scale}) of the searched range [{low}, {high}]{why}; widen the range upward before "
+                       "trusting it"),
+    ("last", False): N_("the best trial ({value}) is the smallest value tried and sits in the bottom {outer:.0%} "
+                        "({scale}) of the searched range [{low}, {high}]{why}; widen the range downward before "
+                        "trusting it"),
+}
+EDGE_WHY = {True: N_(": nothing above it was tried, so the loss may still fall that way"),
+            False: N_(": nothing below it was tried, so the loss may still fall that way")}
+
+
+def _edge_sentence(domain, value, outer, upward, margin, last_tried) -> str:
     low, high = bounds(domain)
-    scale = "log" if is_log_scale(domain) else "linear"
-    if value in (low, high) or outer < 1e-9:
-        at = f"sits at the {side}"
-    elif outer <= margin:
-        at = f"sits near the {side} (within its outer {margin:.0%}, {scale} scale)"
-    else:
-        at = f"is the {most} value tried and sits in the {side} {outer:.0%} ({scale} scale)"
-    why = f": nothing {beyond} it was tried, so the loss may still fall that way" if last_tried else ""
-    return (f"{knob}: the best trial ({format_value(value)}) {at} of the searched range "
-            f"[{format_value(low)}, {format_value(high)}]{why}; widen the range {way} before trusting it")
+    scale = _("log scale") if is_log_scale(domain) else _("linear scale")
+    edge = "at" if value in (low, high) or outer < 1e-9 else "near" if outer <= margin else "last"
+    return _(EDGE_SENTENCES[edge, upward]).format(
+        value=format_value(value), low=format_value(low), high=format_value(high), margin=margin, outer=outer,
+        scale=scale, why=_(EDGE_WHY[upward]) if last_tried else "")
 
 
 def edge_warnings(study: optuna.Study, margin: float = EDGE_MARGIN,
@@ -302,24 +326,24 @@ def seed_band(study: optuna.Study) -> dict:
     configurations it comes from) and source (the same in words, or why there is no band)."""
     space = search_space(study)
     if "seed" not in space:
-        return {"width": math.nan, "n_configs": 0, "source": "seed is not a searched knob"}
+        return {"width": math.nan, "n_configs": 0, "source": _("seed is not a searched knob")}
     others = [k for k in space if k != "seed"]
     runs: dict[tuple, list] = {}
     for t in usable_trials(study):
         runs.setdefault(tuple(repr(t.params.get(k)) for k in others), []).append((t.params.get("seed"), t.value))
-    seeded = {key: [v for _, v in pairs] for key, pairs in runs.items() if len({s for s, _ in pairs}) >= 2}
+    seeded = {key: [v for _seed, v in pairs] for key, pairs in runs.items() if len({s for s, _value in pairs}) >= 2}
     best = best_trial(study)
     best_key = tuple(repr(best.params.get(k)) for k in others) if best else None
     if best_key in seeded:
         values = seeded[best_key]
         return {"width": max(values) - min(values), "n_configs": 1,
-                "source": f"the best configuration over its {len(values)} runs at different seeds"}
+                "source": _("the best configuration over its {n} runs at different seeds").format(n=len(values))}
     if seeded:
         widths = [max(v) - min(v) for v in seeded.values()]
         return {"width": float(np.median(widths)), "n_configs": len(widths),
-                "source": f"the median over {len(widths)} configuration(s) run at 2 seeds or more "
-                          "(the best configuration ran at one)"}
-    return {"width": math.nan, "n_configs": 0, "source": "no configuration ran at 2 seeds"}
+                "source": _("the median over {n} configuration(s) run at 2 seeds or more (the best configuration "
+                            "ran at one)").format(n=len(widths))}
+    return {"width": math.nan, "n_configs": 0, "source": _("no configuration ran at 2 seeds")}
 
 
 def list_winners(study: optuna.Study) -> pd.DataFrame:
@@ -375,22 +399,27 @@ def _list_end(knob, domain, winner) -> str:
 
 
 def _winner_sentence(row: dict, unusable: list) -> str:
-    knob, winner = row["knob"], format_value(row["winner"])
-    text = f"{knob}: {winner} won (best validation loss {row['winner_value']:.4f})"
+    """The row in words: clauses joined by the punctuation each carries ("; the seed band is ...")."""
+    text = _("{knob}: {winner} won (best validation loss {value:.4f})").format(
+        knob=row["knob"], winner=format_value(row["winner"]), value=row["winner_value"])
     if row["runner_up"] is None:
-        return text + (f", the only value with a usable trial (none for {', '.join(map(format_value, unusable))})"
-                       if unusable else "")
-    text += (f", {row['margin']:.4f} below the runner-up {format_value(row['runner_up'])} "
-             f"({row['runner_up_value']:.4f})")
+        return text + (_(", the only value with a usable trial (none for {values})").format(
+            values=", ".join(map(format_value, unusable))) if unusable else "")
+    text += _(", {margin:.4f} below the runner-up {runner_up} ({value:.4f})").format(
+        margin=row["margin"], runner_up=format_value(row["runner_up"]), value=row["runner_up_value"])
     if row["beyond_seed_band"] is not None:
-        text += (f"; the seed band is {row['seed_band']:.4f} ({row['seed_band_source']}): " +
-                 ("the margin is beyond it" if row["beyond_seed_band"] else
-                  "the margin is within it, so the seed alone could have made this winner"))
+        text += (_("; the seed band is {band:.4f} ({source}): the margin is beyond it") if row["beyond_seed_band"] else
+                 _("; the seed band is {band:.4f} ({source}): the margin is within it, so the seed alone could have "
+                   "made this winner")).format(band=row["seed_band"], source=row["seed_band_source"])
     else:
-        text += f"; no seed band to judge the margin by ({row['seed_band_source']})"
+        text += _("; no seed band to judge the margin by ({source})").format(source=row["seed_band_source"])
     if row["at_end"]:
-        text += f"; it is the {row['at_end']} value listed: nothing past it was tried"
+        text += _(AT_END[row["at_end"]])
     return text
+
+
+AT_END = {"largest": N_("; it is the largest value listed: nothing past it was tried"),
+          "smallest": N_("; it is the smallest value listed: nothing past it was tried")}
 
 
 def starved_values(study: optuna.Study, share: float = STARVED_SHARE) -> pd.DataFrame:
@@ -426,11 +455,13 @@ def starved_warnings(study: optuna.Study, share: float = STARVED_SHARE) -> list[
         starved = group[group["starved"]]
         if starved.empty:
             continue
-        got = ", ".join(f"{format_value(r.value)} got {r.n_trials}" for r in starved.itertuples())
-        sentences.append(f"{knob}: starved values: {got} of the {int(group['n_trials'].sum())} trials, where a "
-                         f"fair share is {group['fair_share'].iloc[0]:.1f} each (fewer than {share:.0%} of that); "
-                         "their best losses rest on fewer trials than the others', so the comparison is not "
-                         "even: run more trials before reading the isolation table")
+        got = ", ".join(_("{value} got {n}").format(value=format_value(r.value), n=r.n_trials)
+                        for r in starved.itertuples())
+        sentences.append(_("{knob}: starved values: {got} of the {n} trials, where a fair share is {fair:.1f} each "
+                           "(fewer than {share:.0%} of that); their best losses rest on fewer trials than the "
+                           "others', so the comparison is not even: run more trials before reading the isolation "
+                           "table").format(knob=knob, got=got, n=int(group["n_trials"].sum()),
+                                           fair=group["fair_share"].iloc[0], share=share))
     return sentences
 
 
@@ -442,23 +473,24 @@ def scientific_knobs(study: optuna.Study, scientific=None) -> list[str]:
         spec = study_spec(study)
         scientific = list(spec.get("scientific", {}))
         if not scientific and spec:  # a tuning study: its answer is its best configuration
-            raise ValueError(f"the study has no scientific knob: it tunes {_tuned(spec)} and asks no question "
-                             "about a knob, so there is nothing to isolate; pass scientific='KNOB' to see the "
-                             "best validation loss per value of one of its knobs")
+            raise ValueError(_("the study has no scientific knob: it tunes {knobs} and asks no question about a "
+                               "knob, so there is nothing to isolate; pass scientific='KNOB' to see the best "
+                               "validation loss per value of one of its knobs").format(knobs=_tuned(spec)))
         if not scientific:
-            raise ValueError("scientific=None: the study has no nbkit_spec naming its scientific knobs; "
-                             "pass scientific='learning_rate' (or a list)")
+            raise ValueError(_("scientific=None: the study has no nbkit_spec naming its scientific knobs; pass "
+                               "scientific='learning_rate' (or a list)"))
     knobs = [scientific] if isinstance(scientific, str) else list(scientific)
     present = set(_param_names(study))
     for knob in knobs:
         if knob not in present:
-            raise ValueError(f"scientific={knob!r} is not a param of any of the {len(study.trials)} trials; "
-                             f"allowed: {', '.join(sorted(present)) or 'none (no trial has params yet)'}")
+            message = _("scientific={knob!r} is not a param of any of the {n} trials; allowed: {allowed}")
+            raise ValueError(message.format(knob=knob, n=len(study.trials),
+                                            allowed=", ".join(sorted(present)) or _("none (no trial has params yet)")))
     return knobs
 
 
 def _tuned(spec: dict) -> str:
-    return ", ".join(spec.get("nuisance", {})) or "no knob"
+    return ", ".join(spec.get("nuisance", {})) or _("no knob")
 
 
 def bin_edges(domain, bins: int = ISOLATION_BINS) -> np.ndarray:
@@ -524,7 +556,7 @@ def isolation(study: optuna.Study, scientific=None, bins: int = ISOLATION_BINS) 
     for knob in knobs:
         column, labels[knob] = _groups(study, knob, [t.params[knob] for t in trials], bins)
         keys.append(column)
-        if any(label for _, label in labels[knob].values()):
+        if any(label for _x, label in labels[knob].values()):
             binned.append(knob)
     by_key: dict[tuple, list] = {}
     for trial, key in zip(trials, zip(*keys)):
@@ -570,13 +602,13 @@ def importance(study: optuna.Study) -> dict[str, float]:
     varies: there is nothing to rank."""
     usable = usable_trials(study)
     if len(usable) < 2:
-        raise ValueError(f"importance needs at least 2 completed trials with a finite validation loss; "
-                         f"the study has {len(usable)}")
+        raise ValueError(_("importance needs at least 2 completed trials with a finite validation loss; the study "
+                           "has {n}").format(n=len(usable)))
     varying = [n for n in _param_names(study)
                if len({repr(t.params.get(n)) for t in usable}) > 1 and all(n in t.params for t in usable)]
     if not varying:
-        raise ValueError(f"importance needs a param that varies between the {len(usable)} completed trials; "
-                         f"none does ({', '.join(_param_names(study)) or 'no params'})")
+        raise ValueError(_("importance needs a param that varies between the {n} completed trials; none does "
+                           "({params})").format(n=len(usable), params=", ".join(_param_names(study)) or _("no params")))
     scores = optuna.importance.get_param_importances(study, params=varying)
     return {knob: float(score) for knob, score in sorted(scores.items(), key=lambda kv: -kv[1])}
 
@@ -586,8 +618,8 @@ def importance_hint(n_trials: int) -> str:
     the same words in the importance figure's title and in `study show`'s line."""
     if n_trials >= FEW_FOR_IMPORTANCE:
         return ""
-    return (f"few trials: a hint, not a ranking (its top 10% holds {math.ceil(n_trials / 10)} trial(s); "
-            f"it wants >= 5, about {FEW_FOR_IMPORTANCE} trials)")
+    return _("few trials: a hint, not a ranking (its top 10% holds {n} trial(s); it wants >= 5, about {few} "
+             "trials)").format(n=math.ceil(n_trials / 10), few=FEW_FOR_IMPORTANCE)
 
 
 # ---------------------------------------------------------------- is the study big enough?
@@ -602,10 +634,10 @@ def _config_keys(study, trials, knobs, bins) -> list[tuple]:
 def _config_label(study, trials, knobs, bins, key) -> str:
     parts = []
     for knob, k in zip(knobs, key):
-        _, labels = _groups(study, knob, [t.params.get(knob) for t in trials], bins)
+        labels = _groups(study, knob, [t.params.get(knob) for t in trials], bins)[1]
         x, label = labels.get(k, (k, None))
-        parts.append(f"{knob} in {label}" if label else f"{knob}={format_value(x)}")
-    return ", ".join(parts) or f"trial {key[0]}"
+        parts.append(_("{knob} in {bin}").format(knob=knob, bin=label) if label else f"{knob}={format_value(x)}")
+    return ", ".join(parts) or _("trial {number}").format(number=key[0])
 
 
 def is_big_enough(study: optuna.Study, n_boot: int = 1000, seed: int = 0, knobs=None,
@@ -629,8 +661,8 @@ def is_big_enough(study: optuna.Study, n_boot: int = 1000, seed: int = 0, knobs=
     trials = usable_trials(study)
     if len(trials) < 2:
         return {"n_trials": len(trials), "n_boot": n_boot, "threshold": threshold, "stable": False,
-                "stability": math.nan, "verdict": f"not big enough: {len(trials)} completed trial(s) with a "
-                                                  "finite validation loss; a bootstrap needs at least 2"}
+                "stability": math.nan, "verdict": _("not big enough: {n} completed trial(s) with a finite validation "
+                                                    "loss; a bootstrap needs at least 2").format(n=len(trials))}
     if knobs is None:
         knobs = [k for k in search_space(study) if k != "seed"]
     keys = _config_keys(study, trials, knobs, bins)
@@ -653,14 +685,15 @@ def is_big_enough(study: optuna.Study, n_boot: int = 1000, seed: int = 0, knobs=
 
 
 def _verdict(r: dict) -> str:
-    spread = (f"best validation loss {r['best_value']:.4f} (resampled bests {r['best_value_p5']:.4f} to "
-              f"{r['best_value_p95']:.4f}, 5th-95th percentile)")
-    if r["stable"]:
-        return (f"big enough: the best configuration ({r['best_config']}) wins {r['stability']:.0%} of "
-                f"{r['n_boot']} resamples of the {r['n_trials']} trials (threshold {r['threshold']:.0%}); {spread}")
-    return (f"not big enough yet: the best configuration ({r['best_config']}) wins only {r['stability']:.0%} "
-            f"of {r['n_boot']} resamples of the {r['n_trials']} trials (threshold {r['threshold']:.0%}); "
-            f"{spread}. Run more trials, or repeat the best few configurations with new seeds")
+    spread = _("best validation loss {best:.4f} (resampled bests {p5:.4f} to {p95:.4f}, 5th-95th percentile)").format(
+        best=r["best_value"], p5=r["best_value_p5"], p95=r["best_value_p95"])
+    verdict = (_("big enough: the best configuration ({config}) wins {stability:.0%} of {n_boot} resamples of the "
+                 "{n} trials (threshold {threshold:.0%}); {spread}") if r["stable"] else
+               _("not big enough yet: the best configuration ({config}) wins only {stability:.0%} of {n_boot} "
+                 "resamples of the {n} trials (threshold {threshold:.0%}); {spread}. Run more trials, or repeat the "
+                 "best few configurations with new seeds"))
+    return verdict.format(config=r["best_config"], stability=r["stability"], n_boot=r["n_boot"], n=r["n_trials"],
+                          threshold=r["threshold"], spread=spread)
 
 
 # ---------------------------------------------------------------- the whole report in words
@@ -671,42 +704,44 @@ def report_lines(study: optuna.Study) -> list[str]:
     below FEW_FOR_IMPORTANCE trials) and "is it big enough?". A part that cannot be computed for this
     study (no trial yet, no usable trial, no scientific knob) says why in its own line."""
     if not study.trials:
-        return [f"study {study.study_name!r} has no trial yet: nothing to analyse "
-                "(`python -m nbkit study run` adds its trials and runs them)"]
+        return [_("study {name!r} has no trial yet: nothing to analyse (`python -m nbkit study run` adds its trials "
+                  "and runs them)").format(name=study.study_name)]
     table = trials_table(study).drop(columns=["run_dir"])
     if table["retry_of"].isna().all():
         table = table.drop(columns=["retry_of"])
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 500):
         lines = [table.to_string(index=False), "", _best_line(study)]
-        lines += [f"warning: {w}" for w in edge_warnings(study)]
-        lines += [f"winner: {s}" for s in list_winners(study)["sentence"]]
-        lines += [f"warning: {w}" for w in starved_warnings(study)]
+        lines += [_("warning: {warning}").format(warning=w) for w in edge_warnings(study)]
+        lines += [_("winner: {sentence}").format(sentence=s) for s in list_winners(study)["sentence"]]
+        lines += [_("warning: {warning}").format(warning=w) for w in starved_warnings(study)]
         lines += _isolation_lines(study)
-    return lines + ["", _importance_line(study), f"big enough? {is_big_enough(study)['verdict']}"]
+    return lines + ["", _importance_line(study),
+                    _("big enough? {verdict}").format(verdict=is_big_enough(study)["verdict"])]
 
 
 def _best_line(study) -> str:
     best = best_trial(study)
     if best is None:
         counts = Counter(run_status(t) for t in study.trials)
-        return ("best: none yet, no completed trial with a finite validation loss ("
-                + ", ".join(f"{n} {status}" for status, n in counts.items()) + ")")
+        return _("best: none yet, no completed trial with a finite validation loss ({counts})").format(
+            counts=", ".join(f"{n} {status}" for status, n in counts.items()))
     params = ", ".join(f"{k}={format_value(v)}" for k, v in best.params.items())
-    return f"best: trial {best.number} ({params}), validation loss {best.value:.4f}"
+    return _("best: trial {number} ({params}), validation loss {value:.4f}").format(
+        number=best.number, params=params, value=best.value)
 
 
 def _isolation_lines(study) -> list[str]:
     spec = study_spec(study)
     if spec and not spec.get("scientific"):
-        return ["", f"isolation: none, the study has no scientific knob: it tunes {_tuned(spec)}, "
-                    "and its answer is the best configuration above"]
+        return ["", _("isolation: none, the study has no scientific knob: it tunes {knobs}, and its answer is the "
+                      "best configuration above").format(knobs=_tuned(spec))]
     if not usable_trials(study):
-        return ["", "isolation: not computed, no completed trial with a finite validation loss yet"]
+        return ["", _("isolation: not computed, no completed trial with a finite validation loss yet")]
     try:
         table = isolation(study)
     except ValueError as err:
-        return ["", f"isolation: not computed ({err})"]
-    return ["", "isolation: the best validation loss per scientific value, nuisance knobs tuned away",
+        return ["", _("isolation: not computed ({reason})").format(reason=err)]
+    return ["", _("isolation: the best validation loss per scientific value, nuisance knobs tuned away"),
             table.to_string(index=False)]
 
 
@@ -714,11 +749,13 @@ def _importance_line(study) -> str:
     try:
         ranked = importance(study)
     except ValueError as err:
-        return f"importance: not computed ({err})"
+        return _("importance: not computed ({reason})").format(reason=err)
     if len(ranked) == 1:
-        return f"importance: {next(iter(ranked))} is the only knob that varies: nothing to rank it against"
+        return _("importance: {knob} is the only knob that varies: nothing to rank it against").format(
+            knob=next(iter(ranked)))
     hint = importance_hint(len(usable_trials(study)))
-    return "importance: " + ", ".join(f"{k} {v:.2f}" for k, v in ranked.items()) + (f"; {hint}" if hint else "")
+    scores = ", ".join(f"{k} {v:.2f}" for k, v in ranked.items())
+    return (_("importance: {scores}; {hint}") if hint else _("importance: {scores}")).format(scores=scores, hint=hint)
 
 
 # ---------------------------------------------------------------- compute saved by pruning
@@ -739,10 +776,12 @@ def compute_saved(grid_study: optuna.Study, pruned_study: optuna.Study,
     grid_best, pruned_best = best_trial(grid_study), best_trial(pruned_study)
     for name, study, best in ((labels[0], grid_study, grid_best), (labels[1], pruned_study, pruned_best)):
         if best is None:
-            raise ValueError(f"{name} study {study.study_name!r}: no completed trial with a finite validation loss")
+            raise ValueError(_("{label} study {name!r}: no completed trial with a finite validation loss").format(
+                label=name, name=study.study_name))
     grid_compute, pruned_compute = compute_used(grid_study), compute_used(pruned_study)
     if grid_compute == 0:
-        raise ValueError(f"{labels[0]} study {grid_study.study_name!r}: no trial reported an epoch; compute is 0")
+        raise ValueError(_("{label} study {name!r}: no trial reported an epoch; compute is 0").format(
+            label=labels[0], name=grid_study.study_name))
     result = {"grid_compute": grid_compute, "pruned_compute": pruned_compute,
               "compute_ratio": pruned_compute / grid_compute, "grid_best": grid_best.value,
               "pruned_best": pruned_best.value,
@@ -754,22 +793,26 @@ def compute_saved(grid_study: optuna.Study, pruned_study: optuna.Study,
 def _same_question(a: optuna.Study, b: optuna.Study) -> None:
     first, second = list(study_spec(a).get("scientific", {})), list(study_spec(b).get("scientific", {}))
     if first and second and sorted(first) != sorted(second):
-        raise ValueError(f"the studies ask different questions: scientific knobs {first} in {a.study_name!r}, "
-                         f"{second} in {b.study_name!r}")
+        raise ValueError(_("the studies ask different questions: scientific knobs {first} in {a!r}, {second} in "
+                           "{b!r}").format(first=first, a=a.study_name, second=second, b=b.study_name))
 
 
 def _compute_sentence(r: dict, labels) -> str:
     gap = r["relative_gap"]
     if abs(gap) < 5e-4:
-        where = f"matches the {labels[0]}'s best"
+        sentence = _("{grid} vs {pruned} at the same question: the {pruned} study used {ratio:.0%} of the {grid}'s "
+                     "compute ({used} of {total} epochs) and its best ({best:.4g}) matches the {grid}'s best "
+                     "({grid_best:.4g})")
     elif gap > 0:
-        where = f"is within {gap:.1%} of the {labels[0]}'s best"
+        sentence = _("{grid} vs {pruned} at the same question: the {pruned} study used {ratio:.0%} of the {grid}'s "
+                     "compute ({used} of {total} epochs) and its best ({best:.4g}) is within {gap:.1%} of the "
+                     "{grid}'s best ({grid_best:.4g})")
     else:
-        where = f"is {-gap:.1%} below (better than) the {labels[0]}'s best"
-    return (f"{labels[0]} vs {labels[1]} at the same question: the {labels[1]} study used "
-            f"{r['compute_ratio']:.0%} of the {labels[0]}'s compute ({r['pruned_compute']} of "
-            f"{r['grid_compute']} epochs) and its best ({r['pruned_best']:.4g}) {where} "
-            f"({r['grid_best']:.4g})")
+        sentence = _("{grid} vs {pruned} at the same question: the {pruned} study used {ratio:.0%} of the {grid}'s "
+                     "compute ({used} of {total} epochs) and its best ({best:.4g}) is {gap:.1%} below (better "
+                     "than) the {grid}'s best ({grid_best:.4g})")
+    return sentence.format(grid=labels[0], pruned=labels[1], ratio=r["compute_ratio"], used=r["pruned_compute"],
+                           total=r["grid_compute"], best=r["pruned_best"], gap=abs(gap), grid_best=r["grid_best"])
 
 
 # ---------------------------------------------------------------- the same pruner, other arrival orders
@@ -806,10 +849,10 @@ def pruning_over_orders(grid_study: optuna.Study, new_pruner, orders: int = 200,
     import random
 
     if orders < 1:
-        raise ValueError(f"orders={orders}: replay at least one order")
+        raise ValueError(_("orders={orders}: replay at least one order").format(orders=orders))
     trials = [t for t in grid_study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not trials:
-        raise ValueError(f"grid study {grid_study.study_name!r}: no COMPLETE trial to replay")
+        raise ValueError(_("grid study {name!r}: no COMPLETE trial to replay").format(name=grid_study.study_name))
     rng, rows = random.Random(seed), []
     for i in range(orders):
         replay = replay_pruning(grid_study, new_pruner(), rng.sample(trials, len(trials)))
