@@ -215,3 +215,25 @@ def test_save_study_figures_lists_what_it_cannot_draw_and_why(tmp_path):
     assert notes == [f"{tmp_path / 'isolation.png'} not written: the study has no scientific knob: it tunes "
                      "warmup_ratio, optim and asks no question about a knob, so there is nothing to isolate; "
                      "pass scientific='KNOB' to see the best validation loss per value of one of its knobs"]
+
+
+def test_the_isolation_and_knob_plots_read_in_chinese():
+    """In Chinese (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po): the isolation plot's title and axis, the per-knob
+    plots' title, legend and edge warning."""
+    from nbkit.core.i18n import set_language
+
+    study = small_study(best_lr=1e-2)  # the best trial at the top of the learning-rate range
+    set_language("zh")
+    try:
+        ax = sp.isolation_plot(study).axes[0]
+        assert ax.get_title().replace("\n", "").startswith("隔离图：每个 learning_rate 取值的最佳验证损失")
+        assert ax.get_ylabel() == "最佳验证损失"
+        fig = sp.knob_plots(study)
+        assert fig.get_suptitle() == f"验证损失随各旋钮取值的变化（{len(study.trials)} 个试验）"
+        titles = {ax.get_title().split("\n")[0]: ax.get_title() for ax in fig.axes}
+        assert "先向上扩大范围" in titles["learning_rate"].replace("\n", "")
+        labels = fig.axes[0].get_legend_handles_labels()[1]
+        assert any(label.startswith("已剪枝（") for label in labels)
+    finally:
+        set_language("en")
+    assert sp.knob_plots(study).get_suptitle().startswith("Validation loss against each knob")

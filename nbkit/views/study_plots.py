@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -27,9 +28,10 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from nbkit.core.i18n import N_, _
 from nbkit.core.runs import format_value
 from nbkit.core.study_analysis import (FEW_FOR_IMPORTANCE, ISOLATION_BINS, WORKER_DIED,  # noqa: F401 (re-exported)
-                                       best_trial, bin_edges, edge_warnings_by_knob, importance, importance_hint,
+                                       best_trial, bin_edges, edge_warning_texts, importance, importance_hint,
                                        is_log_scale, is_numeric, is_usable, isolation, position_in, run_status,
                                        search_space, trials_table, usable_trials)
 from nbkit.views.plots import BEST_COLOR, DIVERGED_COLOR, EVAL_COLOR, STOP_COLOR, TRAIN_COLOR
@@ -50,6 +52,16 @@ def _empty(ax, what: str):
     ax.text(0.5, 0.5, what, ha="center", va="center", transform=ax.transAxes, fontsize=10, gid="note")
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def _wrap_width(text: str, width: int) -> int:
+    """textwrap's width for `text`: `width` characters, half as many where the text has wide (Chinese)
+    characters, each of which takes two columns: a wrapped title keeps the width it has in English."""
+    return width // 2 if any(unicodedata.east_asian_width(c) in "WF" for c in text) else width
+
+
+def _fill(text: str, width: int) -> str:
+    return textwrap.fill(text, _wrap_width(text, width))
 
 
 def _label(value) -> str:
@@ -95,20 +107,20 @@ def knob_plots(study, ncols: int = 3) -> Figure:
     space = {knob: domain for knob, domain in search_space(study).items() if knob in table}
     if not space:
         fig, ax = _figure()
-        _empty(ax, "no trials yet" if table.empty else "no searched knob: every param has a single value")
+        _empty(ax, _("no trials yet") if table.empty else _("no searched knob: every param has a single value"))
         return fig
     ncols = min(ncols, len(space))
     nrows = math.ceil(len(space) / ncols)
     fig = Figure(figsize=(4.3 * ncols, 3.6 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    edges, best = edge_warnings_by_knob(study), best_trial(study)
+    edges, best = edge_warning_texts(study), best_trial(study)
     for ax, (knob, domain) in zip(axes, space.items()):
         _knob_panel(ax, table, knob, domain, best, edges.get(knob))
     for ax in axes[len(space):]:
         ax.remove()
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"Validation loss against each knob ({len(table)} trials)", fontsize=11)
+    fig.suptitle(_("Validation loss against each knob ({n} trials)").format(n=len(table)), fontsize=11)
     return fig
 
 
@@ -121,26 +133,26 @@ def _knob_panel(ax, table, knob, domain, best, warning):
     died = table["run_status"] == WORKER_DIED
     unusable = ~usable & ~pruned & ~died & table["state"].isin(["COMPLETE", "FAIL"])
     ax.plot(table.loc[usable, "_x"], table.loc[usable, "value"], "o", color=EVAL_COLOR, linestyle="none",
-            alpha=0.8, gid="completed", label=f"completed ({usable.sum()})")
+            alpha=0.8, gid="completed", label=_("completed ({n})").format(n=usable.sum()))
     if pruned.any():
         ax.plot(table.loc[pruned, "_x"], table.loc[pruned, "best_reported"], "v", color=STOP_COLOR,
                 markerfacecolor="none", linestyle="none", gid="pruned",
-                label=f"pruned ({pruned.sum()}): best loss before the cut")
-    _at_top(ax, list(table.loc[unusable, "_x"]), f"failed or diverged ({unusable.sum()})")
-    _at_top(ax, list(table.loc[died, "_x"]), f"worker died ({died.sum()}): no loss", gid="worker_died",
+                label=_("pruned ({n}): best loss before the cut").format(n=pruned.sum()))
+    _at_top(ax, list(table.loc[unusable, "_x"]), _("failed or diverged ({n})").format(n=unusable.sum()))
+    _at_top(ax, list(table.loc[died, "_x"]), _("worker died ({n}): no loss").format(n=died.sum()), gid="worker_died",
             marker="P", color=STOP_COLOR)
     if best is not None and knob in best.params:
         bx = table.loc[table["number"] == best.number, "_x"].iloc[0]
         ax.plot([bx], [best.value], "*", color=BEST_COLOR, markersize=15, linestyle="none", zorder=6, gid="best",
-                label=f"best: trial {best.number}, {best.value:.4g}")
+                label=_("best: trial {number}, {value:.4g}").format(number=best.number, value=best.value))
     if is_log_scale(domain):
         ax.set_xscale("log")
     if categories is not None:
         ax.set_xticks(range(len(categories)), [_label(c) for c in categories])
-    ax.set_xlabel(knob + (" (log scale)" if is_log_scale(domain) else ""))
-    ax.set_ylabel("best validation loss")
-    if warning:
-        ax.set_title(f"{knob}\n" + textwrap.fill(warning.split(": ", 1)[1], 48), fontsize=8, color=DIVERGED_COLOR)
+    ax.set_xlabel(_("{knob} (log scale)").format(knob=knob) if is_log_scale(domain) else knob)
+    ax.set_ylabel(_("best validation loss"))
+    if warning:  # the edge warning without its knob: the title's first line names it
+        ax.set_title(f"{knob}\n" + _fill(warning, 48), fontsize=8, color=DIVERGED_COLOR)
     else:
         ax.set_title(knob, fontsize=10)
 
@@ -161,8 +173,8 @@ def isolation_plot(study, scientific=None, bins: int = ISOLATION_BINS) -> Figure
     usable = [t for t in usable_trials(study) if knob in t.params]
     tx, categories = _positions(domain, [t.params[knob] for t in usable])
     ax.plot(tx, [t.value for t in usable], "o", color=STOP_COLOR, alpha=0.35, markersize=4, linestyle="none",
-            gid="trial", label=f"each completed trial ({len(usable)})")
-    x, _ = _positions(domain, list(table[knob]))
+            gid="trial", label=_("each completed trial ({n})").format(n=len(usable)))
+    x = _positions(domain, list(table[knob]))[0]
     table = table.assign(_x=x)
     groups = table.groupby(others, sort=False) if others else [((), table)]
     edges = bin_edges(domain, bins) if knob in table.attrs["binned"] else None
@@ -175,12 +187,17 @@ def isolation_plot(study, scientific=None, bins: int = ISOLATION_BINS) -> Figure
         ax.set_xscale("log")
     if categories is not None:
         ax.set_xticks(range(len(categories)), [_label(c) for c in categories])
-    binned = f" ({bins} {'log ' if is_log_scale(domain) else ''}bins)" if knob in table.attrs["binned"] else ""
-    ax.set_xlabel(knob + binned)
-    ax.set_ylabel("best validation loss")
-    tuned = ", ".join(nuisance) if nuisance else "no nuisance knob"
-    ax.set_title(textwrap.fill(f"Isolation: best validation loss per {knob}, {tuned} tuned away "
-                               f"(label: the nuisance values that won)", 80), fontsize=10)
+    if knob not in table.attrs["binned"]:
+        ax.set_xlabel(knob)
+    else:
+        binned = _("{knob} ({bins} log bins)") if is_log_scale(domain) else _("{knob} ({bins} bins)")
+        ax.set_xlabel(binned.format(knob=knob, bins=bins))
+    ax.set_ylabel(_("best validation loss"))
+    title = (_("Isolation: best validation loss per {knob}, {nuisance} tuned away (label: the nuisance values that "
+               "won)").format(knob=knob, nuisance=", ".join(nuisance)) if nuisance else
+             _("Isolation: best validation loss per {knob}, no nuisance knob tuned away (label: the nuisance values "
+               "that won)").format(knob=knob))
+    ax.set_title(_fill(title, 80), fontsize=10)
     ax.legend(fontsize=7, loc="best")
     return fig
 
@@ -191,8 +208,9 @@ def _isolation_line(ax, group, others, key, i, span):
     ok = group["best_value"].notna()
     color = [TRAIN_COLOR, "#9467bd", "#8c564b", "#e377c2", "#17becf"][i % 5]
     ax.plot(group.loc[ok, "_x"], group.loc[ok, "best_value"], "o-", color=color, gid="isolation",
-            label="best over nuisance knobs" + (f" ({name})" if name else ""))
-    for _, row in group[ok].iterrows():
+            label=_("best over nuisance knobs ({values})").format(values=name) if name else
+            _("best over nuisance knobs"))
+    for _index, row in group[ok].iterrows():
         if span is not None:  # a binned value: its best holds for the whole bin
             i = int(np.clip(np.searchsorted(span, row["_x"]) - 1, 0, len(span) - 2))
             ax.hlines(row["best_value"], span[i], span[i + 1], color=color, linewidth=4, alpha=0.25, gid="bin_span")
@@ -200,7 +218,7 @@ def _isolation_line(ax, group, others, key, i, span):
             note = ax.annotate(row["nuisance"].replace(", ", "\n"), (row["_x"], row["best_value"]),
                                textcoords="offset points", xytext=(0, 8), ha="center", fontsize=7, color=color)
             note.set_gid("winner")
-    _at_top(ax, list(group.loc[~ok, "_x"]), "no usable trial" if (~ok).any() and i == 0 else None)
+    _at_top(ax, list(group.loc[~ok, "_x"]), _("no usable trial") if (~ok).any() and i == 0 else None)
 
 
 # ---------------------------------------------------------------- parallel coordinates
@@ -215,7 +233,7 @@ def parallel_coordinates(study) -> Figure:
     knobs = list(space)
     fig, ax = _figure((max(6.0, 1.7 * (len(knobs) + 1)), 4.5))
     if not trials:
-        _empty(ax, "no completed trial with a finite validation loss")
+        _empty(ax, _("no completed trial with a finite validation loss"))
         return fig
     values = np.array([t.value for t in trials])
     norm = Normalize(values.min(), values.max())
@@ -226,17 +244,18 @@ def parallel_coordinates(study) -> Figure:
         ax.plot(range(len(ys)), ys, color=cmap(norm(t.value)), linewidth=1.2, alpha=0.85, gid="trial")
     ys = [_height(space[k], best.params.get(k)) for k in knobs] + [_loss_height(best.value, values)]
     ax.plot(range(len(ys)), ys, color=BEST_COLOR, linewidth=3, gid="best", zorder=5,
-            label=f"best: trial {best.number}, {best.value:.4g}")
+            label=_("best: trial {number}, {value:.4g}").format(number=best.number, value=best.value))
     for i, knob in enumerate(knobs):
         _axis_labels(ax, i, space[knob])
     _loss_axis_labels(ax, len(knobs), values)
-    ax.set_xticks(range(len(knobs) + 1), knobs + ["validation loss"], fontsize=8)
+    ax.set_xticks(range(len(knobs) + 1), knobs + [_("validation loss")], fontsize=8)
     ax.set_yticks([])
     ax.set_ylim(-0.12, 1.12)
     for side in ("left", "right", "top", "bottom"):
         ax.spines[side].set_visible(False)
-    fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label="validation loss")
-    ax.set_title(f"Parallel coordinates: {len(trials)} completed trials, coloured by validation loss", fontsize=10)
+    fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label=_("validation loss"))
+    ax.set_title(_("Parallel coordinates: {n} completed trials, coloured by validation loss").format(n=len(trials)),
+                 fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
     return fig
 
@@ -290,9 +309,9 @@ def importance_plot(study) -> Figure:
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {scores[name]:.0%}", va="center",
                 fontsize=8)
     ax.set_xlim(0, max(scores.values()) * 1.2 or 1)
-    ax.set_xlabel("importance (share of the total)")
+    ax.set_xlabel(_("importance (share of the total)"))
     n = len(usable_trials(study))
-    title = f"Which knobs mattered: PED-ANOVA over {n} completed trials"
+    title = _("Which knobs mattered: PED-ANOVA over {n} completed trials").format(n=n)
     if importance_hint(n):  # below FEW_FOR_IMPORTANCE trials (nbkit.core.study_analysis)
         title += "\n" + importance_hint(n)
     ax.set_title(title, fontsize=10)
@@ -307,7 +326,7 @@ def intermediate_plot(study) -> Figure:
     fig, ax = _figure((7.5, 4.5))
     trials = [t for t in study.trials if t.intermediate_values]
     if not trials:
-        _empty(ax, "no trial reported a validation loss")
+        _empty(ax, _("no trial reported a validation loss"))
         return fig
     best = best_trial(study)
     seen = set()
@@ -322,28 +341,29 @@ def intermediate_plot(study) -> Figure:
     top = _finite_top([v for t in trials for v in t.intermediate_values.values()])
     if top is not None:
         ax.set_ylim(0, top)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation loss")
+    ax.set_xlabel(_("epoch"))
+    ax.set_ylabel(_("validation loss"))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(f"Validation loss per epoch, {len(trials)} trials (pruned ones end where they were cut)",
-                 fontsize=10)
+    ax.set_title(_("Validation loss per epoch, {n} trials (pruned ones end where they were cut)").format(
+        n=len(trials)), fontsize=10)
     ax.legend(fontsize=7, loc="best")
     return fig
 
 
-CURVE_STYLE = {  # kind: (colour, line style, width, legend label)
-    "completed": (EVAL_COLOR, "-", 1.0, "completed"),
-    "pruned": (STOP_COLOR, "--", 1.0, "pruned (x: cut here)"),
-    "failed": (DIVERGED_COLOR, ":", 1.0, "failed or diverged"),
-    "worker_died": (STOP_COLOR, "-.", 1.0, "worker died (its curve so far)"),
-    "best": (BEST_COLOR, "-", 2.5, "best"),
+CURVE_STYLE = {  # kind: (colour, line style, width, legend label: translated where drawn)
+    "completed": (EVAL_COLOR, "-", 1.0, N_("completed")),
+    "pruned": (STOP_COLOR, "--", 1.0, N_("pruned (x: cut here)")),
+    "failed": (DIVERGED_COLOR, ":", 1.0, N_("failed or diverged")),
+    "worker_died": (STOP_COLOR, "-.", 1.0, N_("worker died (its curve so far)")),
+    "best": (BEST_COLOR, "-", 2.5, N_("best")),
 }
 
 
 def _curve(ax, kind, epochs, losses, first, trial):
     color, style, width, label = CURVE_STYLE[kind]
+    label = _(label)
     if kind == "best":
-        label = f"best: trial {trial.number}, {trial.value:.4g}"
+        label = _("best: trial {number}, {value:.4g}").format(number=trial.number, value=trial.value)
     ax.plot(epochs, losses, linestyle=style, color=color, linewidth=width, alpha=0.9 if kind == "best" else 0.6,
             marker="o", markersize=3, gid=kind, label=label if first else None, zorder=5 if kind == "best" else 2)
     if kind == "pruned":
@@ -372,7 +392,7 @@ def save_study_figures(study, folder, notes: list | None = None) -> list[Path]:
         try:
             fig = make(study)
         except ValueError as err:
-            note = f"{folder / (name + '.png')} not written: {err}"
+            note = _("{path} not written: {reason}").format(path=folder / (name + ".png"), reason=err)
             if notes is None:
                 warnings.warn(note, stacklevel=2)
             else:
