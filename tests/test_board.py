@@ -250,3 +250,26 @@ def test_the_instructor_notebook_runs_headless_and_shows_the_leaderboard(room, t
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 3
     printed = "".join(o.text for o in outputs if o.output_type == "stream")
     assert printed.startswith("class lr101: 2 of 3 configurations done")
+
+
+def test_the_board_reads_in_chinese(room):
+    """In Chinese (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po): the board's lines, its tables' captions with an own
+    run shown as 自选, and the curves' title; the tables' data keep their English values."""
+    from nbkit.core.i18n import set_language
+    from nbkit.views.board import tables_html
+
+    set_language("zh")
+    try:
+        lines = board_lines(room.study)
+        assert lines[0].startswith("课堂 lr101：3 个配置中已完成 2 个")
+        assert any(line.startswith("排行榜：课堂预算（num_train_epochs=1）下的最佳验证损失") for line in lines)
+        assert "bo（自选）" in next(line for line in lines if line.startswith("已发散（不参与排名）："))
+        markup, plain = tables_html(room.study, class_runs(room.study))
+        assert "排行榜：" in markup and "<td>自选</td>" in markup and "<td>own</td>" not in markup
+        assert plain.splitlines()[0].endswith("标为“自选”：")
+        curves = board_figures(room.study)["curves"]
+        assert curves.axes[0].get_title().startswith("课堂 lr101：")
+        assert set(leaderboard(class_runs(room.study)).kind) == {"design", "own"}
+    finally:
+        set_language("en")
+    assert board_lines(room.study)[0].startswith("class lr101: ")

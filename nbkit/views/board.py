@@ -35,19 +35,25 @@ from matplotlib.ticker import MaxNLocator
 from nbkit.core.classroom import (board_fingerprint, budget_text, class_budget, class_counts, class_knobs,
                                   class_runs, counts_line, diverged_runs, is_diverged, leaderboard, outside_budget,
                                   running_line)
+from nbkit.core.i18n import N_, _
 from nbkit.views import study_plots
 from nbkit.views.plots import BEST_COLOR, DIVERGED_COLOR, EVAL_COLOR, STOP_COLOR, TRAIN_COLOR
 from nbkit.views.ui import ERROR_COLOR, NOTE_COLOR, OK_COLOR, _html_output, _png_output, show
 
 RUN_GIDS = ("design", "own", "running", "best", "diverged")  # one artist per run carries one of these
 FIGURE_NAMES = ("curves", "isolation", "knobs")
-CURVE_STYLE = {  # gid: (colour, line style, width, legend label)
-    "design": (EVAL_COLOR, "-", 1.2, "design run"),
-    "own": (TRAIN_COLOR, "--", 1.2, "a student's own run"),
-    "running": (STOP_COLOR, ":", 1.5, "running (its curve so far)"),
-    "best": (BEST_COLOR, "-", 3.0, "best"),
+FIGURE_TITLES = {"curves": N_("curves"), "isolation": N_("isolation"), "knobs": N_("knobs")}  # a note's title
+CURVE_STYLE = {  # gid: (colour, line style, width, legend label: translated where drawn)
+    "design": (EVAL_COLOR, "-", 1.2, N_("design run")),
+    "own": (TRAIN_COLOR, "--", 1.2, N_("a student's own run")),
+    "running": (STOP_COLOR, ":", 1.5, N_("running (its curve so far)")),
+    "best": (BEST_COLOR, "-", 3.0, N_("best")),
 }
+KIND_SHOWN = {"design": N_("design"), "own": N_("own")}  # a table's kind column as a reader sees it
 TABLE_FLOAT = "{:.4g}".format  # losses and learning rates alike: 4 significant digits
+# The status line when a look at the class fails (translated where shown):
+CANNOT_READ = N_("cannot read the class ({error}: {reason}); trying again in {every:g} s")
+CANNOT_DRAW = N_("cannot draw the board ({error}: {reason}); trying again in {every:g} s")
 
 
 # ---------------------------------------------------------------- figures
@@ -60,8 +66,8 @@ def curves_figure(rows: list[dict], epochs: int | None = None, title: str = "") 
     fig, ax = study_plots._figure((7.5, 4.5))
     drawn = [r for r in rows if r["curve"] or is_diverged(r)]
     if not drawn:
-        study_plots._empty(ax, "no validation loss yet: a run shows here at its first epoch end")
-        ax.set_title(title or "Validation loss per epoch", fontsize=10)
+        study_plots._empty(ax, _("no validation loss yet: a run shows here at its first epoch end"))
+        ax.set_title(title or _("Validation loss per epoch"), fontsize=10)
         return fig
     best = _best_key(rows)
     seen: set[str] = set()
@@ -75,9 +81,9 @@ def curves_figure(rows: list[dict], epochs: int | None = None, title: str = "") 
     if top is not None:
         ax.set_ylim(0, top)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation loss")
-    ax.set_title(title or f"Validation loss per epoch, {len(drawn)} runs", fontsize=10)
+    ax.set_xlabel(_("epoch"))
+    ax.set_ylabel(_("validation loss"))
+    ax.set_title(title or _("Validation loss per epoch, {n} runs").format(n=len(drawn)), fontsize=10)
     ax.legend(fontsize=7, loc="best")
     return fig
 
@@ -109,14 +115,15 @@ def _draw_run(ax, row: dict, gid: str, first: bool) -> None:
             ax.plot(epochs, losses, ":", color=DIVERGED_COLOR, linewidth=1, gid="diverged_curve")
         x = (epochs[-1] + 1) if epochs else 1
         ax.plot([x], [0.96], "X", color=DIVERGED_COLOR, markersize=10, linestyle="none", clip_on=False, zorder=6,
-                transform=ax.get_xaxis_transform(), gid="diverged", label="diverged (not ranked)" if first else None)
+                transform=ax.get_xaxis_transform(), gid="diverged", label=_("diverged (not ranked)") if first else None)
         name = ax.annotate(_who(row), (x, 0.96), xycoords=ax.get_xaxis_transform(), textcoords="offset points",
                            xytext=(6, -3), fontsize=7, color=DIVERGED_COLOR)
         name.set_gid("diverged_name")
         return
     color, style, width, label = CURVE_STYLE[gid]
+    label = _(label)
     if gid == "best":
-        label = f"best: {_who(row)}, {row['value']:.4g}"
+        label = _("best: {who}, {value:.4g}").format(who=_who(row), value=row["value"])
     if row["kind"] == "own" and gid in ("running", "best"):
         style = "--"  # own runs stay dashed whatever else they are
     best = gid == "best"
@@ -132,7 +139,7 @@ def _draw_run(ax, row: dict, gid: str, first: bool) -> None:
 
 
 def _who(row: dict) -> str:
-    return row["student"] + (" (own)" if row["kind"] == "own" else "")
+    return _("{student} (own)").format(student=row["student"]) if row["kind"] == "own" else row["student"]
 
 
 def note_figure(title: str, reason: str) -> Figure:
@@ -144,18 +151,19 @@ def note_figure(title: str, reason: str) -> Figure:
 
 
 def _wrap(text: str, width: int = 90) -> list[str]:
-    return textwrap.wrap(text, width) or [""]
+    return textwrap.wrap(text, study_plots._wrap_width(text, width)) or [""]
 
 
 def _study_figure(name: str, make, study, rows: list[dict]) -> Figure:
     """study_plots' figure of the class's design trials, or a note saying why it cannot be drawn yet."""
+    title = _(FIGURE_TITLES[name])
     if not any(r["kind"] == "design" and r["state"] in ("COMPLETE", "PRUNED") for r in rows):
         # study_plots would say "no searched knob" of a class whose configurations are all still queued
-        return note_figure(name, "not drawn yet: no configuration of the class's design has finished")
+        return note_figure(title, _("not drawn yet: no configuration of the class's design has finished"))
     try:
         return make(study)
     except Exception as err:  # noqa: BLE001 - e.g. isolation before any trial completed: a reason, never a traceback
-        return note_figure(name, f"not drawn yet: {err}")
+        return note_figure(title, _("not drawn yet: {reason}").format(reason=err))
 
 
 def board_figures(study, rows: list[dict] | None = None) -> dict[str, Figure]:
@@ -168,12 +176,13 @@ def board_figures(study, rows: list[dict] | None = None) -> dict[str, Figure]:
 
 
 def _curves_of(study, rows: list[dict]) -> Figure:
-    title = (f"Class {study.study_name}: validation loss per epoch, every run (design solid, own dashed; "
-             f"budget {budget_text(study)})")
+    title = _("Class {name}: validation loss per epoch, every run (design solid, own dashed; budget {budget})").format(
+        name=study.study_name, budget=budget_text(study))
     try:
         return curves_figure(rows, class_budget(study)["num_train_epochs"], "\n".join(_wrap(title, 80)))
     except Exception as err:  # noqa: BLE001 - a reason, never a traceback
-        return note_figure("curves", f"not drawn: {type(err).__name__}: {err}")
+        return note_figure(_(FIGURE_TITLES["curves"]),
+                           _("not drawn: {error}: {reason}").format(error=type(err).__name__, reason=err))
 
 
 def save_board(study, folder) -> list[Path]:
@@ -202,19 +211,28 @@ def tables_html(study, rows: list[dict]) -> tuple[str, str]:
     """(HTML, plain text) of the board's tables: the leaderboard, the runs that diverged, own runs outside
     the class's budget."""
     knobs = class_knobs(study)
-    parts = [("Leaderboard: best validation loss at the class's budget "
-              f"({budget_text(study)}); own runs at it marked own", leaderboard(rows, knobs),
-              "no finished run yet"),
-             ("The runs that diverged, by name (not ranked)", diverged_runs(rows, knobs), "none"),
-             ("Students' own runs outside the class's budget (not ranked), with what they changed",
-              outside_budget(rows, knobs), "none")]
+    parts = [(_("Leaderboard: best validation loss at the class's budget ({budget}); own runs at it marked "
+                "own").format(budget=budget_text(study)), leaderboard(rows, knobs), _("no finished run yet")),
+             (_("The runs that diverged, by name (not ranked)"), diverged_runs(rows, knobs), _("none")),
+             (_("Students' own runs outside the class's budget (not ranked), with what they changed"),
+              outside_budget(rows, knobs), _("none"))]
     markup, plain = [], []
     for title, table, empty in parts:
+        table = _kinds_shown(table)
         body = (f"<i>{empty}</i>" if table.empty else
                 table.to_html(float_format=TABLE_FLOAT, na_rep="", classes="nbkit-board", border=0))
         markup.append(f"<p><b>{html.escape(title)}</b></p>{body}")
-        plain.append(f"{title}:\n" + (empty if table.empty else table.to_string(float_format=TABLE_FLOAT)))
+        plain.append(_("{title}:").format(title=title) + "\n"
+                     + (empty if table.empty else table.to_string(float_format=TABLE_FLOAT)))
     return "".join(markup), "\n\n".join(plain)
+
+
+def _kinds_shown(table):
+    """The table as a reader sees it: its kind column ("design", "own") in the reader's language (the data
+    keeps the English values)."""
+    if "kind" not in table.columns or table.empty:
+        return table
+    return table.assign(kind=[_(KIND_SHOWN[k]) if k in KIND_SHOWN else k for k in table["kind"]])
 
 
 def counts_html(study, counts: dict) -> str:
@@ -228,7 +246,7 @@ def snapshot(study) -> list:
     from IPython.display import HTML, Image
 
     rows, counts = class_runs(study), class_counts(study)
-    markup, _ = tables_html(study, rows)
+    markup = tables_html(study, rows)[0]
     shown = [HTML(f"<p>{counts_html(study, counts)}</p>{markup}")]
     for fig in board_figures(study, rows).values():
         shown.append(Image(data=_png_bytes(fig)))
@@ -251,7 +269,8 @@ class Board:
 
     def __init__(self, study, every: float = 1.0):
         if not isinstance(every, (int, float)) or isinstance(every, bool) or not every > 0 or math.isinf(every):
-            raise ValueError(f"every={every!r}: allowed: seconds between looks at the class, a number > 0 such as 1")
+            raise ValueError(_("every={every!r}: allowed: seconds between looks at the class, a number > 0 such as "
+                               "1").format(every=every))
         self.study, self.every = study, float(every)
         self.shown_at: dict[tuple, float] = {}
         self.redraws = 0
@@ -260,12 +279,13 @@ class Board:
         self._finished = None  # the design's finished trials when the isolation and knob plots were last drawn
         self._lock = threading.Lock()  # the thread's tick and a refresh() from the notebook never interleave
         self._stop = threading.Event()
-        self.status = widgets.HTML(value=_message("reading the class...", NOTE_COLOR))
+        self.status = widgets.HTML(value=_message(_("reading the class..."), NOTE_COLOR))
         self.counts = widgets.HTML(value="")
         self.tables_output = widgets.Output()
         self.figure_outputs = {name: widgets.Output() for name in FIGURE_NAMES}
         self.widget = widgets.VBox([
-            widgets.HTML(f"<h3>Class {html.escape(study.study_name)}</h3>"), self.status, self.counts,
+            widgets.HTML(f"<h3>{html.escape(_('Class {name}').format(name=study.study_name))}</h3>"), self.status,
+            self.counts,
             self.tables_output, *self.figure_outputs.values()])
         self._thread = threading.Thread(target=self._loop, name=f"board {study.study_name}", daemon=True)
         self._thread.start()
@@ -285,7 +305,7 @@ class Board:
         self._stop.set()
         self._thread.join(timeout)
         if not self._thread.is_alive():
-            self._say("closed: the class goes on; run the cell again for a live board", NOTE_COLOR)
+            self._say(_("closed: the class goes on; run the cell again for a live board"), NOTE_COLOR)
         return not self._thread.is_alive()
 
     def refresh(self) -> bool:
@@ -310,7 +330,7 @@ class Board:
                 trials = self.study.get_trials(deepcopy=False)  # read once a look, for the rows and the counts
                 rows, counts = class_runs(self.study, trials), class_counts(self.study, trials)
             except Exception as err:  # noqa: BLE001 - a database hiccup: said in the status line, retried next tick
-                return self._failed("cannot read the class", err)
+                return self._failed(CANNOT_READ, err)
             fingerprint = board_fingerprint(rows, counts)
             if fingerprint == self._fingerprint and not force:
                 return True
@@ -319,18 +339,19 @@ class Board:
             try:
                 self._draw(rows, counts)
             except Exception as err:  # noqa: BLE001 - never a traceback from the thread
-                return self._failed("cannot draw the board", err)
+                return self._failed(CANNOT_DRAW, err)
             self._fingerprint = fingerprint
             self.last_error = None
-            self._say(f"live: reads the class every {self.every:g} s; last change shown at "
-                      f"{time.strftime('%H:%M:%S')}", OK_COLOR)
+            self._say(_("live: reads the class every {every:g} s; last change shown at {time}").format(
+                every=self.every, time=time.strftime("%H:%M:%S")), OK_COLOR)
             return True
 
-    def _failed(self, what: str, err: BaseException) -> bool:
+    def _failed(self, message: str, err: BaseException) -> bool:
+        """`message`: CANNOT_READ or CANNOT_DRAW."""
         self.last_error = err
         self._fingerprint = self._finished = None  # draw everything again once it answers
         reason = (str(getattr(err, "orig", None) or err).strip().splitlines() or [""])[0]
-        self._say(f"{what} ({type(err).__name__}: {reason}); trying again in {self.every:g} s", ERROR_COLOR)
+        self._say(_(message).format(error=type(err).__name__, reason=reason, every=self.every), ERROR_COLOR)
         return False
 
     def _draw(self, rows: list[dict], counts: dict) -> None:
