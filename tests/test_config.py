@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from nbkit.core.config import (ConfigError, DATASET_NAMES, HF_SCHEDULER_NAMES, MODEL_NAMES, SCHEDULER_NAMES,
-                               TrainConfig, check_lora_rank, field_docs)
+from nbkit.core.config import (ConfigError, DATASET_NAMES, FIELD_SECTIONS, HF_SCHEDULER_NAMES, MODEL_NAMES,
+                               SCHEDULER_NAMES, TrainConfig, check_lora_rank, field_docs)
+from nbkit.core.i18n import set_language
 
 LORA = dict(finetuning_type="lora")
 
@@ -324,3 +325,39 @@ def test_to_dict_is_a_copy():
     cfg = TrainConfig(lr_scheduler_type="cosine", lr_scheduler_kwargs={"num_cycles": 0.5})
     cfg.to_dict()["lr_scheduler_kwargs"]["num_cycles"] = 3
     assert cfg.lr_scheduler_kwargs == {"num_cycles": 0.5}
+
+
+def test_every_section_header_is_marked_for_the_catalogue():
+    """show-config prints each section's header through _(): FIELD_SECTIONS marks them, so they must be the
+    headers of TrainConfig's source, in its order."""
+    headers = list(dict.fromkeys(section for section, _, _ in field_docs()))
+    assert headers == list(FIELD_SECTIONS)
+
+
+def test_refusals_and_field_docs_in_chinese():
+    """In Chinese (nbkit.po) a refusal keeps its field, its value and the allowed values as they are, each
+    sentence whole (the did-you-mean one included); show-config's sections and why texts are Chinese too."""
+    set_language("zh")
+    try:
+        with pytest.raises(ConfigError) as caught:
+            TrainConfig(learning_rate=0)
+        assert str(caught.value) == "learning_rate=0.0 无效；允许的值：> 0 的有限数，例如 3e-4。"
+        with pytest.raises(ConfigError) as caught:
+            TrainConfig(finetuning_type="qlora")
+        assert str(caught.value) == ("finetuning_type='qlora' 不被允许；允许的值：'full', 'freeze', 'lora'。"
+                                     "你是不是想写 'lora'？")
+        with pytest.raises(ConfigError) as caught:
+            TrainConfig(max_samples="many")
+        assert str(caught.value) == "max_samples='many' 无效；允许的值：一个整数，或 None。"
+        with pytest.raises(ConfigError) as caught:
+            TrainConfig.from_dict({"lr": 1e-3})
+        assert str(caught.value) == "'lr' 不是 TrainConfig 的字段。你是不是想写 'learning_rate'？"
+        docs = {name: (section, why) for section, name, why in field_docs()}
+        assert docs["learning_rate"] == ("学习率及其调度",
+                                         "微型模型能承受较大的学习率；135M 及以上的模型宜用约 1e-5 到 2e-4")
+        assert docs["lr_scheduler_kwargs"][1] == '调度器的额外参数，例如 {"num_cycles": 2}'
+        assert TrainConfig().label() == "默认值"
+    finally:
+        set_language("en")
+    assert field_docs()[0] == ("model and data", "model",
+                               "our embedded 1M-parameter Llama: a whole run takes seconds on a laptop CPU")
