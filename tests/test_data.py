@@ -9,6 +9,7 @@ import torch
 from transformers import AutoTokenizer
 
 from nbkit.core import data
+from nbkit.core.i18n import set_language
 
 TINY = Path(__file__).resolve().parents[1] / "data" / "tiny"
 
@@ -265,3 +266,22 @@ def test_tokenizer_special_tokens(tokenizer):
     for token in ("<|endoftext|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"):
         assert tokenizer.convert_tokens_to_ids(token) != tokenizer.unk_token_id or token == tokenizer.unk_token
         assert tokenizer.tokenize(token) == [token]
+
+
+def test_refusals_in_chinese(tmp_path):
+    """In Chinese (nbkit.po) a bad file's message still starts with FILE:LINE and shows the formats' JSON as is."""
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"messages": []}\n')
+    set_language("zh")
+    try:
+        with pytest.raises(data.DataFileError) as info:
+            data.load_jsonl(path)
+        assert str(info.value) == (f"{path}:1: 'messages' 必须是非空列表（应为每行一个 JSON 对象：Alpaca "
+                                   '{"instruction", "input"?, "output", "system"?}、ShareGPT {"conversations": '
+                                   '[{"from", "value"}]} 或 {"messages": [{"role", "content"}]}）')
+        with pytest.raises(ValueError) as info:
+            data.load_examples("arithmatic")
+        assert str(info.value) == ("未知的数据集 'arithmatic'：请使用 ['arithmetic', 'corpus', 'facts', 'reviews'] "
+                                   "之一，或 .jsonl 文件的路径。你是不是想写 'arithmetic'？")
+    finally:
+        set_language("en")

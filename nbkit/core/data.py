@@ -14,6 +14,8 @@ import json
 import os
 import random
 
+from nbkit.core.i18n import N_, _
+
 IGNORE_INDEX = -100  # label value that torch's cross-entropy skips (Hugging Face convention)
 
 TASKS = {
@@ -193,7 +195,7 @@ def make_corpus(seed=0, n=CORPUS_SIZE, sentences_per_passage=4):
     rng = random.Random(seed)
     stream = corpus_sentences(seed + CORPUS_SEED_OFFSET)
     examples = []
-    for _ in range(n):
+    for _passage in range(n):
         words = " ".join(next(stream) for _ in range(sentences_per_passage)).split(" ")
         cut = rng.randint(len(words) // 3, 2 * len(words) // 3)
         examples.append(_chat("Continue the text: " + " ".join(words[:cut]), " ".join(words[cut:])))
@@ -234,7 +236,7 @@ _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assista
 def _from_alpaca(row):
     for key in ("instruction", "output"):
         if not isinstance(row.get(key), str):
-            raise ValueError(f"'{key}' must be a string")
+            raise ValueError(_("'{key}' must be a string").format(key=key))
     user = row["instruction"]
     if row.get("input"):
         user = f"{user}\n\n{row['input']}"
@@ -245,43 +247,46 @@ def _from_alpaca(row):
 
 def _from_sharegpt(turns):
     if not isinstance(turns, list) or not turns:
-        raise ValueError("'conversations' must be a non-empty list")
+        raise ValueError(_("'conversations' must be a non-empty list"))
     messages = []
     for turn in turns:
         if not isinstance(turn, dict) or turn.get("from") not in _SHAREGPT_ROLES \
                 or not isinstance(turn.get("value"), str):
-            raise ValueError(f"bad turn {turn!r} (expected {{'from': 'human'|'gpt'|'system', 'value': str}})")
+            raise ValueError(_("bad turn {turn!r} (expected {{'from': 'human'|'gpt'|'system', 'value': str}})").format(
+                turn=turn))
         messages.append({"role": _SHAREGPT_ROLES[turn["from"]], "content": turn["value"]})
     return messages
 
 
 def _check_messages(messages):
     if not isinstance(messages, list) or not messages:
-        raise ValueError("'messages' must be a non-empty list")
+        raise ValueError(_("'messages' must be a non-empty list"))
     for m in messages:
         if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
                 or not isinstance(m.get("content"), str):
-            raise ValueError(f"bad message {m!r} (expected {{'role': 'system'|'user'|'assistant', 'content': str}})")
+            raise ValueError(_("bad message {message!r} (expected {{'role': 'system'|'user'|'assistant', "
+                               "'content': str}})").format(message=m))
     if not any(m["role"] == "assistant" for m in messages):
-        raise ValueError("no assistant turn to learn from")
+        raise ValueError(_("no assistant turn to learn from"))
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 def _parse_row(row):
     if not isinstance(row, dict):
-        raise ValueError("not a JSON object")
+        raise ValueError(_("not a JSON object"))
     if "messages" in row:
         return _check_messages(row["messages"])
     if "conversations" in row:
         return _check_messages(_from_sharegpt(row["conversations"]))
     if "instruction" in row:
         return _from_alpaca(row)
-    raise ValueError(f"unknown format with keys {sorted(row)}")
+    raise ValueError(_("unknown format with keys {keys}").format(keys=sorted(row)))
 
 
-_FORMATS = ("expected one JSON object per line: Alpaca {\"instruction\", \"input\"?, \"output\", "
-            "\"system\"?}, ShareGPT {\"conversations\": [{\"from\", \"value\"}]} or "
-            "{\"messages\": [{\"role\", \"content\"}]}")
+# what a data file's line should look like: marked for the catalogue, shown with .format() (its braces doubled)
+_FORMATS = N_("expected one JSON object per line: Alpaca {{\"instruction\", \"input\"?, \"output\", "
+              "\"system\"?}}, ShareGPT {{\"conversations\": [{{\"from\", \"value\"}}]}} or "
+              "{{\"messages\": [{{\"role\", \"content\"}}]}}")
 
 
 class DataFileError(ValueError):
@@ -299,13 +304,15 @@ def load_jsonl(path):
                 try:
                     examples.append({"messages": _parse_row(json.loads(line))})
                 except ValueError as e:  # json.JSONDecodeError is a ValueError too
-                    raise DataFileError(f"{path}:{line_no}: {e} ({_FORMATS})") from None
+                    raise DataFileError(_("{path}:{line}: {error} ({formats})").format(
+                        path=path, line=line_no, error=e, formats=_(_FORMATS).format())) from None
     except UnicodeDecodeError as e:
-        raise DataFileError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise DataFileError(_("{path}: not UTF-8 text ({reason} at byte {byte})").format(
+            path=path, reason=e.reason, byte=e.start)) from None
     except OSError as e:
-        raise DataFileError(f"{path}: cannot read it ({e.strerror})") from None
+        raise DataFileError(_("{path}: cannot read it ({reason})").format(path=path, reason=e.strerror)) from None
     if not examples:
-        raise DataFileError(f"{path}: no examples ({_FORMATS})")
+        raise DataFileError(_("{path}: no examples ({formats})").format(path=path, formats=_(_FORMATS).format()))
     return examples
 
 
@@ -319,9 +326,9 @@ def load_examples(dataset, seed=0):
     if str(dataset).endswith(".jsonl") or os.path.exists(str(dataset)):
         return load_jsonl(dataset)
     close = difflib.get_close_matches(str(dataset), list(TASKS), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown dataset {dataset!r}: use one of {sorted(TASKS)} "
-                     f"or a path to a .jsonl file.{hint}")
+    hint = _(" Did you mean {suggestion!r}?").format(suggestion=close[0]) if close else ""
+    raise ValueError(_("unknown dataset {dataset!r}: use one of {tasks} or a path to a .jsonl file.").format(
+        dataset=dataset, tasks=sorted(TASKS)) + hint)
 
 
 def check_dataset(dataset) -> None:
@@ -345,7 +352,8 @@ def split_examples(examples, val_size, seed):
     elif isinstance(val_size, int) and not isinstance(val_size, bool) and 0 < val_size < n:
         n_val = val_size
     else:
-        raise ValueError(f"val_size={val_size!r}: expected a fraction in (0, 1) or a count in 1..{n - 1}")
+        raise ValueError(_("val_size={value!r}: expected a fraction in (0, 1) or a count in 1..{most}").format(
+            value=val_size, most=n - 1))
     order = list(range(n))
     random.Random(seed).shuffle(order)
     val = [examples[i] for i in order[:n_val]]
@@ -386,7 +394,7 @@ def tokenize_example(example, tokenizer, max_seq_length):
         prompt = _render(tokenizer, messages[:i], add_generation_prompt=True)
         full = _render(tokenizer, messages[: i + 1])
         if not (prompt.startswith(done) and full.startswith(prompt)):
-            raise ValueError("the tokenizer's chat template does not render conversations prefix by prefix")
+            raise ValueError(_("the tokenizer's chat template does not render conversations prefix by prefix"))
         # The response runs to the end of the turn, closing token included; trailing whitespace
         # after it (a newline before the next turn) stays unlabelled.
         response = full[len(prompt):].rstrip()
