@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from nbkit import TrainConfig, list_runs, load_run, train
+from nbkit.core.i18n import set_language
 from nbkit.core.runs import RunWriter, new_run_dir, write_json_atomic
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,3 +90,16 @@ def test_sigkill_mid_run_leaves_earlier_runs_readable_and_marks_itself_incomplet
     table = list_runs(out)
     assert isinstance(table, pd.DataFrame)
     assert sorted(table["status"]) == ["completed", "incomplete"]
+
+
+def test_a_non_run_folder_is_refused_in_chinese(tmp_path):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "summary.json").write_text("{not json")
+    set_language("zh")
+    try:
+        with pytest.raises(FileNotFoundError) as caught:
+            load_run(tmp_path)
+        assert str(caught.value) == f"{tmp_path} 不是运行文件夹（没有 summary.json）"
+        assert list_runs(tmp_path)["status"][0].startswith("无法读取：")
+    finally:
+        set_language("en")

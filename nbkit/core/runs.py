@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from nbkit.core.config import TrainConfig
+from nbkit.core.i18n import _
 
 # Fields that differ between runs without making them different experiments.
 NOT_KNOBS = ("output_dir", "run_name", "disable_tqdm", "logging_steps", "dataloader_num_workers")
@@ -190,7 +191,7 @@ def load_run(path: str | Path) -> Run:
     """Read a run folder back. A run whose writer died without closing it is "incomplete"."""
     path = Path(path)
     if not (path / "summary.json").exists():
-        raise FileNotFoundError(f"{path} is not a run folder (no summary.json)")
+        raise FileNotFoundError(_("{path} is not a run folder (no summary.json)").format(path=path))
     summary = json.loads((path / "summary.json").read_text())
     if summary.get("status") == "running":
         same_host = summary.get("host") == socket.gethostname()
@@ -208,7 +209,7 @@ def list_runs(output_dir: str | Path = "runs") -> pd.DataFrame:
         try:
             run = load_run(folder.parent)
         except (OSError, ValueError) as err:  # a foreign or damaged folder: say so, skip it
-            rows.append({"run": folder.parent.name, "status": f"unreadable: {err}"})
+            rows.append({"run": folder.parent.name, "status": _("unreadable: {error}").format(error=err)})
             continue
         s, c = run.summary, run.config
         rows.append({
