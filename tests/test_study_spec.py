@@ -2,6 +2,7 @@
 pruning note says before the study runs when its pruner can stop nothing."""
 import pytest
 
+from nbkit.core.i18n import set_language
 from nbkit.core.study import StudyError, StudySpec, pruning_note, run_study
 from study_helpers import TINY, spec_dict
 
@@ -63,3 +64,27 @@ def test_the_pruning_note_reads_the_first_rung_against_the_epochs(tmp_path):
     assert "first rung is at epoch 4" in note(3, "asha", {"min_early_stopping_rate": 1})  # 1 * 4**1
     assert note(4, "hyperband", {"min_resource": 2}) is None
     assert "first rung is at epoch 3" in note(3, "hyperband", {"min_resource": 3})
+
+
+def test_refusals_and_the_pruning_note_in_chinese(tmp_path):
+    """In Chinese (nbkit.po): field names, values and the allowed values stay as they are; a message put
+    together from two cases (balanced knobs or none) is a whole sentence in each."""
+    def refusal(**change):
+        with pytest.raises(StudyError) as err:
+            StudySpec.from_dict(spec_dict(tmp_path, **change)).check()
+        return str(err.value)
+    set_language("zh")
+    try:
+        assert refusal(sampler="annealing") == ("sampler='annealing' 不被允许；"
+                                                "允许的值：'grid', 'random', 'qmc', 'tpe'。")
+        assert refusal(scientific={"lr": [1e-3]}) == ("scientific.lr：'lr' 不是 TrainConfig 的字段；"
+                                                      "`python -m nbkit show-config` 会列出所有字段")
+        assert refusal(sampler="random", n_trials=7, scientific={"warmup_ratio": [0.0, 0.1]},
+                       nuisance={"learning_rate": [1e-3, 3e-3, 1e-2]}).startswith(
+            "n_trials=7 要求 warmup_ratio 的 2 种组合各有 4 个试验，但其他旋钮只有 3 种不同的配置")
+        note = pruning_note(StudySpec.from_dict(spec_dict(tmp_path, base=dict(TINY, num_train_epochs=3), pruner="asha",
+                                                          pruner_settings={"min_early_stopping_rate": 1})))
+        assert note.startswith("pruner='asha' 在这里什么也停不了：它的第一个梯级在第 4 个轮次，而试验最多训练 3 个轮次")
+    finally:
+        set_language("en")
+    assert not (tmp_path / "studies.db").exists()

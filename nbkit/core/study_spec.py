@@ -28,6 +28,7 @@ import optuna
 from nbkit.core import config, notices
 from nbkit.core.config import ConfigError, TrainConfig, coerce_value, read_yaml_mapping
 from nbkit.core.data import check_dataset
+from nbkit.core.i18n import _
 from nbkit.core.runs import NOT_KNOBS
 
 SAMPLERS = ("grid", "random", "qmc", "tpe")
@@ -72,7 +73,7 @@ class StudySpec:
     def from_dict(cls, d: dict) -> "StudySpec":
         """A spec from a plain dict (YAML, JSON). `pruner` may also be {"name": ..., settings...}."""
         if not isinstance(d, dict):
-            raise StudyError(f"a study spec is a mapping of field: value, got {type(d).__name__}")
+            raise StudyError(_("a study spec is a mapping of field: value, got {type}").format(type=type(d).__name__))
         d = dict(d)
         if isinstance(d.get("pruner"), dict):
             settings = dict(d["pruner"])
@@ -81,20 +82,22 @@ class StudySpec:
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = [k for k in d if k not in names]
         if unknown:
-            raise StudyError(f"study spec field {unknown[0]!r} is unknown; allowed: {', '.join(names)}")
+            raise StudyError(_("study spec field {field!r} is unknown; allowed: {allowed}").format(
+                field=unknown[0], allowed=", ".join(names)))
         if "study_name" not in d:
-            raise StudyError("study spec: study_name is missing; allowed: a name such as 'lr_vs_warmup'")
+            raise StudyError(_("study spec: study_name is missing; allowed: a name such as 'lr_vs_warmup'"))
         for key in ("base", "scientific", "nuisance", "fixed", "pruner_settings"):
             if d.get(key) is None:
                 d.pop(key, None)
             elif not isinstance(d[key], dict):
-                raise StudyError(f"study spec field {key}={d[key]!r} is invalid; allowed: a mapping")
+                raise StudyError(_("study spec field {field}={value!r} is invalid; allowed: a mapping").format(
+                    field=key, value=d[key]))
         return cls(**d)
 
     @classmethod
     def from_yaml(cls, path) -> "StudySpec":
         try:
-            return cls.from_dict(read_yaml_mapping(path, "study spec"))
+            return cls.from_dict(read_yaml_mapping(path, _("study spec")))
         except StudyError:
             raise
         except ConfigError as err:  # the file itself: unreadable, not YAML, not a mapping
@@ -142,15 +145,16 @@ class StudySpec:
     def check(self) -> None:
         """Raise StudyError for anything that would fail later, before a trial runs."""
         if not isinstance(self.study_name, str) or not self.study_name.strip():
-            raise StudyError(f"study_name={self.study_name!r} is invalid; allowed: a non-empty name")
+            raise StudyError(_("study_name={value!r} is invalid; allowed: a non-empty name").format(
+                value=self.study_name))
         _require_choice("sampler", self.sampler, SAMPLERS)
         if self.sampler == "qmc" and importlib.util.find_spec("scipy") is None:
-            raise StudyError("sampler='qmc' needs scipy (Optuna's QMCSampler draws from scipy.stats.qmc): "
-                             "pip install scipy; allowed without it: 'grid', 'random', 'tpe'")
+            raise StudyError(_("sampler='qmc' needs scipy (Optuna's QMCSampler draws from scipy.stats.qmc): "
+                               "pip install scipy; allowed without it: 'grid', 'random', 'tpe'"))
         _require_choice("pruner", self.pruner, PRUNERS)
         if not self.knobs:
-            raise StudyError("the study varies nothing: give at least one knob under scientific or nuisance, "
-                             "e.g. scientific: {warmup_ratio: [0.0, 0.1]}")
+            raise StudyError(_("the study varies nothing: give at least one knob under scientific or nuisance, "
+                               "e.g. scientific: {{warmup_ratio: [0.0, 0.1]}}").format())
         for section in ("base", "fixed", "scientific", "nuisance"):
             _check_knob_names(section, getattr(self, section))
         _check_no_overlap(self)
@@ -164,8 +168,9 @@ class StudySpec:
             _require_int(name, getattr(self, name), 1)
         _require_int("max_retry", self.max_retry, 0)
         if self.grace_period <= self.heartbeat_interval:  # a live worker would be taken for dead between beats
-            raise StudyError(f"grace_period={self.grace_period} is invalid; allowed: more seconds than "
-                             f"heartbeat_interval={self.heartbeat_interval}")
+            raise StudyError(_("grace_period={grace_period} is invalid; allowed: more seconds than "
+                               "heartbeat_interval={heartbeat_interval}").format(
+                grace_period=self.grace_period, heartbeat_interval=self.heartbeat_interval))
         make_pruner(self)  # checks pruner_settings
         check_storage_url(self.storage)
 
@@ -176,8 +181,11 @@ def _require_choice(name, value, choices) -> None:
 
 
 def _require_int(name, value, low) -> None:
+    """config's message for a refused value, raised as a StudyError."""
     whole = not isinstance(value, bool) and isinstance(value, int) and value >= low
-    _as_study_error(config._require, whole, name, value, f"a whole number >= {low}")
+    if not whole:
+        raise StudyError(_("{field}={value!r} is invalid; allowed: {allowed}.").format(
+            field=name, value=value, allowed=_("a whole number >= {low}").format(low=low)))
 
 
 def _as_study_error(check, *args) -> None:
@@ -202,8 +210,8 @@ def _check_knob_names(section: str, knobs: dict) -> None:
     fields = _field_types()
     for knob in knobs:
         if knob not in fields:
-            raise StudyError(f"{section}.{knob}: {knob!r} is not a TrainConfig field; "
-                             f"`python -m nbkit show-config` lists every field")
+            raise StudyError(_("{section}.{knob}: {knob!r} is not a TrainConfig field; "
+                               "`python -m nbkit show-config` lists every field").format(section=section, knob=knob))
 
 
 def _check_no_overlap(spec: StudySpec) -> None:
@@ -212,7 +220,8 @@ def _check_no_overlap(spec: StudySpec) -> None:
         both = set(getattr(spec, a)) & set(getattr(spec, b))
         if both:
             knob = sorted(both)[0]
-            raise StudyError(f"{knob!r} is both {a} and {b}; allowed: each knob in one of {', '.join(sections)}")
+            raise StudyError(_("{knob!r} is both {first} and {second}; allowed: each knob in one of {sections}").format(
+                knob=knob, first=a, second=b, sections=", ".join(sections)))
 
 
 def _checked_held(spec: StudySpec) -> dict:
@@ -220,7 +229,7 @@ def _checked_held(spec: StudySpec) -> dict:
     try:
         check_dataset(TrainConfig.from_dict(held).dataset)  # a bad file would fail every trial, one by one
     except (ConfigError, ValueError) as err:
-        raise StudyError(f"base/fixed: {err}") from None
+        raise StudyError(_("base/fixed: {error}").format(error=err)) from None
     return held
 
 
@@ -228,42 +237,48 @@ def _check_domain(section: str, knob: str, domain, held: dict, grid: bool) -> No
     where = f"{section}.{knob}"
     if isinstance(domain, dict):
         if grid:
-            raise StudyError(f"{where}={domain!r}: the grid sampler needs a list of values; allowed: a list, "
-                             "or sampler random / qmc / tpe for a range")
-        low, high, _ = _range_ends(where, knob, domain)
+            raise StudyError(_("{where}={domain!r}: the grid sampler needs a list of values; allowed: a list, "
+                               "or sampler random / qmc / tpe for a range").format(where=where, domain=domain))
+        low, high, _log = _range_ends(where, knob, domain)
         values = [low, high]
     elif isinstance(domain, (list, tuple)):
         if not domain:
-            raise StudyError(f"{where}=[] is empty; allowed: at least one value, e.g. {knob}: [value1, value2]")
+            raise StudyError(_("{where}=[] is empty; allowed: at least one value, e.g. {knob}: [value1, value2]")
+                             .format(where=where, knob=knob))
         values = list(domain)
     else:
-        raise StudyError(f"{where}={domain!r} is invalid; allowed: a list of values or a range {{low, high, log}}")
+        raise StudyError(_("{where}={domain!r} is invalid; allowed: a list of values or a range {{low, high, log}}")
+                         .format(where=where, domain=domain))
     for value in values:
         try:
             cfg = TrainConfig.from_dict({**held, knob: value})
             if knob == "dataset":
                 check_dataset(cfg.dataset)
         except (ConfigError, ValueError) as err:
-            raise StudyError(f"{where}: value {value!r} is refused: {err}") from None
+            raise StudyError(_("{where}: value {value!r} is refused: {error}").format(
+                where=where, value=value, error=err)) from None
 
 
 def _range_ends(where: str, knob: str, domain: dict) -> tuple:
     """(low, high, log) of a range, converted to the field's type; checked non-empty and ordered."""
     extra = set(domain) - {"low", "high", "log"}
     if extra or not {"low", "high"} <= set(domain):
-        raise StudyError(f"{where}={domain!r} is invalid; allowed: a range {{low: ..., high: ..., log: true|false}}")
+        raise StudyError(_("{where}={domain!r} is invalid; allowed: a range {{low: ..., high: ..., log: true|false}}")
+                         .format(where=where, domain=domain))
     kind = _field_kind(knob)
     if kind not in (int, float):
-        raise StudyError(f"{where}: a range needs a numeric field, but {knob} is {kind.__name__}; allowed: a list")
+        raise StudyError(_("{where}: a range needs a numeric field, but {knob} is {kind}; allowed: a list").format(
+            where=where, knob=knob, kind=kind.__name__))
     try:
         low, high = coerce_value(knob, domain["low"], kind), coerce_value(knob, domain["high"], kind)
         log = coerce_value("log", domain.get("log", False), bool)
     except ConfigError as err:
-        raise StudyError(f"{where}: {err}") from None
+        raise StudyError(_("{where}: {error}").format(where=where, error=err)) from None
     if not low < high:
-        raise StudyError(f"{where}: range low={low!r} high={high!r} is empty or inverted; allowed: low < high")
+        raise StudyError(_("{where}: range low={low!r} high={high!r} is empty or inverted; allowed: low < high").format(
+            where=where, low=low, high=high))
     if log and low <= 0:
-        raise StudyError(f"{where}: a log range needs low > 0, got low={low!r}")
+        raise StudyError(_("{where}: a log range needs low > 0, got low={low!r}").format(where=where, low=low))
     return low, high, log
 
 
@@ -285,8 +300,9 @@ def _check_counts(spec: StudySpec) -> None:
     if spec.sampler == "grid":
         points = len(spec.grid_points())
         if spec.n_trials is not None and spec.n_trials != points:
-            raise StudyError(f"n_trials={spec.n_trials} but the grid has {points} points; allowed: "
-                             f"n_trials: {points} or leave it out (the grid runs each point once)")
+            raise StudyError(_("n_trials={n_trials} but the grid has {points} points; allowed: "
+                               "n_trials: {points} or leave it out (the grid runs each point once)").format(
+                n_trials=spec.n_trials, points=points))
         return
     _require_int("n_trials", spec.n_trials, 1)
 
@@ -337,10 +353,17 @@ def _check_distinct(spec: StudySpec) -> None:
     if share <= room:
         return
     most = room * len(shares)
-    per = f" for each of the {len(shares)} combinations of {', '.join(balanced)}" if balanced else ""
-    raise StudyError(f"n_trials={spec.n_trials} asks for {share} trials{per}, but the other knobs hold only "
-                     f"{room} distinct configuration(s), and a study runs each configuration once; allowed: "
-                     f"n_trials <= {most}, a range instead of a list for a nuisance knob, or sampler: grid")
+    if balanced:
+        message = _("n_trials={n_trials} asks for {share} trials for each of the {combinations} combinations of "
+                    "{knobs}, but the other knobs hold only {room} distinct configuration(s), and a study runs each "
+                    "configuration once; allowed: n_trials <= {most}, a range instead of a list for a nuisance knob, "
+                    "or sampler: grid")
+    else:
+        message = _("n_trials={n_trials} asks for {share} trials, but the other knobs hold only {room} distinct "
+                    "configuration(s), and a study runs each configuration once; allowed: n_trials <= {most}, a "
+                    "range instead of a list for a nuisance knob, or sampler: grid")
+    raise StudyError(message.format(n_trials=spec.n_trials, share=share, combinations=len(shares),
+                                    knobs=", ".join(balanced), room=room, most=most))
 
 
 def make_sampler(spec: StudySpec, draw_seed: int | None = None) -> optuna.samplers.BaseSampler:
@@ -382,7 +405,8 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     settings = dict(spec.pruner_settings)
     if spec.pruner == "none":
         if settings:
-            raise StudyError(f"pruner_settings={settings!r} but pruner='none'; allowed: no settings")
+            raise StudyError(_("pruner_settings={settings!r} but pruner='none'; allowed: no settings").format(
+                settings=settings))
         return optuna.pruners.NopPruner()
     if spec.pruner == "hyperband":
         kind = optuna.pruners.HyperbandPruner
@@ -393,8 +417,9 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
         return kind(**settings)
     except (TypeError, ValueError) as err:
         allowed = [p for p in inspect.signature(kind).parameters]
-        raise StudyError(f"pruner_settings={spec.pruner_settings!r} for pruner={spec.pruner!r}: {err}; "
-                         f"allowed settings: {', '.join(allowed)}") from None
+        raise StudyError(_("pruner_settings={settings!r} for pruner={pruner!r}: {error}; "
+                           "allowed settings: {allowed}").format(settings=spec.pruner_settings, pruner=spec.pruner,
+                                                                 error=err, allowed=", ".join(allowed))) from None
 
 
 def pruner_stops(trial: optuna.Trial, last_epoch: bool) -> bool:
@@ -431,9 +456,10 @@ def pruning_note(spec: StudySpec) -> str | None:
     rung, epochs = first_rung(spec), most_epochs(spec)
     if rung is None or rung < epochs:
         return None
-    return (f"pruner={spec.pruner!r} can stop nothing here: its first rung is at epoch {rung} and trials "
-            f"train at most {epochs} epoch(s), and a trial that reaches its last epoch is complete, never "
-            f"pruned; set pruner_settings.min_resource below {epochs}, train more epochs, or use pruner: none")
+    return _("pruner={pruner!r} can stop nothing here: its first rung is at epoch {rung} and trials "
+             "train at most {epochs} epoch(s), and a trial that reaches its last epoch is complete, never "
+             "pruned; set pruner_settings.min_resource below {epochs}, train more epochs, or use pruner: none").format(
+        pruner=spec.pruner, rung=rung, epochs=epochs)
 
 
 def check_storage_url(url: str) -> None:
@@ -443,11 +469,11 @@ def check_storage_url(url: str) -> None:
     try:
         scheme = make_url(url).get_backend_name()
     except ArgumentError:
-        raise StudyError(f"storage={url!r} is not a database URL; allowed: sqlite:///path/studies.db or "
-                         "postgresql+psycopg2://user@host:port/db") from None
+        raise StudyError(_("storage={url!r} is not a database URL; allowed: sqlite:///path/studies.db or "
+                           "postgresql+psycopg2://user@host:port/db").format(url=url)) from None
     if scheme not in STORAGE_SCHEMES:
-        raise StudyError(f"storage={url!r}: {scheme!r} is not supported; allowed: sqlite:///path/studies.db or "
-                         "postgresql+psycopg2://user@host:port/db")
+        raise StudyError(_("storage={url!r}: {scheme!r} is not supported; allowed: sqlite:///path/studies.db or "
+                           "postgresql+psycopg2://user@host:port/db").format(url=url, scheme=scheme))
     with_driver(url)  # a PostgreSQL URL whose driver is not installed is refused here, naming it
 
 
@@ -470,8 +496,9 @@ def with_driver(url: str) -> str:
     if "+" not in parsed.drivername and importlib.util.find_spec("psycopg2") is not None:
         return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
     package = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary"}.get(dialect.driver, dialect.driver)
-    raise StudyError(f"storage={_shown(url)}: the PostgreSQL driver {dialect.driver!r} is not installed; allowed: "
-                     f"pip install {package}, or postgresql+psycopg2://user@host:port/db (nbkit installs psycopg2)")
+    raise StudyError(_("storage={url}: the PostgreSQL driver {driver!r} is not installed; allowed: "
+                       "pip install {package}, or postgresql+psycopg2://user@host:port/db (nbkit installs psycopg2)")
+                     .format(url=_shown(url), driver=dialect.driver, package=package))
 
 
 def _shown(url: str) -> str:
