@@ -5,8 +5,9 @@ import sqlite3
 
 import pytest
 
+from nbkit.core.i18n import set_language
 from nbkit.core.study import StudyError, run_study
-from nbkit.core.study_storage import absolute_storage_url, open_storage
+from nbkit.core.study_storage import absolute_storage_url, check_stored, load_study, open_storage
 from nbkit.interfaces.cli import main
 from study_helpers import free_port, spec_dict
 
@@ -54,3 +55,18 @@ def test_a_sqlite_transaction_takes_the_write_lock_when_it_begins(tmp_path):
     other.execute("BEGIN IMMEDIATE")  # the first transaction ended: the lock is free again
     other.execute("ROLLBACK")
     other.close()
+
+
+def test_a_storage_that_cannot_hold_the_study_is_refused_in_chinese(tmp_path):
+    missing = f"sqlite:///{tmp_path}/nothing_here.db"
+    set_language("zh")
+    try:
+        with pytest.raises(StudyError) as err:
+            check_stored(missing)
+        assert str(err.value) == (f"storage={missing!r}：没有文件 {tmp_path / 'nothing_here.db'}；"
+                                  "用这个存储运行研究时会创建它（python -m nbkit study run FILE.yaml）")
+        with pytest.raises(StudyError) as err:
+            load_study(f"sqlite:///{tmp_path}/empty.db", "lr")
+        assert str(err.value) == f"研究 'lr' 不在 sqlite:///{tmp_path}/empty.db 中；那里的研究：无"
+    finally:
+        set_language("en")

@@ -18,6 +18,7 @@ from pathlib import Path
 import optuna
 
 from nbkit.core import notices
+from nbkit.core.i18n import _
 from nbkit.core.study_spec import StudyError, StudySpec, _shown, check_storage_url, with_driver
 
 
@@ -75,7 +76,8 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
                 grace_period=grace_period, heartbeat_stale_trial_callback=retry)
         except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError) as err:
             reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
-            raise StudyError(f"storage {_shown(url)} cannot be reached: {reason}") from None
+            raise StudyError(_("storage {url} cannot be reached: {reason}").format(
+                url=_shown(url), reason=reason)) from None
     if url.startswith("sqlite"):
         _serialize_sqlite_transactions(storage.engine)
     return storage
@@ -95,8 +97,8 @@ def check_stored(storage_url: str) -> None:
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         path = Path(parsed.database).expanduser()
         if not path.is_file():
-            raise StudyError(f"storage={storage_url!r}: no such file {path.resolve()}; a study run with "
-                             f"this storage creates it (python -m nbkit study run FILE.yaml)")
+            raise StudyError(_("storage={url!r}: no such file {path}; a study run with this storage creates it "
+                               "(python -m nbkit study run FILE.yaml)").format(url=storage_url, path=path.resolve()))
 
 
 def load_study(storage_url: str, study_name: str) -> optuna.Study:
@@ -106,5 +108,8 @@ def load_study(storage_url: str, study_name: str) -> optuna.Study:
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         names = optuna.study.get_all_study_names(storage)
-        raise StudyError(f"study {study_name!r} is not in {_shown(storage_url)}; studies there: "
-                         f"{', '.join(names) or 'none'}") from None
+        if not names:
+            raise StudyError(_("study {name!r} is not in {storage}; studies there: none").format(
+                name=study_name, storage=_shown(storage_url))) from None
+        raise StudyError(_("study {name!r} is not in {storage}; studies there: {names}").format(
+            name=study_name, storage=_shown(storage_url), names=", ".join(names))) from None
