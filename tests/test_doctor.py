@@ -218,3 +218,24 @@ def test_verdicts_table_has_a_row_per_run():
     assert list(table["diagnosis"]) == ["over-fitting", "diverged"]
     assert list(table["run"]) == ["r0", "r1"] and table.loc[0, "best_epoch"] == 2
     assert table.loc[1, "advice"].startswith("lower the learning rate")
+
+
+def test_the_doctor_speaks_chinese():
+    """The real catalogue (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po): words in Chinese, names and epochs as keys."""
+    from nbkit.core.i18n import set_language
+
+    run = fake_run(smooth_fall(), [4.0, 1.0, 0.6, 0.7, 0.9], [2.0, 0.8, 0.5, 0.3])
+    set_language("zh")
+    try:
+        [d] = diagnose(run)
+        assert d.name == "over-fitting" and d.label == "过拟合"  # the name stays the key code compares
+        assert (d.best_epoch, d.from_epoch) == (2, 3)  # what code checks, whatever the language of the words
+        assert "在第 2 轮次最低" in d.message and "从第 3 轮次起过拟合" in d.message
+        assert "在第 2 轮次停止" in d.advice and "正则化" in d.advice
+        assert report(run).startswith("过拟合：")
+        [diverged] = diagnose(fake_run([4.0, 3.5, 90.0], [4.2], status="diverged", diverged_at_step=3))
+        assert "损失在第 3 步爆炸" in diverged.message and diverged.advice.startswith("降低学习率（原为 0.001）")
+        set_language("en")
+        assert report(run).startswith("over-fitting: validation loss was lowest at epoch 2 (0.6)")
+    finally:
+        set_language("en")

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from nbkit.core.callbacks import best_of
+from nbkit.core.i18n import N_, _
 
 # "Flat": less than 5% of the starting loss gone. A run that learns anything at all removes far
 # more in its first epoch (the tiny model drops the chat format's loss by over half in a few steps).
@@ -50,14 +51,28 @@ NOISE_MIN_STEPS = 8  # fewer steps than this in the second half: too few to tell
 FIRST_STEPS = 3  # the starting loss = the mean of the first few steps (one step alone is itself noisy)
 
 
+# What a learner reads for each diagnosis's name (the name itself is a key code compares: never translated).
+LABELS = {"diverged": N_("diverged"), "flat": N_("flat"), "over-fitting": N_("over-fitting"),
+          "still improving": N_("still improving"), "noisy": N_("noisy"), "healthy": N_("healthy")}
+
+
 @dataclass
 class Diagnosis:
     name: str  # "diverged", "flat", "over-fitting", "still improving", "noisy" or "healthy"
-    message: str  # what the curves show, with the epochs/steps and values
-    advice: str  # what to change next
+    message: str  # what the curves show, with the epochs/steps and values (in the language set when diagnosed)
+    advice: str  # what to change next (ditto)
+    # The epochs the message names, for code that checks them (the words may be Chinese): the epoch of the
+    # lowest validation loss (over-fitting, healthy) and the first epoch past it (over-fitting: "from epoch").
+    best_epoch: float | int | None = None
+    from_epoch: float | int | None = None
+
+    @property
+    def label(self) -> str:
+        """The name in the language set (what a learner reads; `name` stays the English key)."""
+        return _(LABELS[self.name]) if self.name in LABELS else self.name
 
     def __str__(self) -> str:
-        return f"{self.name}: {self.message} → {self.advice}"
+        return _("{name}: {message} → {advice}").format(name=self.label, message=self.message, advice=self.advice)
 
 
 # ---------------------------------------------------------------- the evidence
@@ -116,9 +131,13 @@ def _diverged(run) -> Diagnosis | None:
     loss = losses[int(step) - 1] if step is not None and 0 < int(step) <= len(losses) else math.nan
     start = losses[0] if len(losses) else math.nan
     lr = run.config.get("learning_rate")
-    return Diagnosis("diverged", f"the loss blew up at step {step}: {loss:.4g}, against {start:.4g} at step 1",
-                     (f"lower the learning rate (it was {lr:g})" if lr else "lower the learning rate")
-                     + ", or add warmup (warmup_ratio 0.05-0.1) or gradient clipping (max_grad_norm 1.0)")
+    message = _("the loss blew up at step {step}: {loss:.4g}, against {start:.4g} at step 1").format(
+        step=step, loss=loss, start=start)
+    advice = (_("lower the learning rate (it was {lr:g}), or add warmup (warmup_ratio 0.05-0.1) or gradient "
+                "clipping (max_grad_norm 1.0)").format(lr=lr) if lr else
+              _("lower the learning rate, or add warmup (warmup_ratio 0.05-0.1) or gradient clipping "
+                "(max_grad_norm 1.0)"))
+    return Diagnosis("diverged", message, advice)
 
 
 def _flat(run) -> Diagnosis | None:
@@ -128,15 +147,18 @@ def _flat(run) -> Diagnosis | None:
     start, end = losses[:FIRST_STEPS].mean(), losses[-FIRST_STEPS:].mean()
     if start <= 0 or (start - end) / start >= FLAT_FRACTION:
         return None
-    message = f"the training loss went from {start:.4g} (first steps) to {end:.4g} (last steps) in {len(losses)} steps"
+    message = _("the training loss went from {start:.4g} (first steps) to {end:.4g} (last steps) in {steps} steps"
+                " — flat from the start").format(start=start, end=end, steps=len(losses))
     if len(evals) >= 2:
         base, best = float(evals["eval_loss"].iloc[0]), float(evals["eval_loss"].min())
         if (base - best) / base >= FLAT_FRACTION:
             return None  # validation loss did move: slow training, not a flat one
-        message += f"; validation loss {base:.4g} before training, {best:.4g} at best"
+        message = _("the training loss went from {start:.4g} (first steps) to {end:.4g} (last steps) in {steps} "
+                    "steps; validation loss {base:.4g} before training, {best:.4g} at best — flat from the start"
+                    ).format(start=start, end=end, steps=len(losses), base=base, best=best)
     lr = run.config.get("learning_rate")
-    return Diagnosis("flat", message + " — flat from the start",
-                     f"raise the learning rate (it was {lr:g}); try 10x" if lr else "raise the learning rate")
+    return Diagnosis("flat", message, _("raise the learning rate (it was {lr:g}); try 10x").format(lr=lr) if lr
+                     else _("raise the learning rate"))
 
 
 def _overfitting(run) -> Diagnosis | None:
@@ -157,19 +179,27 @@ def _overfitting(run) -> Diagnosis | None:
     if best_epoch > 0 and not (train_last < train_best):  # validation up, training not down: not over-fitting
         return None
     first_bad = after.iloc[0]["epoch"]
-    train_part = (f", while the training loss fell to {train_last:.4g}" if best_epoch == 0
-                  else f", while the training loss fell from {train_best:.4g} to {train_last:.4g}")
-    message = (f"validation loss was lowest at epoch {_epoch(best_epoch)} ({best_loss:.4g}) and rose to "
-               f"{last_loss:.4g} by epoch {_epoch(last['epoch'])} ({_pct(last_loss, best_loss)}){train_part}: "
-               f"over-fitting from epoch {_epoch(first_bad)}")
+    words = dict(best=_epoch(best_epoch), best_loss=best_loss, last_loss=last_loss, last=_epoch(last["epoch"]),
+                 change=_pct(last_loss, best_loss), train_best=train_best, train_last=train_last,
+                 first_bad=_epoch(first_bad))
+    message = (_("validation loss was lowest at epoch {best} ({best_loss:.4g}) and rose to {last_loss:.4g} by epoch "
+                 "{last} ({change}), while the training loss fell to {train_last:.4g}: over-fitting from epoch "
+                 "{first_bad}") if best_epoch == 0 else
+               _("validation loss was lowest at epoch {best} ({best_loss:.4g}) and rose to {last_loss:.4g} by epoch "
+                 "{last} ({change}), while the training loss fell from {train_best:.4g} to {train_last:.4g}: "
+                 "over-fitting from epoch {first_bad}")).format(**words)
     message += _accuracy_note(evals, best_epoch)
-    regularise = "add regularisation (weight_decay, lora_dropout) or more data"
+    epochs = dict(best_epoch=best_epoch, from_epoch=first_bad)
     if run.summary.get("status") == "early_stopped":
-        return Diagnosis("over-fitting", message + f"; early stopping ended the run at epoch {_epoch(last['epoch'])}",
-                         _after_early_stop(run, best_epoch) + f"; to over-fit later, {regularise}")
+        return Diagnosis("over-fitting",
+                         message + _("; early stopping ended the run at epoch {last}").format(last=words["last"]),
+                         _after_early_stop(run, best_epoch)
+                         + _("; to over-fit later, add regularisation (weight_decay, lora_dropout) or more data"),
+                         **epochs)
     return Diagnosis("over-fitting", message,
-                     f"stop at epoch {_epoch(best_epoch)} (num_train_epochs={_epoch(best_epoch)}, or "
-                     f"early_stopping_patience=2 with load_best_model_at_end=True), or {regularise}")
+                     _("stop at epoch {best} (num_train_epochs={best}, or early_stopping_patience=2 with "
+                       "load_best_model_at_end=True), or add regularisation (weight_decay, lora_dropout) or more data"
+                       ).format(best=words["best"]), **epochs)
 
 
 def _after_early_stop(run, best_epoch) -> str:
@@ -177,11 +207,13 @@ def _after_early_stop(run, best_epoch) -> str:
     kept = run.summary.get("best_epoch")  # the trainer's best: it counts only gains above early_stopping_threshold
     threshold = run.config.get("early_stopping_threshold")
     if not run.summary.get("restored_best"):
-        return "set load_best_model_at_end=True: the returned weights are the last epoch's, not the best one's"
+        return _("set load_best_model_at_end=True: the returned weights are the last epoch's, not the best one's")
     if kept is not None and kept != best_epoch:
-        return (f"the returned weights are epoch {_epoch(kept)}'s, not those of the minimum at epoch "
-                f"{_epoch(best_epoch)}: early_stopping_threshold={threshold} did not count that gain; lower it")
-    return f"nothing to change: early stopping caught it, and the returned weights are epoch {_epoch(kept)}'s"
+        return _("the returned weights are epoch {kept}'s, not those of the minimum at epoch {best}: "
+                 "early_stopping_threshold={threshold} did not count that gain; lower it").format(
+                     kept=_epoch(kept), best=_epoch(best_epoch), threshold=threshold)
+    return _("nothing to change: early stopping caught it, and the returned weights are epoch {kept}'s").format(
+        kept=_epoch(kept))
 
 
 def _accuracy_note(evals, best_epoch) -> str:
@@ -191,8 +223,9 @@ def _accuracy_note(evals, best_epoch) -> str:
     acc = evals.set_index("epoch")["eval_accuracy"].astype(float)
     if acc.get(best_epoch, math.nan) >= acc.max():
         return ""
-    return (f"; accuracy peaked later, at epoch {_epoch(acc.idxmax())} ({acc.max():.3g} against "
-            f"{acc.get(best_epoch, math.nan):.3g} at the loss minimum): loss and accuracy disagree on the best epoch")
+    return _("; accuracy peaked later, at epoch {peak} ({peak_accuracy:.3g} against {accuracy:.3g} at the loss "
+             "minimum): loss and accuracy disagree on the best epoch").format(
+                 peak=_epoch(acc.idxmax()), peak_accuracy=acc.max(), accuracy=acc.get(best_epoch, math.nan))
 
 
 def _still_improving(run) -> Diagnosis | None:
@@ -203,16 +236,19 @@ def _still_improving(run) -> Diagnosis | None:
     last_loss, before_loss = float(last["eval_loss"]), float(before["eval_loss"])
     if last_loss > float(evals["eval_loss"].min()) or last_loss >= before_loss * (1 - IMPROVING_FALL):
         return None
-    message = (f"validation loss still falling at the last evaluation: {before_loss:.4g} at epoch "
-               f"{_epoch(before['epoch'])} → {last_loss:.4g} at epoch {_epoch(last['epoch'])} "
-               f"({_pct(last_loss, before_loss)}); best epoch so far: the last one")
+    message = _("validation loss still falling at the last evaluation: {before_loss:.4g} at epoch {before} → "
+                "{last_loss:.4g} at epoch {last} ({change}); best epoch so far: the last one").format(
+                    before_loss=before_loss, before=_epoch(before["epoch"]), last_loss=last_loss,
+                    last=_epoch(last["epoch"]), change=_pct(last_loss, before_loss))
     if run.summary.get("status") == "running":
-        return Diagnosis("still improving", message, "let it run; if it is still improving at the end, train longer")
+        return Diagnosis("still improving", message, _("let it run; if it is still improving at the end, train longer"),
+                         best_epoch=last["epoch"])
     if run.summary.get("status") == "interrupted":
-        return Diagnosis("still improving", message, "it was still improving when it was stopped: let it finish")
+        return Diagnosis("still improving", message, _("it was still improving when it was stopped: let it finish"),
+                         best_epoch=last["epoch"])
     epochs = run.config.get("num_train_epochs")
-    more = f" (num_train_epochs above {epochs})" if epochs else ""
-    return Diagnosis("still improving", message, f"train longer{more}")
+    return Diagnosis("still improving", message, _("train longer (num_train_epochs above {epochs})").format(
+        epochs=epochs) if epochs else _("train longer"), best_epoch=last["epoch"])
 
 
 def _noisy(run) -> Diagnosis | None:
@@ -223,22 +259,26 @@ def _noisy(run) -> Diagnosis | None:
     half = len(losses) // 2
     batch = run.config.get("per_device_train_batch_size")
     fall = losses[:FIRST_STEPS].mean() - losses[half:].mean()
-    return Diagnosis("noisy", f"from step {half + 1} on, the step losses scatter around their trend by "
-                     f"{spread * fall:.3g} (standard deviation), {100 * spread:.0f}% of the {fall:.3g} the loss "
-                     "has fallen since the first steps",
-                     "a bigger batch" + (f" (it was {batch}) or gradient accumulation" if batch else "")
-                     + ", or a lower learning rate")
+    message = _("from step {step} on, the step losses scatter around their trend by {scatter:.3g} (standard "
+                "deviation), {percent:.0f}% of the {fall:.3g} the loss has fallen since the first steps").format(
+                    step=half + 1, scatter=spread * fall, percent=100 * spread, fall=fall)
+    return Diagnosis("noisy", message,
+                     _("a bigger batch (it was {batch}) or gradient accumulation, or a lower learning rate").format(
+                         batch=batch) if batch else _("a bigger batch, or a lower learning rate"))
 
 
 def _healthy(run) -> Diagnosis:
     best = best_evaluation(run)
     evals = _evals(run)
     if best is None or len(evals) < 2:
-        return Diagnosis("healthy", "no sign of trouble yet (no evaluation after training so far)", "let it run")
+        return Diagnosis("healthy", _("no sign of trouble yet (no evaluation after training so far)"),
+                         _("let it run"))
     base = float(evals["eval_loss"].iloc[0])
-    return Diagnosis("healthy", f"validation loss fell from {base:.4g} to {best[1]:.4g}, lowest at epoch "
-                     f"{_epoch(best[0])}, and has levelled off there", "nothing to fix; to do better, try the "
-                     "next knob (learning rate, batch size, or more data)")
+    return Diagnosis("healthy", _("validation loss fell from {base:.4g} to {best_loss:.4g}, lowest at epoch {best}, "
+                                  "and has levelled off there").format(base=base, best_loss=best[1],
+                                                                       best=_epoch(best[0])),
+                     _("nothing to fix; to do better, try the next knob (learning rate, batch size, or more data)"),
+                     best_epoch=best[0])
 
 
 def diagnose(run) -> list[Diagnosis]:
