@@ -265,3 +265,26 @@ def test_zoom_after_base_scales_to_the_trained_epochs(runs):
     fig = plots.compare_runs([runs["linear"], runs["cosine"]])
     plots.zoom_after_base(fig)
     assert fig.axes[0].get_ylim()[0] == 0
+
+
+def test_figures_speak_chinese(runs):
+    """The real catalogue (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po): titles, axis labels, legends and notes."""
+    from nbkit.core.i18n import set_language
+
+    run = runs["diverged"]
+    set_language("zh")
+    try:
+        ax = plots.loss_curves(run).axes[0]
+        assert ax.get_xlabel() == "轮次（0 = 基础模型，训练前）" and ax.get_title().startswith("每轮次损失：")
+        assert gid(ax, "diverged").get_label() == f"在第 {run.summary['diverged_at_step']} 步发散"
+        assert gid(ax, "eval_loss").get_label() == "验证损失"
+        preview = plots.lr_schedule_preview(TrainConfig(max_steps=5)).axes[0]
+        assert preview.get_title() == "学习率调度（预览：未进行训练）" and preview.get_xlabel() == "优化器步"
+        heatmap = plots.sweep_heatmap(_two_knob_table()).axes[0]
+        assert "发散" in [t.get_text() for t in heatmap.texts] and "最佳单元格" in heatmap.get_title()
+        with pytest.raises(ValueError, match="不是扫描表的列"):
+            plots.sweep_heatmap(_two_knob_table(), metric="eval_accuracy")
+        set_language("en")
+        assert plots.loss_curves(run).axes[0].get_xlabel() == "epoch (0 = base model, before training)"
+    finally:
+        set_language("en")

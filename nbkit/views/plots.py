@@ -28,6 +28,7 @@ from matplotlib.ticker import MaxNLocator
 
 from nbkit.core.config import TrainConfig
 from nbkit.core.data import load_split
+from nbkit.core.i18n import N_, _
 from nbkit.core.runs import as_runs, differing_knobs, format_value, knob_label
 from nbkit.core.train import build_scheduler, step_plan, warmup_steps_for
 from nbkit.views import fonts
@@ -44,6 +45,11 @@ STOP_COLOR = "#7f7f7f"  # grey: early stop, interruption, clip threshold
 DIVERGED_COLOR = "#d62728"  # red: divergence, clipped steps
 RUN_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf",
               "#bcbd22", "#7f7f7f"]  # one per run in comparisons (red is kept for divergence)
+
+# The rules an LR range test names for its suggestion (nbkit.core.lr_finder.suggest_lr, kept in English in its
+# JSON file): marked here for the catalogue, translated where the figure's legend shows one (_(rule)).
+SUGGESTION_RULES = (N_("steepest descent"), N_("min_loss_lr / 10 (no descent to measure)"),
+                    N_("none (no finite loss)"))
 
 
 
@@ -68,9 +74,10 @@ def _run_labels(runs) -> list[str]:
     return [knob_label(r.config, knobs) for r in runs]
 
 
-def _title(ax, what, run):
+def _title(ax, title, run):
+    """`title`: a translated text with {name} (the run's) and {status} (its status value)."""
     name = run.config.get("run_name") or run.name
-    ax.set_title(textwrap.fill(f"{what}: {name} ({run.status})", 80), fontsize=10)
+    ax.set_title(textwrap.fill(title.format(name=name, status=run.status), 80), fontsize=10)
 
 
 def _step_epoch(run, step) -> float:
@@ -94,7 +101,7 @@ def _mark_divergence(ax, run, x_of_step, top):
     top = top if top is not None else _finite_top(run.steps["loss"], margin=1.0)
     y = loss if math.isfinite(loss) and loss <= top else top
     ax.plot([x_of_step(step)], [y], marker="X", markersize=12, color=DIVERGED_COLOR, linestyle="none",
-            label=f"diverged at step {step}", gid="diverged", zorder=5, clip_on=False)
+            label=_("diverged at step {step}").format(step=step), gid="diverged", zorder=5, clip_on=False)
 
 
 # ---------------------------------------------------------------- one run
@@ -108,13 +115,13 @@ def loss_curves(run, ax=None) -> Figure:
     steps, epochs = run.steps, run.epochs
     if len(steps):
         ax.plot(steps["epoch"], steps["loss"], color=TRAIN_COLOR, alpha=0.25, linewidth=1,
-                label="train loss (per step)", gid="step_loss")
+                label=_("train loss (per step)"), gid="step_loss")
     if "train_loss" in epochs and epochs["train_loss"].notna().any():
         trained = epochs[epochs["epoch"] > 0]
-        ax.plot(trained["epoch"], trained["train_loss"], "o-", color=TRAIN_COLOR, label="train loss",
+        ax.plot(trained["epoch"], trained["train_loss"], "o-", color=TRAIN_COLOR, label=_("train loss"),
                 gid="train_loss")
     if len(epochs):
-        ax.plot(epochs["epoch"], epochs["eval_loss"], "o-", color=EVAL_COLOR, label="validation loss",
+        ax.plot(epochs["epoch"], epochs["eval_loss"], "o-", color=EVAL_COLOR, label=_("validation loss"),
                 gid="eval_loss")
     top = _finite_top(list(epochs.get("eval_loss", [])) + list(epochs.get("train_loss", []))
                       + list(steps.get("loss", pd.Series()).head(1)))
@@ -124,10 +131,10 @@ def loss_curves(run, ax=None) -> Figure:
     _mark_divergence(ax, run, lambda step: _step_epoch(run, step), top)
     _mark_stop(ax, run)
     _add_accuracy(ax, epochs)
-    ax.set_xlabel("epoch (0 = base model, before training)")
-    ax.set_ylabel("loss (cross-entropy per response token)")
+    ax.set_xlabel(_("epoch (0 = base model, before training)"))
+    ax.set_ylabel(_("loss (cross-entropy per response token)"))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    _title(ax, "Loss per epoch", run)
+    _title(ax, _("Loss per epoch: {name} ({status})"), run)
     _legend(ax)
     return fig
 
@@ -137,7 +144,7 @@ def _mark_best_epoch(ax, run):
     if best is None or loss is None or not math.isfinite(loss):
         return
     ax.axvline(best, color=BEST_COLOR, linestyle="--", linewidth=1.2,
-               label=f"best epoch {best}, eval_loss {loss:.3g}", gid="best_epoch")
+               label=_("best epoch {best}, eval_loss {loss:.3g}").format(best=best, loss=loss), gid="best_epoch")
     ax.plot([best], [loss], marker="*", markersize=14, color=BEST_COLOR, linestyle="none", zorder=5)
 
 
@@ -145,11 +152,12 @@ def _mark_stop(ax, run):
     last = run.epochs["epoch"].max() if len(run.epochs) else None
     if run.status == "early_stopped" and last is not None:
         ax.axvline(last, color=STOP_COLOR, linestyle=":", linewidth=1.5,
-                   label=f"early stopped at epoch {last}", gid="early_stop")
+                   label=_("early stopped at epoch {last}").format(last=last), gid="early_stop")
     elif run.status in ("interrupted", "incomplete") and len(run.steps):
         step = int(run.steps["step"].iloc[-1])
+        label = (_("interrupted at step {step}") if run.status == "interrupted" else _("incomplete at step {step}"))
         ax.axvline(_step_epoch(run, step), color=STOP_COLOR, linestyle=":", linewidth=1.5,
-                   label=f"{run.status} at step {step}", gid="stopped")
+                   label=label.format(step=step), gid="stopped")
 
 
 def _add_accuracy(ax, epochs):
@@ -157,9 +165,9 @@ def _add_accuracy(ax, epochs):
         return
     twin = ax.twinx()
     twin.plot(epochs["epoch"], epochs["eval_accuracy"], "s--", color=ACCURACY_COLOR,
-              label="validation accuracy", gid="eval_accuracy")
+              label=_("validation accuracy"), gid="eval_accuracy")
     twin.set_ylim(0, 1.02)
-    twin.set_ylabel("exact-match accuracy", color=ACCURACY_COLOR)
+    twin.set_ylabel(_("exact-match accuracy"), color=ACCURACY_COLOR)
     _legend(twin, "center right")
 
 
@@ -172,33 +180,33 @@ def step_traces(run) -> Figure:
         s = pd.DataFrame(columns=["step", "loss", "learning_rate", "grad_norm"], dtype=float)
     fig = Figure(figsize=(7, 7), layout="constrained")
     ax_loss, ax_lr, ax_grad = fig.subplots(3, 1, sharex=True)
-    ax_loss.plot(s["step"], s["loss"], color=TRAIN_COLOR, label="train loss", gid="loss")
+    ax_loss.plot(s["step"], s["loss"], color=TRAIN_COLOR, label=_("train loss"), gid="loss")
     if "eval_loss" in s and s["eval_loss"].notna().any():
-        ax_loss.plot(s["step"], s["eval_loss"], "o", color=EVAL_COLOR, label="validation loss")
+        ax_loss.plot(s["step"], s["eval_loss"], "o", color=EVAL_COLOR, label=_("validation loss"))
     _mark_divergence(ax_loss, run, lambda step: step, None)  # here the blow-up itself is the point
-    ax_loss.set_ylabel("loss")
+    ax_loss.set_ylabel(_("loss"))
     _legend(ax_loss)
     ax_lr.plot(s["step"], s["learning_rate"], color=LR_COLOR, gid="learning_rate")
-    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_ylabel(_("learning rate"))
     _grad_norm_axes(ax_grad, s, run.config.get("max_grad_norm"))
-    ax_grad.set_xlabel("optimizer step")
+    ax_grad.set_xlabel(_("optimizer step"))
     ax_grad.xaxis.set_major_locator(MaxNLocator(integer=True))
-    _title(ax_loss, "Per-step traces", run)
+    _title(ax_loss, _("Per-step traces: {name} ({status})"), run)
     return fig
 
 
 def _grad_norm_axes(ax, s, clip):
-    ax.plot(s["step"], s["grad_norm"], color=TRAIN_COLOR, label="grad norm (before clipping)", gid="grad_norm")
+    ax.plot(s["step"], s["grad_norm"], color=TRAIN_COLOR, label=_("grad norm (before clipping)"), gid="grad_norm")
     if clip:
         ax.axhline(clip, color=STOP_COLOR, linestyle="--", label=f"max_grad_norm = {clip:g}", gid="clip")
     clipped = s[s["clipped"].astype(str).str.lower() == "true"] if "clipped" in s else s.iloc[:0]
     if len(clipped):
         ax.plot(clipped["step"], clipped["grad_norm"], "o", color=DIVERGED_COLOR,
-                label=f"clipped ({len(clipped)} steps)", gid="clipped")
+                label=_("clipped ({steps} steps)").format(steps=len(clipped)), gid="clipped")
     norms = s["grad_norm"][np.isfinite(s["grad_norm"]) & (s["grad_norm"] > 0)]
     if len(norms) and norms.max() / norms.min() > 100:
         ax.set_yscale("log")
-    ax.set_ylabel("gradient norm")
+    ax.set_ylabel(_("gradient norm"))
     _legend(ax)
 
 
@@ -207,7 +215,7 @@ def _grad_norm_axes(ax, s, clip):
 def planned_steps(cfg: TrainConfig) -> dict:
     """How many optimizer steps cfg will take, from the dataset split alone (no model):
     steps_per_epoch = ceil(ceil(n_train / batch) / gradient_accumulation_steps), one process."""
-    train_examples, _ = load_split(cfg)
+    train_examples, _eval_examples = load_split(cfg)
     steps_per_epoch, total = step_plan(cfg, math.ceil(len(train_examples) / cfg.per_device_train_batch_size))
     return {"num_train_examples": len(train_examples), "steps_per_epoch": steps_per_epoch,
             "total_steps": total, "warmup_steps": warmup_steps_for(cfg, total)}
@@ -223,7 +231,7 @@ def lr_schedule(cfg: TrainConfig, total_steps: int, steps_per_epoch: int) -> lis
     scheduler = build_scheduler(cfg, optimizer, total_steps, steps_per_epoch)
     on_plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     lrs = []
-    for _ in range(total_steps):
+    for _step in range(total_steps):
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()  # no gradient: changes nothing, keeps torch's step-order check quiet
         if not on_plateau:
@@ -254,12 +262,12 @@ def lr_schedule_preview(cfg, total_steps=None, steps_per_epoch=None, ax=None) ->
         ax.plot(range(1, total + 1), lr_schedule(c, total, per_epoch), color=RUN_COLORS[i % len(RUN_COLORS)],
                 label=label, gid="lr_schedule")
         plateau |= c.lr_scheduler_type == "reduce_lr_on_plateau"
-    title = "Learning-rate schedule (preview: nothing trained)"
+    title = _("Learning-rate schedule (preview: nothing trained)")
     if plateau:
-        title += "\nreduce_lr_on_plateau: constant start shown; it drops only when eval_loss stalls"
+        title += "\n" + _("reduce_lr_on_plateau: constant start shown; it drops only when eval_loss stalls")
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("learning rate")
+    ax.set_xlabel(_("optimizer step"))
+    ax.set_ylabel(_("learning rate"))
     ax.set_ylim(bottom=0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _legend(ax)
@@ -268,23 +276,24 @@ def lr_schedule_preview(cfg, total_steps=None, steps_per_epoch=None, ax=None) ->
 
 # ---------------------------------------------------------------- the LR range test
 
-def lr_finder_plot(result, ax=None, compare_lr=None, compare_label="compare") -> Figure:
+def lr_finder_plot(result, ax=None, compare_lr=None, compare_label=None) -> Figure:
     """An LR range test (nbkit.core.lr_finder.LRRangeTest, or its saved JSON file or folder): the
     loss of each step (faint) and its smoothed curve against the LR on a log axis, the
     suggested LR as a vertical line (gid "suggestion"), the LR of the smoothed minimum
     (gid "min_loss_lr"), and where the test stopped if the loss blew up (gid "stopped").
     compare_lr: another LR to hold against the suggestion, e.g. a sweep's best (gid
-    "compare", labelled compare_label)."""
+    "compare", labelled compare_label, by default "compare")."""
     if not hasattr(result, "lrs"):
         from nbkit.core.lr_finder import LRRangeTest
 
         result = LRRangeTest.load(result)
     fig, ax = _new_axes(ax)
     smoothing = result.settings.get("smoothing")
-    ax.plot(result.lrs, result.losses, color=TRAIN_COLOR, alpha=0.25, linewidth=1, label="loss (per step)",
+    ax.plot(result.lrs, result.losses, color=TRAIN_COLOR, alpha=0.25, linewidth=1, label=_("loss (per step)"),
             gid="loss")
     ax.plot(result.lrs, result.smoothed, color=TRAIN_COLOR, gid="smoothed",
-            label="smoothed loss" + (f" (smoothing {smoothing:g})" if smoothing is not None else ""))
+            label=_("smoothed loss (smoothing {smoothing:g})").format(smoothing=smoothing) if smoothing is not None
+            else _("smoothed loss"))
     ax.set_xscale("log")
     # the blow-up at the end can be 100x the rest: scale to the curve before the stop
     top = _finite_top(result.smoothed[:-1] if result.stopped_early else result.smoothed)
@@ -292,14 +301,16 @@ def lr_finder_plot(result, ax=None, compare_lr=None, compare_label="compare") ->
         ax.set_ylim(0, top)
     _mark_lr_finder(ax, result, top)
     if compare_lr is not None:
+        compare_label = compare_label if compare_label is not None else _("compare")
         ax.axvline(compare_lr, color=LR_COLOR, linestyle="-.", linewidth=1.5,
                    label=f"{compare_label}: {compare_lr:.2g}", gid="compare")
-    ax.set_xlabel("learning rate (log scale)")
-    ax.set_ylabel("training loss (per response token)")
+    ax.set_xlabel(_("learning rate (log scale)"))
+    ax.set_ylabel(_("training loss (per response token)"))
     c = result.config
-    ax.set_title(textwrap.fill(f"LR range test: {c.get('model')} on {c.get('dataset')}, {c.get('optim')}, "
-                               f"batch {c.get('per_device_train_batch_size')} ({result.steps} steps)", 80),
-                 fontsize=10)
+    title = _("LR range test: {model} on {dataset}, {optim}, batch {batch} ({steps} steps)").format(
+        model=c.get("model"), dataset=c.get("dataset"), optim=c.get("optim"),
+        batch=c.get("per_device_train_batch_size"), steps=result.steps)
+    ax.set_title(textwrap.fill(title, 80), fontsize=10)
     _legend(ax)
     return fig
 
@@ -307,16 +318,19 @@ def lr_finder_plot(result, ax=None, compare_lr=None, compare_label="compare") ->
 def _mark_lr_finder(ax, result, top):
     if math.isfinite(result.suggestion):
         ax.axvline(result.suggestion, color=BEST_COLOR, linestyle="--", linewidth=1.5, gid="suggestion",
-                   label=f"suggestion {result.suggestion:.2g} ({result.suggestion_rule})")
+                   label=_("suggestion {lr:.2g} ({rule})").format(lr=result.suggestion,
+                                                                   rule=_(result.suggestion_rule)))
     if math.isfinite(result.min_loss_lr):
         ax.axvline(result.min_loss_lr, color=STOP_COLOR, linestyle=":", linewidth=1.2, gid="min_loss_lr",
-                   label=f"smoothed minimum at {result.min_loss_lr:.2g} (/10 = {result.min_loss_lr / 10:.2g})")
+                   label=_("smoothed minimum at {lr:.2g} (/10 = {tenth:.2g})").format(
+                       lr=result.min_loss_lr, tenth=result.min_loss_lr / 10))
     if result.stopped_early:
         last = result.smoothed[-1]
         y = last if math.isfinite(last) and (top is None or last <= top) else top
         ax.plot([result.lrs[-1]], [y if y is not None else 0], marker="X", markersize=12, color=DIVERGED_COLOR,
                 linestyle="none", clip_on=False, zorder=5, gid="stopped",
-                label=f"stopped at {result.lrs[-1]:.2g} (step {result.steps}): loss blew up")
+                label=_("stopped at {lr:.2g} (step {step}): loss blew up").format(lr=result.lrs[-1],
+                                                                                   step=result.steps))
 
 
 # ---------------------------------------------------------------- several runs
@@ -327,7 +341,7 @@ def compare_runs(runs, metric=None, per="epoch", ax=None) -> Figure:
     (default "loss"). Diverged runs are dashed and say so. `runs`: Runs, run folders, or a
     sweep DataFrame."""
     if per not in ("epoch", "step"):
-        raise ValueError(f"per={per!r}: allowed: 'epoch' or 'step'")
+        raise ValueError(_("per={per!r}: allowed: 'epoch' or 'step'").format(per=per))
     runs = as_runs(runs)
     metric = metric or ("eval_loss" if per == "epoch" else "loss")
     fig, ax = _new_axes(ax)
@@ -335,12 +349,12 @@ def compare_runs(runs, metric=None, per="epoch", ax=None) -> Figure:
     for i, (run, label) in enumerate(zip(runs, _run_labels(runs))):
         table = run.epochs if per == "epoch" else run.steps
         if metric not in table:
-            raise ValueError(f"metric={metric!r} is not a column of run.{per}s; "
-                             f"allowed: {', '.join(map(str, table.columns))}")
+            raise ValueError(_("metric={metric!r} is not a column of run.{table}; allowed: {columns}").format(
+                metric=metric, table=per + "s", columns=", ".join(map(str, table.columns))))
         diverged = run.status == "diverged"
         ax.plot(table[per], table[metric], marker="o" if per == "epoch" else None,
                 linestyle="--" if diverged else "-", color=RUN_COLORS[i % len(RUN_COLORS)],
-                label=label + (" (diverged)" if diverged else ""), gid="run")
+                label=_("{label} (diverged)").format(label=label) if diverged else label, gid="run")
         healthy += [] if diverged else list(table[metric])
         if diverged and run.summary.get("diverged_at_step") is not None:
             step = run.summary["diverged_at_step"]
@@ -348,11 +362,15 @@ def compare_runs(runs, metric=None, per="epoch", ax=None) -> Figure:
     top = _finite_top(healthy, margin=1.2)
     if top is not None and "loss" in metric and any(r.status == "diverged" for r in runs):
         ax.set_ylim(0, top)  # diverged losses would flatten the healthy curves
-    ax.set_xlabel("epoch (0 = base model)" if per == "epoch" else "optimizer step")
+    ax.set_xlabel(_("epoch (0 = base model)") if per == "epoch" else _("optimizer step"))
     ax.set_ylabel(metric)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    varied = ", ".join(differing_knobs([r.config for r in runs])) or "runs"
-    ax.set_title(f"{metric} per {per}, by {varied}", fontsize=10)
+    varied = ", ".join(differing_knobs([r.config for r in runs]))
+    if per == "epoch":
+        title = _("{metric} per epoch, by {knobs}") if varied else _("{metric} per epoch, by runs")
+    else:
+        title = _("{metric} per step, by {knobs}") if varied else _("{metric} per step, by runs")
+    ax.set_title(title.format(metric=metric, knobs=varied), fontsize=10)
     _legend(ax)
     return fig
 
@@ -376,7 +394,8 @@ def sweep_plot(df: pd.DataFrame, knob: str, metric: str = "best_eval_loss", ax=N
     runs as red crosses along the top, the best run starred."""
     for column in (knob, metric, "status"):
         if column not in df:
-            raise ValueError(f"{column!r} is not a column of the sweep table; allowed: {', '.join(df.columns)}")
+            raise ValueError(_("{column!r} is not a column of the sweep table; allowed: {columns}").format(
+                column=column, columns=", ".join(df.columns)))
     fig, ax = _new_axes(ax)
     numeric = pd.api.types.is_numeric_dtype(df[knob])
     x = df[knob].astype(float) if numeric else df[knob].map({v: i for i, v in enumerate(dict.fromkeys(df[knob]))})
@@ -389,7 +408,8 @@ def sweep_plot(df: pd.DataFrame, knob: str, metric: str = "best_eval_loss", ax=N
         ax.plot(x[order], group.loc[order, metric], "o-", color=RUN_COLORS[i % len(RUN_COLORS)], label=label,
                 gid="sweep")
     for j, xd in enumerate(x[~ok]):
-        _top_marker(ax, xd, DIVERGED_COLOR, "diverged", label=f"diverged ({(~ok).sum()} runs)" if j == 0 else None)
+        _top_marker(ax, xd, DIVERGED_COLOR, _("diverged"),
+                    label=_("diverged ({runs} runs)").format(runs=(~ok).sum()) if j == 0 else None)
     _mark_sweep_best(ax, df[ok], x, [knob] + others, metric)
     if numeric and (df[knob] > 0).all() and df[knob].max() / df[knob].min() >= 100:
         ax.set_xscale("log")
@@ -397,7 +417,8 @@ def sweep_plot(df: pd.DataFrame, knob: str, metric: str = "best_eval_loss", ax=N
         ax.set_xticks(range(df[knob].nunique()), [str(v) for v in dict.fromkeys(df[knob])])
     ax.set_xlabel(knob)
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} against {knob} ({len(df)} runs)", fontsize=10)
+    ax.set_title(_("{metric} against {knob} ({runs} runs)").format(metric=metric, knob=knob, runs=len(df)),
+                 fontsize=10)
     _legend(ax)
     return fig
 
@@ -408,14 +429,15 @@ def _mark_sweep_best(ax, healthy, x, knobs, metric):
         return
     best = values.idxmax() if _higher_is_better(metric) else values.idxmin()
     ax.plot([x[best]], [values[best]], "*", markersize=18, color=BEST_COLOR, linestyle="none", zorder=5,
-            label=f"best: {knob_label(healthy.loc[best], knobs)}, {metric} {values[best]:.3g}", gid="best")
+            label=_("best: {knobs}, {metric} {value:.3g}").format(knobs=knob_label(healthy.loc[best], knobs),
+                                                                  metric=metric, value=values[best]), gid="best")
 
 
 def shade_range(fig: Figure, low: float, high: float, label: str, ax_index: int = 0) -> Figure:
     """Shade the x range [low, high] of a figure's axes (a rule of thumb's recommended range,
     e.g. 1/100 to 1/10 of the pretraining LR) and add it to the legend. Returns the figure."""
     if not low < high:
-        raise ValueError(f"low={low!r}, high={high!r}: allowed: low < high")
+        raise ValueError(_("low={low!r}, high={high!r}: allowed: low < high").format(low=low, high=high))
     ax = fig.axes[ax_index]
     ax.axvspan(low, high, color=BEST_COLOR, alpha=0.12, label=label, gid="range", zorder=0)
     _legend(ax)
@@ -429,7 +451,8 @@ def sweep_heatmap(df: pd.DataFrame, x: str = "learning_rate", y: str = "weight_d
     (gid "best"). Diverged runs are grey cells marked "div"."""
     for column in (x, y, metric, "status"):
         if column not in df:
-            raise ValueError(f"{column!r} is not a column of the sweep table; allowed: {', '.join(df.columns)}")
+            raise ValueError(_("{column!r} is not a column of the sweep table; allowed: {columns}").format(
+                column=column, columns=", ".join(df.columns)))
     xs, ys = sorted(df[x].unique()), sorted(df[y].unique())
     ok = df[df["status"] != "diverged"]
     grid = ok.pivot_table(index=y, columns=x, values=metric, aggfunc="first").reindex(index=ys, columns=xs)
@@ -442,7 +465,7 @@ def sweep_heatmap(df: pd.DataFrame, x: str = "learning_rate", y: str = "weight_d
     fig.colorbar(image, ax=ax, label=metric)
     for i in range(len(ys)):
         for j in range(len(xs)):
-            text = "div" if math.isnan(values[i, j]) else f"{values[i, j]:.3g}"
+            text = _("div") if math.isnan(values[i, j]) else f"{values[i, j]:.3g}"  # div: diverged
             ax.text(j, i, text, ha="center", va="center", fontsize=8, color="black" if not math.isnan(values[i, j])
                     else DIVERGED_COLOR, bbox=dict(facecolor="white", alpha=0.6, edgecolor="none", pad=1))
     for j in range(len(xs)):
@@ -450,18 +473,19 @@ def sweep_heatmap(df: pd.DataFrame, x: str = "learning_rate", y: str = "weight_d
         if np.isfinite(column).any():
             i = int(np.nanargmax(column) if better_high else np.nanargmin(column))
             ax.plot([j], [i - 0.32], "o", color=BEST_COLOR, markersize=6, gid="column_best",
-                    label=f"best {y} at each {x}" if j == 0 else None)
+                    label=_("best {y} at each {x}").format(y=y, x=x) if j == 0 else None)
     if np.isfinite(values).any():
         i, j = np.unravel_index(np.nanargmax(values) if better_high else np.nanargmin(values), values.shape)
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=BEST_COLOR, linewidth=3,
-                               gid="best", label=f"best: {x}={format_value(xs[j])}, {y}={format_value(ys[i])}"))
+                               gid="best", label=_("best: {x}={x_value}, {y}={y_value}").format(
+                                   x=x, x_value=format_value(xs[j]), y=y, y_value=format_value(ys[i]))))
     ax.set_xticks(range(len(xs)), [format_value(float(v)) if isinstance(v, (int, float)) else str(v) for v in xs])
     ax.set_yticks(range(len(ys)), [format_value(float(v)) if isinstance(v, (int, float)) else str(v) for v in ys])
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     # no legend (it would crowd the cells): the title says what the marks mean
-    ax.set_title(f"{metric} by {x} and {y} ({len(df)} runs)\ndot: best {y} at each {x}; box: best cell",
-                 fontsize=10)
+    ax.set_title(_("{metric} by {x} and {y} ({runs} runs)").format(metric=metric, x=x, y=y, runs=len(df)) + "\n"
+                 + _("dot: best {y} at each {x}; box: best cell").format(y=y, x=x), fontsize=10)
     return fig
 
 
@@ -493,6 +517,6 @@ def zoom_after_base(fig: Figure, ax_index: int = 0, margin: float = 0.15) -> Fig
     top = max(kept) * (1 + margin)
     ax.set_ylim(0, top)
     if base and max(base) > top:
-        ax.annotate(f"base model {max(base):.3g} ↑", (0, 0.98), xycoords=ax.get_xaxis_transform(), ha="left",
-                    va="top", fontsize=8, color=EVAL_COLOR, gid="base_off_chart")
+        ax.annotate(_("base model {loss:.3g} ↑").format(loss=max(base)), (0, 0.98), xycoords=ax.get_xaxis_transform(),
+                    ha="left", va="top", fontsize=8, color=EVAL_COLOR, gid="base_off_chart")
     return fig
