@@ -134,3 +134,24 @@ def test_bar_figure_has_a_bar_per_row_named_by_x():
     assert bar_heights(ax) == [100.0, 190.0, 330.0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4"]
     assert ax.get_title() == "workers against throughput" and ax.get_xlabel() == "workers"
+
+
+def test_chapter_figures_speak_chinese():
+    """The real catalogue (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po): axis labels and legends in Chinese."""
+    from nbkit.core.i18n import set_language
+
+    spread = pd.DataFrame({"batch_size": [4, 8], "gradient_variance": [8.0, 4.2], "loss_std": [0.4, 0.3]})
+    band = pd.DataFrame({"min": [1.0, 0.8], "max": [1.4, 1.0], "mean": [1.2, 0.9]}, index=[1, 2])
+    set_language("zh")
+    try:
+        ax = cf.noise_figure(spread).axes[0]
+        assert ax.get_xlabel() == "批量大小" and ax.get_ylabel() == "批量梯度的方差"
+        assert {"实测", "1/B^1，过最小批量处"} <= set(lines_by_label(ax))
+        ax = cf.band_figure(band, {"lr 1e-2": a_run(4, [1.5, 1.3])}).axes[0]
+        assert "各种子的均值" in lines_by_label(ax) and ax.get_xlabel() == "优化器步"
+        assert "种子波动带（最小值-最大值）" in [h.get_label() for h in ax.collections]
+        assert cf.plot_methods(methods_table()).axes[1].get_title() == "内存，MB（实测）"
+        set_language("en")
+        assert cf.noise_figure(spread).axes[0].get_xlabel() == "batch size"
+    finally:
+        set_language("en")

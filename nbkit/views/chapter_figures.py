@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from nbkit.core.i18n import _
 from nbkit.core.runs import as_runs
 from nbkit.labs.ch03_batch_size import samples_seen
 from nbkit.labs.ch05_peft import by_seed
@@ -24,13 +25,14 @@ def noise_figure(spread: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(9, 3.6), layout="constrained")
     b = spread["batch_size"].to_numpy(dtype=float)
     for ax, column, power, label in zip(fig.subplots(1, 2), ["gradient_variance", "loss_std"], [1.0, 0.5],
-                                        ["variance of the batch gradient", "std of the batch loss"]):
+                                        [_("variance of the batch gradient"), _("std of the batch loss")]):
         y = spread[column].to_numpy()
-        ax.loglog(b, y, "o-", label="measured")
-        ax.loglog(b, y[0] * (b[0] / b) ** power, "--", color="grey", label=f"1/B^{power:g} from the smallest")
+        ax.loglog(b, y, "o-", label=_("measured"))
+        ax.loglog(b, y[0] * (b[0] / b) ** power, "--", color="grey",
+                  label=_("1/B^{power:g} from the smallest").format(power=power))
         ax.set_xticks(b, [f"{v:g}" for v in b], minor=False)
         ax.set_xticks([], minor=True)
-        ax.set(xlabel="batch size", ylabel=label)
+        ax.set(xlabel=_("batch size"), ylabel=label)
         ax.legend()
     return fig
 
@@ -41,11 +43,12 @@ def throughput_memory_figure(table: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(9, 3.6), layout="constrained")
     left, right = fig.subplots(1, 2)
     left.semilogx(table["batch_size"], table["tokens_per_second"], "o-", base=2)
-    left.set(xlabel="batch size", ylabel="tokens / s (median step)", ylim=(0, None))
+    left.set(xlabel=_("batch size"), ylabel=_("tokens / s (median step)"), ylim=(0, None))
     measured = table.dropna(subset=["measured_MB"])
-    right.semilogx(measured["batch_size"], measured["measured_MB"], "o-", base=2, label="measured peak")
-    right.semilogx(measured["batch_size"], measured["planned_MB"], "x--", base=2, label="planned (nbkit.core.memory)")
-    right.set(xlabel="batch size", ylabel="MB", ylim=(0, None))
+    right.semilogx(measured["batch_size"], measured["measured_MB"], "o-", base=2, label=_("measured peak"))
+    right.semilogx(measured["batch_size"], measured["planned_MB"], "x--", base=2,
+                   label=_("planned (nbkit.core.memory)"))
+    right.set(xlabel=_("batch size"), ylabel="MB", ylim=(0, None))
     right.legend()
     return fig
 
@@ -59,7 +62,7 @@ def samples_figure(runs, labels, smooth_samples: int = 64) -> Figure:
         batch = run.config["per_device_train_batch_size"] * run.config["gradient_accumulation_steps"]
         window = max(1, smooth_samples // batch)
         ax.plot(samples_seen(run), run.steps["loss"].rolling(window, min_periods=1).mean(), label=label)
-    ax.set(xlabel="training samples seen", ylabel="training loss (smoothed)", yscale="log")
+    ax.set(xlabel=_("training samples seen"), ylabel=_("training loss (smoothed)"), yscale="log")
     ax.legend(fontsize=8)
     return fig
 
@@ -74,16 +77,16 @@ def noise_scale_seeds_figure(table: pd.DataFrame) -> Figure:
     values = table[["b_simple_base", "b_simple_end"]].to_numpy(dtype=float)
     top = 2 * max([v for v in values.ravel() if np.isfinite(v)] or [1.0])
     colors = ("tab:blue", "tab:orange")
-    for j, (offset, label) in enumerate(((-0.2, "base model (before any update)"), (0.2, "end of the run"))):
+    for j, (offset, label) in enumerate(((-0.2, _("base model (before any update)")), (0.2, _("end of the run")))):
         finite = np.isfinite(values[:, j])
         ax.bar(x[finite] + offset, values[finite, j], width=0.4, color=colors[j], label=label)
         if (~finite).any():
             ax.bar(x[~finite] + offset, [top] * int((~finite).sum()), width=0.4, color="white", edgecolor=colors[j],
-                   hatch="//", label=f"{label}: inf, the noise swamped the signal")
+                   hatch="//", label=_("{label}: inf, the noise swamped the signal").format(label=label))
     ax.set_yscale("log")
     ax.set_ylim(top=top * 30)  # room for the legend above the bars
-    ax.set_xticks(x, [f"seed {s}" for s in table["seed"]])
-    ax.set(ylabel="gradient noise scale B_simple (rows)")
+    ax.set_xticks(x, [_("seed {seed}").format(seed=s) for s in table["seed"]])
+    ax.set(ylabel=_("gradient noise scale B_simple (rows)"))
     ax.legend(fontsize=8, loc="upper left")
     return fig
 
@@ -107,20 +110,20 @@ def plot_methods(table, rows=None):
     names = list(table.index)
     axes[0].bar(names, table["trainable_params"])
     axes[0].set_yscale("log")
-    axes[0].set_title("trainable parameters")
+    axes[0].set_title(_("trainable parameters"))
     bottom = 0
-    for column, label in (("weights_MB", "weights"), ("gradients_MB", "gradients"),
-                          ("optimizer_MB", "optimizer state")):
+    for column, label in (("weights_MB", _("weights")), ("gradients_MB", _("gradients")),
+                          ("optimizer_MB", _("optimizer state"))):
         axes[1].bar(names, table[column], bottom=bottom, label=label)
         bottom = bottom + table[column]
-    axes[1].set_title("memory, MB (measured)")
+    axes[1].set_title(_("memory, MB (measured)"))
     axes[1].legend(fontsize=8)
     axes[2].bar(names, table["best_eval_loss"])
-    axes[2].set_title("best validation loss (dots: seeds)")
+    axes[2].set_title(_("best validation loss (dots: seeds)"))
     if "forgetting" in table:
         axes[3].bar(names, table["forgetting"])
     axes[3].axhline(0, color="black", lw=0.8)
-    axes[3].set_title("forgetting: held-out text loss rise")
+    axes[3].set_title(_("forgetting: held-out text loss rise"))
     if rows is not None:
         _seed_dots(axes[2], names, rows, "best_eval_loss")
         if "forgetting" in rows:
@@ -138,11 +141,12 @@ def plot_ranks(tables: dict):
     for ax, (task, table) in zip(axes, tables.items()):
         losses = by_seed(table, "best_eval_loss", "lora_rank")
         for seed in losses.columns:
-            ax.plot(losses.index, losses[seed], color="tab:blue", alpha=0.35, lw=1, marker=".", label=f"seed {seed}")
-        ax.plot(losses.index, losses.mean(axis=1), color="tab:blue", lw=2.5, marker="o", label="mean")
+            ax.plot(losses.index, losses[seed], color="tab:blue", alpha=0.35, lw=1, marker=".",
+                    label=_("seed {seed}").format(seed=seed))
+        ax.plot(losses.index, losses.mean(axis=1), color="tab:blue", lw=2.5, marker="o", label=_("mean"))
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("lora_rank (lora_alpha = 2 x rank)")
-        ax.set_ylabel("best validation loss")
+        ax.set_xlabel(_("lora_rank (lora_alpha = 2 x rank)"))
+        ax.set_ylabel(_("best validation loss"))
         ax.set_title(task)
         ax.legend(fontsize=8)
     first = next(iter(tables.values())).drop_duplicates("lora_rank")
@@ -150,7 +154,7 @@ def plot_ranks(tables: dict):
     axes[-1].set_xscale("log", base=2)
     axes[-1].set_yscale("log")
     axes[-1].set_xlabel("lora_rank")
-    axes[-1].set_title("trainable parameters")
+    axes[-1].set_title(_("trainable parameters"))
     return fig
 
 
@@ -161,11 +165,12 @@ def plot_update_norms(table):
     ax = fig.subplots()
     for (rslora, seed), rows in table.groupby(["use_rslora", "seed"]):
         ax.plot(rows["lora_rank"], rows["update_norm"], marker="o", color="tab:orange" if rslora else "tab:blue",
-                alpha=0.7, label=("rsLoRA: alpha / sqrt(r)" if rslora else "standard: alpha / r") + f", seed {seed}")
+                alpha=0.7, label=(_("rsLoRA: alpha / sqrt(r), seed {seed}") if rslora
+                                  else _("standard: alpha / r, seed {seed}")).format(seed=seed))
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xlabel("lora_rank (lora_alpha fixed)")
-    ax.set_ylabel("||scaling * B @ A|| after training")
+    ax.set_xlabel(_("lora_rank (lora_alpha fixed)"))
+    ax.set_ylabel(_("||scaling * B @ A|| after training"))
     ax.legend(fontsize=7)
     return fig
 
@@ -178,12 +183,13 @@ def band_figure(band: pd.DataFrame, runs: dict, metric: str = "loss"):
     difference larger than what the seed alone does?"""
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.subplots()
-    ax.fill_between(band.index, band["min"], band["max"], alpha=0.3, color="tab:blue", label="seed band (min-max)")
-    ax.plot(band.index, band["mean"], color="tab:blue", label="mean over seeds")
+    ax.fill_between(band.index, band["min"], band["max"], alpha=0.3, color="tab:blue",
+                    label=_("seed band (min-max)"))
+    ax.plot(band.index, band["mean"], color="tab:blue", label=_("mean over seeds"))
     for (label, run), color in zip(runs.items(), ("tab:red", "tab:green", "tab:purple")):
         steps = as_runs(run)[0].steps
         ax.plot(steps["step"], steps[metric], color=color, label=label)
-    ax.set_xlabel("optimizer step")
+    ax.set_xlabel(_("optimizer step"))
     ax.set_ylabel(metric)
     ax.legend()
     return fig
