@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: lab cjk-font test test-seeds test-llm test-classroom-load test-hub test-exercises test-extended test-all bench chromium postgresql hub-proxy
+.PHONY: lab cjk-font test test-zh test-seeds test-llm test-classroom-load test-hub test-exercises test-extended test-all bench chromium postgresql hub-proxy
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -59,14 +59,18 @@ test-hub: $(VENV)/.installed hub-proxy
 test-exercises: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m exercises_all tests/test_exercises.py
 
+# the Chinese edition: every chapter of notebooks/zh/ headless, the same verdicts as in English (CI runs the quickstart)
+test-zh: $(VENV)/.installed cjk-font
+	$(BIN)/python -m pytest -q -m zh tests/test_notebooks.py
+
 # a chapter's path walked again another way (the README's papermill example, a user's JSONL, chapter 1's range
 # tests side by side): minutes each, so not in CI's 45
 test-extended: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m extended
 
 # before calling work done: the test suite, the second seed, the real LLM, the 30-student class, the hub,
-# every chapter's autograde and the extended runs
-test-all: test test-seeds test-llm test-classroom-load test-hub test-exercises test-extended
+# every chapter's autograde, the Chinese chapters and the extended runs
+test-all: test test-seeds test-llm test-classroom-load test-hub test-exercises test-zh test-extended
 
 # the browser test drives Debian's Chromium through playwright (never `playwright install`)
 chromium:
