@@ -295,3 +295,24 @@ def test_measuring_memory_prints_no_profiler_lines_and_gives_stderr_back(capfd):
     err = capfd.readouterr().err
     assert "USDT" not in err and "profiler_start" not in err, err
     assert "still here" in err
+
+
+def test_a_printed_plan_speaks_chinese_in_aligned_columns():
+    """The real catalogue (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po): the rows' names in Chinese, a wide character
+    counted as two columns, so the numbers stay aligned as in English."""
+    import unicodedata
+
+    from nbkit.core.i18n import set_language
+
+    plan = plan_memory(ModelShape.llama_7b(), finetuning_type="lora", precision="bf16")
+    set_language("zh")
+    try:
+        lines = str(plan).splitlines()
+        assert [line.split()[0] for line in lines] == ["权重", "梯度", "优化器状态", "激活值", "合计", "可训练参数"]
+        width = {sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line) for line in lines}
+        assert width == {28}
+        with pytest.raises(ValueError, match=r"^precision='fp8'：允许：fp32, bf16, fp16, pure_bf16$"):
+            plan_memory(ModelShape.llama_7b(), precision="fp8")
+    finally:
+        set_language("en")
+    assert str(plan).splitlines()[0].startswith("weights         ")

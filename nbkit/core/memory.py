@@ -27,12 +27,14 @@ import math
 import os
 import sys
 import tempfile
+import unicodedata
 from dataclasses import dataclass
 
 import torch
 
 from nbkit.core import notices
 from nbkit.core.evaluate import autocast_context, token_loss_sum
+from nbkit.core.i18n import N_, _
 from nbkit.core.models import fresh_model, pretrained_source
 from nbkit.core.train import build_optimizer
 
@@ -220,7 +222,8 @@ def trainable_params(shape: ModelShape, finetuning_type: str, lora_rank: int = 8
         targets = LORA_MODULES if lora_target == "all" else [t.strip() for t in lora_target.split(",")]
         shapes = shape.lora_shapes()
         return shape.num_layers * sum(lora_rank * sum(shapes[t]) for t in targets if t in shapes)
-    raise ValueError(f"finetuning_type={finetuning_type!r}: allowed: 'full', 'freeze', 'lora'")
+    raise ValueError(_("finetuning_type={finetuning_type!r}: allowed: 'full', 'freeze', 'lora'").format(
+        finetuning_type=finetuning_type))
 
 
 def frozen_weight_bytes(shape: ModelShape, frozen: int, quantization_bit: int | None, precision: str) -> float:
@@ -255,7 +258,8 @@ def gradient_bytes(trainable: int, precision: str) -> float:
 def optimizer_bytes(trainable: int, optim: str, precision: str) -> float:
     """OPTIMIZER_BYTES per trainable weight; pure_bf16 keeps 32-bit moments in bf16 (half)."""
     if optim not in OPTIMIZER_BYTES:
-        raise ValueError(f"optim={optim!r}: allowed: {', '.join(OPTIMIZER_BYTES)}")
+        raise ValueError(_("optim={optim!r}: allowed: {allowed}").format(optim=optim,
+                                                                       allowed=", ".join(OPTIMIZER_BYTES)))
     per_param = OPTIMIZER_BYTES[optim]
     if precision == "pure_bf16" and per_param in (4, 8):  # 8-bit states are 8-bit in any precision
         per_param /= 2
@@ -300,6 +304,17 @@ def activation_bytes(shape: ModelShape, batch: int, seq: int, precision: str,
 
 # ---------------------------------------------------------------- the plan
 
+# What print(plan) calls each row (MemoryPlan.categories()' keys, and the trainable parameters), shown through _()
+PLAN_LABELS = {"weights": N_("weights"), "gradients": N_("gradients"), "optimizer_state": N_("optimizer_state"),
+               "activations": N_("activations"), "total": N_("total"), "trainable": N_("trainable")}
+
+
+def _padded(text: str, width: int) -> str:
+    """`text` and spaces up to `width` columns, a wide (CJK) character taking two, as a terminal shows it."""
+    columns = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    return text + " " * max(0, width - columns)
+
+
 @dataclass
 class MemoryPlan:
     """Planned bytes by category for one training step on one device."""
@@ -325,8 +340,10 @@ class MemoryPlan:
         return pd.DataFrame({"bytes": rows, "readable": {k: readable_bytes(v) for k, v in rows.items()}})
 
     def __str__(self) -> str:
-        lines = [f"{name:<16}{readable_bytes(value):>12}" for name, value in self.categories().items()]
-        return "\n".join(lines + [f"{'trainable':<16}{self.trainable_params:>12,}"])
+        lines = [f"{_padded(_(PLAN_LABELS[name]), 16)}{readable_bytes(value):>12}"
+                 for name, value in self.categories().items()]
+        return "\n".join(lines + [f"{_padded(_(PLAN_LABELS['trainable']), 16)}{self.trainable_params:>12,}"])
+
 
 
 def readable_bytes(n: float) -> str:
@@ -340,9 +357,11 @@ def plan_memory(shape: ModelShape, finetuning_type: str = "full", quantization_b
                 lora_target: str = "all", freeze_trainable_layers: int = 2) -> MemoryPlan:
     """Planned memory of one training step (defaults: TrainConfig's). Every row at full length."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: allowed: {', '.join(PRECISIONS)}")
+        raise ValueError(_("precision={precision!r}: allowed: {allowed}").format(precision=precision,
+                                                                               allowed=", ".join(PRECISIONS)))
     if quantization_bit not in (None, 4, 8) or (quantization_bit and finetuning_type != "lora"):
-        raise ValueError(f"quantization_bit={quantization_bit!r}: allowed: None, or 4 / 8 with finetuning_type='lora'")
+        raise ValueError(_("quantization_bit={quantization_bit!r}: allowed: None, or 4 / 8 with "
+                           "finetuning_type='lora'").format(quantization_bit=quantization_bit))
     trainable = trainable_params(shape, finetuning_type, lora_rank, lora_target, freeze_trainable_layers)
     frozen = 0 if finetuning_type == "full" else shape.num_params - (trainable if finetuning_type == "freeze" else 0)
     layers = layers_keeping_activations(shape, finetuning_type, freeze_trainable_layers)
@@ -445,7 +464,7 @@ def _training_step(model, optimizer, batch: int, seq: int, bf16: bool, fp16: boo
     """One optimizer step over `accumulation` micro-batches of random full-length rows (the worst case:
     no padding), the loss as train.py takes it: each micro-batch's backward frees its activations."""
     device = next(model.parameters()).device
-    for _ in range(accumulation):
+    for _micro_batch in range(accumulation):
         ids = torch.randint(2, model.config.vocab_size, (batch, seq), device=device)
         with autocast_context(device, bf16, fp16):
             logits = model(input_ids=ids).logits
@@ -476,7 +495,7 @@ def _kineto_lines_hidden():
 def _step_to_measure(cfg, gradient_checkpointing: bool, device: str) -> tuple:
     """The arguments of _training_step for cfg: a fresh model in train mode (HF checkpoints only in
     train mode), its optimizer, the batch shape and precision."""
-    model, _ = fresh_model(cfg, device)
+    model = fresh_model(cfg, device)[0]
     model.train()
     if gradient_checkpointing:  # transformers >= 5 names it activation_checkpointing_enable
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -507,7 +526,7 @@ def measure_peak_memory(cfg, gradient_checkpointing: bool = False) -> dict:
         with notices.profiler_timeline_warning():
             prof.export_memory_timeline(path, device="cpu")
         with open(path) as f:
-            _, sizes = json.load(f)
+            sizes = json.load(f)[1]
     return _peak_by_category(sizes)
 
 
@@ -516,7 +535,7 @@ def measure_peak_memory_cuda(cfg, gradient_checkpointing: bool = False) -> dict:
     over the second step (the first creates the optimizer state), weights and state included.
     Only the total is known on this route: {"peak": bytes}."""
     if not torch.cuda.is_available():
-        raise ValueError("measure_peak_memory_cuda: no CUDA device here; use measure_peak_memory (CPU)")
+        raise ValueError(_("measure_peak_memory_cuda: no CUDA device here; use measure_peak_memory (CPU)"))
     step = _step_to_measure(cfg, gradient_checkpointing, "cuda")
     _training_step(*step)
     torch.cuda.synchronize()
@@ -539,7 +558,7 @@ def planned_vs_measured(cfg, gradient_checkpointing: bool = False, device: str =
     """Planned total, measured peak (bytes) and the planner's error in percent of the measurement.
     device "cpu": the profiler's timeline; "cuda": torch.cuda.max_memory_allocated."""
     if device not in ("cpu", "cuda"):
-        raise ValueError(f"device={device!r}: allowed: 'cpu', 'cuda'")
+        raise ValueError(_("device={device!r}: allowed: 'cpu', 'cuda'").format(device=device))
     planned = plan_for_config(cfg, gradient_checkpointing=gradient_checkpointing).total
     measure = measure_peak_memory_cuda if device == "cuda" else measure_peak_memory
     measured = measure(cfg, gradient_checkpointing)["peak"]
