@@ -227,3 +227,16 @@ def test_plot_of_a_full_ramp_from_its_saved_file(gentle, tmp_path):
     assert gid(ax, "suggestion").get_xdata()[0] == gentle.suggestion
     assert not [line for line in ax.lines if line.get_gid() in ("stopped", "compare")]
     fig.savefig(tmp_path / "lr.png")  # headless, no backend set
+
+
+def test_a_bad_argument_is_named_in_chinese():
+    """The real catalogue (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po)."""
+    from nbkit.core.i18n import set_language
+    from nbkit.core.lr_finder import check_arguments
+
+    set_language("zh")
+    try:
+        with pytest.raises(ValueError, match=r"^num_steps=5 无效；允许：一个整数 >= 10（点再少就读不出曲线）。$"):
+            check_arguments(1e-7, 1.0, 5, 4.0, 0.98)
+    finally:
+        set_language("en")

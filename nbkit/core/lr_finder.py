@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from nbkit.core.config import TrainConfig
+from nbkit.core.i18n import _
 from nbkit.core.models import load_model, load_tokenizer, quiet_loading
 from nbkit.core.runs import write_json_atomic
 from nbkit.core.train import (accumulation_groups, build_datasets, build_optimizer, build_train_loader, clip_and_step,
@@ -90,7 +91,8 @@ class LRRangeTest:
 
 def _require(ok: bool, name: str, value, allowed: str) -> None:
     if not ok:
-        raise ValueError(f"{name}={value!r} is invalid; allowed: {allowed}.")
+        raise ValueError(_("{name}={value!r} is invalid; allowed: {allowed}.").format(name=name, value=value,
+                                                                                    allowed=allowed))
 
 
 def _is_number(value) -> bool:
@@ -99,15 +101,15 @@ def _is_number(value) -> bool:
 
 def check_arguments(start_lr, end_lr, num_steps, stop_factor, smoothing) -> None:
     """ValueError naming the argument, its value and what is allowed, for each bad one."""
-    _require(_is_number(start_lr) and start_lr > 0, "start_lr", start_lr, "a finite number > 0, e.g. 1e-7")
+    _require(_is_number(start_lr) and start_lr > 0, "start_lr", start_lr, _("a finite number > 0, e.g. 1e-7"))
     _require(_is_number(end_lr) and end_lr > start_lr, "end_lr", end_lr,
-             f"a finite number > start_lr ({start_lr!r}), e.g. 1.0")
+             _("a finite number > start_lr ({start_lr!r}), e.g. 1.0").format(start_lr=start_lr))
     _require(isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps >= 10,
-             "num_steps", num_steps, "a whole number >= 10 (fewer points give no curve to read)")
+             "num_steps", num_steps, _("a whole number >= 10 (fewer points give no curve to read)"))
     _require(_is_number(stop_factor) and stop_factor > 1, "stop_factor", stop_factor,
-             "a finite number > 1, e.g. 4.0 (stop when the smoothed loss reaches 4x its best)")
+             _("a finite number > 1, e.g. 4.0 (stop when the smoothed loss reaches 4x its best)"))
     _require(_is_number(smoothing) and 0 <= smoothing < 1, "smoothing", smoothing,
-             "a number in [0, 1), e.g. 0.98 (0 = no smoothing)")
+             _("a number in [0, 1), e.g. 0.98 (0 = no smoothing)"))
 
 
 def exponential_lrs(start_lr: float, end_lr: float, num_steps: int) -> list[float]:
@@ -219,7 +221,7 @@ def lr_range_test(cfg: TrainConfig, start_lr: float = 1e-7, end_lr: float = 1.0,
         if not cfg.quantization_bit:  # a quantised model is loaded on its device and cannot move
             model.to(accelerator.device)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg)
-    train_features, _, _ = build_datasets(cfg, tokenizer)
+    train_features = build_datasets(cfg, tokenizer)[0]
     loader = build_train_loader(cfg, train_features, tokenizer)
 
     saved, was_training = trainable_state(model), model.training
@@ -256,13 +258,13 @@ def _ramp(cfg, model, loader, accelerator, schedule, stop_factor, smoothing):
     lrs, losses, smoothed = [], [], []
     avg, best = 0.0, math.inf
     model.train()
-    progress = tqdm(total=len(schedule), disable=cfg.disable_tqdm, desc="lr range test")
+    progress = tqdm(total=len(schedule), disable=cfg.disable_tqdm, desc=_("lr range test"))
     try:
         for i, lr in enumerate(schedule):
             for group in optimizer.param_groups:
                 group["lr"] = lr
             micro_batches = [_to_device(b, device) for b in next(groups)]
-            loss, _ = forward_backward(model, micro_batches, accelerator, scaler, device, bf16, cfg.fp16)
+            loss, _tokens = forward_backward(model, micro_batches, accelerator, scaler, device, bf16, cfg.fp16)
             avg = smoothing * avg + (1 - smoothing) * loss
             lrs.append(lr)
             losses.append(loss)
