@@ -104,3 +104,17 @@ def test_a_wrong_key_in_a_config_file_is_found(tmp_path):
     assert check_accelerate_config(path) == ["deepspeed_config.zero_stag is not an option of accelerate launch"]
     with pytest.raises(ValueError, match="zero_stage=4"):
         deepspeed_config(4)
+
+
+def test_a_bad_launch_setting_is_named_in_chinese(tmp_path):
+    """The real catalogue (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po)."""
+    from nbkit.core.i18n import set_language
+
+    set_language("zh")
+    try:
+        with pytest.raises(ValueError, match=r"^num_processes=0 无效；允许：一个整数 >= 1$"):
+            effective_batch(tiny_config(tmp_path), num_processes=0)
+        with pytest.raises(ValueError, match=r"^zero_stage=4 不被允许；允许：1、2、3$"):
+            deepspeed_config(4)
+    finally:
+        set_language("en")

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from nbkit.core.config import TrainConfig
+from nbkit.core.i18n import _
 from nbkit.core.runs import load_run
 
 LAUNCHERS = ("accelerate", "torchrun")
@@ -30,7 +31,8 @@ def effective_batch(cfg: TrainConfig, num_processes: int = 1) -> dict:
     """The examples behind one optimizer step: per_device_train_batch_size on each process, times
     gradient_accumulation_steps micro-batches, times the processes (Hugging Face's arithmetic)."""
     if num_processes < 1:
-        raise ValueError(f"num_processes={num_processes!r} is invalid; allowed: a whole number >= 1")
+        raise ValueError(_("num_processes={num_processes!r} is invalid; allowed: a whole number >= 1").format(
+            num_processes=num_processes))
     per_device, k = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
     return {"per_device_train_batch_size": per_device, "gradient_accumulation_steps": k,
             "num_processes": num_processes, "effective_batch_size": per_device * k * num_processes}
@@ -51,7 +53,8 @@ def launch_command(config_file: str | Path, num_processes: int = 2, launcher: st
     see launch_env, they stay on the CPU and talk over gloo; `--cpu` alone would start one).
     torchrun: the plain PyTorch launcher; Accelerator() reads its environment the same way."""
     if launcher not in LAUNCHERS:
-        raise ValueError(f"launcher={launcher!r} is not allowed; allowed: {', '.join(LAUNCHERS)}")
+        raise ValueError(_("launcher={launcher!r} is not allowed; allowed: {allowed}").format(
+            launcher=launcher, allowed=", ".join(LAUNCHERS)))
     port = port or free_port()
     train_args = ["-m", "nbkit", "train", "--config", str(config_file)]
     if launcher == "torchrun":
@@ -77,8 +80,8 @@ def launch(cfg: TrainConfig, num_processes: int = 2, launcher: str = "accelerate
     wrote. cfg.run_name must be set (the run is found by it). A failure raises RuntimeError with
     the end of the processes' output."""
     if not cfg.run_name:
-        raise ValueError("cfg.run_name is None; allowed: a name, e.g. cfg.replace(run_name='ddp2'): launch finds "
-                         "the run it started by its name")
+        raise ValueError(_("cfg.run_name is None; allowed: a name, e.g. cfg.replace(run_name='ddp2'): launch finds "
+                           "the run it started by its name"))
     folder = Path(cfg.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     config_file = folder / f"{cfg.run_name}.launch.yaml"
@@ -87,11 +90,13 @@ def launch(cfg: TrainConfig, num_processes: int = 2, launcher: str = "accelerate
     command = launch_command(config_file, num_processes, launcher)
     done = subprocess.run(command, env=launch_env(), capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command[2:4])} exited with {done.returncode}:\n{done.stdout[-2000:]}"
-                           f"\n{done.stderr[-3000:]}")
+        raise RuntimeError(_("{command} exited with {code}:\n{stdout}\n{stderr}").format(
+            command=" ".join(command[2:4]), code=done.returncode, stdout=done.stdout[-2000:],
+            stderr=done.stderr[-3000:]))
     new = [p for p in set(folder.iterdir()) - before if p.is_dir() and p.name.endswith(f"_{cfg.run_name}")]
     if len(new) != 1:
-        raise RuntimeError(f"expected one new run folder named *_{cfg.run_name} in {folder}, found {len(new)}")
+        raise RuntimeError(_("expected one new run folder named *_{run_name} in {folder}, found {found}").format(
+            run_name=cfg.run_name, folder=folder, found=len(new)))
     return load_run(new[0])
 
 
@@ -118,7 +123,7 @@ def deepspeed_config(zero_stage: int, num_processes: int = 2, mixed_precision: s
     gradients, stage 3 also the weights (gathered layer by layer for each forward and backward).
     DeepSpeed then owns accumulation and clipping, so they are set here, not in the loop."""
     if zero_stage not in (1, 2, 3):
-        raise ValueError(f"zero_stage={zero_stage!r} is not allowed; allowed: 1, 2, 3")
+        raise ValueError(_("zero_stage={zero_stage!r} is not allowed; allowed: 1, 2, 3").format(zero_stage=zero_stage))
     ds = {"zero_stage": zero_stage, "gradient_accumulation_steps": gradient_accumulation_steps,
           "gradient_clipping": max_grad_norm, "offload_optimizer_device": "cpu" if offload else "none",
           "offload_param_device": "cpu" if offload and zero_stage == 3 else "none", "zero3_init_flag": zero_stage == 3}
