@@ -247,3 +247,24 @@ def test_the_check_sees_a_hand_made_pool(tmp_path):
     (tmp_path / "labs" / "ch09.py").write_text("futures = [pool(2).submit(f, c) for c in cs]\nx = thread_pool(2)\n"
                                               "from concurrent.futures.process import BrokenProcessPool\n")
     assert [line.split(":")[:2] for line in hand_made_pools(tmp_path)] == [["labs/ch09.py", "1"], ["labs/ch09.py", "3"]]
+
+
+def test_the_stop_line_speaks_chinese_and_the_pools_jobs_run_in_the_callers_language(capsys):
+    """The real catalogue (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po): `what` is marked N_() by the caller and shown
+    through _(); a job in the pool runs in the language of the process that handed it over."""
+    from nbkit.core.i18n import N_, get_language, set_language
+
+    def press_stop(i, result):
+        raise KeyboardInterrupt
+
+    set_language("zh")
+    try:
+        done = run_side_by_side(abs, [(-1,), (-2,), (-3,)], 1, on_result=press_stop, on_stop="return", name="demo",
+                                what=N_("runs"))
+        assert done == [1]
+        assert capsys.readouterr().out.strip() == ("demo 已中断：3 个运行记录中完成了 1 个，"
+                                                   "2 个尚未开始的已取消；返回已完成的部分")
+        assert run_side_by_side(get_language, [(), ()], 2) == ["zh", "zh"]
+    finally:
+        set_language("en")
+    assert run_side_by_side(get_language, [()], 2) == ["en"]

@@ -24,6 +24,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 
 from nbkit.core.config import TrainConfig
+from nbkit.core.i18n import N_, _, get_language, set_language
 
 MAX_WORKERS = 8  # a tiny run's process holds ~0.6 GB: 8 of them fit a laptop's memory
 STOP_POLL_SECONDS = 0.2  # how often a wait looks at stop_event
@@ -90,7 +91,7 @@ def shutdown() -> None:
 
 
 def run_side_by_side(function, jobs, workers: int = 1, *, on_result=None, stop_event=None, on_stop: str = "raise",
-                     name: str = "run_side_by_side", what: str = "jobs") -> list:
+                     name: str = "run_side_by_side", what: str = N_("jobs")) -> list:
     """function(*job) for every job (a tuple of arguments), `workers` at a time in the kernel's
     persistent pool (workers > 1) or here, one after another (workers <= 1). Returns the results in the
     jobs' order; on_result(i, result) is called for each as soon as it and every job before it are done
@@ -104,9 +105,11 @@ def run_side_by_side(function, jobs, workers: int = 1, *, on_result=None, stop_e
     between jobs and while waiting): the jobs not started are cancelled (those already running in a
     worker finish there, unseen), one line says so, then on_stop="raise" raises KeyboardInterrupt and
     on_stop="return" returns the results finished so far (the first k, in order), as a sweep does.
-    name and what name the caller and its jobs in those messages ("sweep", "runs")."""
+    name and what name the caller and its jobs in those messages ("sweep", "runs"; `what` is shown through _(),
+    so a caller marks it: what=N_("runs")). The jobs in the pool run in this process's language
+    (nbkit.core.i18n), so their messages read as its do."""
     if on_stop not in ("raise", "return"):
-        raise ValueError(f"on_stop={on_stop!r}; allowed: 'raise', 'return'")
+        raise ValueError(_("on_stop={on_stop!r}; allowed: 'raise', 'return'").format(on_stop=on_stop))
     jobs = [tuple(job) for job in jobs]
     results = []
     if not jobs:
@@ -130,7 +133,7 @@ def run_side_by_side(function, jobs, workers: int = 1, *, on_result=None, stop_e
         _check_stop(stop_event)
         executor = pool(workers)
         for job in jobs:  # one by one: a stop while submitting still finds the submitted ones to cancel
-            futures.append(executor.submit(function, *job))
+            futures.append(executor.submit(_in_language, get_language(), function, *job))
         for i, future in enumerate(futures):
             results.append(_wait(future, stop_event))
             if on_result is not None:
@@ -138,9 +141,10 @@ def run_side_by_side(function, jobs, workers: int = 1, *, on_result=None, stop_e
         return results
     except BrokenProcessPool as err:
         discard(workers)
-        raise WorkerDied(f"{name}: a worker process died (killed, or out of memory) after {len(results)} of "
-                         f"{len(jobs)} {what} had finished ({err}); the others are lost. Run it again (the next "
-                         f"call starts new workers), or with workers=1") from None
+        raise WorkerDied(_("{name}: a worker process died (killed, or out of memory) after {done} of "
+                           "{total} {what} had finished ({error}); the others are lost. Run it again (the next "
+                           "call starts new workers), or with workers=1").format(
+            name=name, done=len(results), total=len(jobs), what=_(what), error=err)) from None
     except KeyboardInterrupt:
         cancelled = sum(future.cancel() for future in futures)
         not_submitted = len(jobs) - len(futures)
@@ -167,11 +171,19 @@ def _wait(future, stop_event):
             continue
 
 
+def _in_language(language: str, function, *args):
+    """function(*args) in a pool's worker, in `language` (the submitting process's: a worker keeps no language
+    of its own, and the pool outlives a change of the kernel's)."""
+    set_language(language)
+    return function(*args)
+
+
 def _stopped(name, what, results, total, cancelled, running, on_stop):
-    line = f"{name} interrupted: {len(results)} of {total} {what} finished, {cancelled} not started were cancelled"
+    line = _("{name} interrupted: {done} of {total} {what} finished, {cancelled} not started were cancelled").format(
+        name=name, done=len(results), total=total, what=_(what), cancelled=cancelled)
     if running:
-        line += f" ({running} already running finish in their workers, unseen)"
-    print(line + ("; returning the finished ones" if on_stop == "return" else ""), flush=True)
+        line += _(" ({running} already running finish in their workers, unseen)").format(running=running)
+    print(line + (_("; returning the finished ones") if on_stop == "return" else ""), flush=True)
     if on_stop == "raise":
         raise KeyboardInterrupt
     return results
