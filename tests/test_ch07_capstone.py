@@ -61,3 +61,17 @@ def test_the_chosen_lr_is_the_suggestion_to_two_significant_digits():
     finder = LRRangeTest(lrs=[1e-3], losses=[1.0], smoothed=[1.0], suggestion=0.002063, min_loss_lr=0.5,
                          stopped_early=False, stop_reason="", steps=1, seconds=0.0)
     assert chosen_learning_rate(finder) == 2.1e-3
+
+
+def test_the_reasons_speak_chinese():
+    """The real catalogue (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po): METHOD_REASONS are marked N_() and translated
+    when shown."""
+    from nbkit.core.i18n import set_language
+
+    set_language("zh")
+    try:
+        assert why_these_settings("tiny").startswith("tiny: 微型模型从没见过加法")
+        assert why_these_settings("smollm2-135m").startswith("smollm2-135m: SmolLM2 已经会算加法")
+    finally:
+        set_language("en")
+    assert why_these_settings("tiny").startswith("tiny: the tiny model has never seen a sum")

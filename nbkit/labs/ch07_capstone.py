@@ -17,16 +17,17 @@ import yaml
 
 from nbkit.core.config import TrainConfig
 from nbkit.core.evaluate import answers_table
+from nbkit.core.i18n import N_, _
 
-# Why the method runs each model as notebooks/sizes/07_capstone.toml says (the chapter prints it).
+# Why the method runs each model as notebooks/sizes/07_capstone.toml says (the chapter prints it, through _()).
 METHOD_REASONS = {
-    "smollm2-135m": (
+    "smollm2-135m": N_(
         "SmolLM2 already computes sums; what it lacks is the format (a bare number, not a sentence): a "
         "small LoRA rank is enough (chapter 5: a simple task needs little rank). A range-test step costs "
         "about a second and an epoch about a minute on two cores: 40 steps (6 a decade) find the order of "
         "magnitude; 3 epochs bound the run, and its validation curve turns once: stop at the first epoch "
         "that is not better."),
-    "tiny": (
+    "tiny": N_(
         "the tiny model has never seen a sum: for it the task is knowledge to store, not a format, and "
         "chapter 5 found that a knowledge task needs rank and that full fine-tuning learns it furthest; "
         "LoRA at rank 8 learns the sums on most seeds but can stall for good on some, and the planner "
@@ -54,7 +55,7 @@ def check_method(p) -> None:
 def why_these_settings(model: str) -> str:
     """Why the method runs `model` as it does (another model: SmolLM2's reasons)."""
     known = model if model in METHOD_REASONS else "smollm2-135m"
-    return f"{known}: {METHOD_REASONS[known]}"
+    return f"{known}: {_(METHOD_REASONS[known])}"
 
 
 def chosen_learning_rate(finder) -> float:
@@ -91,7 +92,7 @@ def method_on_seeds(cfg: TrainConfig, seeds: list[int], lr_test_steps: int, work
     from nbkit.core.workers import run_side_by_side
 
     return run_side_by_side(fine_tune_by_the_method, [(c, lr_test_steps) for c in cfgs], workers,
-                            name="method_on_seeds", what="seeds")
+                            name="method_on_seeds", what=N_("seeds"))
 
 
 def pick_batch(cfg: TrainConfig, memory_gb: float, effective_batch: int) -> dict:
