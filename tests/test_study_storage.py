@@ -1,6 +1,7 @@
 """nbkit.core.study_storage: where a study lives. A SQLite path is made absolute for workers elsewhere,
-each SQLite transaction takes the write lock when it begins, and a storage that cannot hold the study
-(unreachable, missing file, another study's name) is refused with a sentence naming it."""
+each SQLite transaction takes the write lock when it begins (a read-only board's reads need none), and a
+storage that cannot hold the study (unreachable, missing file, another study's name) is refused with a
+sentence naming it."""
 import sqlite3
 
 import pytest
@@ -55,6 +56,29 @@ def test_a_sqlite_transaction_takes_the_write_lock_when_it_begins(tmp_path):
     other.execute("BEGIN IMMEDIATE")  # the first transaction ended: the lock is free again
     other.execute("ROLLBACK")
     other.close()
+
+
+def test_a_read_only_storage_reads_while_a_writer_holds_the_write_lock(tmp_path):
+    """The board's storage: 30 students writing must never keep it waiting for the write lock."""
+    import time
+
+    import optuna
+
+    url = f"sqlite:///{tmp_path}/studies.db"
+    study = optuna.create_study(study_name="s", storage=open_storage(url))
+    study.enqueue_trial({"x": 1.0})
+    writer = sqlite3.connect(tmp_path / "studies.db", timeout=0, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # a student in the middle of a write transaction
+    try:
+        reader = open_storage(url, read_only=True)
+        started = time.monotonic()
+        trials = optuna.load_study(study_name="s", storage=reader).get_trials(deepcopy=False)
+        assert len(trials) == 1 and time.monotonic() - started < 5
+        with pytest.raises(sqlite3.OperationalError, match="locked"):  # a writer's storage would have waited
+            sqlite3.connect(tmp_path / "studies.db", timeout=0, isolation_level=None).execute("BEGIN IMMEDIATE")
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
 
 
 def test_a_storage_that_cannot_hold_the_study_is_refused_in_chinese(tmp_path):

@@ -78,10 +78,11 @@ def default_identity() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def open_class(name: str, storage: str) -> optuna.Study:
-    """The class `name` in `storage`; a StudyError naming the classes there when it is not one."""
+def open_class(name: str, storage: str, read_only: bool = False) -> optuna.Study:
+    """The class `name` in `storage`; a StudyError naming the classes there when it is not one. read_only: for
+    a board, which only reads (nbkit.core.study_storage.open_storage)."""
     check_stored(storage)
-    opened = open_storage(storage)
+    opened = open_storage(storage, read_only=read_only)
     studies = {s.study_name: s for s in optuna.study.get_all_study_summaries(opened, include_best_trial=False)}
     if name not in studies or CLASS_ATTR not in studies[name].user_attrs:
         classes = sorted(n for n, s in studies.items() if CLASS_ATTR in s.user_attrs)
