@@ -120,6 +120,9 @@ def updated_catalogue(source: Source, language: str = "zh") -> Catalog:
     catalog = read_catalogue(source.po, language)
     catalog.update(source.template, no_fuzzy_matching=False, update_header_comment=False)
     catalog.obsolete.clear()
+    for message in catalog:
+        if not message.fuzzy:  # a reviewed entry: the English it was matched from no longer matters
+            message.previous_id = ()
     return catalog
 
 
