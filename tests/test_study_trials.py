@@ -122,3 +122,22 @@ def test_a_sweep_reads_as_a_study_for_the_analysis(tmp_path):
         assert row["best_value"] == pytest.approx(min(best_value(r) for r in as_runs(usable)))
     with pytest.raises(StudyError, match="knob 'lora_rnk' is not in the config"):
         study_from_runs(df, scientific="lora_rnk")
+
+
+def test_a_trial_line_and_a_study_error_speak_chinese():
+    """The real catalogue (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po); state names and run statuses stay as stored."""
+    from types import SimpleNamespace
+
+    from nbkit.core.i18n import set_language
+    from nbkit.core.study import study_from_runs
+    from nbkit.core.study_trials import trial_line
+
+    trial = SimpleNamespace(number=3, value=0.51234, params={"learning_rate": 1e-3},
+                            user_attrs={"run_status": "completed"}, state=TrialState.COMPLETE)
+    set_language("zh")
+    try:
+        assert trial_line(trial) == "试验 3 COMPLETE 值 0.5123 [learning_rate=0.001] completed"
+        with pytest.raises(StudyError, match=r"^runs=\[\]：没有可以做成研究的运行"):
+            study_from_runs([], scientific="learning_rate")
+    finally:
+        set_language("en")

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from nbkit.core.callbacks import EPOCH_END, TRAIN_BEGIN, StopRun
 from nbkit.core.config import TrainConfig
+from nbkit.core.i18n import _
 from nbkit.core.runs import Run, as_runs, file_safe_label, format_value, load_run
 from nbkit.core.study_spec import (SPEC_ATTR, StudyError, StudySpec, _canonical, _coerced, _field_kind,
                                    normalized_domain, pruner_stops, quiet_create_study)
@@ -87,12 +88,12 @@ def study_from_runs(runs, scientific, nuisance=(), study_name: str = "sweep", us
     nuisance = [nuisance] if isinstance(nuisance, str) else list(nuisance)
     runs = as_runs(runs)
     if not runs:
-        raise StudyError("runs=[]: no run to make a study of; allowed: a sweep table, Runs or run folders")
+        raise StudyError(_("runs=[]: no run to make a study of; allowed: a sweep table, Runs or run folders"))
     for knob in scientific + nuisance:
         missing = [r.name for r in runs if knob not in r.config]
         if missing:
-            raise StudyError(f"knob {knob!r} is not in the config of run(s) {missing[:3]}; allowed: "
-                             f"{', '.join(sorted(runs[0].config))}")
+            raise StudyError(_("knob {knob!r} is not in the config of run(s) {runs}; allowed: {allowed}").format(
+                knob=knob, runs=missing[:3], allowed=", ".join(sorted(runs[0].config))))
     values = {k: sorted({r.config[k] for r in runs}, key=_canonical) for k in scientific + nuisance}
     distributions = {k: CategoricalDistribution(v) for k, v in values.items()}
     study = quiet_create_study(study_name=study_name)
@@ -170,7 +171,8 @@ def _notebook_run(trial_dir: Path, params: dict) -> Run:
     runs = sorted((load_run(p.parent) for p in trial_dir.rglob("summary.json")),
                   key=lambda r: r.summary.get("started_at", 0))
     if not runs:
-        raise RuntimeError(f"the notebook wrote no run under {trial_dir} (does it pass output_dir to TrainConfig?)")
+        raise RuntimeError(_("the notebook wrote no run under {folder} (does it pass output_dir to "
+                             "TrainConfig?)").format(folder=trial_dir))
     matching = [r for r in runs if all(r.config.get(k) == v for k, v in params.items())]
     return (matching or runs)[0]
 
@@ -180,18 +182,23 @@ def check_notebook(spec: StudySpec) -> None:
     import papermill
 
     if not spec.notebook or not Path(spec.notebook).is_file():
-        raise StudyError(f"notebook={spec.notebook!r} is not a file; allowed: the path of an .ipynb whose "
-                         "parameters cell lists the searched knobs and output_dir")
+        raise StudyError(_("notebook={notebook!r} is not a file; allowed: the path of an .ipynb whose "
+                           "parameters cell lists the searched knobs and output_dir").format(notebook=spec.notebook))
     declared = papermill.inspect_notebook(spec.notebook)
     for knob in list(spec.knobs) + ["output_dir"]:
         if knob not in declared:
-            raise StudyError(f"notebook {spec.notebook} has no parameter {knob!r}; its parameters: "
-                             f"{', '.join(declared) or 'none (tag a cell parameters)'}")
+            raise StudyError(_("notebook {notebook} has no parameter {knob!r}; its parameters: {parameters}").format(
+                notebook=spec.notebook, knob=knob,
+                parameters=", ".join(declared) or _("none (tag a cell parameters)")))
 
 
 def trial_line(trial, error: str | None = None) -> str:
-    value = "" if trial.value is None else f" value {trial.value:.4f}"
     params = ", ".join(f"{k}={format_value(v)}" for k, v in trial.params.items())
     status = trial.user_attrs.get("run_status", "")
-    line = f"trial {trial.number} {trial.state.name}{value} [{params}] {status}".rstrip()
+    fields = dict(number=trial.number, state=trial.state.name, params=params, status=status)
+    if trial.value is None:
+        line = _("trial {number} {state} [{params}] {status}").format(**fields).rstrip()
+    else:
+        line = _("trial {number} {state} value {value:.4f} [{params}] {status}").format(value=trial.value,
+                                                                                      **fields).rstrip()
     return line + (f": {error}" if error else "")
