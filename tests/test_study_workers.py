@@ -269,3 +269,24 @@ def test_ctrl_c_on_a_trial_taken_for_dead_queues_no_second_copy(tmp_path):
         finish(study, trial, _taken_for_dead_then(lambda t: (_ for _ in ()).throw(KeyboardInterrupt)), spec)
     waiting = [t for t in study.trials if t.state == TrialState.WAITING]
     assert len(waiting) == 2  # the other grid point and the one retry the other worker queued, not a third
+
+
+def test_a_studys_lines_speak_chinese():
+    """The real catalogue (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po): progress, the summary, the interruption."""
+    from nbkit.core.i18n import set_language
+    from nbkit.core.study import StudyProgress, quiet_create_study
+    from nbkit.core.study_workers import describe, interrupted_line
+
+    study = quiet_create_study(study_name="zh_demo")
+    study.enqueue_trial({})
+    progress = StudyProgress(study, n_trials=6, workers=2, every=3600, mode="lines")
+    set_language("zh")
+    try:
+        c = dict(ended=2, pruned=1, failed=0, running=1, left=3, eta_s=17.5)
+        assert progress.text(c) == "6 个中已结束 2 个（1 个被剪枝，0 个失败），1 个运行中，3 个待运行；大约还剩 18 s"
+        assert describe(study).splitlines() == ["研究 zh_demo：1 WAITING",
+                                                "最佳：无（没有试验以有限的验证损失完成）"]
+        assert interrupted_line(study).startswith("已中断：研究 'zh_demo' 中保留了 0 个已结束的试验（0 个 COMPLETE，")
+    finally:
+        set_language("en")
+        progress.done.set()

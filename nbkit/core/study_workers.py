@@ -24,6 +24,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nbkit.core import notices, optuna_private
+from nbkit.core.i18n import _, get_language, set_language
 from nbkit.core.runs import format_value
 from nbkit.core.study_analysis import best_trial
 from nbkit.core.study_queue import _queue_again, fix_params, prepare_for_workers
@@ -79,8 +80,8 @@ def finish(study: optuna.Study, trial: optuna.Trial, objective, spec: StudySpec)
                 frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 _queue_again(study, frozen)
             raise
-    dropped = (f"trial {trial.number}: taken for dead (no heartbeat for {spec.grace_period} s) and retried; "
-               "this result is dropped")
+    dropped = _("trial {number}: taken for dead (no heartbeat for {grace_period} s) and retried; "
+                "this result is dropped").format(number=trial.number, grace_period=spec.grace_period)
     if _taken_for_dead(study, trial):
         return dropped
     try:
@@ -137,8 +138,9 @@ def _waiting_lines(study: optuna.Study, spec: StudySpec, told: set) -> list[str]
         if number not in told and age > 2 * spec.heartbeat_interval:
             told.add(number)
             left = max(0, math.ceil(spec.grace_period - age))
-            lines.append(f"waiting for trial {number}: its worker has sent no heartbeat for {age:.0f} s; it is taken "
-                         f"for dead and queued again after grace_period={spec.grace_period} s (about {left} s more)")
+            line = _("waiting for trial {number}: its worker has sent no heartbeat for {age:.0f} s; it is taken "
+                     "for dead and queued again after grace_period={grace_period} s (about {left} s more)")
+            lines.append(line.format(number=number, age=age, grace_period=spec.grace_period, left=left))
     return lines
 
 
@@ -165,7 +167,7 @@ def run_study(spec, workers: int | None = None, backend: str = "local", storage:
     study, spec_dict = prepare_for_workers(spec)
     note = pruning_note(spec)
     if note and progress:
-        print(f"note: {note}", flush=True)
+        print(_("note: {note}").format(note=note), flush=True)
     board = StudyProgress(study, spec.trial_count(), workers) if progress else None
     try:
         if backend == "ray":
@@ -190,9 +192,11 @@ def interrupted_line(study: optuna.Study) -> str:
     """What an interrupted study kept, and how to go on: one line instead of a traceback per worker."""
     counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
     kept = counts["COMPLETE"] + counts["PRUNED"]
-    return (f"interrupted: {kept} finished trial(s) kept ({counts['COMPLETE']} COMPLETE, {counts['PRUNED']} PRUNED) "
-            f"in study {study.study_name!r}; {counts['WAITING']} queued, the interrupted ones among them with "
-            "their params; run the same command again to resume")
+    return _("interrupted: {kept} finished trial(s) kept ({complete} COMPLETE, {pruned} PRUNED) "
+             "in study {study!r}; {waiting} queued, the interrupted ones among them with "
+             "their params; run the same command again to resume").format(
+        kept=kept, complete=counts["COMPLETE"], pruned=counts["PRUNED"], study=study.study_name,
+        waiting=counts["WAITING"])
 
 
 class StudyProgress:
@@ -221,9 +225,13 @@ class StudyProgress:
                 "failed": states["FAIL"], "running": running, "left": left, "eta_s": eta}
 
     def text(self, c: dict) -> str:
-        eta = "time left: known after the first trial" if c["eta_s"] is None else f"about {_duration(c['eta_s'])} left"
-        return (f"{c['ended']} of {self.n_trials} ended ({c['pruned']} pruned, {c['failed']} failed), "
-                f"{c['running']} running, {c['left']} left; {eta}")
+        counts = dict(ended=c["ended"], n=self.n_trials, pruned=c["pruned"], failed=c["failed"], running=c["running"],
+                      left=c["left"])
+        if c["eta_s"] is None:
+            return _("{ended} of {n} ended ({pruned} pruned, {failed} failed), {running} running, {left} left; "
+                     "time left: known after the first trial").format(**counts)
+        return _("{ended} of {n} ended ({pruned} pruned, {failed} failed), {running} running, {left} left; "
+                 "about {eta} left").format(eta=_duration(c["eta_s"]), **counts)
 
     def _watch(self) -> None:
         while not self.done.wait(self.every):
@@ -239,7 +247,7 @@ class StudyProgress:
             return
         self.shown = key
         if self.mode == "lines":
-            print(f"progress: {self.text(c)}", flush=True)
+            print(_("progress: {progress}").format(progress=self.text(c)), flush=True)
         elif self.mode == "bar":
             self._bar(c)
         else:
@@ -249,16 +257,16 @@ class StudyProgress:
         from tqdm import tqdm
 
         if self.bar is None:
-            self.bar = tqdm(total=self.n_trials, desc="trials", unit="trial", leave=True)
+            self.bar = tqdm(total=self.n_trials, desc=_("trials"), unit="trial", leave=True)
         self.bar.n = c["ended"]
-        self.bar.set_postfix_str(self.text(c).split(", ", 1)[1])
+        self.bar.set_postfix_str(self.text(c).split(", ", 1)[-1])  # [-1]: a translation may have no ", "
 
     def _widget(self, c: dict) -> None:
         import ipywidgets as widgets
         from IPython.display import display
 
         if self.widget is None:
-            self.widget = (widgets.IntProgress(min=0, max=self.n_trials, description="trials"), widgets.HTML())
+            self.widget = (widgets.IntProgress(min=0, max=self.n_trials, description=_("trials")), widgets.HTML())
             display(widgets.HBox(self.widget))
         self.widget[0].value, self.widget[1].value = c["ended"], self.text(c)
 
@@ -296,8 +304,8 @@ def _run_in_processes(spec_dict: dict, backend: str, workers: int, progress: boo
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=worker_process, args=(spec_dict, backend, i, threads, progress), daemon=False)
-                 for i in range(1, workers)]
+    processes = [context.Process(target=worker_process, args=(spec_dict, backend, i, threads, progress, get_language()),
+                                 daemon=False) for i in range(1, workers)]
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # ignored from their first instruction (kept by exec)
     try:
         for process in processes:
@@ -317,17 +325,21 @@ def _run_in_processes(spec_dict: dict, backend: str, workers: int, progress: boo
             process.join()
     died = [p.exitcode for p in processes if p.exitcode != 0]
     if died and progress:
-        print(f"{len(died)} of {workers} workers ended abnormally (exit codes {died}); their trials are retried "
-              "by the others or on the next run", flush=True)
+        print(_("{died} of {workers} workers ended abnormally (exit codes {codes}); their trials are retried "
+                "by the others or on the next run").format(died=len(died), workers=workers, codes=died), flush=True)
 
 
-def worker_process(spec_dict: dict, backend: str, worker: int, threads: int, progress: bool) -> None:
+def worker_process(spec_dict: dict, backend: str, worker: int, threads: int, progress: bool,
+                   language: str | None = None) -> None:
     """A spawned worker: `work`, ended by SIGTERM as by Ctrl-C (its trial queued again, no traceback), and
     ended when the process that started it dies (a SIGKILL, a closed terminal): left alone, it would go
-    on taking trials nobody watches. Its trial then stays RUNNING until the heartbeat gives it back."""
+    on taking trials nobody watches. Its trial then stays RUNNING until the heartbeat gives it back.
+    language: the starting process's (nbkit.core.i18n), so its lines read as that process's do."""
     def stop(signum, frame):
         raise KeyboardInterrupt
 
+    if language is not None:
+        set_language(language)
     signal.signal(signal.SIGTERM, stop)
     exit_with_parent()
     try:
@@ -408,11 +420,12 @@ def summary(study: optuna.Study) -> dict:
 def describe(study: optuna.Study) -> str:
     s = summary(study)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(s["counts"].items()))
-    lines = [f"study {s['study_name']}: {counts or 'no trials'}"]
+    lines = [_("study {study}: {counts}").format(study=s["study_name"], counts=counts or _("no trials"))]
     if s["best_trial"] is None:
-        lines.append("best: none (no trial completed with a finite validation loss)")
+        lines.append(_("best: none (no trial completed with a finite validation loss)"))
     else:
         params = ", ".join(f"{k}={format_value(v)}" for k, v in s["best_params"].items())
-        lines.append(f"best: trial {s['best_trial']}, eval_loss {s['best_value']:.4f}, {params}")
-        lines.append(f"      run {s['best_run_dir']}")
+        lines.append(_("best: trial {trial}, eval_loss {value:.4f}, {params}").format(
+            trial=s["best_trial"], value=s["best_value"], params=params))
+        lines.append(_("      run {run_dir}").format(run_dir=s["best_run_dir"]))
     return "\n".join(lines)
