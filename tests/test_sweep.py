@@ -258,3 +258,22 @@ def test_best_rows_picks_the_lowest_row_of_each_group_in_first_seen_order():
         ("sgd", 2, 3e-3), ("adamw", 2, 1e-3), ("adamw", 1, 3e-3), ("sgd", 1, 1e-3)]
     with pytest.raises(ValueError, match="'optim'"):
         best_rows(df.drop(columns="optim"), ["optim", "seed"])
+
+
+def test_a_sweeps_lines_speak_chinese():
+    """The real catalogue (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po): a progress line and a bad grid, in Chinese."""
+    from types import SimpleNamespace
+
+    from nbkit.core.i18n import set_language
+    from nbkit.core.sweep import _progress_line
+
+    run = SimpleNamespace(best_eval_loss=0.5, status="diverged", best_epoch=1,
+                          summary={"diverged_at_step": 7, "train_seconds": 2.0})
+    set_language("zh")
+    try:
+        assert _progress_line(2, 3, run, "learning_rate=1") == (
+            "[2/3] learning_rate=1：diverged，最佳轮次 1，最佳 eval_loss 0.5000（在第 7 步发散），2.0 s")
+        with pytest.raises(ValueError, match=r"^grid 为空：至少给出一个旋钮，例如 \{'learning_rate'"):
+            grid_configs(TrainConfig(), {})
+    finally:
+        set_language("en")

@@ -27,6 +27,7 @@ import math
 import pandas as pd
 
 from nbkit.core.config import TrainConfig
+from nbkit.core.i18n import N_, _
 from nbkit.core.runs import NOT_KNOBS, as_number, as_runs, differing_knobs, file_safe_label, knob_label
 from nbkit.core.train import train
 from nbkit.core.workers import run_side_by_side, train_in_worker
@@ -58,7 +59,8 @@ def best_rows(df: pd.DataFrame, by, metric: str = "best_eval_loss") -> pd.DataFr
     by = [by] if isinstance(by, str) else list(by)
     missing = [c for c in by + [metric] if c not in df]
     if missing:
-        raise ValueError(f"best_rows: {missing} are not columns of the table; it has {', '.join(df.columns)}")
+        raise ValueError(_("best_rows: {missing} are not columns of the table; it has {columns}").format(
+            missing=missing, columns=", ".join(df.columns)))
     return df.loc[df.groupby(by, sort=False)[metric].idxmin()]
 
 
@@ -66,12 +68,12 @@ def grid_configs(cfg: TrainConfig, grid: dict) -> list[tuple[dict, TrainConfig]]
     """(combo, checked config) for every combination, in itertools.product order. Raises the
     config's ValueError for a bad name or value before anything trains."""
     if not grid:
-        raise ValueError("grid is empty: give at least one knob, e.g. {'learning_rate': [1e-4, 1e-3]}")
+        raise ValueError(_("grid is empty: give at least one knob, e.g. {{'learning_rate': [1e-4, 1e-3]}}").format())
     values = {}
     for knob, options in grid.items():
         options = [options] if isinstance(options, (str, bytes)) or not hasattr(options, "__iter__") else list(options)
         if not options:
-            raise ValueError(f"grid[{knob!r}] is empty: give at least one value")
+            raise ValueError(_("grid[{knob!r}] is empty: give at least one value").format(knob=knob))
         values[knob] = options
     combos = [dict(zip(values, combo)) for combo in itertools.product(*values.values())]
     return [(combo, cfg.replace(**combo)) for combo in combos]
@@ -108,10 +110,14 @@ def _table(runs, knobs) -> pd.DataFrame:
 def _progress_line(i, n, run, label) -> str:
     loss = run.best_eval_loss
     loss = f"{loss:.4f}" if isinstance(loss, float) and math.isfinite(loss) else loss
-    line = f"[{i}/{n}] {label}: {run.status}, best epoch {run.best_epoch}, best eval_loss {loss}"
+    fields = dict(i=i, n=n, label=label, status=run.status, best_epoch=run.best_epoch, loss=loss,
+                  seconds=as_number(run.summary.get("train_seconds")))
     if run.status == "diverged":
-        line += f" (diverged at step {run.summary.get('diverged_at_step')})"
-    return line + f", {as_number(run.summary.get('train_seconds')):.1f} s"
+        return _("[{i}/{n}] {label}: {status}, best epoch {best_epoch}, best eval_loss {loss} "
+                 "(diverged at step {step}), {seconds:.1f} s").format(step=run.summary.get("diverged_at_step"),
+                                                                      **fields)
+    return _("[{i}/{n}] {label}: {status}, best epoch {best_epoch}, best eval_loss {loss}, {seconds:.1f} s").format(
+        **fields)
 
 
 def _same_experiment(cfg: TrainConfig, run) -> bool:
@@ -145,8 +151,8 @@ def sweep(cfg: TrainConfig, grid: dict, callbacks=(), progress=True, stop_event=
     knobs = list(planned[0][0])
     reuse = as_runs(reuse) if reuse is not None else []
     if workers > 1 and (callbacks or stop_event is not None):
-        raise ValueError(f"workers={workers}: callbacks and stop_event run in this process; "
-                         "allowed: workers=1 with them")
+        raise ValueError(_("workers={workers}: callbacks and stop_event run in this process; "
+                           "allowed: workers=1 with them").format(workers=workers))
     named = [(combo, run_cfg.replace(run_name=_run_name(run_cfg, knobs))) for combo, run_cfg in planned]
     earlier = [_reusable(run_cfg, reuse) for _, run_cfg in planned]
     if workers > 1:
@@ -169,7 +175,8 @@ def sweep(cfg: TrainConfig, grid: dict, callbacks=(), progress=True, stop_event=
             stopped = True
             break
     if stopped:
-        print(f"sweep interrupted: returning the {len(runs)} of {len(planned)} runs made so far", flush=True)
+        print(_("sweep interrupted: returning the {done} of {total} runs made so far").format(
+            done=len(runs), total=len(planned)), flush=True)
     return _table(runs, knobs)
 
 
@@ -179,7 +186,7 @@ def _reused(run, keep_models):
 
 
 def _print_progress(i, n, run, label, reused) -> None:
-    print(_progress_line(i, n, run, label) + (" (reused, not trained again)" if reused else ""), flush=True)
+    print(_progress_line(i, n, run, label) + (_(" (reused, not trained again)") if reused else ""), flush=True)
 
 
 def _train_side_by_side(named, earlier, workers, keep_models, progress, knobs) -> list:
@@ -200,7 +207,7 @@ def _train_side_by_side(named, earlier, workers, keep_models, progress, knobs) -
     add_reused()
     jobs = [(run_cfg, keep_models) for (_, run_cfg), done in zip(named, earlier) if done is None]
     run_side_by_side(train_in_worker, jobs, workers, on_result=lambda i, run: (add(run, False), add_reused()),
-                     on_stop="return", name="sweep", what="runs to train")
+                     on_stop="return", name="sweep", what=N_("runs to train"))
     return runs
 
 
