@@ -434,3 +434,25 @@ def test_base_knows_its_pretraining_text_so_forgetting_is_measurable(tmp_path):
             shutil.copy(TINY_PATH / name, tmp_path / "fresh" / name)
     fresh_loss = train(cfg.replace(model=str(tmp_path / "fresh"))).summary["base_eval_loss"]
     assert base_loss < fresh_loss
+
+
+def test_the_trainers_messages_speak_chinese(tmp_path):
+    """The real catalogue (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po): a learner's bad split, in Chinese."""
+    import warnings
+
+    from nbkit.core.i18n import set_language
+    from nbkit.core.train import check_process_split
+
+    cfg = TrainConfig(model="tiny", per_device_train_batch_size=16, output_dir=str(tmp_path))
+    set_language("zh")
+    try:
+        with pytest.raises(ValueError, match=r"^10 个训练样本不够给 2 个进程各分一个 "
+                                             r"per_device_train_batch_size=16 的批次；"
+                                             r"允许：per_device_train_batch_size <= 5"):
+            check_process_split(cfg, 10, 2)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            check_process_split(cfg, 40, 2)
+        assert "不能均分给 2 个进程" in str(caught[0].message)
+    finally:
+        set_language("en")

@@ -28,6 +28,7 @@ from nbkit.core.callbacks import EPOCH_END, RUN_END, STEP, TRAIN_BEGIN, EarlySto
 from nbkit.core.config import TrainConfig
 from nbkit.core.data import collate, load_split, task_metric, tokenize_example
 from nbkit.core.evaluate import autocast_context, evaluate_loss, exact_match_accuracy, token_loss_sum
+from nbkit.core.i18n import _
 from nbkit.core.models import count_parameters, load_model, memory_footprint, quiet_loading
 from nbkit.core.runs import Run, RunWriter, load_run, new_run_dir
 
@@ -51,8 +52,9 @@ def build_datasets(cfg: TrainConfig, tokenizer):
     train_features = [f for f in map(tokenize, train_examples) if _has_labels(f)]
     val_features = [f for f in map(tokenize, val_examples) if _has_labels(f)]
     if not train_features:
-        raise ValueError(f"max_seq_length={cfg.max_seq_length} leaves no response token in any "
-                         f"training example of dataset={cfg.dataset!r}: raise max_seq_length")
+        raise ValueError(_("max_seq_length={max_seq_length} leaves no response token in any "
+                           "training example of dataset={dataset!r}: raise max_seq_length").format(
+            max_seq_length=cfg.max_seq_length, dataset=cfg.dataset))
     return train_features, val_features, val_examples
 
 
@@ -78,15 +80,17 @@ def check_process_split(cfg: TrainConfig, num_examples: int, num_processes: int,
         return
     batch = cfg.per_device_train_batch_size
     if num_examples < batch * num_processes:
-        raise ValueError(f"{num_examples} training examples cannot give each of {num_processes} processes a batch of "
-                         f"per_device_train_batch_size={batch}; allowed: per_device_train_batch_size <= "
-                         f"{num_examples // num_processes}, fewer processes, or more data")
+        raise ValueError(_("{examples} training examples cannot give each of {processes} processes a batch of "
+                           "per_device_train_batch_size={batch}; allowed: per_device_train_batch_size <= "
+                           "{most}, fewer processes, or more data").format(
+            examples=num_examples, processes=num_processes, batch=batch, most=num_examples // num_processes))
     batches = math.ceil(num_examples / batch)
     if is_main and (batches % num_processes or num_examples % batch):
-        warnings.warn(f"{batches} batches of {batch} (last one {num_examples - (batches - 1) * batch} examples) do not "
-                      f"split evenly over {num_processes} processes: Accelerate repeats the first examples to even "
-                      "them out, so the run differs slightly from one process with the accumulation multiplied",
-                      stacklevel=2)
+        message = _("{batches} batches of {batch} (last one {last} examples) do not "
+                    "split evenly over {processes} processes: Accelerate repeats the first examples to even "
+                    "them out, so the run differs slightly from one process with the accumulation multiplied")
+        warnings.warn(message.format(batches=batches, batch=batch, last=num_examples - (batches - 1) * batch,
+                                     processes=num_processes), stacklevel=2)
 
 
 def uses_bf16(cfg: TrainConfig, device: torch.device) -> bool:
@@ -171,7 +175,7 @@ def forward_backward(model, micro_batches, accelerator, scaler, device, bf16: bo
         with sync:
             with autocast_context(device, bf16, fp16):
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            micro_sum, _ = token_loss_sum(logits, batch["labels"])
+            micro_sum, _tokens = token_loss_sum(logits, batch["labels"])
             # DDP averages gradients over processes; the world-size factor undoes that
             scaler.scale(micro_sum * accelerator.num_processes / n_tokens).backward()
         loss_sum += micro_sum.detach()
@@ -201,10 +205,10 @@ def validation_loss(run: Run) -> float:
     """eval_loss of the weights train() returned (run.model), on the run's own validation split,
     computed as train() computes it: e.g. to see that load_best_model_at_end restored the best epoch."""
     if run.model is None:
-        raise ValueError(f"{run.name}: run.model is None (only a run trained in this process, and kept by "
-                         "sweep(..., keep_models=True), has its weights in memory)")
+        raise ValueError(_("{run}: run.model is None (only a run trained in this process, and kept by "
+                           "sweep(..., keep_models=True), has its weights in memory)").format(run=run.name))
     cfg = TrainConfig.from_dict(run.config)
-    _, val_features, _ = build_datasets(cfg, run.tokenizer)
+    val_features = build_datasets(cfg, run.tokenizer)[1]
     loader = DataLoader(val_features, batch_size=cfg.per_device_eval_batch_size,
                         collate_fn=partial(collate, pad_token_id=run.tokenizer.pad_token_id))
     device = next(run.model.parameters()).device
@@ -245,9 +249,10 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None, keep_model=True) -> R
     accelerator = Accelerator()  # picks CUDA when there is one; sets up DDP under `accelerate launch`
     device, is_main = accelerator.device, accelerator.is_main_process
     if accelerator.distributed_type.value in UNSUPPORTED_LAUNCHES:
-        raise ValueError(f"accelerate launch with distributed_type={accelerator.distributed_type.value} "
-                         "is not supported by nbkit's loop (it calls backward and clips itself); "
-                         "allowed: one process, or DDP (accelerate launch --multi_gpu / torchrun), on GPUs or CPUs")
+        raise ValueError(_("accelerate launch with distributed_type={distributed_type} "
+                           "is not supported by nbkit's loop (it calls backward and clips itself); "
+                           "allowed: one process, or DDP (accelerate launch --multi_gpu / torchrun), on GPUs or CPUs"
+                           ).format(distributed_type=accelerator.distributed_type.value))
     seed_everything(cfg)
     bf16 = uses_bf16(cfg, device)
     precision = "bf16" if bf16 else "fp16" if cfg.fp16 else "fp32"
@@ -308,7 +313,7 @@ def train(cfg: TrainConfig, callbacks=(), stop_event=None, keep_model=True) -> R
     # the model and tokenizer too, for probes that measure it during the run (nbkit.labs.ch03_batch_size)
     emit(TRAIN_BEGIN, dict(facts, config=cfg, path=writer.path if writer else None, model=raw_model,
                              tokenizer=tokenizer))
-    progress = tqdm(total=total_steps, disable=cfg.disable_tqdm or not is_main, desc="train")
+    progress = tqdm(total=total_steps, disable=cfg.disable_tqdm or not is_main, desc=_("train"))
     status, step, diverged_at, first_loss = "completed", 0, None, None
     stopper = EarlyStopping(cfg.early_stopping_patience, cfg.early_stopping_threshold)
     best_state = None  # weights at the best epoch, kept only if load_best_model_at_end
