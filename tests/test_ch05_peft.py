@@ -300,3 +300,17 @@ def test_bits_table_orders_the_stored_model_and_the_weight_error_by_bits(tmp_pat
     assert bits.loc[32, "base_heldout_loss"] == base_heldout_loss(cfg.replace(finetuning_type="lora"))
     assert bits.loc[4, "base_heldout_loss"] != bits.loc[32, "base_heldout_loss"]  # the quantised base is another model
 
+
+def test_the_preview_speaks_chinese(tmp_path):
+    """The real catalogue (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po): the panel's line before training."""
+    import re
+
+    from nbkit.core.i18n import set_language
+
+    set_language("zh")
+    try:
+        line = preview(tiny_config(tmp_path, finetuning_type="lora"))
+    finally:
+        set_language("en")
+    assert re.fullmatch(r"[\d,]+ 个参数中训练 [\d,]+ 个（\d+\.\d%）；权重 [\d.]+ MB \+ 梯度 [\d.]+ MB \+ "
+                        r"优化器状态 [\d.]+ MB = [\d.]+ MB", line), line

@@ -27,6 +27,7 @@ import torch
 
 from nbkit.core.config import TrainConfig
 from nbkit.core.evaluate import heldout_text_loss
+from nbkit.core.i18n import _
 from nbkit.core.memory import optimizer_state_bytes
 from nbkit.core.models import count_parameters, fresh_model, load_base_model, memory_footprint, quiet_loading
 from nbkit.core.runs import as_runs
@@ -86,9 +87,11 @@ def preview(cfg: TrainConfig) -> str:
     """One line for the panel, before training: what trains and what it costs in memory."""
     m = training_memory(cfg)
     share = m["trainable_params"] / m["total_params"]
-    return (f"{m['trainable_params']:,} of {m['total_params']:,} parameters train ({share:.1%}); "
-            f"weights {m['weights_bytes'] / 1e6:.2f} MB + gradients {m['gradient_bytes'] / 1e6:.2f} MB + "
-            f"optimizer state {m['optimizer_bytes'] / 1e6:.2f} MB = {m['total_bytes'] / 1e6:.2f} MB")
+    return _("{trainable:,} of {total:,} parameters train ({share:.1%}); "
+             "weights {weights:.2f} MB + gradients {gradients:.2f} MB + "
+             "optimizer state {optimizer:.2f} MB = {memory:.2f} MB").format(
+        trainable=m["trainable_params"], total=m["total_params"], share=share, weights=m["weights_bytes"] / 1e6,
+        gradients=m["gradient_bytes"] / 1e6, optimizer=m["optimizer_bytes"] / 1e6, memory=m["total_bytes"] / 1e6)
 
 
 def seconds_per_step(run) -> float:
