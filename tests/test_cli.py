@@ -14,7 +14,9 @@ import yaml
 from peft import LoraConfig
 from transformers import TrainingArguments
 
+from nbkit.core import i18n
 from nbkit.core.config import TrainConfig
+from nbkit.core.i18n import set_language
 from nbkit.interfaces.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -418,3 +420,39 @@ def test_the_readmes_study_best_line_runs_as_written(tmp_path):
     cfg = TrainConfig.from_yaml(tmp_path / output)
     assert (cfg.model, cfg.learning_rate, cfg.num_train_epochs) == ("tiny", 3e-3, 2)  # epochs: the curve's minimum
     assert nbkit("show-config", "--config", output, cwd=tmp_path).returncode == 0
+
+
+# ---------------------------------------------------------------- the language: NBKIT_LANG
+
+
+def test_a_bad_nbkit_lang_is_one_error_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("NBKIT_LANG", "klingon")
+    monkeypatch.setitem(i18n._state, "language", None)  # as in a new process: the language not read yet
+    assert main(["show-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nbkit: error: NBKIT_LANG='klingon': allowed: 'en', 'zh'") and "Traceback" not in err
+    done = subprocess.run([sys.executable, "-m", "nbkit", "--help"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "NBKIT_LANG": "klingon"})
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.startswith("nbkit: error: NBKIT_LANG='klingon'") and "Traceback" not in done.stderr
+
+
+def test_nbkit_lang_zh_gives_the_help_and_the_messages_in_chinese(tmp_path, capsys):
+    """The real catalogue (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po): help, printed lines and the CLI's own errors
+    in Chinese; "nbkit: error: " stays as it is, for the scripts that grep it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "NBKIT_LANG": "zh"}
+    run = lambda *args: subprocess.run([sys.executable, "-m", "nbkit", *args], cwd=tmp_path,  # noqa: E731
+                                       capture_output=True, text=True, timeout=600, env=env)
+    done = run("--help")
+    assert done.returncode == 0, done.stderr
+    assert "nbkit：微调超参数实验室" in done.stdout and "运行一次微调并打印其摘要" in done.stdout, done.stdout
+    done = run("class", "join", "--help")
+    assert "你的名字，按看板上显示的样子" in done.stdout and "课堂的数据库（默认：" in done.stdout, done.stdout
+    done = run("export", "--format", "llamafactory", "--set", "oops")
+    assert done.returncode == 2 and done.stderr.startswith("nbkit: error: --set 'oops'：应为 KEY=VALUE"), done.stderr
+    set_language("zh")
+    try:
+        assert main(["export", "--format", "llamafactory", "-o", str(tmp_path / "lf.yaml")]) == 0
+        assert capsys.readouterr().err == f"已写入 {tmp_path / 'lf.yaml'}\n"
+    finally:
+        set_language("en")

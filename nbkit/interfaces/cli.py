@@ -35,113 +35,121 @@ from nbkit.core.classroom import STUDENT_NICE
 from nbkit.core.config import ConfigError, TrainConfig, field_docs, read_yaml_mapping
 from nbkit.core.data import DataFileError, check_dataset
 from nbkit.core.export import EXPORT_FORMATS, export_text
+from nbkit.core.i18n import LanguageError, _, get_language
 from nbkit.core.study import DEFAULT_STORAGE
 from nbkit.core.study_export import BEST_FORMATS
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        get_language()  # NBKIT_LANG, checked before the parser is built: its help is in that language
+        args = build_parser().parse_args(argv)
         return args.handler(args)
-    except (ConfigError, DataFileError) as err:  # the user's input, named: a line, not a traceback
-        print(f"nbkit: error: {err}", file=sys.stderr)
+    except (ConfigError, DataFileError, LanguageError) as err:  # the user's input, named: a line, not a traceback
+        print(f"nbkit: error: {err}", file=sys.stderr)  # "nbkit: error: " in every language: scripts grep it
         return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m nbkit", description="nbkit: fine-tuning hyperparameter lab")
+    parser = argparse.ArgumentParser(prog="python -m nbkit", description=_("nbkit: fine-tuning hyperparameter lab"))
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="run one fine-tune and print its summary")
+    train = commands.add_parser("train", help=_("run one fine-tune and print its summary"))
     add_config_options(train)
     train.set_defaults(handler=run_train)
 
-    export = commands.add_parser("export", help="write the config for LLaMA-Factory, TRL, HF TrainingArguments or PEFT")
+    export = commands.add_parser(
+        "export", help=_("write the config for LLaMA-Factory, TRL, HF TrainingArguments or PEFT"))
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     export.add_argument("--style", choices=("json", "python"), default="json",
-                        help="training_args and lora only: JSON (default) or Python code")
-    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+                        help=_("training_args and lora only: JSON (default) or Python code"))
+    export.add_argument("-o", "--output", metavar="FILE", help=_("write to FILE instead of stdout"))
     add_config_options(export)
     export.set_defaults(handler=run_export)
 
-    show = commands.add_parser("show-config", help="every field with its value and why it has that default")
+    show = commands.add_parser("show-config", help=_("every field with its value and why it has that default"))
     add_config_options(show)
     show.set_defaults(handler=run_show_config)
 
-    study = commands.add_parser("study", help="many fine-tunes answering one question, run by Optuna")
+    study = commands.add_parser("study", help=_("many fine-tunes answering one question, run by Optuna"))
     study_commands = study.add_subparsers(dest="study_command", required=True)
-    study_run = study_commands.add_parser("run", help="run (or resume) the study a YAML spec describes")
-    study_run.add_argument("spec", metavar="FILE.yaml", help="the study spec (nbkit.core.study.StudySpec)")
+    study_run = study_commands.add_parser("run", help=_("run (or resume) the study a YAML spec describes"))
+    study_run.add_argument("spec", metavar="FILE.yaml", help=_("the study spec (nbkit.core.study.StudySpec)"))
     study_run.add_argument("--workers", type=int,
-                           help="workers side by side (default: one per core for the tiny model on a CPU, else 1)")
-    study_run.add_argument("--storage", metavar="URL", help="override the spec's storage, e.g. postgresql+psycopg2://...")
-    study_run.add_argument("--backend", default="local", help="local (default), inprocess, papermill or ray")
+                           help=_("workers side by side (default: one per core for the tiny model on a CPU, else 1)"))
+    study_run.add_argument("--storage", metavar="URL",
+                           help=_("override the spec's storage, e.g. postgresql+psycopg2://..."))
+    study_run.add_argument("--backend", default="local", help=_("local (default), inprocess, papermill or ray"))
     study_run.add_argument("--ray-address", metavar="ADDR",
-                           help="Ray cluster to join (default: RAY_ADDRESS, else local)")
+                           help=_("Ray cluster to join (default: RAY_ADDRESS, else local)"))
     study_run.set_defaults(handler=run_study_command)
-    study_show = study_commands.add_parser("show", help="a stored study's trials, warnings and analysis")
-    study_show.add_argument("--storage", metavar="URL", default=DEFAULT_STORAGE, help=f"default: {DEFAULT_STORAGE}")
-    study_show.add_argument("--study", metavar="NAME", help="the study's name (without it: the studies stored)")
-    study_show.add_argument("--plots", metavar="DIR", help="also write the study's figures (PNG) into DIR")
+    study_show = study_commands.add_parser("show", help=_("a stored study's trials, warnings and analysis"))
+    study_show.add_argument("--storage", metavar="URL", default=DEFAULT_STORAGE,
+                            help=_("default: {storage}").format(storage=DEFAULT_STORAGE))
+    study_show.add_argument("--study", metavar="NAME", help=_("the study's name (without it: the studies stored)"))
+    study_show.add_argument("--plots", metavar="DIR", help=_("also write the study's figures (PNG) into DIR"))
     study_show.set_defaults(handler=run_study_show)
-    study_best = study_commands.add_parser("best", help="the best trial's configuration, for --config or another tool")
-    study_best.add_argument("--storage", metavar="URL", default=DEFAULT_STORAGE, help=f"default: {DEFAULT_STORAGE}")
-    study_best.add_argument("--study", metavar="NAME", required=True, help="the study's name")
+    study_best = study_commands.add_parser(
+        "best", help=_("the best trial's configuration, for --config or another tool"))
+    study_best.add_argument("--storage", metavar="URL", default=DEFAULT_STORAGE,
+                            help=_("default: {storage}").format(storage=DEFAULT_STORAGE))
+    study_best.add_argument("--study", metavar="NAME", required=True, help=_("the study's name"))
     study_best.add_argument("--format", choices=BEST_FORMATS, default="yaml",
-                            help="yaml (default): TrainConfig fields, as --config reads; others as `export` writes")
+                            help=_("yaml (default): TrainConfig fields, as --config reads; others as `export` writes"))
     study_best.add_argument("--style", choices=("json", "python"), default="json",
-                            help="training_args and lora only: JSON (default) or Python code")
-    study_best.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+                            help=_("training_args and lora only: JSON (default) or Python code"))
+    study_best.add_argument("-o", "--output", metavar="FILE", help=_("write to FILE instead of stdout"))
     study_best.set_defaults(handler=run_study_best)
     add_class_commands(commands)
     add_bake_command(commands)
     add_app_command(commands)
-    translate = commands.add_parser("translate", help="the Chinese edition: update the catalogues, regenerate "
-                                    "notebooks/zh/ (nbkit/interfaces/translate.py)")
+    translate = commands.add_parser("translate", help=_("the Chinese edition: update the catalogues, regenerate "
+                                                        "notebooks/zh/ (nbkit/interfaces/translate.py)"))
     translate.add_argument("--check", action="store_true",
-                           help="change nothing; list what is out of date, untranslated, fuzzy or off the glossary "
-                                "(exit 1 if anything is)")
+                           help=_("change nothing; list what is out of date, untranslated, fuzzy or off the glossary "
+                                  "(exit 1 if anything is)"))
     translate.set_defaults(handler=run_translate)
     return parser
 
 
 def add_class_commands(commands) -> None:
     """`class create|join|board|dashboard`: a workshop's shared experiment (nbkit/interfaces/workshop.py)."""
-    klass = commands.add_parser("class", help="a workshop: the class as one study, students, the instructor's board")
+    klass = commands.add_parser("class",
+                                help=_("a workshop: the class as one study, students, the instructor's board"))
     class_commands = klass.add_subparsers(dest="class_command", required=True)
     storage = dict(metavar="URL", default=DEFAULT_STORAGE,
-                   help=f"the class's database (default: {DEFAULT_STORAGE}); SQLite on a shared disk, or "
-                        "postgresql+psycopg2://USER@HOST:PORT/DB for a room of laptops")
-    create = class_commands.add_parser("create", help="create a class from a class spec (a study spec + chapter:)")
-    create.add_argument("spec", metavar="FILE.yaml", help="e.g. notebooks/classes/01_learning_rate.yaml")
-    create.add_argument("--storage", metavar="URL", help="override the spec's storage")
+                   help=_("the class's database (default: {storage}); SQLite on a shared disk, or "
+                          "postgresql+psycopg2://USER@HOST:PORT/DB for a room of laptops")
+                   .format(storage=DEFAULT_STORAGE))
+    create = class_commands.add_parser("create", help=_("create a class from a class spec (a study spec + chapter:)"))
+    create.add_argument("spec", metavar="FILE.yaml", help=_("e.g. notebooks/classes/01_learning_rate.yaml"))
+    create.add_argument("--storage", metavar="URL", help=_("override the spec's storage"))
     create.set_defaults(handler=run_class_create)
-    join = class_commands.add_parser("join", help="a student in a terminal: train the class's configurations")
-    join.add_argument("name", metavar="NAME", help="the class's name")
+    join = class_commands.add_parser("join", help=_("a student in a terminal: train the class's configurations"))
+    join.add_argument("name", metavar="NAME", help=_("the class's name"))
     join.add_argument("--storage", **storage)
-    join.add_argument("--student", required=True, help="your name, as the board shows it")
-    join.add_argument("--output-dir", default="runs", help="your runs go to OUTPUT_DIR/classes/NAME/STUDENT")
-    join.add_argument("--max-runs", type=int, metavar="N", help="train at most N configurations, then leave")
+    join.add_argument("--student", required=True, help=_("your name, as the board shows it"))
+    join.add_argument("--output-dir", default="runs", help=_("your runs go to OUTPUT_DIR/classes/NAME/STUDENT"))
+    join.add_argument("--max-runs", type=int, metavar="N", help=_("train at most N configurations, then leave"))
     join.add_argument("--threads", type=int,
-                      help="torch threads (default: torch's own; 1 when many students share a machine)")
+                      help=_("torch threads (default: torch's own; 1 when many students share a machine)"))
     join.add_argument("--nice", type=int, default=STUDENT_NICE, metavar="N",
-                      help=f"lower this student's CPU priority by N, 0-19 (default {STUDENT_NICE}): on a machine "
-                           "the room shares, the training yields to what someone is watching (the board, the "
-                           "panels); alone on a laptop it changes nothing")
+                      help=_("lower this student's CPU priority by N, 0-19 (default {nice}): on a machine "
+                             "the room shares, the training yields to what someone is watching (the board, the "
+                             "panels); alone on a laptop it changes nothing").format(nice=STUDENT_NICE))
     join.set_defaults(handler=run_class_join)
-    board = class_commands.add_parser("board", help="the instructor's board in a terminal, as runs arrive")
-    board.add_argument("name", metavar="NAME", help="the class's name")
+    board = class_commands.add_parser("board", help=_("the instructor's board in a terminal, as runs arrive"))
+    board.add_argument("name", metavar="NAME", help=_("the class's name"))
     board.add_argument("--storage", **storage)
     board.add_argument("--plots", metavar="DIR",
-                       help="also keep the board's figures (PNG) in DIR, redrawn as runs arrive")
-    board.add_argument("--every", type=float, default=1.0, help="seconds between looks at the class (default 1)")
-    board.add_argument("--once", action="store_true", help="show the board once and end")
+                       help=_("also keep the board's figures (PNG) in DIR, redrawn as runs arrive"))
+    board.add_argument("--every", type=float, default=1.0, help=_("seconds between looks at the class (default 1)"))
+    board.add_argument("--once", action="store_true", help=_("show the board once and end"))
     board.set_defaults(handler=run_class_board)
-    dash = class_commands.add_parser("dashboard", help="Optuna's web dashboard (optuna-dashboard) on the class")
-    dash.add_argument("name", metavar="NAME", help="the class's name")
+    dash = class_commands.add_parser("dashboard", help=_("Optuna's web dashboard (optuna-dashboard) on the class"))
+    dash.add_argument("name", metavar="NAME", help=_("the class's name"))
     dash.add_argument("--storage", **storage)
-    dash.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to let the room's laptops see it")
+    dash.add_argument("--host", default="127.0.0.1", help=_("0.0.0.0 to let the room's laptops see it"))
     dash.add_argument("--port", type=int, default=8080)
     dash.set_defaults(handler=run_class_dashboard)
 
@@ -149,36 +157,37 @@ def add_class_commands(commands) -> None:
 def add_app_command(commands) -> None:
     """`app CHAPTER|instructor`: a chapter's panel or the instructor's board as a web page (nbkit/interfaces/app.py)."""
     app = commands.add_parser(
-        "app", help="a chapter's panel, or the instructor's board, as a web page with the code hidden (Voila)",
-        description="Serve a chapter's panel, or the instructor's board, with Voila (code hidden), for projecting in "
-                    "class. The page runs the chapter's imports, parameters, set-up and panel cells only (not its "
-                    "experiments), so it shows the panel within seconds. Relative paths mean the current directory; "
-                    "a chapter page's runs go to runs/app/CHAPTER unless -p output_dir says otherwise.")
+        "app", help=_("a chapter's panel, or the instructor's board, as a web page with the code hidden (Voila)"),
+        description=_("Serve a chapter's panel, or the instructor's board, with Voila (code hidden), for projecting "
+                      "in class. The page runs the chapter's imports, parameters, set-up and panel cells only (not "
+                      "its experiments), so it shows the panel within seconds. Relative paths mean the current "
+                      "directory; a chapter page's runs go to runs/app/CHAPTER unless -p output_dir says otherwise."))
     app.add_argument("chapter", metavar="CHAPTER",
-                     help="a chapter with a panel, by name or number (01_learning_rate, 01, 1), or 'instructor' "
-                          "(notebooks/instructor.ipynb: the live board)")
+                     help=_("a chapter with a panel, by name or number (01_learning_rate, 01, 1), or 'instructor' "
+                            "(notebooks/instructor.ipynb: the live board)"))
     app.add_argument("-p", "--parameter", nargs=2, metavar=("NAME", "VALUE"), action="append", default=[],
-                     help="a value for the notebook's parameters cell, as papermill's -p (e.g. -p max_samples 200; "
-                          "instructor: -p class_name lr101 -p storage sqlite:////shared/class.db); repeat for more")
-    app.add_argument("--port", type=int, default=8866, help="default 8866")
+                     help=_("a value for the notebook's parameters cell, as papermill's -p (e.g. -p max_samples 200; "
+                            "instructor: -p class_name lr101 -p storage sqlite:////shared/class.db); repeat for more"))
+    app.add_argument("--port", type=int, default=8866, help=_("default {port}").format(port=8866))
     app.add_argument("--host", default="127.0.0.1",
-                     help="default 127.0.0.1 (this machine); 0.0.0.0 lets the room's laptops open it")
+                     help=_("default 127.0.0.1 (this machine); 0.0.0.0 lets the room's laptops open it"))
     app.add_argument("--browser", action=argparse.BooleanOptionalAction, default=False,
-                     help="open the page in this machine's browser (default --no-browser: the URL is printed)")
+                     help=_("open the page in this machine's browser (default --no-browser: the URL is printed)"))
     app.set_defaults(handler=run_app)
 
 
 def add_bake_command(commands) -> None:
     """`bake CHAPTER`: a chapter run headless once, its runs kept for a class or a learner without the time or GPU."""
     bake = commands.add_parser(
-        "bake", help="run a chapter headless once and keep its runs (nbkit/interfaces/bake.py)",
-        description="Run a chapter headless (papermill) into OUTPUT_DIR/MODEL/CHAPTER/: its runs, results.json, "
-                    "figures and the executed notebook, outputs and all. The panel (runs=baked_runs(folder)) and the "
-                    "board (baked_board(folder)) read them as they read live runs.")
-    bake.add_argument("chapter", metavar="CHAPTER", help="by name or number (01_learning_rate, 01, 1)")
+        "bake", help=_("run a chapter headless once and keep its runs (nbkit/interfaces/bake.py)"),
+        description=_("Run a chapter headless (papermill) into OUTPUT_DIR/MODEL/CHAPTER/: its runs, results.json, "
+                      "figures and the executed notebook, outputs and all. The panel (runs=baked_runs(folder)) and "
+                      "the board (baked_board(folder)) read them as they read live runs."))
+    bake.add_argument("chapter", metavar="CHAPTER", help=_("by name or number (01_learning_rate, 01, 1)"))
     bake.add_argument("-p", "--parameter", nargs=2, metavar=("NAME", "VALUE"), action="append", default=[],
-                      help="a value for the chapter's parameters cell, as papermill's -p (e.g. -p model smollm2-135m)")
-    bake.add_argument("--output-dir", default="baked", help="where the baked folders go (default: baked)")
+                      help=_("a value for the chapter's parameters cell, as papermill's -p (e.g. -p model "
+                             "smollm2-135m)"))
+    bake.add_argument("--output-dir", default="baked", help=_("where the baked folders go (default: baked)"))
     bake.set_defaults(handler=run_bake)
 
 
@@ -186,15 +195,15 @@ def run_bake(args) -> int:
     from nbkit.interfaces.bake import bake
 
     folder = bake(args.chapter, dict(args.parameter), args.output_dir)
-    print(f"baked {folder}: open {folder.name}.ipynb there, or load its runs with "
-          f"nbkit.interfaces.bake.baked_runs({str(folder)!r})")
+    print(_("baked {folder}: open {notebook} there, or load its runs with nbkit.interfaces.bake.baked_runs({path})")
+          .format(folder=folder, notebook=f"{folder.name}.ipynb", path=repr(str(folder))))
     return 0
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE.yaml", help="start from this YAML file (default: the defaults)")
+    parser.add_argument("--config", metavar="FILE.yaml", help=_("start from this YAML file (default: the defaults)"))
     parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
-                        help="override one field; repeat for more")
+                        help=_("override one field; repeat for more"))
 
 
 def load_config(args) -> TrainConfig:
@@ -205,7 +214,8 @@ def load_config(args) -> TrainConfig:
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set learning_rate=3e-4")
+            raise ConfigError(_("--set {item}: expected KEY=VALUE, e.g. --set learning_rate=3e-4")
+                              .format(item=repr(item)))
         values[key.strip()] = value
     return TrainConfig.from_dict(values)
 
@@ -227,7 +237,9 @@ HIDDEN_SUMMARY_KEYS = ("status", "best_epoch", "pid", "host", "started_at", "fin
 
 def format_summary(run) -> str:
     """status, best epoch and folder first, then the rest of summary.json, numbers to 4 digits."""
-    lines = [f"status:     {run.status}", f"best epoch: {run.best_epoch}", f"run folder: {run.path}"]
+    lines = [_("status:     {status}").format(status=run.status),
+             _("best epoch: {epoch}").format(epoch=run.best_epoch),
+             _("run folder: {path}").format(path=run.path)]
     for key, value in run.summary.items():
         if key in HIDDEN_SUMMARY_KEYS or value is None:
             continue
@@ -252,8 +264,8 @@ def run_study_command(args) -> int:
     wanted = spec_record(spec)["n_trials"]
     ended = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     if ended < wanted:
-        print(f"nbkit: {ended} of {wanted} trials ended; run the same command again to redo the rest",
-              file=sys.stderr)
+        print(_("nbkit: {ended} of {wanted} trials ended; run the same command again to redo the rest")
+              .format(ended=ended, wanted=wanted), file=sys.stderr)
         return 1
     return 0
 
@@ -271,7 +283,7 @@ def run_study_show(args) -> int:
     check_stored(args.storage)
     if not args.study:
         names = optuna.study.get_all_study_names(open_storage(args.storage))
-        print("\n".join(names) if names else f"no study in {args.storage}")
+        print("\n".join(names) if names else _("no study in {storage}").format(storage=args.storage))
         return 0
     study = load_study(args.storage, args.study)
     print("\n".join(analysis.report_lines(study)))
@@ -279,7 +291,7 @@ def run_study_show(args) -> int:
         from nbkit.views.study_plots import save_study_figures
         notes = []  # a figure this study cannot have: a line saying why, not a traceback
         for path in save_study_figures(study, args.plots, notes=notes):
-            print(f"wrote {path}")
+            print(_("wrote {path}").format(path=path))
         for note in notes:
             print(note)
     return 0
@@ -299,14 +311,17 @@ def run_class_create(args) -> int:
     from nbkit.core.classroom import CLASS_ATTR, class_counts
     from nbkit.interfaces.workshop import create, read_class_spec
 
-    spec, _ = read_class_spec(args.spec, args.storage)
+    spec, _chapter = read_class_spec(args.spec, args.storage)
     study = create(args.spec, args.storage)
     c = class_counts(study)
-    print(f"class {spec.study_name!r} (chapter {study.user_attrs[CLASS_ATTR]['chapter']}) in {spec.storage}: "
-          f"{c['configurations']} configurations, {c['done']} done, {c['free']} free")
-    print(f"students join in the chapter's panel (Class row: {spec.study_name}, {spec.storage}, their name) or with\n"
-          f"  python -m nbkit class join {spec.study_name} --storage {spec.storage} --student NAME\n"
-          f"the board: python -m nbkit class board {spec.study_name} --storage {spec.storage}")
+    print(_("class {name} (chapter {chapter}) in {storage}: {configurations} configurations, {done} done, {free} free")
+          .format(name=repr(spec.study_name), chapter=study.user_attrs[CLASS_ATTR]["chapter"], storage=spec.storage,
+                  configurations=c["configurations"], done=c["done"], free=c["free"]))
+    print(_("students join in the chapter's panel (Class row: {name}, {storage}, their name) or with")
+          .format(name=spec.study_name, storage=spec.storage))
+    print(f"  python -m nbkit class join {spec.study_name} --storage {spec.storage} --student NAME")
+    print(_("the board: {command}").format(
+        command=f"python -m nbkit class board {spec.study_name} --storage {spec.storage}"))
     return 0
 
 
@@ -315,26 +330,31 @@ def run_class_join(args) -> int:
     from nbkit.interfaces.workshop import join
 
     if args.max_runs is not None and args.max_runs < 1:
-        raise ConfigError(f"--max-runs {args.max_runs}: allowed: a whole number >= 1 (or leave it out: until the "
-                          "design is done)")
+        raise ConfigError(_("--max-runs {n}: allowed: a whole number >= 1 (or leave it out: until the design is "
+                            "done)").format(n=args.max_runs))
     if not 0 <= args.nice <= 19:
-        raise ConfigError(f"--nice {args.nice}: allowed: a whole number from 0 (the usual priority) to 19 (the lowest)")
+        raise ConfigError(_("--nice {n}: allowed: a whole number from 0 (the usual priority) to 19 (the lowest)")
+                          .format(n=args.nice))
     seat = join(args.name, args.storage, args.student, output_dir=args.output_dir)
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
     niceness = os.nice(args.nice)  # a batch job's priority: 30 of these on one machine must not starve the board
     c = seat.counts()
-    print(f"joined class {seat.name!r} (chapter {seat.chapter}) as {seat.student}: {c['free']} of "
-          f"{c['configurations']} configurations free; training at nice {niceness} until the design is done "
-          "(Ctrl-C stops: your configuration goes back to the class)", flush=True)
+    print(_("joined class {name} (chapter {chapter}) as {student}: {free} of {configurations} configurations free; "
+            "training at nice {nice} until the design is done (Ctrl-C stops: your configuration goes back to the "
+            "class)").format(name=repr(seat.name), chapter=seat.chapter, student=seat.student, free=c["free"],
+                             configurations=c["configurations"], nice=niceness), flush=True)
     try:
         done = seat.work(max_runs=args.max_runs)
     except KeyboardInterrupt:
-        print(f"stopped: {seat.student}'s configuration in flight goes back to class {seat.name!r}", flush=True)
+        print(_("stopped: {student}'s configuration in flight goes back to class {name}")
+              .format(student=seat.student, name=repr(seat.name)), flush=True)
         return 130
-    left = "" if args.max_runs is not None and done == args.max_runs else "nothing left to train; "
-    print(f"class {seat.name!r}: {left}{seat.student} trained {done} configuration(s)", flush=True)
+    said = (_("class {name}: {student} trained {done} configuration(s)")
+            if args.max_runs is not None and done == args.max_runs
+            else _("class {name}: nothing left to train; {student} trained {done} configuration(s)"))
+    print(said.format(name=repr(seat.name), student=seat.student, done=done), flush=True)
     return 0
 
 
@@ -361,7 +381,7 @@ def run_class_board(args) -> int:
                 return 0
             time.sleep(args.every)
     except KeyboardInterrupt:
-        print("board closed; the class goes on", flush=True)
+        print(_("board closed; the class goes on"), flush=True)
         return 0
 
 
@@ -381,13 +401,14 @@ def run_translate(args) -> int:
 
     if args.check:
         found = translate.problems()
-        print("\n".join(found) if found else "the Chinese edition is complete and up to date")
+        print("\n".join(found) if found else _("the Chinese edition is complete and up to date"))
         return 1 if found else 0
     changed = translate.write()
     left = translate.untranslated()
-    print("\n".join(f"wrote {path.relative_to(translate.NOTEBOOKS_DIR.parent)}" for path in changed)
-          or "nothing changed")
-    print(f"{len(left)} entries untranslated or fuzzy" + (":\n" + "\n".join(left) if left else ""))
+    print("\n".join(_("wrote {path}").format(path=path.relative_to(translate.NOTEBOOKS_DIR.parent))
+                    for path in changed) or _("nothing changed"))
+    print((_("{n} entries untranslated or fuzzy:").format(n=len(left)) + "\n" + "\n".join(left)) if left
+          else _("{n} entries untranslated or fuzzy").format(n=len(left)))
     return 0
 
 
@@ -408,7 +429,7 @@ def write_text(text: str, output: str | None) -> None:
     """To the file `output` (saying so on stderr, so stdout stays clean), or to stdout."""
     if output:
         Path(output).write_text(text)
-        print(f"wrote {output}", file=sys.stderr)
+        print(_("wrote {path}").format(path=output), file=sys.stderr)
     else:
         sys.stdout.write(text)
 
