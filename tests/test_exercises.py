@@ -22,6 +22,7 @@ from conftest import tiny_config
 from test_notebooks import kernel_of_this_venv  # noqa: F401 - a fixture, used by name
 from traitlets.config import Config
 from nbkit import TrainConfig, exercises, train
+from nbkit.core.i18n import set_language
 from nbkit.interfaces.profiles import notebook_defaults
 from nbkit.views.doctor import diagnose
 
@@ -244,6 +245,28 @@ def test_a_run_that_fails_to_train_is_said_in_words(tmp_path):
     feedback = exercises.find({"lora_rank": 4096}, exercises.learns(), base=base, workers=1)  # above the hidden size
     assert not feedback.passed and feedback.answered and "could not train" in feedback.message
     assert "lora_rank=4096" in feedback.message
+
+
+def test_the_checks_speak_chinese():
+    """The real catalogue (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po), on answers and runs that need no training."""
+    set_language("zh")
+    try:
+        empty = exercises.predict(None, 3, name="best_epoch", example=4)
+        assert str(empty) == ("… 还没有可以检查的内容。 请先写下你的预测：在上方的单元格中设置 best_epoch，例如 "
+                              "`best_epoch = 4`，然后运行那个单元格。")
+        typed = exercises.predict("3e-3", 3e-3, name="lr", example=1e-3)
+        assert typed.message == ("lr 应为一个数，例如 `lr = 0.001`；它现在是文本 '3e-3'（引号使它成了文本："
+                                 "请去掉引号）。请修改它，然后重新运行这两个单元格。")
+        right = exercises.predict(4, 4, name="best_epoch", truth="验证损失最低的轮次是", why="之后就过拟合了。")
+        assert right.passed and right.message == "你预测 best_epoch = 4，而验证损失最低的轮次是 4。 之后就过拟合了。"
+        run = SimpleNamespace(status="diverged", summary={"steps_completed": 60, "diverged_at_step": 7})
+        assert exercises.below("steps_completed", 61, "训练的步数").test(run) == (True, "训练的步数为 60，低于 61")
+        assert exercises.learns().test(run) == (False, "它在第 7 步发散了")
+        wrong = exercises.find([1e-3], exercises.learns(), base=TrainConfig(), knob="learning_rate", name="lr")
+        assert not wrong.answered and wrong.message.startswith("lr 应为 learning_rate 的一个取值，例如 `lr = ")
+        assert wrong.message.endswith("；它现在是一个 list（[0.001]）。")
+    finally:
+        set_language("en")
 
 
 # ---------------------------------------------------------------- when a chapter grades

@@ -37,18 +37,19 @@ from typing import Callable
 import pandas as pd
 
 from nbkit.core.config import TrainConfig, check_field_names
+from nbkit.core.i18n import N_, _, get_language, set_language
 from nbkit.core.runs import NOT_KNOBS, Run, knob_label
 from nbkit.interfaces.profiles import notebook_defaults
 from nbkit.views.doctor import diagnose
 
 # (border, background) of the box: green right, red not yet, grey nothing to grade yet
 COLOURS = {"right": ("#1a7f37", "#e9f6ec"), "wrong": ("#c62828", "#fdeceb"), "unanswered": ("#6e7781", "#f2f3f5")}
-TITLES = {"right": "Right.", "wrong": "Not yet.", "unanswered": "Nothing to check yet."}
+TITLES = {"right": N_("Right."), "wrong": N_("Not yet."), "unanswered": N_("Nothing to check yet.")}  # shown: _()
 MARKS = {"right": "✓", "wrong": "✗", "unanswered": "…"}
 SAME_NUMBER = 1e-6  # relative: a prediction of 0.003 for 3e-3 computed as 0.0030000000000000005 is the same number
 # runs whose last numbers say nothing about a goal, and how a check says so
-FAILED_STATUSES = {"diverged": "it diverged at step {step}", "interrupted": "it was interrupted before its end",
-                   "incomplete": "it did not finish (its process ended)"}
+FAILED_STATUSES = {"diverged": N_("it diverged at step {step}"), "interrupted": N_("it was interrupted before its end"),
+                   "incomplete": N_("it did not finish (its process ended)")}
 
 
 @dataclass(frozen=True)
@@ -64,14 +65,14 @@ class Feedback:
         return "right" if self.passed else "wrong" if self.answered else "unanswered"
 
     def __str__(self) -> str:
-        return f"{MARKS[self.state]} {TITLES[self.state]} {self.message}"
+        return f"{MARKS[self.state]} {_(TITLES[self.state])} {self.message}"
 
     __repr__ = __str__  # what a notebook shows as text/plain, and a terminal
 
     def _repr_html_(self) -> str:
         border, background = COLOURS[self.state]
         return (f'<div style="border-left: 5px solid {border}; background: {background}; padding: 6px 10px; '
-                f'margin: 4px 0; color: #1f2328"><b style="color: {border}">{TITLES[self.state]}</b> '
+                f'margin: 4px 0; color: #1f2328"><b style="color: {border}">{_(TITLES[self.state])}</b> '
                 f"{html.escape(self.message)}</div>")
 
 
@@ -90,26 +91,30 @@ def predict(answer, actual, *, name: str = "your prediction", example=None, choi
     try:
         return _predict(answer, actual, name, example, choices, tolerance, factor, truth, why)
     except Exception as err:  # a learner's notebook shows a sentence, never a traceback
-        return Feedback(False, f"The check itself failed on {name} = {_shown(answer)} ({type(err).__name__}: "
-                               f"{err}). This is a bug of the exercise, not of your answer.", answered=False)
+        return Feedback(False, _("The check itself failed on {name} = {answer} ({error_type}: {error}). This is a bug "
+                                 "of the exercise, not of your answer.").format(
+            name=name, answer=_shown(answer), error_type=type(err).__name__, error=err), answered=False)
 
 
 def _predict(answer, actual, name, example, choices, tolerance, factor, truth, why) -> Feedback:
     actual = _plain(actual)
     if actual is None or (isinstance(actual, float) and not math.isfinite(actual)):
-        return Feedback(False, f"There is nothing to compare {name} with yet ({truth} {_shown(actual)}): run the "
-                               "chapter's cells above this one first.", answered=False)
+        return Feedback(False, _("There is nothing to compare {name} with yet ({truth} {actual}): run the chapter's "
+                                 "cells above this one first.").format(name=name, truth=truth, actual=_shown(actual)),
+                        answered=False)
     kind = _kind(actual)
     value, problem = _read(answer, kind, name, example, choices)
     if problem:
         return Feedback(False, problem, answered=False)
     right = _same(value, actual, kind, tolerance, factor)
-    margin = (f" (a prediction within {_number(tolerance)} of it counts)" if tolerance is not None
-              else f" (a prediction within a factor of {_number(factor)} of it counts)" if factor is not None else "")
-    said = f"You predicted {name} = {_shown(value)}"
-    if right:
-        return Feedback(True, _sentence(f"{said}, and {truth} {_shown(actual)}{margin}.", why))
-    return Feedback(False, _sentence(f"{said}, but {truth} {_shown(actual)}{margin}.", why))
+    margin = (_(" (a prediction within {tolerance} of it counts)").format(tolerance=_number(tolerance))
+              if tolerance is not None
+              else _(" (a prediction within a factor of {factor} of it counts)").format(factor=_number(factor))
+              if factor is not None else "")
+    said = (_("You predicted {name} = {value}, and {truth} {actual}{margin}.") if right
+            else _("You predicted {name} = {value}, but {truth} {actual}{margin}."))
+    said = said.format(name=name, value=_shown(value), truth=truth, actual=_shown(actual), margin=margin)
+    return Feedback(bool(right), _sentence(said, why))
 
 
 def _plain(value):
@@ -132,8 +137,8 @@ def _kind(value) -> type:
     return str
 
 
-KIND_WORDS = {bool: "True or False (without quotes)", int: "a whole number", float: "a number",
-              str: "a text in quotes"}
+KIND_WORDS = {bool: N_("True or False (without quotes)"), int: N_("a whole number"), float: N_("a number"),
+              str: N_("a text in quotes")}  # shown: _()
 
 
 def _read(answer, kind: type, name: str, example, choices) -> tuple[object, str | None]:
@@ -141,20 +146,23 @@ def _read(answer, kind: type, name: str, example, choices) -> tuple[object, str 
     answer = _plain(answer)
     write = f"`{name} = {_example(kind, example, choices)!r}`"
     if kind is bool and example is None:  # either example would hint at the answer: show both
-        write = f"`{name} = True` or `{name} = False`"
+        write = _("`{name} = True` or `{name} = False`").format(name=name)
     if answer is None or answer is Ellipsis:
-        return None, f"Write your prediction first: set {name} in the cell above, e.g. {write}, and run that cell."
+        return None, _("Write your prediction first: set {name} in the cell above, e.g. {write}, and run that "
+                       "cell.").format(name=name, write=write)
     value = _as_kind(answer, kind)
     if value is None:
-        hint = " (the quotes make it a text: write it without them)" if kind in (int, float, bool) and \
+        hint = _(" (the quotes make it a text: write it without them)") if kind in (int, float, bool) and \
             isinstance(answer, str) and _as_kind(_unquoted(answer), kind) is not None else ""
-        return None, (f"{name} should be {KIND_WORDS[kind]}, e.g. {write}; it is {_described(answer)}{hint}. "
-                      "Change it and run both cells again.")
+        return None, _("{name} should be {kind}, e.g. {write}; it is {answer}{hint}. Change it and run both cells "
+                       "again.").format(name=name, kind=_(KIND_WORDS[kind]), write=write, answer=_described(answer),
+                                        hint=hint)
     if choices is not None:
         allowed = [_plain(c) for c in choices]
         if not any(_same(value, c, kind, None, None) for c in allowed):
-            return None, (f"{name} = {_shown(value)} is not one of the answers this exercise takes: "
-                          f"{', '.join(_shown(c) for c in allowed)}. Pick one of them.")
+            return None, _("{name} = {value} is not one of the answers this exercise takes: {choices}. Pick one of "
+                           "them.").format(name=name, value=_shown(value),
+                                           choices=", ".join(_shown(c) for c in allowed))
     return value, None
 
 
@@ -218,20 +226,30 @@ class Goal:
 def loss_below(limit: float, within_steps: int | None = None, what: str = "") -> Goal:
     """The run's lowest validation loss (evaluations after training began; within its first
     `within_steps` optimizer steps, if given) is below `limit`. what: where the limit comes from."""
-    window = f" within {within_steps} optimizer steps" if within_steps else ""
-    says = f"a validation loss below {_number(limit)}{window}" + (f" ({what})" if what else "")
+    says = (_("a validation loss below {limit} within {steps} optimizer steps") if within_steps
+            else _("a validation loss below {limit}")).format(limit=_number(limit), steps=within_steps)
+    says += _(" ({what})").format(what=what) if what else ""
 
     def test(run):
         every = _evaluations(run)
         evals = every[every["step"] <= within_steps] if within_steps else every
         if evals.empty:
-            first = f" (its first evaluation after training began was at step {int(every['step'].min())})"
-            return False, f"it has no validation loss{window}" + (first if not every.empty else "")
+            first = (_(" (its first evaluation after training began was at step {step})")
+                     .format(step=int(every["step"].min())) if not every.empty else "")
+            none = (_("it has no validation loss within {steps} optimizer steps") if within_steps
+                    else _("it has no validation loss")).format(steps=within_steps)
+            return False, none + first
         row = evals.loc[evals["eval_loss"].idxmin()]
         loss = float(row["eval_loss"])
-        where = f"epoch {_epoch(row['epoch'])}, step {int(row['step'])}"
-        return loss < limit, (f"its lowest validation loss{window} was {_number(loss, limit)} ({where}), "
-                              f"{'below' if loss < limit else 'not below'} {_number(limit, loss)}")
+        below_it = loss < limit
+        said = ((_("its lowest validation loss within {steps} optimizer steps was {loss} ({where}), below {limit}")
+                 if below_it else _("its lowest validation loss within {steps} optimizer steps was {loss} ({where}), "
+                                    "not below {limit}")) if within_steps
+                else _("its lowest validation loss was {loss} ({where}), below {limit}") if below_it
+                else _("its lowest validation loss was {loss} ({where}), not below {limit}"))
+        where = _("epoch {epoch}, step {step}").format(epoch=_epoch(row["epoch"]), step=int(row["step"]))
+        return below_it, said.format(steps=within_steps, loss=_number(loss, limit), where=where,
+                                     limit=_number(limit, loss))
     return Goal(says, test)
 
 
@@ -248,33 +266,53 @@ def above(measure, limit: float, what: str, limit_is: str = "") -> Goal:
 
 
 def _compare(measure, limit, what, limit_is, lower: bool) -> Goal:
-    side = "below" if lower else "above"
-    source = f" ({limit_is})" if limit_is else ""
+    source = _(" ({limit_is})").format(limit_is=limit_is) if limit_is else ""
 
     def test(run):
         value = _measured(measure, run)
         if value is None or not math.isfinite(value):
-            return False, f"it has no {what} to compare ({_shown(value)})"
+            return False, _("it has no {what} to compare ({value})").format(what=what, value=_shown(value))
         reached = value < limit if lower else value > limit
-        relation = side if reached else f"not {side}"
-        return reached, f"{what} was {_number(value, limit)}, {relation} {_number(limit, value)}{source}"
-    return Goal(f"{what} {side} {_number(limit)}{source}", test)
+        said = (_("{what} was {value}, below {limit}{source}") if lower and reached
+                else _("{what} was {value}, not below {limit}{source}") if lower
+                else _("{what} was {value}, above {limit}{source}") if reached
+                else _("{what} was {value}, not above {limit}{source}"))
+        return reached, said.format(what=what, value=_number(value, limit), limit=_number(limit, value), source=source)
+    says = _("{what} below {limit}{source}") if lower else _("{what} above {limit}{source}")
+    return Goal(says.format(what=what, limit=_number(limit), source=source), test)
 
 
 def diagnosed(name: str, epoch=None) -> Goal:
     """The curve doctor (nbkit.views.doctor.diagnose) names `name` ("over-fitting", "diverged", "flat",
-    "still improving", "noisy", "healthy"); with epoch, its words say "from epoch <epoch>" (over-fitting)."""
-    says = f"the curve doctor says {name}" + (f" from epoch {_epoch(epoch)}" if epoch is not None else "")
+    "still improving", "noisy", "healthy"); with epoch, its words say "from epoch <epoch>" (over-fitting).
+    A name stays the doctor's English key; shown, it goes through _() (the doctor's catalogue entries)."""
+    says = (_("the curve doctor says {name} from epoch {epoch}") if epoch is not None
+            else _("the curve doctor says {name}")).format(name=_(name), epoch=None if epoch is None else _epoch(epoch))
 
     def test(run):
         found = diagnose(run)
         match = next((d for d in found if d.name == name), None)
         if match is None:
-            return False, f"the curve doctor says {_diagnoses(found)}, not {name}"
-        if epoch is not None and not re.search(rf"from epoch {re.escape(_epoch(epoch))}\b", match.message):
-            return False, f"the curve doctor says {name}, but not from epoch {_epoch(epoch)}: {match.message}"
-        return True, f"the curve doctor says {name}: {match.message}"
+            return False, _("the curve doctor says {found}, not {name}").format(found=_diagnoses(found), name=_(name))
+        if epoch is not None:
+            # the epoch is read from the doctor's English words, whatever the language it speaks to the learner
+            english = next(d for d in _in_english(diagnose, run) if d.name == name)
+            if not re.search(rf"from epoch {re.escape(_epoch(epoch))}\b", english.message):
+                return False, (_("the curve doctor says {name}, but not from epoch {epoch}: {message}")
+                               .format(name=_(name), epoch=_epoch(epoch), message=match.message))
+        return True, _("the curve doctor says {name}: {message}").format(name=_(name), message=match.message)
     return Goal(says, test)
+
+
+def _in_english(function, *args):
+    """function(*args) with nbkit's strings in English: words that code reads (the doctor's "from epoch 3"),
+    whatever the language the learner reads."""
+    before = get_language()
+    set_language("en")
+    try:
+        return function(*args)
+    finally:
+        set_language(before)
 
 
 def not_diagnosed(name: str) -> Goal:
@@ -282,8 +320,8 @@ def not_diagnosed(name: str) -> Goal:
     def test(run):
         found = diagnose(run)
         named = any(d.name == name for d in found)
-        return not named, f"the curve doctor says {_diagnoses(found)}"
-    return Goal(f"the curve doctor does not say {name}", test)
+        return not named, _("the curve doctor says {found}").format(found=_diagnoses(found))
+    return Goal(_("the curve doctor does not say {name}").format(name=_(name)), test)
 
 
 def learns() -> Goal:
@@ -291,14 +329,16 @@ def learns() -> Goal:
     def test(run):
         s = run.summary
         if run.status in FAILED_STATUSES:
-            return False, FAILED_STATUSES[run.status].format(step=s.get("diverged_at_step"))
+            return False, _(FAILED_STATUSES[run.status]).format(step=s.get("diverged_at_step"))
         final, base = s.get("final_eval_loss"), s.get("base_eval_loss")
         if final is None or base is None or not math.isfinite(final):
-            return False, "it has no final validation loss"
+            return False, _("it has no final validation loss")
         ok = final < base
-        return ok, (f"it {run.status.replace('_', ' ')} with a validation loss of {_number(final, base)}, "
-                    f"{'below' if ok else 'not below'} the base model's {_number(base, final)}")
-    return Goal("the run trains: no divergence, and it ends below the base model's validation loss", test)
+        said = (_("it {status} with a validation loss of {loss}, below the base model's {base}") if ok
+                else _("it {status} with a validation loss of {loss}, not below the base model's {base}"))
+        return ok, said.format(status=run.status.replace("_", " "), loss=_number(final, base),
+                               base=_number(base, final))
+    return Goal(_("the run trains: no divergence, and it ends below the base model's validation loss"), test)
 
 
 def find(answer, goals, *, base: TrainConfig | None = None, knob: str | None = None, knobs=None, reuse=None,
@@ -316,8 +356,9 @@ def find(answer, goals, *, base: TrainConfig | None = None, knob: str | None = N
     try:
         return _find(answer, goals, base, knob, knobs, reuse, name, example, workers)
     except Exception as err:  # a learner's notebook shows a sentence, never a traceback
-        return Feedback(False, f"The check itself failed on {name} ({type(err).__name__}: {err}). This is a bug of "
-                               "the exercise, not of your answer.", answered=False)
+        return Feedback(False, _("The check itself failed on {name} ({error_type}: {error}). This is a bug of the "
+                                 "exercise, not of your answer.").format(name=name, error_type=type(err).__name__,
+                                                                          error=err), answered=False)
 
 
 def _find(answer, goals, base, knob, knobs, reuse, name, example, workers) -> Feedback:
@@ -332,16 +373,19 @@ def _find(answer, goals, base, knob, knobs, reuse, name, example, workers) -> Fe
         try:
             run = trained(config, reuse, workers=workers)
         except Exception as err:  # the learner's config failed to train: say how, in words
-            return Feedback(False, f"Your run ({label}) could not train: {err}")
+            return Feedback(False, _("Your run ({label}) could not train: {error}").format(label=label, error=err))
     results = [goal.test(run) for goal in goals]
-    reached = all(ok for ok, _ in results)
-    goal_words = " and ".join(g.says for g in goals)
-    shown = "; ".join(sentence for _, sentence in results)
+    reached = all(ok for ok, _said in results)
+    goal_words = _(" and ").join(g.says for g in goals)
+    shown = _("; ").join(sentence for _ok, sentence in results)
     if reached:
-        return Feedback(True, f"Your run ({label}) reaches the goal, {goal_words}: {shown}.")
+        return Feedback(True, _("Your run ({label}) reaches the goal, {goal}: {shown}.").format(
+            label=label, goal=goal_words, shown=shown))
     doctor = diagnose(run)[0]
-    return Feedback(False, f"Your run ({label}) misses the goal, {goal_words}: {shown}. The curve doctor reads it as "
-                           f"{doctor.name}: {doctor.message}; its advice: {doctor.advice}.")
+    return Feedback(False, _("Your run ({label}) misses the goal, {goal}: {shown}. The curve doctor reads it as "
+                             "{diagnosis}: {message}; its advice: {advice}.").format(
+        label=label, goal=goal_words, shown=shown, diagnosis=_(doctor.name), message=doctor.message,
+        advice=doctor.advice))
 
 
 def _config_of(answer, base, knob, allowed, name, example) -> tuple[object, list, str | None]:
@@ -350,37 +394,41 @@ def _config_of(answer, base, knob, allowed, name, example) -> tuple[object, list
     answer = _plain(answer)
     if example is None and base is not None and (knob or allowed):  # how an answer looks: base's own value
         example = getattr(base, knob) if knob else {allowed[0]: getattr(base, allowed[0])}
-    write = f", e.g. `{name} = {example!r}`" if example is not None else ""
+    write = _(", e.g. `{name} = {example}`").format(name=name, example=repr(example)) if example is not None else ""
     if answer is None or answer is Ellipsis:
-        return None, [], f"Write your answer first: set {name} in the cell above{write}, and run that cell."
+        return None, [], _("Write your answer first: set {name} in the cell above{example}, and run that cell.").format(
+            name=name, example=write)
     if isinstance(answer, Run):
         return answer, [], None
     if isinstance(answer, TrainConfig):
-        changes = {k: v for k, (v, _) in answer.diff(base).items() if k not in NOT_KNOBS} if base else {}
+        changes = {k: v for k, (v, _base) in answer.diff(base).items() if k not in NOT_KNOBS} if base else {}
     elif isinstance(answer, dict):
         changes = answer
     elif knob is not None and not isinstance(answer, (list, tuple, set)):
         changes = {knob: answer}
     else:
-        wanted = f"a value for {knob}" if knob else "a dict of TrainConfig fields"
-        return None, [], f"{name} should be {wanted}{write}; it is {_described(answer)}."
+        said = (_("{name} should be a value for {knob}{example}; it is {answer}.") if knob
+                else _("{name} should be a dict of TrainConfig fields{example}; it is {answer}."))
+        return None, [], said.format(name=name, knob=knob, example=write, answer=_described(answer))
     if base is None and not isinstance(answer, TrainConfig):
-        return None, [], "This exercise gives no base configuration to apply your changes to (a bug of the exercise)."
+        return None, [], _("This exercise gives no base configuration to apply your changes to (a bug of the "
+                           "exercise).")
     keys = [k for k in changes if not isinstance(k, str)]
     if keys:
-        return None, [], f"{name}: the keys of the dict must be TrainConfig field names in quotes; {keys[0]!r} is not."
+        return None, [], _("{name}: the keys of the dict must be TrainConfig field names in quotes; {key} is "
+                           "not.").format(name=name, key=repr(keys[0]))
     try:
         check_field_names(changes)  # an unknown field first: "'lr' is not a TrainConfig field. Did you mean ...?"
     except ValueError as err:
         return None, [], f"{name}: {err}"
     outside = [k for k in changes if allowed is not None and k not in allowed]
     if outside:
-        return None, [], (f"{name} changes {', '.join(outside)}; this exercise lets you change only "
-                          f"{', '.join(allowed)}{write}.")
+        return None, [], _("{name} changes {fields}; this exercise lets you change only {allowed}{example}.").format(
+            name=name, fields=", ".join(outside), allowed=", ".join(allowed), example=write)
     try:
         config = answer if isinstance(answer, TrainConfig) else base.replace(**changes)
     except (ValueError, TypeError) as err:  # ConfigError: the field, the value and what is allowed
-        return None, [], f"{name} is not a configuration the trainer accepts: {err}"
+        return None, [], _("{name} is not a configuration the trainer accepts: {error}").format(name=name, error=err)
     return config, list(changes), None
 
 
@@ -404,10 +452,10 @@ def _label(config: dict, base, named) -> str:
     """The knobs the answer set, as "learning_rate=0.003": those it named (even at base's value), then any other
     change from base; or the run's name when there is no base to compare with."""
     if base is None:
-        return config.get("run_name") or "your run"
+        return config.get("run_name") or _("your run")
     mine = TrainConfig.from_dict(dict(config))
     shown = list(named) + [k for k in mine.diff(base) if k not in NOT_KNOBS and k not in named]
-    return knob_label(mine, shown) if shown else "the base configuration unchanged"
+    return knob_label(mine, shown) if shown else _("the base configuration unchanged")
 
 
 def _evaluations(run):
@@ -430,7 +478,7 @@ def _measured(measure, run):
 
 
 def _diagnoses(found) -> str:
-    return "; ".join(f"{d.name} ({d.message})" for d in found)
+    return _("; ").join(_("{name} ({message})").format(name=_(d.name), message=d.message) for d in found)
 
 
 # ---------------------------------------------------------------- words
@@ -465,10 +513,11 @@ def _shown(value) -> str:
 def _described(value) -> str:
     """What the learner wrote, in words: "the text '3e-3'", "a list ([1, 2])"."""
     if isinstance(value, str):
-        return f"the text {value!r}"
+        return _("the text {text}").format(text=repr(value))
     text = repr(value)
     text = text if len(text) <= 40 else text[:37] + "..."
-    return f"{'an' if type(value).__name__[0] in 'aeiou' else 'a'} {type(value).__name__} ({text})"
+    kind = type(value).__name__
+    return (_("an {type} ({value})") if kind[0] in "aeiou" else _("a {type} ({value})")).format(type=kind, value=text)
 
 
 # ---------------------------------------------------------------- the course: nbgrader
