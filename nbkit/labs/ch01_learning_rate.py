@@ -19,6 +19,7 @@ import pandas as pd
 
 from nbkit.core.config import TrainConfig
 from nbkit.core.evaluate import heldout_text_loss
+from nbkit.core.i18n import N_
 from nbkit.core.lr_finder import LRRangeTest, lr_range_test
 from nbkit.core.runs import as_runs
 from nbkit.core.sweep import sweep, sweep_from_runs
@@ -33,7 +34,7 @@ def range_tests(cfg: TrainConfig, seeds, workers: int = 1, **kwargs) -> list[LRR
     if workers > 1 and ("model" in kwargs or "tokenizer" in kwargs):
         raise ValueError(f"workers={workers}: a model passed in lives in this process; allowed: workers=1 with model=")
     return run_side_by_side(partial(lr_range_test, **kwargs), [(c,) for c in configs], workers,
-                            name="range_tests", what="range tests")
+                            name="range_tests", what=N_("range tests"))
 
 
 def sweep_with_text_loss(cfg: TrainConfig, learning_rates, seeds, reuse=None, workers: int = 1,

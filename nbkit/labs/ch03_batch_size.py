@@ -33,6 +33,7 @@ import torch
 from nbkit.core.callbacks import STEP, TRAIN_BEGIN
 from nbkit.core.data import collate
 from nbkit.core.evaluate import token_loss_sum
+from nbkit.core.i18n import N_
 from nbkit.core.memory import planned_vs_measured_table, readable_bytes
 from nbkit.core.sweep import sweep_from_runs
 from nbkit.core.workers import run_side_by_side, train_in_worker
@@ -298,7 +299,7 @@ def train_side_by_side(configs, workers: int = 1, keep_models=False) -> list:
     if len(keep) != len(configs):
         raise ValueError(f"keep_models: one bool per config ({len(configs)}), got {len(keep)}")
     return run_side_by_side(train_in_worker, list(zip(configs, keep)), workers, name="train_side_by_side",
-                            what="runs")
+                            what=N_("runs"))
 
 
 def batch_size_runs(base, batch_sizes, seeds, base_batch: int, exponent: float = 1.0, workers: int = 1) -> pd.DataFrame:
@@ -445,7 +446,7 @@ def gradient_spread_by_seed(runs, batch_sizes, draws: int = 4, loss_draws: int |
     for r in runs:
         _features_of(r)  # a run without weights fails here, before anything is sent to a worker
     return pd.concat(run_side_by_side(_spread_of_run, [(r, batch_sizes, draws, loss_draws) for r in runs], workers,
-                                      name="gradient_spread_by_seed", what="seeds"),
+                                      name="gradient_spread_by_seed", what=N_("seeds")),
                      ignore_index=True)
 
 
@@ -479,7 +480,7 @@ def noise_scale_by_seed(runs, base_model, repeats: int = 4, b_small: int = 4, n_
         _features_of(r)
     jobs = [(r, base_model, repeats, b_small, n_micro) for r in runs]
     return pd.DataFrame(run_side_by_side(_noise_scales_of_run, jobs, workers, name="noise_scale_by_seed",
-                                         what="seeds"))
+                                         what=N_("seeds")))
 
 
 def step_throughput(cfg, batch_sizes, repeats: int = 5, seed: int = 0, workers: int = 1) -> pd.DataFrame:

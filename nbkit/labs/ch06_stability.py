@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from nbkit.core.data import _parse_row, collate, tokenize_example
+from nbkit.core.i18n import N_
 from nbkit.core.runs import as_runs
 
 PLAYBOOK_PERCENTILE = 90  # Godbole et al. 2023: clip at about the 90th percentile of unclipped norms
@@ -334,7 +335,7 @@ def train_many(configs, workers: int = 1) -> list:
     seed's own clipping threshold, say). workers > 1: side by side in nbkit.core.workers' processes."""
     from nbkit.core.workers import run_side_by_side, train_in_worker
 
-    return run_side_by_side(train_in_worker, [(c, False) for c in configs], workers, name="train_many", what="runs")
+    return run_side_by_side(train_in_worker, [(c, False) for c in configs], workers, name="train_many", what=N_("runs"))
 
 
 def max_relative_difference(a, b) -> float:

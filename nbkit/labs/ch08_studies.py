@@ -28,6 +28,7 @@ import pandas as pd
 import yaml
 from optuna.trial import TrialState
 
+from nbkit.core.i18n import N_
 from nbkit.core.runs import load_run
 from nbkit.core.study import StudySpec, make_pruner, prepare_for_workers, work
 from nbkit.core.study_analysis import (best_trial, compute_saved, importance, isolation, orders_summary,
@@ -81,7 +82,7 @@ def run_seed_studies(p, runs_dir, seeds, workers: int = 2) -> dict[int, dict[str
     order = [specs[s][kind] for kind in ("grid", "asha") for s in seeds]  # grids first, then the pruned studies
     dicts = [prepare_for_workers(spec)[1] for spec in order]  # as run_study does, before any worker starts
     run_side_by_side(work_through, [(dicts, i) for i in range(max(1, workers))], workers, name="run_seed_studies",
-                     what="study workers")
+                     what=N_("study workers"))
     storage = storage_url(runs_dir)
     return {s: {kind: optuna.load_study(study_name=spec.study_name, storage=storage)
                 for kind, spec in specs[s].items()} for s in seeds}
