@@ -16,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import nbformat
+import pandas as pd
 import pytest
 
 from conftest import tiny_config
@@ -138,6 +139,15 @@ def test_without_an_example_the_message_never_gives_the_answer_away():
 def test_nothing_to_compare_yet_is_said_not_raised():
     feedback = exercises.predict(1.0, float("nan"), name="loss")
     assert not feedback.answered and "run the chapter's cells above" in feedback.message
+
+
+def test_a_run_without_an_evaluation_after_training_began_has_no_loss_to_reach():
+    """A run that diverged before its first evaluation: a sentence, not "the check itself failed"."""
+    run = SimpleNamespace(epochs=pd.DataFrame({"epoch": [0], "step": [0], "eval_loss": [7.4]}), summary={},
+                          status="diverged")
+    assert exercises.loss_below(1.0).test(run) == (False, "it has no validation loss")
+    within = exercises.loss_below(1.0, within_steps=5).test(run)
+    assert within == (False, "it has no validation loss within 5 optimizer steps")
 
 
 # ---------------------------------------------------------------- goals, on real runs

@@ -464,7 +464,7 @@ def _evaluations(run):
     if epochs is None or not {"epoch", "step", "eval_loss"} <= set(epochs):
         return pd.DataFrame(columns=["epoch", "step", "eval_loss"])
     evals = epochs[epochs["step"] > 0]
-    return evals[evals["eval_loss"].astype(float).map(math.isfinite)]
+    return evals[evals["eval_loss"].astype(float).map(math.isfinite).astype(bool)]  # bool: an empty mask selects rows
 
 
 def _measured(measure, run):
