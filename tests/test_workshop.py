@@ -15,6 +15,7 @@ import nbkit
 from optuna.trial import TrialState
 
 from nbkit.core.classroom import STUDENT_NICE, class_runs, create_class, open_class
+from nbkit.core.i18n import set_language
 from nbkit.core.runs import load_run
 from nbkit.core.study import StudyError
 from nbkit.interfaces.profiles import NOTEBOOKS_DIR, chapter_names
@@ -44,6 +45,18 @@ def test_a_class_spec_names_a_chapter_and_a_wrong_one_is_refused_before_anything
         create({**d, "chapters": "01"})
     study = create({**d, "storage": f"sqlite:///{tmp_path}/other.db"}, storage=f"sqlite:///{tmp_path}/class.db")
     assert study.user_attrs["nbkit_class"] == {"chapter": "01_learning_rate"} and (tmp_path / "class.db").exists()
+
+
+def test_a_wrong_chapter_is_refused_in_chinese(tmp_path):
+    """The real catalogue (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po)."""
+    set_language("zh")
+    try:
+        with pytest.raises(StudyError, match="^chapter='99' 不是一个章节；允许的值：00_quickstart, 01_learning_rate"):
+            chapter_name("99")
+        with pytest.raises(StudyError, match="^课堂规格：chapter=None 不是一个章节"):
+            read_class_spec(class_spec(tmp_path).to_dict())
+    finally:
+        set_language("en")
 
 
 def test_the_shipped_class_specs_read_and_name_an_existing_chapter():

@@ -21,6 +21,7 @@ import dataclasses
 
 from nbkit.core.classroom import Seat, create_class, join_class, open_class
 from nbkit.core.config import ConfigError, read_yaml_mapping
+from nbkit.core.i18n import _
 from nbkit.core.study import DEFAULT_STORAGE, StudyError, StudySpec
 from nbkit.interfaces.profiles import chapter_names
 
@@ -32,7 +33,7 @@ def read_class_spec(source, storage: str | None = None) -> tuple[StudySpec, str]
         values = dict(source)
     else:
         try:
-            values = read_yaml_mapping(source, "class spec")
+            values = read_yaml_mapping(source, _("class spec"))
         except StudyError:
             raise
         except ConfigError as err:  # the file itself: unreadable, not YAML, not a mapping
@@ -40,7 +41,7 @@ def read_class_spec(source, storage: str | None = None) -> tuple[StudySpec, str]
     try:
         chapter = chapter_name(values.pop("chapter", None))
     except StudyError as err:
-        raise StudyError(f"class spec: {err}") from None
+        raise StudyError(_("class spec: {error}").format(error=err)) from None
     spec = StudySpec.from_dict(values)
     if storage is not None:
         spec = dataclasses.replace(spec, storage=storage)
@@ -56,7 +57,8 @@ def chapter_name(chapter) -> str:
         number = name.split("_", 1)[0]
         if text in (name, number) or (text.isdigit() and int(text) == int(number)):
             return name
-    raise StudyError(f"chapter={chapter!r} is not a chapter; allowed: {', '.join(names)} (or its number)")
+    raise StudyError(_("chapter={chapter} is not a chapter; allowed: {chapters} (or its number)")
+                     .format(chapter=repr(chapter), chapters=", ".join(names)))
 
 
 def create(source, storage: str | None = None):
@@ -94,5 +96,5 @@ def dashboard(name: str, storage: str = DEFAULT_STORAGE, host: str = "127.0.0.1"
     from nbkit.core.study import open_storage
 
     url = dashboard_url(name, storage, host, port)
-    print(f"optuna-dashboard: class {name!r} at {url} (Ctrl-C to stop)", flush=True)
+    print(_("optuna-dashboard: class {name} at {url} (Ctrl-C to stop)").format(name=repr(name), url=url), flush=True)
     run_server(open_storage(storage), host=host, port=port)
