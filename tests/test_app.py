@@ -19,6 +19,7 @@ import pytest
 
 from nbkit.core.classroom import create_class
 from nbkit.core.config import ConfigError
+from nbkit.core.i18n import set_language
 from nbkit.core.study_spec import StudySpec
 from nbkit.interfaces import app
 from nbkit.interfaces.cli import main
@@ -94,6 +95,25 @@ def test_the_command_line_says_the_error_without_a_traceback(tmp_path):
     assert done.returncode == 2
     assert done.stderr.startswith("nbkit: error: app: CHAPTER='99' is not a chapter"), done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_the_app_speaks_chinese(capsys):
+    """The real catalogue (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po): refusals, and the line saying where the page
+    is."""
+    set_language("zh")
+    try:
+        assert main(["app", "9"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("nbkit: error: app：CHAPTER='9' 不是一个章节；允许的值：instructor，"
+                              "或一个带面板的章节：00_quickstart"), err
+        with pytest.raises(ConfigError, match="^--port 0：允许的值：1 到 65535$"):
+            app.check_port("127.0.0.1", 0)
+        app.announce(Path("/tmp/app/01_learning_rate.ipynb"), ["http://lab:8866/", "http://127.0.0.1:8866/"], False)
+        assert capsys.readouterr().out == ("nbkit app：01_learning_rate 位于 http://lab:8866/ 或 http://127.0.0.1:8866/（代码已"
+                                           "隐藏；内核会在每位访客到来之前先运行页面：运行完成后即显示；Ctrl-C 停止）\n"
+                                           "app 笔记本：/tmp/app/01_learning_rate.ipynb\n")
+    finally:
+        set_language("en")
 
 
 def test_chapter_by_name_or_number():

@@ -43,6 +43,7 @@ from pathlib import Path
 from IPython.core.inputtransformer2 import TransformerManager
 
 from nbkit.core.config import ConfigError, coerce_value
+from nbkit.core.i18n import _
 from nbkit.interfaces.profiles import NOTEBOOKS_DIR, TYPES, chapter_names
 
 INSTRUCTOR = "instructor"  # `app instructor`: notebooks/instructor.ipynb
@@ -81,14 +82,17 @@ def app_source(what) -> Path:
         return NOTEBOOKS_DIR / f"{INSTRUCTOR}.ipynb"
     from nbkit.interfaces.workshop import chapter_name  # it imports the board's plots (torch): seconds
 
-    allowed = f"{INSTRUCTOR}, or a chapter with a panel: {', '.join(chapters_with_panel())} (or its number)"
+    allowed = _("{instructor}, or a chapter with a panel: {chapters} (or its number)").format(
+        instructor=INSTRUCTOR, chapters=", ".join(chapters_with_panel()))
     try:
         chapter = chapter_name(text)
     except ConfigError:  # its message speaks of a class spec; here the value is the app's CHAPTER
-        raise ConfigError(f"app: CHAPTER={what!r} is not a chapter; allowed: {allowed}") from None
+        raise ConfigError(_("app: CHAPTER={chapter} is not a chapter; allowed: {allowed}")
+                          .format(chapter=repr(what), allowed=allowed)) from None
     path = NOTEBOOKS_DIR / f"{chapter}.ipynb"
     if not panel_cells(read_notebook(path)):
-        raise ConfigError(f"app: chapter {chapter} has no panel to show; allowed: {allowed}")
+        raise ConfigError(_("app: chapter {chapter} has no panel to show; allowed: {allowed}")
+                          .format(chapter=chapter, allowed=allowed))
     return path
 
 
@@ -139,7 +143,7 @@ def parameters_index(nb: dict) -> int:
     for i, cell in enumerate(nb["cells"]):
         if is_tagged(cell, "parameters"):
             return i
-    raise ConfigError("the notebook has no cell tagged 'parameters' (papermill's parameters cell)")
+    raise ConfigError(_("the notebook has no cell tagged 'parameters' (papermill's parameters cell)"))
 
 
 def panel_cells(nb: dict) -> list[int]:
@@ -161,8 +165,8 @@ def check_parameters(nb: dict, given: dict[str, str]) -> dict:
     values = {}
     for name, value in given.items():
         if name not in declared:
-            raise ConfigError(f"-p {name} {value}: {name!r} is not a parameter of this notebook; allowed: "
-                              f"{', '.join(declared)}")
+            raise ConfigError(_("-p {name} {value}: {quoted} is not a parameter of this notebook; allowed: {names}")
+                              .format(name=name, value=value, quoted=repr(name), names=", ".join(declared)))
         try:
             values[name] = coerce_value(name, value, declared[name][0])
         except ConfigError as err:
@@ -233,8 +237,8 @@ def chapter_cells(nb: dict) -> list[dict]:
     first = parameters_index(nb)
     setup = [i for i, cell in enumerate(cells) if calls(cell, SETUP_CALL)]
     if not setup:
-        raise ConfigError(f"the notebook has no set-up cell (one calling {SETUP_CALL}); the app builds its panel "
-                          "on it")
+        raise ConfigError(_("the notebook has no set-up cell (one calling {call}); the app builds its panel on it")
+                          .format(call=SETUP_CALL))
     title = next((c["source"].splitlines()[0] for c in cells if c["cell_type"] == "markdown" and c["source"]), "")
     page = [new_cell("markdown", title)] if title.startswith("#") else []
     page += [c for c in cells[:first] if c["cell_type"] == "code"] + [cells[first]]
@@ -266,7 +270,8 @@ def instructor_cells(nb: dict) -> list[dict]:
     for i, cell in enumerate(nb["cells"]):
         if cell["cell_type"] == "code" and cell["source"].strip().splitlines()[-1:] == [BOARD_NAME]:
             return list(nb["cells"][:i + 1])
-    raise ConfigError(f"the instructor notebook has no cell ending with `{BOARD_NAME}` (the live board)")
+    raise ConfigError(_("the instructor notebook has no cell ending with `{name}` (the live board)")
+                      .format(name=BOARD_NAME))
 
 
 def app_notebook(source: Path, values: dict, workdir: Path) -> dict:
@@ -283,8 +288,9 @@ def app_notebook(source: Path, values: dict, workdir: Path) -> dict:
     cells = [workdir_cell(workdir)] + cells[:at] + ([injected_cell(values)] if values else []) + cells[at:]
     missing = free_names(cells)
     if missing:
-        raise ConfigError(f"{source.name}: its page would read {', '.join(missing)}, made only by the cells the app "
-                          "leaves out (the experiments); allowed: a panel cell that uses the set-up cell's names")
+        raise ConfigError(_("{notebook}: its page would read {names}, made only by the cells the app leaves out (the "
+                            "experiments); allowed: a panel cell that uses the set-up cell's names")
+                          .format(notebook=source.name, names=", ".join(missing)))
     cells = [{**cell, "id": f"app-{n}"} for n, cell in enumerate(cells)]  # unique ids (nbformat 4.5)
     return {"cells": cells, "metadata": nb["metadata"], "nbformat": 4, "nbformat_minor": 5}
 
@@ -312,7 +318,7 @@ def check_class(source: Path, values: dict) -> None:
     that is wrong, or, without one, a class not in the storage (its StudyError lists the classes there)."""
     from nbkit.core.classroom import open_class
 
-    declared = {name: default for name, (_, default) in declared_parameters(read_notebook(source)).items()}
+    declared = {name: default for name, (_type, default) in declared_parameters(read_notebook(source)).items()}
     values = {**declared, **values}
     if values.get("create_from"):
         from nbkit.interfaces.workshop import read_class_spec  # the board's plots come with it (torch): seconds
@@ -327,13 +333,14 @@ def check_class(source: Path, values: dict) -> None:
 def check_port(host: str, port: int) -> None:
     """A ConfigError when `port` on `host` cannot be listened on (taken, or not an address of this machine)."""
     if not 0 < port < 65536:
-        raise ConfigError(f"--port {port}: allowed: 1 to 65535")
+        raise ConfigError(_("--port {port}: allowed: 1 to 65535").format(port=port))
     with socket.socket() as s:
         try:
             s.bind((host, port))
         except OSError as err:
-            raise ConfigError(f"--host {host} --port {port}: cannot listen there ({err.strerror}); allowed: a free "
-                              f"port (e.g. --port {port + 1}) on an address of this machine") from None
+            raise ConfigError(_("--host {host} --port {port}: cannot listen there ({reason}); allowed: a free port "
+                                "(e.g. --port {next_port}) on an address of this machine")
+                              .format(host=host, port=port, reason=err.strerror, next_port=port + 1)) from None
 
 
 def voila_command(path: Path, host: str, port: int) -> list[str]:
@@ -384,8 +391,8 @@ def serve(what, given: dict[str, str] | None = None, host: str = DEFAULT_HOST, p
                 if wait_listening(process, host, port):
                     announce(path, page_urls(host, port), browser)
                 elif process.poll() is None:
-                    print(f"nbkit app: Voila is not listening after {READY_SECONDS} s; still waiting (its messages "
-                          "are above)", file=sys.stderr, flush=True)
+                    print(_("nbkit app: Voila is not listening after {seconds} s; still waiting (its messages are "
+                            "above)").format(seconds=READY_SECONDS), file=sys.stderr, flush=True)
                 return process.wait()
         except KeyboardInterrupt:
             return 0
@@ -397,8 +404,9 @@ def serve(what, given: dict[str, str] | None = None, host: str = DEFAULT_HOST, p
 
 def announce(path: Path, urls: list[str], browser: bool) -> None:
     """Say where the page is (a line to copy onto the board), and open it if asked."""
-    print(f"nbkit app: {path.stem} at {' or '.join(urls)} (code hidden; a kernel runs the page ahead of each "
-          f"visitor: it shows once that is done; Ctrl-C stops)\napp notebook: {path}", flush=True)
+    print(_("nbkit app: {page} at {urls} (code hidden; a kernel runs the page ahead of each visitor: it shows once "
+            "that is done; Ctrl-C stops)").format(page=path.stem, urls=_(" or ").join(urls)) + "\n"
+          + _("app notebook: {path}").format(path=path), flush=True)
     if browser:
         webbrowser.open(urls[-1])
 
