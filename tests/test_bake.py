@@ -2,6 +2,7 @@
 its results.json and the executed notebook; the panel's table and overlay, and the board, read them as they read
 live ones. Bad input is one line and writes nothing. A whole chapter baked for real is in make test-extended."""
 import json
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ from conftest import tiny_config
 from nbkit import train
 from nbkit.core.classroom import class_runs, leaderboard
 from nbkit.core.config import ConfigError
+from nbkit.core.i18n import set_language
 from nbkit.interfaces.bake import BAKED_STUDENT, bake, baked_board, baked_class, baked_runs, varied_knobs
 from nbkit.views.ui import panel
 
@@ -59,6 +61,21 @@ def test_the_board_draws_a_baked_chapter_as_a_class(baked_folder):
 def test_a_folder_that_is_not_baked_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="has no results.json"):
         baked_runs(tmp_path)
+
+
+def test_bakes_refusals_speak_chinese(tmp_path):
+    """The real catalogue (nbkit/locale/zh_CN/LC_MESSAGES/nbkit.po)."""
+    set_language("zh")
+    try:
+        refused = "中没有 results.json；允许的值：由 `python -m nbkit bake` 生成的文件夹"
+        with pytest.raises(ConfigError, match=re.escape(refused)):
+            baked_runs(tmp_path)
+        refused = "-p output_dir：由 bake 决定（--output-dir 设置烘焙好的文件夹存放的位置）"
+        with pytest.raises(ConfigError, match=re.escape(refused)):
+            bake("1", {"output_dir": "x"}, tmp_path)
+        assert not list(tmp_path.iterdir())
+    finally:
+        set_language("en")
 
 
 @pytest.mark.parametrize("args, says", [

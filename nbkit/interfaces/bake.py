@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 from nbkit.core.config import ConfigError
+from nbkit.core.i18n import _
 from nbkit.core.runs import NOT_KNOBS, Run, load_run
 from nbkit.core.study import SPEC_ATTR, study_from_runs
 from nbkit.interfaces.app import check_parameters, read_notebook
@@ -39,7 +40,7 @@ def bake(chapter, parameters: dict | None = None, output_dir: str | Path = "bake
     source = NOTEBOOKS_DIR / f"{name}.ipynb"
     values = check_parameters(read_notebook(source), {k: str(v) for k, v in (parameters or {}).items()})
     if "output_dir" in values:
-        raise ConfigError("-p output_dir: bake chooses it (--output-dir sets where the baked folders go)")
+        raise ConfigError(_("-p output_dir: bake chooses it (--output-dir sets where the baked folders go)"))
     model = str(values.get("model", "tiny")).replace("/", "--")  # an HF id such as Qwen/Qwen2.5-0.5B: one folder
     root = (Path(output_dir) / model).resolve()
     folder = root / name
@@ -55,8 +56,8 @@ def baked_runs(folder: str | Path) -> list[Run]:
     """The runs of a baked chapter folder (every run folder under it), in the order they started."""
     folder = Path(folder)
     if not (folder / "results.json").is_file():
-        raise ConfigError(f"baked folder {str(folder)!r} has no results.json; allowed: a folder `python -m nbkit bake` "
-                          "made, e.g. baked/tiny/01_learning_rate")
+        raise ConfigError(_("baked folder {folder} has no results.json; allowed: a folder `python -m nbkit bake` "
+                            "made, e.g. baked/tiny/01_learning_rate").format(folder=repr(str(folder))))
     runs = [load_run(p.parent) for p in folder.rglob("summary.json")]
     return sorted(runs, key=lambda r: r.summary.get("started_at") or 0)
 
@@ -74,8 +75,8 @@ def baked_class(folder: str | Path):
     runs = baked_runs(folder)
     knobs = varied_knobs(runs)
     if not runs or not knobs:
-        raise ConfigError(f"baked folder {str(folder)!r}: {len(runs)} run(s), no knob that varies between them; "
-                          "allowed: a chapter whose runs compare settings")
+        raise ConfigError(_("baked folder {folder}: {n} run(s), no knob that varies between them; allowed: a chapter "
+                            "whose runs compare settings").format(folder=repr(str(folder)), n=len(runs)))
     study = study_from_runs(runs, scientific=knobs, study_name=Path(folder).name, user_attrs={"student": BAKED_STUDENT})
     spec = study.user_attrs[SPEC_ATTR]
     spec["base"] = {k: v for k, v in runs[0].config.items()  # what every run shares: the board's budget line reads it
