@@ -66,19 +66,32 @@ def start_students(name: str, storage: str, n: int, folder: Path, nice: int) -> 
             for i in range(n)]
 
 
+def done_so_far(study) -> int:
+    """The class's finished configurations; -1 while the database keeps this reader waiting past its timeout."""
+    import optuna
+
+    from nbkit.core.classroom import class_counts
+
+    try:
+        return class_counts(study)["done"]
+    except optuna.exceptions.StorageInternalError:
+        print("  (the bench's reader waited past the database's timeout)", flush=True)
+        return -1
+
+
 def room(storage: str, students: int, configurations: int, folder: Path, nice: int) -> dict:
     """Run one room to its end; the measurements."""
-    from nbkit.core.classroom import class_counts, class_runs, open_class
+    from nbkit.core.classroom import class_runs, open_class
     from nbkit.views.board import Board
 
     name = f"bench_{int(time.time())}"
     make_class(name, storage, configurations)
     make_class(name + "_panel", storage, 6)
-    board = Board(open_class(name, storage), every=0.5)
+    board = Board(open_class(name, storage, read_only=True), every=0.5)  # as `class board` opens it
     started = time.time()
     processes = start_students(name, storage, students - 1, folder, nice)
-    study = open_class(name, storage)
-    while class_counts(study)["done"] < min(5, configurations // 4):  # the room is busy: now the panel student
+    study = open_class(name, storage, read_only=True)
+    while done_so_far(study) < min(5, configurations // 4):  # the room is busy: now the panel student
         time.sleep(0.5)
     panel = subprocess.run([sys.executable, "-c", PANEL_STUDENT, name + "_panel", storage], cwd=folder,
                            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
