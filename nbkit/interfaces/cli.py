@@ -365,7 +365,7 @@ def run_class_board(args) -> int:
 
     from nbkit.core.classroom import board_lines, class_counts, open_class
 
-    study = open_class(args.name, args.storage)
+    study = open_class(args.name, args.storage, read_only=True)
     shown = None
     try:
         while True:

@@ -79,7 +79,7 @@ def board(name: str, storage: str = DEFAULT_STORAGE, every: float = 1.0):
     it redraws itself as runs arrive until its close()."""
     from nbkit.views.board import Board  # here, not at the top: the views import torch (chapter_name must not)
 
-    return Board(open_class(name, storage), every=every)
+    return Board(open_class(name, storage, read_only=True), every=every)
 
 
 def dashboard_url(name: str, storage: str, host: str, port: int) -> str:
