@@ -10,7 +10,10 @@
             cannot have taken every configuration first): from the click to the first plotted point.
 
 It prints, per database and priority: trials per minute for the whole room, the board's median and slowest delay
-(target <= 2 s) and the panel's Train next to first point (target <= 3 s, as the panel's Train).
+(target <= 2 s) and the panel's Train next to first point (target <= 3 s, as the panel's Train). As in
+bench/panel_latency.py, the first press in the fresh process also pays for the trainer's lazy imports and
+first-call set-up (in a chapter, its headless runs paid them before the panel): it is shown ("cold") and the
+target applies to the presses after it.
 
 Not a test: tests/test_classroom_load.py checks that a room of students runs every configuration once; this
 measures how it feels while it does.
@@ -132,17 +135,17 @@ def main() -> None:
             print(f"  {database}, students at nice {nice}: done", flush=True)
     print()
     print(f"{'database, students':<20}{'trials':>7}{'trials/min':>11}{'board median':>13}{'board max':>10}{'target':>8}"
-          f"{'panel next->1st point':>23}{'target':>8}  notes")
+          f"{'panel next->1st point':>27}{'target':>8}  notes")
     for database, r in results.items():
         delays, panel = r["board delays"], r["panel"]
         board_max = max(delays) if delays else float("nan")
         notes = [f"{r['failed students']} students failed" if r["failed students"] else "",
                  f"{r['unseen']} runs never seen by the board" if r["unseen"] else "", " ".join(r["panel error"])]
+        shown = (f"cold {panel[0]:.2f}; " + ", ".join(f"{s:.2f}" for s in panel[1:]) + " s") if panel else "none"
         print(f"{database:<20}{r['trials']:>7}{r['trials'] / r['minutes']:>11.1f}"
               f"{statistics.median(delays) if delays else float('nan'):>12.2f}s{board_max:>9.2f}s"
-              f"{'pass' if board_max <= 2 else 'miss':>8}"
-              f"{', '.join(f'{s:.2f}' for s in panel) + ' s':>23}"
-              f"{'pass' if panel and max(panel) <= 3 else 'miss':>8}  {'; '.join(n for n in notes if n)}")
+              f"{'pass' if board_max <= 2 else 'miss':>8}{shown:>27}"
+              f"{'pass' if panel[1:] and max(panel[1:]) <= 3 else 'miss':>8}  {'; '.join(n for n in notes if n)}")
 
 
 if __name__ == "__main__":
