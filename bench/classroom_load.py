@@ -2,7 +2,7 @@
 
   students  `--students` - 1 terminal students (`python -m nbkit class join`, one torch thread each), all
             started at once, training tiny one-epoch runs until the design (`--configurations`) is done, at
-            each CPU priority of `--nice` (class join's default, 10, and 0, the usual priority, side by side);
+            each CPU priority of `--nice` (class join's default, 19, and 0, the usual priority, side by side);
   board     the instructor's live board (nbkit.views.board.Board, reading every 0.5 s) in this process: for
             every finished run, the time from its end (Optuna's datetime_complete) to the board showing it;
   panel     one more student in a chapter's panel (nbkit.views.ui, in its own process), pressing Train next
@@ -18,7 +18,7 @@ target applies to the presses after it.
 Not a test: tests/test_classroom_load.py checks that a room of students runs every configuration once; this
 measures how it feels while it does.
 
-    python bench/classroom_load.py [--students 30] [--configurations 40] [--databases sqlite postgresql] [--nice 10 0]
+    python bench/classroom_load.py [--students 30] [--configurations 40] [--databases sqlite postgresql] [--nice 19 0]
 """
 import argparse
 import json
@@ -116,8 +116,8 @@ def main() -> None:
     parser.add_argument("--students", type=int, default=30)
     parser.add_argument("--configurations", type=int, default=40)
     parser.add_argument("--databases", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
-    parser.add_argument("--nice", nargs="+", type=int, default=[10, 0],
-                        help="the students' CPU priorities to compare (class join --nice; 10 is its default)")
+    parser.add_argument("--nice", nargs="+", type=int, default=[19, 0],
+                        help="the students' CPU priorities to compare (class join --nice; 19 is its default)")
     args = parser.parse_args()
     print(f"{args.students} students, {args.configurations} configurations of a tiny one-epoch run, "
           f"{os.cpu_count()} CPUs", flush=True)

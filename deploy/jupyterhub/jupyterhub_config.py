@@ -14,7 +14,7 @@ Settings, from the environment:
     NBKIT_HUB_PORT      the port (default 8000)
     NBKIT_CLASS         the class the panels join (default lr101, notebooks/classes/01_learning_rate.yaml)
     NBKIT_HUB_INSTRUCTOR  the instructor's hub name (default instructor): their server, where the board runs,
-                        keeps the usual CPU priority; every other server runs at nice 10 (STUDENT_NICE), so 30
+                        keeps the usual CPU priority; every other server runs at nice 19 (STUDENT_NICE), so 30
                         students training on one machine leave the projected board its share of the CPU
 
 What it trades away for a one-machine workshop, knowingly: the shared password lets anyone in the room log in

@@ -41,11 +41,12 @@ from nbkit.core.study_workers import finish, take_trial, work, worker_study
 CLASS_ATTR = "nbkit_class"  # a class study's user attr: {"chapter": ...}; what tells a class from a study
 STUDENTS = "/students/"  # a student's study is "<class>/students/<name>"
 MAX_NAME = 40  # characters of a student's name: enough for a full name, short enough for a leaderboard
-# A student's training runs at this lower CPU priority (`class join --nice`, the hub's students' servers): 30 students
-# on a 2-core hub at the usual priority left the instructor's board a 31st of the CPU (a finished run took 11 s to
-# show; bench/classroom_load.py). At nice 10 each weighs a tenth of the board, which then redraws within its tick;
-# a student alone on a laptop loses nothing.
-STUDENT_NICE = 10
+# A student's training runs at the lowest CPU priority (`class join --nice`, the hub's students' servers): 30 students
+# on a 2-core hub at the usual priority left the instructor's board a 31st of the CPU (a finished run took 22 s to
+# show, median; bench/classroom_load.py). At nice 10 (a ninth of the board's weight each) 15 students on a core still
+# outweighed it: its drawing ran 2-10x slower than its CPU time. At 19 (1/68 each) the board gets most of a core
+# when it draws; a student alone on a laptop loses nothing, the CPU is theirs whatever the priority.
+STUDENT_NICE = 19
 
 
 def create_class(spec: StudySpec, chapter: str) -> optuna.Study:
