@@ -214,6 +214,30 @@ def test_the_live_board_picks_up_a_run_in_flight_and_when_it_ends_then_stops_whe
     assert board.redraws == redraws
 
 
+def test_the_study_figures_wait_for_a_quiet_look_so_a_finished_run_shows_first(fresh, monkeypatch):
+    """The isolation and knob plots are not drawn in the look that shows a finished run's point, but on the next
+    look where nothing changed, or once they have waited STUDY_FIGURES_WAIT seconds."""
+    from nbkit.views import board as board_module
+
+    board = Board(fresh.study, every=3600)  # the thread looks once; the test looks by hand
+    try:
+        assert wait_for(lambda: board.redraws >= 1)
+        drawn, draw = [], board._draw_study_figures
+        monkeypatch.setattr(board, "_draw_study_figures", lambda rows, finished: (drawn.append(finished),
+                                                                                  draw(rows, finished)))
+        trial = fresh.ana.take_next()
+        run, line = fresh.ana.run(trial)
+        assert run.status == "completed", line
+        assert board._tick(force=False) and ("design", "ana", trial.number) in board.shown_at
+        assert drawn == []  # the look that showed the run drew its point, not the study figures
+        assert board._tick(force=False) and len(drawn) == 1  # a quiet look: now they are drawn
+        monkeypatch.setattr(board_module, "STUDY_FIGURES_WAIT", 0.0)  # a room that never goes quiet
+        fresh.bo.run(fresh.bo.take_next())
+        assert board._tick(force=False) and len(drawn) == 2  # changed, but they have waited long enough
+    finally:
+        board.close()
+
+
 def test_a_database_hiccup_is_a_status_line_and_the_board_recovers_by_itself(fresh):
     board = Board(fresh.study, every=0.2)
     database = fresh.storage.removeprefix("sqlite:///")
