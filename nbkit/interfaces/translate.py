@@ -128,7 +128,8 @@ def updated_catalogue(source: Source, language: str = "zh") -> Catalog:
 
 def po_text(catalog: Catalog) -> bytes:
     out = io.BytesIO()
-    write_po(out, catalog, width=0, omit_header=False, sort_output=False, include_previous=True)
+    # locations without line numbers: an edit that moves a string leaves the catalogue as it is
+    write_po(out, catalog, width=0, omit_header=False, sort_output=False, include_previous=True, include_lineno=False)
     return _stable_header(out.getvalue())
 
 
