@@ -150,9 +150,10 @@ def wait_for_two_workers(tmp_path, process) -> list[int]:
 
 
 def test_ctrl_c_prints_one_line_and_the_study_resumes_where_it_stopped(tmp_path):
-    # 20 epochs: the first trial must still run when the spawned worker (seconds of imports) starts the
-    # second; at 6 both had ended by the time the test saw two runs, once in CI (exit 0, nothing to stop)
-    spec, process = start_cli_study(tmp_path, "stopped", n_trials=2, epochs=20)
+    # 60 epochs: both trials must still run when the test has seen two runs and sends Ctrl-C; at 6, and once
+    # more at 20 on a loaded CI machine, the study had ended by then (exit 0, nothing to stop). Stopped at once,
+    # the epochs cost nothing when the test works
+    spec, process = start_cli_study(tmp_path, "stopped", n_trials=2, epochs=60)
     wait_for_two_workers(tmp_path, process)
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: every process of the job
     assert process.wait(timeout=120) == 130
