@@ -30,14 +30,13 @@ from __future__ import annotations
 import html
 import math
 import numbers
-import re
 from dataclasses import dataclass
 from typing import Callable
 
 import pandas as pd
 
 from nbkit.core.config import TrainConfig, check_field_names
-from nbkit.core.i18n import N_, _, get_language, set_language
+from nbkit.core.i18n import N_, _
 from nbkit.core.runs import NOT_KNOBS, Run, knob_label
 from nbkit.interfaces.profiles import notebook_defaults
 from nbkit.views.doctor import diagnose
@@ -284,7 +283,7 @@ def _compare(measure, limit, what, limit_is, lower: bool) -> Goal:
 
 def diagnosed(name: str, epoch=None) -> Goal:
     """The curve doctor (nbkit.views.doctor.diagnose) names `name` ("over-fitting", "diverged", "flat",
-    "still improving", "noisy", "healthy"); with epoch, its words say "from epoch <epoch>" (over-fitting).
+    "still improving", "noisy", "healthy"); with epoch, over-fitting from that epoch (Diagnosis.from_epoch).
     A name stays the doctor's English key; shown, it goes through _() (the doctor's catalogue entries)."""
     says = (_("the curve doctor says {name} from epoch {epoch}") if epoch is not None
             else _("the curve doctor says {name}")).format(name=_(name), epoch=None if epoch is None else _epoch(epoch))
@@ -294,25 +293,11 @@ def diagnosed(name: str, epoch=None) -> Goal:
         match = next((d for d in found if d.name == name), None)
         if match is None:
             return False, _("the curve doctor says {found}, not {name}").format(found=_diagnoses(found), name=_(name))
-        if epoch is not None:
-            # the epoch is read from the doctor's English words, whatever the language it speaks to the learner
-            english = next(d for d in _in_english(diagnose, run) if d.name == name)
-            if not re.search(rf"from epoch {re.escape(_epoch(epoch))}\b", english.message):
-                return False, (_("the curve doctor says {name}, but not from epoch {epoch}: {message}")
-                               .format(name=_(name), epoch=_epoch(epoch), message=match.message))
+        if epoch is not None and match.from_epoch != epoch:  # the epoch the doctor names, not its words
+            return False, (_("the curve doctor says {name}, but not from epoch {epoch}: {message}")
+                           .format(name=_(name), epoch=_epoch(epoch), message=match.message))
         return True, _("the curve doctor says {name}: {message}").format(name=_(name), message=match.message)
     return Goal(says, test)
-
-
-def _in_english(function, *args):
-    """function(*args) with nbkit's strings in English: words that code reads (the doctor's "from epoch 3"),
-    whatever the language the learner reads."""
-    before = get_language()
-    set_language("en")
-    try:
-        return function(*args)
-    finally:
-        set_language(before)
 
 
 def not_diagnosed(name: str) -> Goal:
