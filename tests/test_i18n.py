@@ -70,3 +70,8 @@ def test_nbkit_lang_sets_the_language_of_a_new_process():
     assert run("zh").stdout.strip() == "zh" and run("en").stdout.strip() == "en"
     bad = run("klingon")
     assert bad.returncode != 0 and "NBKIT_LANG='klingon': allowed: 'en', 'zh'" in bad.stderr
+
+
+def test_columns_counts_a_wide_character_twice():
+    from nbkit.core.i18n import columns
+    assert columns("loss") == 4 and columns("验证损失") == 8 and columns("LR 学习率") == 9

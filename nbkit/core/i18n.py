@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import os
+import unicodedata
 from pathlib import Path
 
 LANGUAGES = ("en", "zh")  # the parameter's values: "en" (the source) and "zh" (简体中文)
@@ -89,6 +90,11 @@ def _(message: str) -> str:
         if found:
             return found
     return message
+
+
+def columns(text: str) -> int:
+    """The columns `text` takes on a terminal or a figure's line: a wide (CJK) character takes two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def N_(message: str) -> str:

@@ -27,14 +27,13 @@ import math
 import os
 import sys
 import tempfile
-import unicodedata
 from dataclasses import dataclass
 
 import torch
 
 from nbkit.core import notices
 from nbkit.core.evaluate import autocast_context, token_loss_sum
-from nbkit.core.i18n import N_, _
+from nbkit.core.i18n import N_, _, columns
 from nbkit.core.models import fresh_model, pretrained_source
 from nbkit.core.train import build_optimizer
 
@@ -311,8 +310,7 @@ PLAN_LABELS = {"weights": N_("weights"), "gradients": N_("gradients"), "optimize
 
 def _padded(text: str, width: int) -> str:
     """`text` and spaces up to `width` columns, a wide (CJK) character taking two, as a terminal shows it."""
-    columns = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
-    return text + " " * max(0, width - columns)
+    return text + " " * max(0, width - columns(text))
 
 
 @dataclass

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import textwrap
-import unicodedata
 import warnings
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from nbkit.core.i18n import N_, _
+from nbkit.core.i18n import N_, _, columns
 from nbkit.core.runs import format_value
 from nbkit.core.study_analysis import (FEW_FOR_IMPORTANCE, ISOLATION_BINS, WORKER_DIED,  # noqa: F401 (re-exported)
                                        best_trial, bin_edges, edge_warning_texts, importance, importance_hint,
@@ -57,7 +56,7 @@ def _empty(ax, what: str):
 def _wrap_width(text: str, width: int) -> int:
     """textwrap's width for `text`: `width` characters, half as many where the text has wide (Chinese)
     characters, each of which takes two columns: a wrapped title keeps the width it has in English."""
-    return width // 2 if any(unicodedata.east_asian_width(c) in "WF" for c in text) else width
+    return width // 2 if columns(text) > len(text) else width
 
 
 def _fill(text: str, width: int) -> str:
