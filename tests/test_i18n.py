@@ -9,7 +9,7 @@ from babel.messages.catalog import Catalog
 from babel.messages.pofile import write_po
 
 from nbkit.core import i18n
-from nbkit.core.i18n import LanguageError, _, catalogue_path, check_language, gettext, set_language, use_catalogue
+from nbkit.core.i18n import LanguageError, _, catalogue_path, check_language, set_language, use_catalogue
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +48,6 @@ def test_chinese_comes_from_the_catalogue_and_english_stays_the_source(tmp_path)
     assert _("not in any catalogue") == "not in any catalogue"
     set_language("en")
     assert _("validation loss") == "validation loss"
-    assert gettext("validation loss", "zh") == "验证损失" and i18n.get_language() == "en"
 
 
 def test_an_edited_catalogue_is_read_again(tmp_path):

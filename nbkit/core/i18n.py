@@ -103,16 +103,6 @@ def N_(message: str) -> str:
     return message
 
 
-def gettext(message: str, language: str) -> str:
-    """`message` in `language`, whatever the process's language (what a test or a generated notebook asks)."""
-    before = _state["language"]
-    _state["language"] = check_language(language)
-    try:
-        return _(message)
-    finally:
-        _state["language"] = before
-
-
 @functools.lru_cache(maxsize=64)
 def translations(path: Path, modified: int) -> dict[str, str]:
     """{English: translation} of the catalogue at `path`: its translated entries, fuzzy ones left out. Read
