@@ -111,9 +111,10 @@ def test_the_glossary_check_catches_another_word():
         "x.po: Batch: uses '批大小' for 'batch size' (the glossary says '批量大小')"]
 
 
-def test_translate_check_says_what_is_out_of_order_and_exits_1(tmp_path):
+def test_translate_check_passes_on_the_committed_edition_and_exits_1_naming_each_problem(monkeypatch, capsys):
     result = subprocess.run([sys.executable, "-m", "nbkit", "translate", "--check"], capture_output=True, text=True,
                             cwd=REPO_ROOT, timeout=120)
-    assert "Traceback" not in result.stderr
-    assert (result.returncode == 0) == ("the Chinese edition is complete and up to date" in result.stdout)
-    assert result.returncode in (0, 1)
+    assert result.returncode == 0 and "complete and up to date" in result.stdout, result.stdout + result.stderr
+    from nbkit.interfaces.cli import main
+    monkeypatch.setattr(translate, "problems", lambda: ["x.po: untranslated: Train"])
+    assert main(["translate", "--check"]) == 1 and "x.po: untranslated: Train" in capsys.readouterr().out
