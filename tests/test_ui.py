@@ -441,3 +441,17 @@ def test_the_class_row_is_filled_in_from_a_workshop_hubs_environment(tmp_path, m
     assert p.seat is None  # filled in, not joined: the student presses Join
     q = panel(small(tmp_path), ["learning_rate"], join="other@sqlite:///x.db", student="bo")
     assert (q.class_name.value, q.class_storage.value, q.student_name.value) == ("other", "sqlite:///x.db", "bo")
+
+
+def test_the_curve_doctor_names_its_diagnosis_in_the_learners_language():
+    from nbkit.views.doctor import Diagnosis
+    from nbkit.views.ui import doctor_html
+
+    found = Diagnosis("over-fitting", "m", "a")
+    set_language("zh")
+    try:
+        label, shown = found.label, html.unescape(doctor_html([found]))
+    finally:
+        set_language("en")
+    assert label != "over-fitting" and f"{label}</b>" in shown and "over-fitting" not in shown
+    assert "over-fitting</b>" in html.unescape(doctor_html([found]))  # in English, the English name

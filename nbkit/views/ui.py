@@ -848,7 +848,7 @@ def doctor_html(diagnoses: list[Diagnosis]) -> str:
     if not diagnoses:
         return ""
     items = "".join(
-        f'<li><b style="color:{DIAGNOSIS_COLORS.get(d.name, NOTE_COLOR)}">{html.escape(d.name)}</b>: '
+        f'<li><b style="color:{DIAGNOSIS_COLORS.get(d.name, NOTE_COLOR)}">{html.escape(d.label)}</b>: '
         f"{html.escape(d.message)}<br>&rarr; <i>{html.escape(d.advice)}</i></li>" for d in diagnoses)
     title = html.escape(_("Curve doctor"))  # not inside the f-string: Babel extracts no _() there
     return f'<div class="nbkit-doctor"><b>{title}</b><ul style="margin:2px 0">{items}</ul></div>'
