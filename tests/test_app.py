@@ -125,6 +125,30 @@ def test_chapter_by_name_or_number():
     assert "01_learning_rate" in app.chapters_with_panel() and "08_studies" not in app.chapters_with_panel()
 
 
+def test_the_page_in_chinese_is_the_chinese_editions_with_the_same_code(monkeypatch):
+    """`-p language zh` (or NBKIT_LANG=zh with no -p language) serves notebooks/zh/'s copy: its words, the
+    English chapter's code cells; `-p language en` the English one whatever NBKIT_LANG says."""
+    english, chinese = NOTEBOOKS_DIR / "01_learning_rate.ipynb", NOTEBOOKS_DIR / "zh" / "01_learning_rate.ipynb"
+    monkeypatch.delenv("NBKIT_LANG", raising=False)
+    set_language("en")
+    try:
+        assert app.checked("1", {}) == (english, {})
+        source, values = app.checked("1", {"language": "zh"})
+        assert (source, values) == (chinese, {"language": "zh"})
+        set_language("zh")  # as NBKIT_LANG=zh sets it for the CLI
+        assert app.checked("1", {})[0] == chinese
+        assert app.checked("1", {"language": "en"})[0] == english
+        with pytest.raises(ValueError, match="^-p language='fr': allowed: 'en', 'zh'"):
+            app.checked("1", {"language": "fr"})
+    finally:
+        set_language("en")
+    cells = {kind: [c["source"] for c in app.read_notebook(path)["cells"] if c["cell_type"] == "code"]
+             for kind, path in (("en", english), ("zh", chinese))}
+    assert [s.replace('language: str = "zh"', 'language: str = "en"') for s in cells["zh"]] == cells["en"]
+    title = app.app_notebook(chinese, {}, Path("."))["cells"][1]["source"]
+    assert title.startswith("# 第") and "Learning rate" not in title, title
+
+
 def test_parameters_are_converted_to_the_declared_type():
     nb = app.read_notebook(NOTEBOOKS_DIR / "01_learning_rate.ipynb")
     values = app.check_parameters(nb, {"learning_rate": "3e-4", "max_samples": "80", "sweep_learning_rates": "[1, 2]"})

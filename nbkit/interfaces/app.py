@@ -4,6 +4,7 @@ projecting in class or for a room of laptops.
     python -m nbkit app 1                                   # chapter 1's panel at http://127.0.0.1:8866/
     python -m nbkit app 01_learning_rate -p max_samples 200 --host 0.0.0.0   # the room's laptops open it
     python -m nbkit app instructor -p class_name lr101 -p storage sqlite:////shared/class.db
+    python -m nbkit app 1 -p language zh                   # in Chinese (or NBKIT_LANG=zh): notebooks/zh/'s words
 
 Why a generated app notebook: Voila runs the whole notebook on every page load, and a chapter's experiments
 take minutes. So the page runs an app notebook made at `app` time, in a temporary folder, from the chapter's own
@@ -43,8 +44,8 @@ from pathlib import Path
 from IPython.core.inputtransformer2 import TransformerManager
 
 from nbkit.core.config import ConfigError, coerce_value
-from nbkit.core.i18n import _
-from nbkit.interfaces.profiles import NOTEBOOKS_DIR, TYPES, chapter_names
+from nbkit.core.i18n import _, check_language, get_language
+from nbkit.interfaces.profiles import NOTEBOOKS_DIR, TYPES, chapter_names, edition
 
 INSTRUCTOR = "instructor"  # `app instructor`: notebooks/instructor.ipynb
 DEFAULT_PORT = 8866  # Voila's own default
@@ -299,6 +300,8 @@ def checked(what, given: dict[str, str]) -> tuple[Path, dict]:
     """(the notebook to serve for `what`, the `-p` values converted) once everything is checked: the chapter, the
     parameters, and for the instructor's board its class. A ConfigError naming the value otherwise."""
     source = app_source(what)
+    language = check_language(given.get("language") or get_language(), "-p language")
+    source = edition(source, language)  # the Chinese edition's words for "zh"; the same code cells
     values = check_parameters(read_notebook(source), given)
     if source.stem == INSTRUCTOR:
         check_class(source, values)

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from nbkit.core.config import coerce_value
+from nbkit.core.i18n import SOURCE_LANGUAGE
 
 # Rows, sequence length and evaluation size per (model, device). Why these numbers:
 #   tiny, cpu           TrainConfig's defaults: a whole run takes seconds
@@ -67,6 +68,12 @@ def sized(cfg, device: str = "auto"):
 # ---------------------------------------------------------------- chapter sizes
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+def edition(path: Path, language: str) -> Path:
+    """A notebook of notebooks/ in `language`: itself in English (the source), its copy in notebooks/<language>/
+    otherwise (the Chinese edition, notebooks/zh/, which `python -m nbkit translate` writes)."""
+    return path if language == SOURCE_LANGUAGE else NOTEBOOKS_DIR / language / Path(path).name
 SIZES_DIR = NOTEBOOKS_DIR / "sizes"  # <chapter>.toml: what a chapter runs on other models, with the reasons
 
 

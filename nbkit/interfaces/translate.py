@@ -32,16 +32,12 @@ from babel.messages.pofile import read_po, write_po
 
 from nbkit.core.i18n import LOCALES, PACKAGE_DOMAIN, PACKAGE_LOCALE_DIR, catalogue_path
 from nbkit.interfaces.chapter import CHAPTER_LOCALE_DIR
-from nbkit.interfaces.profiles import NOTEBOOKS_DIR
+from nbkit.interfaces.profiles import NOTEBOOKS_DIR, edition
 
 PACKAGE_DIR = PACKAGE_LOCALE_DIR.parent
 GLOSSARY_FILE = PACKAGE_LOCALE_DIR / "glossary.yaml"
 KEYWORDS = {"_": None, "N_": None}  # _("...") in nbkit/ and in a chapter's code cells; N_ marks a table's text
 LANGUAGE_LINE = re.compile(r'^language: str = "en"', re.M)  # the parameters cell's line the Chinese copy changes
-
-
-def translated_dir(language: str) -> Path:
-    return NOTEBOOKS_DIR / language
 
 
 def translated_notebooks() -> list[Path]:
@@ -187,7 +183,7 @@ def outputs(language: str = "zh") -> dict[Path, bytes]:
         written[source.po] = po_text(catalog)
         if source.name != PACKAGE_DOMAIN:
             notebook_path = NOTEBOOKS_DIR / f"{source.name}.ipynb"
-            written[translated_dir(language) / notebook_path.name] = notebook_text(
+            written[edition(notebook_path, language)] = notebook_text(
                 translated_notebook(notebook_path, catalog, language)).encode()
     return written
 
