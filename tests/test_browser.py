@@ -10,6 +10,10 @@
   with the student's name within seconds.
 - App mode: `python -m nbkit app 1` (Voila) shows chapter 1's panel with no code on the page; the
   learning-rate slider moved and Train pressed draw the curve.
+- In Chinese: `app 1 -p language zh` shows the Chinese edition's words and a panel labelled in Chinese; 训练
+  (Train) pressed draws the curve, and the status line and the curve doctor's verdict are in Chinese, with no
+  missing glyph. JupyterLab started as `make lab LANG=zh` starts it shows its own menus in Chinese and the
+  Chinese chapter.
 
 Needs `apt-get install chromium` (Debian) and `pip install playwright`; never `playwright
 install`: we drive the system chromium. Without them this test FAILS (it is part of the suite).
@@ -70,8 +74,11 @@ def free_port() -> int:
 class LabServer:
     """`jupyter lab` on a free local port, its output kept in a log file."""
 
-    def __init__(self, root: Path, work: Path, env: dict):
+    def __init__(self, root: Path, work: Path, env: dict, user_settings: Path | None = None):
+        """user_settings: a settings folder to start from (the zh lab's: its language); ours are added."""
         settings, workspaces = work / "lab-settings", work / "lab-workspaces"
+        if user_settings:
+            shutil.copytree(user_settings, settings, dirs_exist_ok=True)
         for rel, body in LAB_SETTINGS.items():
             (settings / rel).parent.mkdir(parents=True, exist_ok=True)
             (settings / rel).write_text(json.dumps(body))
@@ -426,3 +433,100 @@ def test_chapter_1_as_an_app_trains_from_the_page_with_no_code_shown(tmp_path):
     assert len(rows) == 1 and "completed" in rows[0], rows  # the page's only run: the one just trained
     assert float(rows[0][header.index("learning_rate")]) == pytest.approx(float(after), rel=5e-3)
     assert app.process.returncode == 0, app.log()[-3000:]
+
+
+# ---------------------------------------------------------------- in Chinese
+
+ENGLISH_PANEL_WORDS = ("Train", "Train next", "finished in", "Curve doctor", "best epoch", "Class (workshops)",
+                       "Your turn")  # what the English panel and page show; none of it on the Chinese page
+CHINESE_DIAGNOSES = ("发散", "平坦", "过拟合", "仍在改善", "噪声大", "健康")  # the doctor's labels in nbkit.po
+
+
+def test_chapter_1_in_chinese_trains_and_the_doctor_speaks_chinese(tmp_path):
+    require_browser_tools()
+    from playwright.sync_api import sync_playwright
+
+    t0 = time.time()
+    app = AppServer("1", {"max_samples": 80, "language": "zh"}, tmp_path, browser_env())
+    shot = tmp_path / "app-zh.png"
+    try:
+        app.wait_ready()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1200, "height": 1400}, locale="zh-CN")
+            try:
+                page.goto(app.url, wait_until="commit", timeout=TIMEOUT_MS)
+                page.locator(".widget-hslider .noUi-handle").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+                buttons = {name: page.get_by_role("button", name=name, exact=True).count()
+                           for name in ("训练", "Train", "Stop", "停止")}
+                page.get_by_role("button", name="训练", exact=True).click()
+                page.locator(".widget-output img").first.wait_for(timeout=TIMEOUT_MS)  # the live curve
+                status = page.locator(".widget-html", has_text="已完成").first
+                status.wait_for(timeout=TIMEOUT_MS)
+                doctor = page.locator(".nbkit-doctor").first
+                doctor.wait_for(timeout=TIMEOUT_MS)
+                seen = {"status": status.inner_text(), "doctor": doctor.inner_text(),
+                        "text": page.locator("body").inner_text(),
+                        "rows": page.locator("table.nbkit-runs tbody tr").count()}
+                doctor.scroll_into_view_if_needed()
+                page.screenshot(path=str(shot), full_page=True)
+            except Exception:
+                page.screenshot(path=str(tmp_path / "app-zh-failed.png"), full_page=True)
+                raise
+            finally:
+                browser.close()
+    except Exception as err:
+        pytest.fail(f"{type(err).__name__}: {err}\nscreenshot: {tmp_path / 'app-zh-failed.png'}\n--- nbkit app log "
+                    f"---\n{app.log()[-8000:]}", pytrace=False)
+    finally:
+        app.stop()
+    print(f"screenshot: {shot}; total {time.time() - t0:.1f} s\nstatus: {seen['status']}\ndoctor: {seen['doctor']}")
+    text = seen["text"]
+    assert "第 1 章" in text and "Chapter 1" not in text, text[:2000]  # the Chinese edition's own words
+    assert buttons["训练"] == 1 and buttons["Train"] == 0, buttons
+    assert not [w for w in ENGLISH_PANEL_WORDS if re.search(rf"(?<![A-Za-z_]){re.escape(w)}(?![A-Za-z_])", text)], \
+        text[-3000:]
+    assert seen["doctor"].startswith("曲线诊断") and any(d in seen["doctor"] for d in CHINESE_DIAGNOSES), seen
+    assert seen["rows"] == 1
+    # matplotlib's missing-glyph warning, on the page (the kernel's stderr) or in the log
+    assert "Glyph" not in text and "Glyph" not in app.log_path.read_text()
+
+
+def make_target_settings() -> Path:
+    """The settings folder `make lab LANG=zh` gives JupyterLab (the Makefile's ZH_LAB_SETTINGS)."""
+    found = re.search(r"^ZH_LAB_SETTINGS = (\S+)$", (REPO_ROOT / "Makefile").read_text(), flags=re.M)
+    assert found, "the Makefile has no ZH_LAB_SETTINGS line"
+    return REPO_ROOT / found.group(1)
+
+
+def test_jupyterlab_as_make_lab_lang_zh_starts_it_is_in_chinese(tmp_path):
+    require_browser_tools()
+    from playwright.sync_api import sync_playwright
+
+    root = tmp_path / "lab"
+    root.mkdir()
+    chapter = REPO_ROOT / "notebooks" / "zh" / CHAPTER.name
+    shutil.copy(chapter, root / chapter.name)
+    server = LabServer(root, tmp_path, dict(browser_env(), NBKIT_LANG="zh"), user_settings=make_target_settings())
+    try:
+        server.wait_ready()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1200, "height": 1000})
+            try:
+                page.goto(f"{server.url}/lab/tree/{chapter.name}?reset&token={TOKEN}")
+                page.get_by_role("menuitem", name="文件", exact=True).wait_for(timeout=TIMEOUT_MS)
+                menus = page.locator(".lm-MenuBar-itemLabel").all_inner_texts()
+                heading = page.locator(".jp-RenderedMarkdown h1").first
+                heading.wait_for(timeout=TIMEOUT_MS)
+                title = heading.inner_text()
+                page.screenshot(path=str(tmp_path / "lab-zh.png"))
+            finally:
+                browser.close()
+    except Exception as err:
+        pytest.fail(f"{type(err).__name__}: {err}\n--- jupyter lab log ---\n{server.log()[-6000:]}", pytrace=False)
+    finally:
+        server.stop()
+    print(f"menus: {menus}; title: {title}; screenshot: {tmp_path / 'lab-zh.png'}")
+    assert {"文件", "编辑", "运行"} <= set(menus) and "File" not in menus, menus  # the zh-CN language pack
+    assert title.startswith("第 1 章"), title
