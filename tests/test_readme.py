@@ -1,5 +1,7 @@
 """The README's commands run as written: the five-line example (fine-tuning measurably helps), papermill's
-parameter listing and a chapter run with the README's overrides."""
+parameter listing and a chapter run with the README's overrides; and README.zh.md (notebooks/README.zh.md) keeps up
+with README.md: a command, code block, name in backticks, section or table row added to the English is reported
+until the Chinese has it."""
 import ast
 import json
 import os
@@ -103,3 +105,54 @@ def test_the_readme_study_runs_and_shows_as_written(tmp_path):
     assert "isolation:" in done.stdout and "importance:" in done.stdout, done.stdout
     figures = tmp_path / show[show.index("--plots") + 1]
     assert sorted(p.name for p in figures.glob("*.png")) and f"wrote {show[show.index('--plots') + 1]}" in done.stdout
+
+
+# ---------------------------------------------------------------- README.zh.md keeps up with README.md
+
+ZH_ONLY_SECTIONS = ("## 术语表",)  # the glossary, at the start of the Chinese book: no English counterpart
+
+
+def readme_parts(text: str) -> dict:
+    """What a translation must keep: the code blocks, the inline code, the headings per level, the table rows
+    (after dropping the Chinese-only sections)."""
+    kept = [part for part in re.split(r"(?m)^(?=## )", text) if not part.startswith(ZH_ONLY_SECTIONS)]
+    text = "".join(kept)
+    blocks = re.findall(r"```[^\n]*\n(.*?)```", text, re.S)
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    return {"blocks": blocks, "inline": {" ".join(code.split()) for code in re.findall(r"`([^`]+)`", prose)},
+            "headings": [len(re.findall(rf"(?m)^{'#' * level} ", prose)) for level in (1, 2, 3, 4)],
+            "table rows": len(re.findall(r"(?m)^\|", prose))}
+
+
+def readme_drift(english: str, chinese: str) -> list[str]:
+    """How a Chinese README fell behind its English one: a command, a code block, a name in backticks, a section
+    or a table row the English has and the Chinese does not. A file.md may be named as its file.zh.md, a notebook
+    as its notebooks/zh/ copy."""
+    en, zh = readme_parts(english), readme_parts(chinese)
+    problems = [f"code block {i + 1} differs: {a[:60]!r} (English) vs {b[:60]!r}"
+                for i, (a, b) in enumerate(zip(en["blocks"], zh["blocks"])) if a != b]
+    if len(en["blocks"]) != len(zh["blocks"]):
+        problems.append(f"{len(en['blocks'])} code blocks in English, {len(zh['blocks'])} in Chinese")
+    for code in sorted(en["inline"]):
+        editions = {code, code.replace(".md", ".zh.md"), code.replace("notebooks/", "notebooks/zh/")}
+        if not editions & zh["inline"]:
+            problems.append(f"`{code}` is not in the Chinese README")
+    for what in ("headings", "table rows"):
+        if en[what] != zh[what]:
+            problems.append(f"{what}: {en[what]} in English, {zh[what]} in Chinese")
+    return problems
+
+
+@pytest.mark.parametrize("english", ["README.md", "notebooks/README.md"])
+def test_the_chinese_readme_says_what_the_english_one_says(english):
+    chinese = REPO / english.replace(".md", ".zh.md")
+    assert readme_drift((REPO / english).read_text(), chinese.read_text(encoding="utf-8")) == []
+
+
+def test_readme_drift_names_a_new_command_a_section_and_a_changed_block():
+    english = "# T\n\n## Two commands\n\n`make lab`, `make test`\n\n```bash\nmake test\n```\n\n## New\n\n| a |\n"
+    chinese = "# T\n\n## 术语表\n\n| x |\n\n## 两条命令\n\n`make lab`\n\n```bash\nmake tests\n```\n"
+    assert readme_drift(english, chinese) == [
+        "code block 1 differs: 'make test\\n' (English) vs 'make tests\\n'", "`make test` is not in the Chinese README",
+        "headings: [1, 2, 0, 0] in English, [1, 1, 0, 0] in Chinese", "table rows: 1 in English, 0 in Chinese"]
+    assert readme_drift(english, english.replace("## New", "## 新")) == []
