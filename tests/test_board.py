@@ -19,7 +19,7 @@ from nbkit.core.classroom import (board_lines, class_knobs, class_runs, create_c
                                   leaderboard, outside_budget)
 from nbkit.core.study_spec import StudySpec
 from nbkit.core.study_trials import best_value
-from nbkit.views.board import RUN_GIDS, Board, board_figures, save_board
+from nbkit.views.board import LEAST_PAUSE, RUN_GIDS, Board, board_figures, save_board
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: runs beside the board's thread
 
@@ -234,6 +234,35 @@ def test_the_study_figures_wait_for_a_quiet_look_so_a_finished_run_shows_first(f
         monkeypatch.setattr(board_module, "STUDY_FIGURES_WAIT", 0.0)  # a room that never goes quiet
         fresh.bo.run(fresh.bo.take_next())
         assert board._tick(force=False) and len(drawn) == 2  # changed, but they have waited long enough
+    finally:
+        board.close()
+
+
+def test_a_configuration_only_taken_changes_the_counts_not_the_curves(fresh, monkeypatch):
+    """A trial taken has no point yet: the counts say who runs it, and the tables and curves are not drawn again
+    (drawing them would keep a run finishing meanwhile waiting); its first point redraws them."""
+    from nbkit.views import board as board_module
+
+    board = Board(fresh.study, every=3600)  # the thread looks once; the test looks by hand
+    try:
+        assert wait_for(lambda: board.redraws >= 1)
+        curves, draw = [], board_module._curves_of
+        monkeypatch.setattr(board_module, "_curves_of", lambda study, rows: (curves.append(len(rows)),
+                                                                             draw(study, rows))[1])
+        trial = fresh.ana.take_next()
+        assert board._tick(force=False) and "running: " in board.counts.value and curves == []
+        fresh.ana.run(trial)
+        assert board._tick(force=False) and len(curves) == 1 and ("design", "ana", trial.number) in board.shown_at
+        assert board._tick(force=True) and len(curves) == 2  # refresh() draws everything
+    finally:
+        board.close()
+
+
+def test_the_board_looks_every_every_seconds_whatever_a_look_took(room):
+    board = Board(room.study, every=1.0)
+    try:
+        assert board.pause(0.2) == pytest.approx(0.8)  # from the start of one look to the start of the next
+        assert board.pause(3.0) == LEAST_PAUSE  # a slow look: the next one at once (but for the widgets' messages)
     finally:
         board.close()
 

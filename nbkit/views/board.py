@@ -54,6 +54,10 @@ KIND_SHOWN = {"design": N_("design"), "own": N_("own")}  # a table's kind column
 # room a run finishes every few seconds, and drawing them (0.1-0.3 s of CPU) in the same look as a finished run's
 # point put that point up to 3 s late (bench/classroom_load.py, the board's phases timed).
 STUDY_FIGURES_WAIT = 5.0
+# The least pause between two looks: the board looks every `every` seconds from the start of one look to the start of
+# the next (a slow look does not add its own time to the wait); this much at least, so the widgets' messages get
+# through between looks.
+LEAST_PAUSE = 0.05
 TABLE_FLOAT = "{:.4g}".format  # losses and learning rates alike: 4 significant digits
 # The status line when a look at the class fails (translated where shown):
 CANNOT_READ = N_("cannot read the class ({error}: {reason}); trying again in {every:g} s")
@@ -280,6 +284,7 @@ class Board:
         self.redraws = 0
         self.last_error: BaseException | None = None
         self._fingerprint = None
+        self._shown_runs = None  # the runs the tables and curves were last drawn for (shown_runs)
         self._finished = None  # the design's finished trials when the isolation and knob plots were last drawn
         self._study_due = None  # when those plots, waiting for a quiet look, are drawn anyway
         self._lock = threading.Lock()  # the thread's tick and a refresh() from the notebook never interleave
@@ -326,8 +331,14 @@ class Board:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             self._tick(force=False)
-            self._stop.wait(self.every)
+            self._stop.wait(self.pause(time.monotonic() - started))
+
+    def pause(self, took: float) -> float:
+        """Seconds to wait after a look that took `took`: the rest of `every` (a look that drew a figure must not
+        keep the next finished run waiting a whole `every` more), at least LEAST_PAUSE."""
+        return max(LEAST_PAUSE, self.every - took)
 
     def _tick(self, force: bool) -> bool:
         with self._lock:
@@ -342,7 +353,7 @@ class Board:
                 self._finished = None
             try:
                 if changed:
-                    self._draw(rows, counts)
+                    self._draw(rows, counts, force)
                 finished = _finished_design(rows)
                 if finished != self._finished and (force or self._finished is None or not changed
                                                    or self._study_waited()):
@@ -366,20 +377,25 @@ class Board:
     def _failed(self, message: str, err: BaseException) -> bool:
         """`message`: CANNOT_READ or CANNOT_DRAW."""
         self.last_error = err
-        self._fingerprint = self._finished = None  # draw everything again once it answers
+        self._fingerprint = self._finished = self._shown_runs = None  # draw everything again once it answers
         reason = (str(getattr(err, "orig", None) or err).strip().splitlines() or [""])[0]
         self._say(_(message).format(error=type(err).__name__, reason=reason, every=self.every), ERROR_COLOR)
         return False
 
-    def _draw(self, rows: list[dict], counts: dict) -> None:
-        """Counts, tables and the curves: a finished run's point on the board."""
+    def _draw(self, rows: list[dict], counts: dict, force: bool = False) -> None:
+        """The counts; and the tables and the curves (a finished run's point on the board) when the runs they show
+        changed: a configuration just taken changes the counts only, and redrawing the curves for it would keep a
+        run finishing meanwhile waiting (bench/classroom_load.py)."""
         self.counts.value = counts_html(self.study, counts)
-        show(self.tables_output, _html_output(*tables_html(self.study, rows)))
-        show(self.figure_outputs["curves"], _png_output(_curves_of(self.study, rows)))
-        now = time.time()
-        for row in rows:
-            if row["finished"] is not None:
-                self.shown_at.setdefault(_key(row), now)
+        runs = shown_runs(rows)
+        if force or runs != self._shown_runs:
+            show(self.tables_output, _html_output(*tables_html(self.study, rows)))
+            show(self.figure_outputs["curves"], _png_output(_curves_of(self.study, rows)))
+            self._shown_runs = runs
+            now = time.time()
+            for row in rows:
+                if row["finished"] is not None:
+                    self.shown_at.setdefault(_key(row), now)
         self.redraws += 1
 
     def _draw_study_figures(self, rows: list[dict], finished: tuple) -> None:
@@ -392,6 +408,13 @@ class Board:
 
     def _say(self, text: str, color: str) -> None:
         self.status.value = _message(text, color)
+
+
+def shown_runs(rows: list[dict]) -> tuple:
+    """What the tables and the curves show of the runs: those with a point or an end (a run only taken shows in
+    the counts alone), each with its state, result and number of points."""
+    return tuple((r["kind"], r["student"], r["trial"], r["state"], r["run_status"], r["value"], len(r["curve"]))
+                 for r in rows if r["curve"] or r["finished"] is not None)
 
 
 def _finished_design(rows: list[dict]) -> tuple:
