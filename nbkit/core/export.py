@@ -29,6 +29,7 @@ import yaml
 
 from nbkit.core.config import DATASET_NAMES, ConfigError, TrainConfig
 from nbkit.core.data import load_split
+from nbkit.core.i18n import _
 from nbkit.core.peft_mapping import lora_args, lora_config_kwargs
 from nbkit.core.peft_mapping import lora_config  # noqa: F401  (export.lora_config, as before it moved)
 
@@ -107,14 +108,15 @@ def shared_args(cfg: TrainConfig) -> dict:
 def _require_hf_equivalent(cfg: TrainConfig, tool: str) -> None:
     """Our two additions to the HF names have no equivalent in HF or LLaMA-Factory."""
     if cfg.lr_scheduler_type == "step":
-        raise ConfigError(
-            f"lr_scheduler_type='step' (our step decay) has no {tool} equivalent; closest: 'cosine' or "
+        raise ConfigError(_(
+            "lr_scheduler_type='step' (our step decay) has no {tool} equivalent; closest: 'cosine' or "
             "'polynomial', or build torch.optim.lr_scheduler.StepLR and pass Trainer(optimizers=(opt, sched)).")
+            .format(tool=tool))
     if cfg.optim == "adam_l2":
-        raise ConfigError(
-            f"optim='adam_l2' (Adam with coupled L2 weight decay) has no {tool} equivalent: HF's Adam variants "
+        raise ConfigError(_(
+            "optim='adam_l2' (Adam with coupled L2 weight decay) has no {tool} equivalent: HF's Adam variants "
             "decouple weight decay; closest: 'adamw_torch', or "
-            "Trainer(optimizer_cls_and_kwargs=(torch.optim.Adam, {'weight_decay': ...})).")
+            "Trainer(optimizer_cls_and_kwargs=(torch.optim.Adam, {{'weight_decay': ...}})).").format(tool=tool))
 
 
 def model_source(model: str) -> str:
@@ -242,7 +244,7 @@ def llamafactory_dict(cfg: TrainConfig, data_dir=None) -> dict:
     """The same run as LLaMA-Factory SFT arguments, with LLaMA-Factory's own key names; with
     `data_dir`, on the split write_dataset(cfg, data_dir) writes there."""
     merged = {}
-    for _, section in llamafactory_sections(cfg, data_dir):
+    for _title, section in llamafactory_sections(cfg, data_dir):
         merged.update(section)
     return merged
 
@@ -274,7 +276,8 @@ def export_text(cfg: TrainConfig, fmt: str, style: str = "json") -> str:
     """The config in format `fmt` (one of EXPORT_FORMATS); `style` is json or python for the
     two kwargs formats."""
     if fmt not in EXPORT_FORMATS:
-        raise ConfigError(f"format={fmt!r} is not allowed; allowed: {', '.join(EXPORT_FORMATS)}")
+        raise ConfigError(_("format={fmt!r} is not allowed; allowed: {allowed}").format(
+            fmt=fmt, allowed=", ".join(EXPORT_FORMATS)))
     if fmt == "llamafactory":
         return llamafactory_yaml(cfg)
     if fmt == "trl":

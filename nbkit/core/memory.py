@@ -144,7 +144,8 @@ class ModelShape:
         num_params (at least 1). Width sets the activations per layer, so expect the estimate to be
         coarser than one from the model's own config."""
         if not num_params >= 1e6:
-            raise ValueError(f"num_params={num_params!r}: give a size of at least 1e6 parameters (e.g. 7e9)")
+            raise ValueError(_("num_params={num_params!r}: give a size of at least 1e6 parameters (e.g. 7e9)")
+                             .format(num_params=num_params))
         anchor = min(SIZE_ANCHORS.values(), key=lambda a: abs(math.log(a.num_params / num_params)))
         fixed = anchor.embedding_params(anchor.tie_word_embeddings) + anchor.hidden_size
         per_layer = anchor.layer_linear_params() + 2 * anchor.hidden_size

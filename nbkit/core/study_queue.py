@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nbkit.core import optuna_private
+from nbkit.core.i18n import _
 from nbkit.core.study_spec import (SEARCH_SPACE_ATTR, SPEC_ATTR, METHOD_FIELDS, StudyError, StudySpec, _canonical,
                                    _field_kind, _shown, balanced_slots, draw_seed, make_pruner, make_sampler,
                                    normalized_domain, quiet_create_study, spec_record, study_seed)
@@ -41,9 +42,10 @@ def prepare_study(spec: StudySpec) -> optuna.Study:
         study = _create(spec, storage)
     stored = study.user_attrs.get(SEARCH_SPACE_ATTR)
     if _canonical(stored) != _canonical(space):
-        raise StudyError(f"study {spec.study_name!r} already exists in {_shown(spec.storage)} with another search "
-                         f"space; stored: {json.dumps(stored, sort_keys=True)}; this spec: "
-                         f"{json.dumps(space, sort_keys=True)}; allowed: the stored space, or a new study_name")
+        raise StudyError(_("study {name!r} already exists in {storage} with another search space; stored: {stored}; "
+                           "this spec: {space}; allowed: the stored space, or a new study_name").format(
+            name=spec.study_name, storage=_shown(spec.storage), stored=json.dumps(stored, sort_keys=True),
+            space=json.dumps(space, sort_keys=True)))
     _check_same_method(study, spec)
     study.set_user_attr(SPEC_ATTR, spec_record(spec))
     top_up(study, spec)
@@ -57,8 +59,9 @@ def _check_same_method(study: optuna.Study, spec: StudySpec) -> None:
     mine = spec.to_dict()
     for name in METHOD_FIELDS:
         if name in stored and _canonical(stored[name]) != _canonical(mine[name]):
-            raise StudyError(f"{name}={mine[name]!r}, but study {spec.study_name!r} in {_shown(spec.storage)} was "
-                             f"run with {name}={stored[name]!r}; allowed: {stored[name]!r}, or a new study_name")
+            raise StudyError(_("{field}={mine!r}, but study {name!r} in {storage} was run with {field}={stored!r}; "
+                               "allowed: {stored!r}, or a new study_name").format(
+                field=name, mine=mine[name], name=spec.study_name, storage=_shown(spec.storage), stored=stored[name]))
 
 
 def _create(spec: StudySpec, storage) -> optuna.Study:
@@ -151,7 +154,7 @@ def _draw(study, spec, given: dict, number: int, taken: set, attempt: int) -> tu
     for key, value in stored.items():
         optuna_private.set_study_system_attr(scratch, key, value)
     params = {}
-    for _ in range(MAX_DRAWS):
+    for _draw in range(MAX_DRAWS):
         scratch.sampler = make_sampler(spec, draw_seed(spec, number, attempt))
         attempt += 1
         scratch.enqueue_trial(given)

@@ -62,7 +62,7 @@ def trial_value(trial: optuna.Trial, run: Run) -> float:
     if run.status == "interrupted":  # the stop button: the learner wants the study to stop too
         raise KeyboardInterrupt
     if run.status == "pruned":
-        raise optuna.TrialPruned(f"pruned after epoch {int(run.epochs['epoch'].max())}")
+        raise optuna.TrialPruned(_("pruned after epoch {epoch}").format(epoch=int(run.epochs["epoch"].max())))
     if run.status == "diverged":  # a run that blew up is no candidate, whatever its earlier epochs said
         return math.inf
     return best

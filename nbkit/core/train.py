@@ -121,7 +121,7 @@ def build_optimizer(cfg: TrainConfig, model) -> torch.optim.Optimizer:
         return bnb.optim.Lion8bit(groups, lr=cfg.learning_rate, betas=betas)
     if cfg.optim == "adamw_8bit":
         return bnb.optim.AdamW8bit(groups, lr=cfg.learning_rate, betas=betas, eps=cfg.adam_epsilon)
-    raise ValueError(f"optim={cfg.optim!r} is not allowed")  # config validation catches this first
+    raise ValueError(_("optim={optim!r} is not allowed").format(optim=cfg.optim))  # config validation catches it first
 
 
 def warmup_steps_for(cfg: TrainConfig, total_steps: int) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from nbkit.core.config import coerce_value
-from nbkit.core.i18n import SOURCE_LANGUAGE
+from nbkit.core.i18n import SOURCE_LANGUAGE, _
 
 # Rows, sequence length and evaluation size per (model, device). Why these numbers:
 #   tiny, cpu           TrainConfig's defaults: a whole run takes seconds
@@ -39,7 +39,7 @@ def resolve_device(device: str) -> str:
     import torch
 
     if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device={device!r} is not allowed; allowed: 'auto', 'cpu', 'cuda'")
+        raise ValueError(_("device={device!r} is not allowed; allowed: 'auto', 'cpu', 'cuda'").format(device=device))
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
@@ -89,11 +89,13 @@ def _parameters_cell(chapter: str) -> list[ast.AnnAssign]:
     """The annotated assignments of the parameters cell of notebooks/<chapter>.ipynb."""
     path = NOTEBOOKS_DIR / f"{chapter}.ipynb"
     if not path.exists():
-        raise ValueError(f"chapter={chapter!r}: no notebook {path.name}; allowed: {', '.join(chapter_names())}")
+        raise ValueError(_("chapter={chapter!r}: no notebook {file}; allowed: {chapters}").format(
+            chapter=chapter, file=path.name, chapters=", ".join(chapter_names())))
     cells = json.loads(path.read_text())["cells"]
     cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
     if cell is None:
-        raise ValueError(f"{path.name} has no cell tagged 'parameters' (papermill's parameters cell)")
+        raise ValueError(_("{file} has no cell tagged 'parameters' (papermill's parameters cell)")
+                         .format(file=path.name))
     return [node for node in ast.parse("".join(cell["source"])).body if isinstance(node, ast.AnnAssign)]
 
 
@@ -109,8 +111,8 @@ def notebook_types(chapter: str) -> dict:
     for node in _parameters_cell(chapter):
         name = node.annotation.id if isinstance(node.annotation, ast.Name) else ast.unparse(node.annotation)
         if name not in TYPES:
-            raise ValueError(f"{chapter}.ipynb: parameter {node.target.id} is declared {name!r}; allowed: "
-                             f"{', '.join(TYPES)}")
+            raise ValueError(_("{chapter}.ipynb: parameter {name} is declared {type!r}; allowed: {types}").format(
+                chapter=chapter, name=node.target.id, type=name, types=", ".join(TYPES)))
         types[node.target.id] = TYPES[name]
     return types
 
@@ -145,11 +147,15 @@ def chapter_sizes(chapter: str) -> dict[tuple[str, str], dict]:
         for device, size in devices.items():
             for name, value in size.items():
                 if name not in defaults:
-                    raise ValueError(f"{path}: [{model!r}.{device}] {name}={value!r}: {name!r} is not a parameter of "
-                                     f"{chapter}.ipynb; allowed: {', '.join(defaults)}")
+                    raise ValueError(_("{path}: [{model!r}.{device}] {name}={value!r}: {name!r} is not a parameter of "
+                                       "{chapter}.ipynb; allowed: {names}").format(
+                        path=path, model=model, device=device, name=name, value=value, chapter=chapter,
+                        names=", ".join(defaults)))
                 if type(value) is not type(defaults[name]):
-                    raise ValueError(f"{path}: [{model!r}.{device}] {name}={value!r}: must be of type "
-                                     f"{type(defaults[name]).__name__}, as the notebook's {defaults[name]!r}")
+                    raise ValueError(_("{path}: [{model!r}.{device}] {name}={value!r}: must be of type {type}, as the "
+                                       "notebook's {default!r}").format(
+                        path=path, model=model, device=device, name=name, value=value,
+                        type=type(defaults[name]).__name__, default=defaults[name]))
             sizes[(model, device)] = dict(size)
     return sizes
 
@@ -178,7 +184,8 @@ def chapter_parameters(chapter: str, values: dict) -> SimpleNamespace:
     defaults, types = notebook_defaults(chapter), notebook_types(chapter)
     missing = [name for name in defaults if name not in values]
     if missing:
-        raise ValueError(f"chapter_parameters({chapter!r}): no value for {missing}; run the parameters cell first")
+        raise ValueError(_("chapter_parameters({chapter!r}): no value for {missing}; run the parameters cell first")
+                         .format(chapter=chapter, missing=missing))
     chosen = {name: coerce_value(name, values[name], types[name]) for name in defaults}
     learner = set_by_learner(dict(values, **chosen), defaults)
     size = chapter_size(chapter, chosen.get("model", "tiny"), chosen.get("device", "auto"))

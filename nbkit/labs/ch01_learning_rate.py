@@ -19,7 +19,7 @@ import pandas as pd
 
 from nbkit.core.config import TrainConfig
 from nbkit.core.evaluate import heldout_text_loss
-from nbkit.core.i18n import N_
+from nbkit.core.i18n import N_, _
 from nbkit.core.lr_finder import LRRangeTest, lr_range_test
 from nbkit.core.runs import as_runs
 from nbkit.core.sweep import sweep, sweep_from_runs
@@ -32,7 +32,8 @@ def range_tests(cfg: TrainConfig, seeds, workers: int = 1, **kwargs) -> list[LRR
     in nbkit.core.workers' processes (each one short run of its own); `model`/`tokenizer` need workers=1."""
     configs = [cfg.replace(seed=int(s)) for s in seeds]
     if workers > 1 and ("model" in kwargs or "tokenizer" in kwargs):
-        raise ValueError(f"workers={workers}: a model passed in lives in this process; allowed: workers=1 with model=")
+        raise ValueError(_("workers={workers}: a model passed in lives in this process; allowed: workers=1 with model=")
+                         .format(workers=workers))
     return run_side_by_side(partial(lr_range_test, **kwargs), [(c,) for c in configs], workers,
                             name="range_tests", what=N_("range tests"))
 
@@ -167,7 +168,8 @@ def early_damage(run, fraction: float = 0.25, window: int = 3) -> dict:
     mean_ratio  mean loss of those steps / the first loss (> 1: the run spent them worse off than it began)
     steps       how many steps that is (a short run: at least one)."""
     if not 0 < fraction <= 1 or window < 1:
-        raise ValueError(f"fraction={fraction!r}, window={window!r}: allowed: 0 < fraction <= 1, window >= 1")
+        raise ValueError(_("fraction={fraction!r}, window={window!r}: allowed: 0 < fraction <= 1, window >= 1")
+                         .format(fraction=fraction, window=window))
     losses = run.steps["loss"]
     first, early = float(losses.iloc[0]), losses.iloc[1:max(2, int(len(losses) * fraction))]
     smoothed = early.rolling(window, min_periods=min(window, len(early))).mean()

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from nbkit.core.config import TrainConfig
+from nbkit.core.i18n import _
 from nbkit.core.memory import optimizer_state_bytes
 from nbkit.core.models import count_parameters, weight_norm
 from nbkit.core.runs import as_runs
@@ -41,10 +42,10 @@ def decay_effect(df: pd.DataFrame, metric: str = "best_eval_loss", relative: boo
     (0.5: 50% higher). Used by chapter 2 to read a heat map by numbers, not colours."""
     missing = [c for c in ("learning_rate", "weight_decay", metric) if c not in df]
     if missing:
-        raise ValueError(f"decay_effect: {missing} are not columns of the sweep table; "
-                         f"allowed: {', '.join(df.columns)}")
+        raise ValueError(_("decay_effect: {missing} are not columns of the sweep table; allowed: {columns}").format(
+            missing=missing, columns=", ".join(df.columns)))
     if not (df["weight_decay"] == 0).any():
-        raise ValueError("decay_effect: the sweep has no run at weight_decay 0 to measure the decay against")
+        raise ValueError(_("decay_effect: the sweep has no run at weight_decay 0 to measure the decay against"))
     table = df.assign(seed=df["seed"] if "seed" in df else 0).pivot_table(
         index=["seed", "weight_decay"], columns="learning_rate", values=metric, aggfunc="first")
     none = table.xs(0.0, level="weight_decay")
@@ -59,8 +60,8 @@ def with_weight_norms(df: pd.DataFrame) -> pd.DataFrame:
     a sweep per seed holds only one seed's weights at a time (a real LLM's are ~0.5 GB a run)."""
     runs = as_runs(df)
     if any(r.model is None for r in runs):
-        raise ValueError("with_weight_norms: the table's runs have no weights; "
-                         "make it with sweep(..., keep_models=True)")
+        raise ValueError(_("with_weight_norms: the table's runs have no weights; make it with sweep(..., "
+                           "keep_models=True)"))
     norms = [weight_norm(r.model) for r in runs]
     for r in runs:
         r.drop_weights()

@@ -33,7 +33,7 @@ import torch
 from nbkit.core.callbacks import STEP, TRAIN_BEGIN
 from nbkit.core.data import collate
 from nbkit.core.evaluate import token_loss_sum
-from nbkit.core.i18n import N_
+from nbkit.core.i18n import N_, _
 from nbkit.core.memory import planned_vs_measured_table, readable_bytes
 from nbkit.core.sweep import sweep_from_runs
 from nbkit.core.workers import run_side_by_side, train_in_worker
@@ -55,10 +55,11 @@ def mean_of_micro_means(loss_sums, token_counts) -> float:
 
 def _check_pairs(loss_sums, token_counts) -> None:
     if len(loss_sums) != len(token_counts) or not loss_sums:
-        raise ValueError(f"loss_sums and token_counts: need one of each per micro-batch, got "
-                         f"{len(loss_sums)} and {len(token_counts)}")
+        raise ValueError(_("loss_sums and token_counts: need one of each per micro-batch, got {sums} and {counts}")
+                         .format(sums=len(loss_sums), counts=len(token_counts)))
     if min(token_counts) <= 0:
-        raise ValueError(f"token_counts: {list(token_counts)}; every micro-batch needs >= 1 labelled token")
+        raise ValueError(_("token_counts: {counts}; every micro-batch needs >= 1 labelled token")
+                         .format(counts=list(token_counts)))
 
 
 def trainable(model) -> list:
@@ -135,13 +136,15 @@ def gradient_spread(model, features, pad_token_id: int, batch_sizes, draws: int 
     cheap), instead of the `draws` ones; a standard deviation from 6 draws is itself off by ~30%. They
     are drawn with a generator of their own, so the gradient columns do not depend on loss_draws."""
     if draws < 2 or (loss_draws is not None and loss_draws < 2):
-        raise ValueError(f"draws={draws}, loss_draws={loss_draws}: a spread needs at least 2 draws")
+        raise ValueError(_("draws={draws}, loss_draws={loss_draws}: a spread needs at least 2 draws")
+                         .format(draws=draws, loss_draws=loss_draws))
     generator = torch.Generator().manual_seed(seed)
     loss_generator = torch.Generator().manual_seed(seed + 1)
     rows = []
     for b in batch_sizes:
         if not 1 <= b <= len(features):
-            raise ValueError(f"batch_sizes: {b} is not between 1 and the {len(features)} rows available")
+            raise ValueError(_("batch_sizes: {b} is not between 1 and the {rows} rows available")
+                             .format(b=b, rows=len(features)))
         losses, grads = zip(*[batch_loss_and_gradient(model, features, torch.randperm(len(features),
                                                                                      generator=generator)[:b].tolist(),
                                                         pad_token_id) for _ in range(draws)])
@@ -170,7 +173,8 @@ def noise_scale_estimate(g_small_sq: float, g_big_sq: float, b_small: int, b_big
     unbiased estimates of |G|^2 and tr(Sigma), and B_simple = tr(Sigma) / |G|^2. |G|^2 can come out
     <= 0 when the noise swamps the signal: B_simple is then reported as inf (no useful estimate)."""
     if not 0 < b_small < b_big:
-        raise ValueError(f"b_small={b_small}, b_big={b_big}: need 0 < b_small < b_big")
+        raise ValueError(_("b_small={b_small}, b_big={b_big}: need 0 < b_small < b_big")
+                         .format(b_small=b_small, b_big=b_big))
     g_sq = (b_big * g_big_sq - b_small * g_small_sq) / (b_big - b_small)
     trace = (g_small_sq - g_big_sq) / (1 / b_small - 1 / b_big)
     b_simple = trace / g_sq if g_sq > 0 else math.inf
@@ -182,11 +186,12 @@ def measure_noise_scale(model, features, pad_token_id: int, b_small: int = 4, n_
     """One estimate: n_micro disjoint batches of b_small random rows. |G_small|^2 is the mean of
     their squared gradient norms; |G_big|^2 the squared norm of their mean, a batch of n_micro * b_small."""
     if n_micro < 2:
-        raise ValueError(f"n_micro={n_micro}: need >= 2 micro-batches to have two batch sizes")
+        raise ValueError(_("n_micro={n_micro}: need >= 2 micro-batches to have two batch sizes")
+                         .format(n_micro=n_micro))
     if b_small * n_micro > len(features):
-        raise ValueError(f"b_small={b_small} x n_micro={n_micro}: {b_small * n_micro} distinct rows needed, the "
-                         f"training set has {len(features)}; allowed: b_small x n_micro <= {len(features)} "
-                         "(or train on more rows: max_samples)")
+        raise ValueError(_("b_small={b_small} x n_micro={n_micro}: {needed} distinct rows needed, the training set "
+                           "has {rows}; allowed: b_small x n_micro <= {rows} (or train on more rows: max_samples)")
+                         .format(b_small=b_small, n_micro=n_micro, needed=b_small * n_micro, rows=len(features)))
     picks = torch.randperm(len(features), generator=generator)[:b_small * n_micro].tolist()
     # one gradient in memory at a time, beside their running sum (a real LLM's gradient is ~0.5 GB)
     squared_norms, total = [], 0
@@ -207,7 +212,7 @@ class NoiseScaleProbe:
 
     def __init__(self, every: int = 10, b_small: int = 4, n_micro: int = 8, seed: int = 0):
         if every < 1:
-            raise ValueError(f"every={every}: probe every N >= 1 optimizer steps")
+            raise ValueError(_("every={every}: probe every N >= 1 optimizer steps").format(every=every))
         self.every, self.b_small, self.n_micro, self.seed = every, b_small, n_micro, seed
         self.rows: list[dict] = []
 
@@ -239,7 +244,7 @@ def noise_scale_over_run(table: pd.DataFrame, skip_first: bool = True) -> float:
     skip_first leaves out the probe before any update (the base model, far from the fine-tuned regime)."""
     rows = table[table["step"] > 0] if skip_first else table
     if rows.empty:
-        raise ValueError("table: no probe after step 0; probe more often (NoiseScaleProbe(every=...))")
+        raise ValueError(_("table: no probe after step 0; probe more often (NoiseScaleProbe(every=...))"))
     g_sq = rows["grad_norm_sq"].mean()
     return float(rows["trace_sigma"].mean() / g_sq) if g_sq > 0 else math.inf
 
@@ -281,7 +286,7 @@ def averaged_noise_scale(model, features, pad_token_id: int, repeats: int = 4, b
     the mean tr(Sigma) over the mean |G|^2, as noise_scale_over_run averages a run's probes (one
     estimate's |G|^2 can even come out <= 0: a ratio of averages is far steadier)."""
     if repeats < 1:
-        raise ValueError(f"repeats={repeats}: need at least 1 estimate")
+        raise ValueError(_("repeats={repeats}: need at least 1 estimate").format(repeats=repeats))
     generator = torch.Generator().manual_seed(seed)
     estimates = pd.DataFrame([measure_noise_scale(model, features, pad_token_id, b_small, n_micro, generator)
                               for _ in range(repeats)])
@@ -297,7 +302,8 @@ def train_side_by_side(configs, workers: int = 1, keep_models=False) -> list:
     configs = list(configs)
     keep = list(keep_models) if isinstance(keep_models, (list, tuple)) else [bool(keep_models)] * len(configs)
     if len(keep) != len(configs):
-        raise ValueError(f"keep_models: one bool per config ({len(configs)}), got {len(keep)}")
+        raise ValueError(_("keep_models: one bool per config ({configs}), got {keep}")
+                         .format(configs=len(configs), keep=len(keep)))
     return run_side_by_side(train_in_worker, list(zip(configs, keep)), workers, name="train_side_by_side",
                             what=N_("runs"))
 
@@ -313,8 +319,9 @@ def batch_size_runs(base, batch_sizes, seeds, base_batch: int, exponent: float =
     average over steps is the mean height of the loss-against-samples curve: the lower, the more it
     learned per sample."""
     if base_batch not in batch_sizes or max(batch_sizes) <= base_batch:
-        raise ValueError(f"batch_sizes: {list(batch_sizes)} must hold base_batch ({base_batch}), where the LR rules "
-                         f"start, and at least one larger batch, where they are compared")
+        raise ValueError(_("batch_sizes: {batch_sizes} must hold base_batch ({base_batch}), where the LR rules start, "
+                           "and at least one larger batch, where they are compared")
+                         .format(batch_sizes=list(batch_sizes), base_batch=base_batch))
     plan = [("scaled", b, s) for b in batch_sizes for s in seeds]
     plan += [("kept", b, s) for b in batch_sizes if b > base_batch for s in seeds]
     configs = [base.replace(per_device_train_batch_size=b, seed=s, run_name=f"batch{b}_lr_{rule}",
@@ -387,9 +394,9 @@ def accumulation_configs(base, accumulation) -> dict:
     pairs = [tuple(pair) for pair in accumulation]
     if (len(pairs) != 3 or any(len(pair) != 2 or min(pair) < 1 for pair in pairs) or pairs[0][1] != 1
             or len({b * k for b, k in pairs}) != 1 or not pairs[0][0] > pairs[1][0] > pairs[2][0]):
-        raise ValueError(f"accumulation: {accumulation!r}; allowed: three [per-device batch, accumulation steps] "
-                         "pairs with the same product, the first with 1 step, the batch shrinking, e.g. "
-                         "[[32, 1], [8, 4], [4, 8]]")
+        raise ValueError(_("accumulation: {accumulation!r}; allowed: three [per-device batch, accumulation steps] "
+                           "pairs with the same product, the first with 1 step, the batch shrinking, e.g. "
+                           "[[32, 1], [8, 4], [4, 8]]").format(accumulation=accumulation))
     return {f"{b} x {k}": base.replace(per_device_train_batch_size=b, gradient_accumulation_steps=k,
                                        num_train_epochs=1, run_name=f"accumulate_{b}x{k}") for b, k in pairs}
 
@@ -428,7 +435,7 @@ def _features_of(run):
     from nbkit.core.train import build_datasets
 
     if run.model is None or run.tokenizer is None:
-        raise ValueError(f"{run.path}: the run kept no weights; train it with keep_model=True")
+        raise ValueError(_("{path}: the run kept no weights; train it with keep_model=True").format(path=run.path))
     return build_datasets(TrainConfig.from_dict(run.config), run.tokenizer)[0]
 
 
@@ -491,7 +498,7 @@ def step_throughput(cfg, batch_sizes, repeats: int = 5, seed: int = 0, workers: 
     after the other (or in parallel workers) does not. workers > 1: timed in one worker process (one
     thread, as the runs of nbkit.core.workers), alone."""
     if repeats < 1:
-        raise ValueError(f"repeats={repeats}: time at least one step per batch size")
+        raise ValueError(_("repeats={repeats}: time at least one step per batch size").format(repeats=repeats))
     if workers > 1:
         return run_side_by_side(step_throughput, [(cfg, batch_sizes, repeats, seed)], workers,
                                 name="step_throughput")[0]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from nbkit.core.i18n import _
 from nbkit.core.runs import as_runs
 from nbkit.core.sweep import best_rows
 
@@ -51,7 +52,8 @@ def curve_facts(run) -> dict:
     with the run's seed, finetuning_type, learning_rate and lr_scheduler_type, and its folder."""
     ep = run.epochs.set_index("epoch")
     if "eval_loss" not in ep or ep["eval_loss"].notna().sum() < 2:
-        raise ValueError(f"curve_facts: run {run.path} has no validation loss after an epoch of training")
+        raise ValueError(_("curve_facts: run {path} has no validation loss after an epoch of training")
+                         .format(path=run.path))
     trained = ep.loc[ep.index > 0]
     best, first, last = ep["eval_loss"].idxmin(), trained.index.min(), trained.index.max()
     train_min = trained["train_loss"].idxmin()
@@ -93,12 +95,14 @@ def stopping_table(stopped, long_runs, returned=None) -> pd.DataFrame:
     longs = {r.config["seed"]: r for r in long_runs}
     returned = list(returned) if returned is not None else [float("nan")] * len(stopped)
     if len(returned) != len(stopped):
-        raise ValueError(f"stopping_table: {len(returned)} returned losses for {len(stopped)} runs")
+        raise ValueError(_("stopping_table: {returned} returned losses for {stopped} runs")
+                         .format(returned=len(returned), stopped=len(stopped)))
     rows = []
     for run, loss in zip(stopped, returned):
         seed = run.config["seed"]
         if seed not in longs:
-            raise ValueError(f"stopping_table: no long run with seed {seed}; long runs have seeds {sorted(longs)}")
+            raise ValueError(_("stopping_table: no long run with seed {seed}; long runs have seeds {seeds}")
+                             .format(seed=seed, seeds=sorted(longs)))
         long, s = longs[seed], run.summary
         mine = run.epochs.set_index("epoch")["eval_loss"]
         theirs = long.epochs.set_index("epoch")["eval_loss"].reindex(mine.index)

@@ -49,7 +49,8 @@ MEMORY_PROBE_TOKENS = 16  # one short row is enough: weights, gradients and opti
 def method_config(base: TrainConfig, method: str) -> TrainConfig:
     """base with one of METHODS applied (LoRA fields of base are kept; quantization_bit is set)."""
     if method not in METHODS:
-        raise ValueError(f"method: {method!r} is not allowed; allowed: {', '.join(METHODS)}")
+        raise ValueError(_("method: {method!r} is not allowed; allowed: {methods}").format(
+            method=method, methods=", ".join(METHODS)))
     fields = {"quantization_bit": None, **METHODS[method]}
     return base.replace(**fields)
 
@@ -104,7 +105,8 @@ def forgetting(run, base_heldout_loss: float) -> dict:
     """Loss on held-out pretraining-style text of the fine-tuned model (run.model) against the
     base's: a rise means the model forgot some of what it was pretrained on."""
     if run.model is None:
-        raise ValueError(f"{run.name}: run.model is None: keep the model (sweep(..., keep_models=True))")
+        raise ValueError(_("{run}: run.model is None: keep the model (sweep(..., keep_models=True))")
+                         .format(run=run.name))
     after = heldout_text_loss(run.model, run.tokenizer)
     return {"heldout_loss_before": base_heldout_loss, "heldout_loss_after": after,
             "forgetting": after - base_heldout_loss}
@@ -120,7 +122,7 @@ def lora_update_norm(model) -> float:
             delta = module.scaling["default"] * (b.detach().double() @ a.detach().double())
             squares += float(delta.pow(2).sum())
     if squares == 0.0 and not any(hasattr(m, "lora_A") for m in model.modules()):
-        raise ValueError("lora_update_norm: the model has no LoRA layers (finetuning_type='lora' makes them)")
+        raise ValueError(_("lora_update_norm: the model has no LoRA layers (finetuning_type='lora' makes them)"))
     return squares ** 0.5
 
 
@@ -144,7 +146,7 @@ def quantization_error(cfg: TrainConfig, bits: int) -> dict:
     """How far the base's decoder weights move when bitsandbytes quantises them: the relative error
     ||W_q - W|| / ||W|| over all linear layers, and the stored bytes of the model, fp32 vs quantised."""
     if bits not in (4, 8):
-        raise ValueError(f"bits: {bits!r} is not allowed; allowed: 4 (NF4) or 8 (int8)")
+        raise ValueError(_("bits: {bits!r} is not allowed; allowed: 4 (NF4) or 8 (int8)").format(bits=bits))
     plain_cfg = cfg.replace(finetuning_type="lora", quantization_bit=None)
     with quiet_loading(cfg.disable_tqdm):
         plain = load_base_model(plain_cfg)
@@ -160,7 +162,8 @@ def save_adapter(run, folder: str | Path | None = None) -> Path:
     """Save run.model with save_pretrained into <run folder>/adapter (a LoRA run saves only its
     adapter: adapter_config.json + adapter_model.safetensors; full and freeze save the whole model)."""
     if run.model is None:
-        raise ValueError(f"{run.name}: run.model is None: keep the model (sweep(..., keep_models=True))")
+        raise ValueError(_("{run}: run.model is None: keep the model (sweep(..., keep_models=True))")
+                         .format(run=run.name))
     folder = Path(folder) if folder is not None else Path(run.path) / ADAPTER_DIR
     run.model.save_pretrained(folder)
     return folder
@@ -234,14 +237,15 @@ def run_of(table, **knobs):
     run_of(table, learning_rate=3e-3, seed=42)."""
     mask = (table[list(knobs)] == pd.Series(knobs)).all(axis=1)
     if mask.sum() != 1:
-        raise ValueError(f"run_of: {int(mask.sum())} rows of the table have {knobs}; give knob values that pick one")
+        raise ValueError(_("run_of: {rows} rows of the table have {knobs}; give knob values that pick one")
+                         .format(rows=int(mask.sum()), knobs=knobs))
     return as_runs(table[mask])[0]
 
 
 def runs_by_seed(table) -> dict:
     """{seed: Run} of a sweep table that varied only the seed (or a one-value slice of one)."""
     if table["seed"].duplicated().any():
-        raise ValueError("runs_by_seed: the table has several rows per seed; slice it to one knob value first")
+        raise ValueError(_("runs_by_seed: the table has several rows per seed; slice it to one knob value first"))
     return {int(seed): run for seed, run in zip(table["seed"], as_runs(table))}
 
 
@@ -372,7 +376,8 @@ def add_update_norms(table):
     norms = []
     for run in as_runs(table):
         if run.model is None:
-            raise ValueError(f"{run.name}: run.model is None: keep the model (sweep(..., keep_models=True))")
+            raise ValueError(_("{run}: run.model is None: keep the model (sweep(..., keep_models=True))")
+                             .format(run=run.name))
         norms.append(lora_update_norm(run.model))
         run.drop_weights()
     table["update_norm"] = norms

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from nbkit.core.data import _parse_row, collate, tokenize_example
-from nbkit.core.i18n import N_
+from nbkit.core.i18n import N_, _
 from nbkit.core.runs import as_runs
 
 PLAYBOOK_PERCENTILE = 90  # Godbole et al. 2023: clip at about the 90th percentile of unclipped norms
@@ -63,11 +63,12 @@ def playbook_threshold(run, percentile: float = PLAYBOOK_PERCENTILE) -> float:
     """The clip the tuning playbook suggests: the given percentile of the gradient norms measured
     BEFORE clipping (nbkit records the pre-clip norm on every step, clipped or not)."""
     if not 0 < percentile < 100:
-        raise ValueError(f"percentile={percentile!r} is invalid; allowed: a number in (0, 100)")
+        raise ValueError(_("percentile={percentile!r} is invalid; allowed: a number in (0, 100)")
+                         .format(percentile=percentile))
     norms = as_runs(run)[0].steps["grad_norm"]
     norms = norms[np.isfinite(norms)]
     if not len(norms):
-        raise ValueError("the run has no finite gradient norm: train at least one step")
+        raise ValueError(_("the run has no finite gradient norm: train at least one step"))
     return float(np.percentile(norms, percentile))
 
 
@@ -95,7 +96,7 @@ def seed_band(runs, metric: str = "final_eval_loss") -> dict:
     than this width could be the seed alone."""
     values = np.array([r.summary[metric] for r in as_runs(runs)], dtype=float)
     if len(values) < 2:
-        raise ValueError(f"seed_band needs at least 2 runs, got {len(values)}")
+        raise ValueError(_("seed_band needs at least 2 runs, got {n}").format(n=len(values)))
     return {"runs": len(values), "mean": values.mean(), "std": values.std(ddof=1), "min": values.min(),
             "max": values.max(), "width": values.max() - values.min()}
 
@@ -151,7 +152,8 @@ def loader_throughput(dataset, num_workers: int, batch_size: int = 16, pad_token
     the CPU seconds the MAIN process spent (what is left for training), and PyTorch's own warning
     when the worker count exceeds what it suggests for this machine."""
     if num_workers < 0:
-        raise ValueError(f"num_workers={num_workers!r} is invalid; allowed: a whole number >= 0")
+        raise ValueError(_("num_workers={num_workers!r} is invalid; allowed: a whole number >= 0")
+                         .format(num_workers=num_workers))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
@@ -310,7 +312,7 @@ def paired_rule(differences, standard_errors: float = PAIRED_STANDARD_ERRORS) ->
     seed going the other way is the one that spoils it); real: all of per_seed."""
     d = np.asarray(differences, dtype=float)
     if len(d) < 2:
-        raise ValueError(f"paired_rule needs at least 2 paired differences, got {len(d)}")
+        raise ValueError(_("paired_rule needs at least 2 paired differences, got {n}").format(n=len(d)))
     mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
     beyond = abs(mean) > standard_errors * se
     per_seed = [bool(beyond and np.sign(x) == np.sign(mean) and x != 0) for x in d]
@@ -322,7 +324,7 @@ def runs_by(runs, *knobs) -> dict:
     """The runs (Runs, folders or a sweep table) keyed by their config's values of `knobs`:
     runs_by(clips, "max_grad_norm", "seed")[1.0, 43]; with one knob the key is the value itself."""
     if not knobs:
-        raise ValueError("runs_by needs at least one knob, e.g. runs_by(df, 'seed')")
+        raise ValueError(_("runs_by needs at least one knob, e.g. runs_by(df, 'seed')"))
     out = {}
     for run in as_runs(runs):
         key = tuple(run.config.get(k) for k in knobs)
@@ -342,8 +344,8 @@ def max_relative_difference(a, b) -> float:
     """The largest |a_i / b_i - 1| of two aligned sequences (the per-step losses of two runs)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or not len(a):
-        raise ValueError(f"max_relative_difference needs two non-empty sequences of one length, "
-                         f"got {a.shape}, {b.shape}")
+        raise ValueError(_("max_relative_difference needs two non-empty sequences of one length, got {a}, {b}")
+                         .format(a=a.shape, b=b.shape))
     return float(np.max(np.abs(a / b - 1)))
 
 
@@ -382,7 +384,7 @@ def loss_jump_table(runs, clip: float = 1.0) -> pd.DataFrame:
     clipping and clipped (loss_after_first_update_without, ..._clipped, max_loss_without, ..._clipped)."""
     by = runs_by(runs, "max_grad_norm", "seed")
     rows = []
-    for seed in sorted({seed for _, seed in by}):
+    for seed in sorted({seed for _clip, seed in by}):
         without, clipped = by[None, seed].steps["loss"], by[clip, seed].steps["loss"]
         rows.append({"seed": seed, "first_loss": without.iloc[0], "loss_after_first_update_without": without.iloc[1],
                      "loss_after_first_update_clipped": clipped.iloc[1], "max_loss_without": without.max(),

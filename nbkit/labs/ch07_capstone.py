@@ -44,12 +44,13 @@ def check_method(p) -> None:
     """The method's settings in the chapter's parameters `p` (after sizing: "" and 0 became the
     model's own), checked: a bad one raises ValueError naming it, its value and what is allowed."""
     if p.finetuning_type not in METHOD_TYPES:
-        raise ValueError(f"finetuning_type={p.finetuning_type!r} is not allowed: 'lora', 'full', or '' for the "
-                         f"model's own")
+        raise ValueError(_("finetuning_type={finetuning_type!r} is not allowed: 'lora', 'full', or '' for the "
+                           "model's own").format(finetuning_type=p.finetuning_type))
     for name in ("lr_test_steps", "max_epochs", "early_stopping_patience"):
         value = getattr(p, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"{name}={value!r} is not allowed: a whole number, 0 for the model's own")
+            raise ValueError(_("{name}={value!r} is not allowed: a whole number, 0 for the model's own")
+                             .format(name=name, value=value))
 
 
 def why_these_settings(model: str) -> str:
@@ -103,8 +104,10 @@ def pick_batch(cfg: TrainConfig, memory_gb: float, effective_batch: int) -> dict
     shape = ModelShape.from_registry(cfg.model)
     fits = largest_batch(shape, memory_gb * 1e9, **plan_kwargs(cfg))
     if fits == 0:
-        raise ValueError(f"memory_gb={memory_gb}: not even one row of {cfg.model} fits; the plan for one row is "
-                         f"{plan_for_config(cfg.replace(per_device_train_batch_size=1), shape).total / 1e9:.2f} GB")
+        raise ValueError(_("memory_gb={memory_gb}: not even one row of {model} fits; the plan for one row is "
+                           "{gb:.2f} GB").format(memory_gb=memory_gb, model=cfg.model,
+                                                 gb=plan_for_config(cfg.replace(per_device_train_batch_size=1),
+                                                                    shape).total / 1e9))
     choice = plan_for_effective_batch(shape, memory_gb * 1e9, effective_batch, **plan_kwargs(cfg))
     chosen = cfg.replace(per_device_train_batch_size=choice["per_device_train_batch_size"],
                          gradient_accumulation_steps=choice["gradient_accumulation_steps"])
@@ -142,7 +145,8 @@ def exports_accepted(paths: dict) -> dict:
     lf = yaml.safe_load(Path(paths["llamafactory"]).read_text())
     needed = {"model_name_or_path", "stage", "finetuning_type", "dataset", "template", "output_dir"}
     if not needed <= set(lf):
-        raise ValueError(f"{paths['llamafactory']}: missing LLaMA-Factory keys {sorted(needed - set(lf))}")
+        raise ValueError(_("{path}: missing LLaMA-Factory keys {keys}").format(path=paths["llamafactory"],
+                                                                               keys=sorted(needed - set(lf))))
     peft_config = namespace["peft_config"]  # None for full fine-tuning
     return {"trl": (type(namespace["training_args"]).__name__, type(peft_config).__name__ if peft_config else None),
             "training_args": type(args).__name__, "llamafactory": f"{len(lf)} keys, stage={lf['stage']}"}
