@@ -1,11 +1,13 @@
 """nbkit.interfaces.chapter.Chapter: what a chapter records in results.json (no training here: fast)."""
 import json
 import math
+import re
 
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
+from nbkit.core.i18n import set_language
 from nbkit.interfaces.chapter import Chapter, LAB_CLAIM, article_claims, listed, per_seed, seed_set
 
 
@@ -17,6 +19,21 @@ def test_claims_table_is_read_from_claims_md():
     claims = article_claims()
     assert "LR1" in claims and "OT5" in claims
     assert all(text.strip() for text in claims.values())
+
+
+def test_in_chinese_a_chapter_quotes_the_articles_own_sentence(tmp_path):
+    """CLAIMS.zh.md quotes the article (the seed text) for every claim CLAIMS.md has; a chapter run in Chinese
+    records that sentence in results.json, the lab's own claim in Chinese too."""
+    english, chinese = article_claims(), article_claims("zh")
+    assert chinese.keys() == english.keys()
+    assert all(re.search(r"[\u4e00-\u9fff]", text) for text in chinese.values()), chinese
+    set_language("zh")
+    try:
+        results = read_results(Chapter("ch", claims=[LAB_CLAIM, "LR2"], output_dir=tmp_path))
+    finally:
+        set_language("en")
+    assert results["article"]["LR2"] == chinese["LR2"] and results["article"]["LR2"].startswith("对于大模型微调")
+    assert results["article"]["LAB"] != "A fact about the lab, not a claim of the article"
 
 
 def test_unknown_claim_id_is_refused_and_named(tmp_path):

@@ -1,5 +1,6 @@
 """The run store: files, loading, listing, and crash safety under SIGKILL."""
 import json
+import re
 import os
 import signal
 import subprocess
@@ -103,3 +104,17 @@ def test_a_non_run_folder_is_refused_in_chinese(tmp_path):
         assert list_runs(tmp_path)["status"][0].startswith("无法读取：")
     finally:
         set_language("en")
+
+
+def test_a_status_is_shown_in_the_readers_language_and_kept_as_its_value():
+    from nbkit.core.runs import STATUSES, status_shown
+
+    assert [status_shown(s) for s in STATUSES] == list(STATUSES)  # English: the value itself
+    set_language("zh")
+    try:
+        chinese = [status_shown(s) for s in STATUSES]
+        unknown = status_shown("COMPLETE")
+    finally:
+        set_language("en")
+    assert all(re.search(r"[\u4e00-\u9fff]", text) for text in chinese), dict(zip(STATUSES, chinese))
+    assert len(set(chinese)) == len(STATUSES) and unknown == "COMPLETE"  # one word each; another value as it is

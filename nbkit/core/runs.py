@@ -29,13 +29,23 @@ from pathlib import Path
 import pandas as pd
 
 from nbkit.core.config import TrainConfig
-from nbkit.core.i18n import _
+from nbkit.core.i18n import N_, _
 
 # Fields that differ between runs without making them different experiments.
 NOT_KNOBS = ("output_dir", "run_name", "disable_tqdm", "logging_steps", "dataloader_num_workers")
 
 # "pruned": a study's pruner stopped the run at an epoch end (nbkit.core.study); its curves stop there
-STATUSES = ("running", "completed", "early_stopped", "diverged", "interrupted", "incomplete", "pruned")
+# Each status with its text as a reader sees it (a plot's title, the panel's and the board's tables): the value itself
+# in English, translated in Chinese; the data (run.json, a DataFrame's status column) keeps the value.
+STATUS_SHOWN = {"running": N_("running"), "completed": N_("completed"), "early_stopped": N_("early_stopped"),
+                "diverged": N_("diverged"), "interrupted": N_("interrupted"), "incomplete": N_("incomplete"),
+                "pruned": N_("pruned")}
+STATUSES = tuple(STATUS_SHOWN)
+
+
+def status_shown(status: str) -> str:
+    """`status` in the reader's language ("completed" -> "已完成" in Chinese); an unknown one as it is."""
+    return _(STATUS_SHOWN[status]) if status in STATUS_SHOWN else status
 
 
 def write_json_atomic(path: Path, data: dict, nan_as_null: bool = False) -> None:

@@ -37,17 +37,18 @@ import pandas as pd
 from IPython import get_ipython
 from IPython.display import Image, Markdown, display
 
-from nbkit.core.i18n import SOURCE_LANGUAGE, _, set_language, use_catalogue
+from nbkit.core.i18n import SOURCE_LANGUAGE, N_, _, get_language, set_language, use_catalogue
 from nbkit.core.runs import Run, jsonable, write_json_atomic
 from nbkit.interfaces.profiles import NOTEBOOKS_DIR, chapter_parameters
 
-CLAIMS_FILE = Path(__file__).resolve().parents[2] / "notebooks" / "CLAIMS.md"
+# the article's claims by id: in English, and in Chinese as the article's own sentence (the seed's text)
+CLAIMS_FILES = {SOURCE_LANGUAGE: NOTEBOOKS_DIR / "CLAIMS.md", "zh": NOTEBOOKS_DIR / "CLAIMS.zh.md"}
 CHAPTER_LOCALE_DIR = NOTEBOOKS_DIR / "locale"  # <locale>/LC_MESSAGES/<chapter>.po (nbkit.interfaces.translate)
 ARTICLE_RELATIONS = ("agrees", "differs at this scale")
 # Facts about the lab itself (fine-tuning raises accuracy, the curves fall, ...), not claims of
 # the article: chapters such as 00_quickstart check them like the article's claims.
 LAB_CLAIM = "LAB"
-LAB_CLAIM_TEXT = "A fact about the lab, not a claim of the article"
+LAB_CLAIM_TEXT = N_("A fact about the lab, not a claim of the article")
 SEED_SET_SIZE = 3  # the fewest seeds that tell a knob's effect from one lucky (or unlucky) seed
 
 
@@ -70,9 +71,11 @@ def listed(values, spec: str = ".3g") -> str:
     return ", ".join(format(v, spec) for v in values)
 
 
-def article_claims(path: Path = CLAIMS_FILE) -> dict[str, str]:
-    """{claim id: the article's claim} from the table in notebooks/CLAIMS.md."""
-    rows = re.findall(r"^\| ([A-Z]{2}\d+) \| [^|]+ \| (.+?) \|$", path.read_text(), flags=re.M)
+def article_claims(language: str = SOURCE_LANGUAGE) -> dict[str, str]:
+    """{claim id: the article's claim} from the table in notebooks/CLAIMS.md, or for "zh" the article's own
+    sentence from notebooks/CLAIMS.zh.md."""
+    text = CLAIMS_FILES[language].read_text(encoding="utf-8")
+    rows = re.findall(r"^\| ([A-Z]{2}\d+) \| [^|]+ \| (.+?) \|$", text, flags=re.M)
     return dict(rows)
 
 
@@ -92,7 +95,7 @@ class Chapter:
 
     def __init__(self, name: str, claims: list[str], output_dir: str | Path = "runs",
                  parameters: dict | None = None, seeds: list[int] | None = None):
-        known = {**article_claims(), LAB_CLAIM: LAB_CLAIM_TEXT}
+        known = {**article_claims(get_language()), LAB_CLAIM: _(LAB_CLAIM_TEXT)}  # quoted in the reader's language
         unknown = [c for c in claims if c not in known]
         if unknown:
             raise ValueError(f"claims: {unknown} are not ids of notebooks/CLAIMS.md (or {LAB_CLAIM!r} "

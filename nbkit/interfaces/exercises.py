@@ -77,16 +77,19 @@ class Feedback:
 
 # ---------------------------------------------------------------- "predict, then run"
 
-def predict(answer, actual, *, name: str = "your prediction", example=None, choices=None,
-            tolerance: float | None = None, factor: float | None = None, truth: str = "the runs gave",
+def predict(answer, actual, *, name: str | None = None, example=None, choices=None,
+            tolerance: float | None = None, factor: float | None = None, truth: str | None = None,
             why: str = "") -> Feedback:
     """Compare a learner's prediction with what the chapter computed (`actual`) and explain.
 
     The kind of answer expected is actual's: True/False, a whole number, a number, or a text. choices: the
     answers allowed (another is not graded, it is named). A number counts as right within `tolerance`
     (absolute) or a `factor` either way (for learning rates: factor=3 is "the same order"); else it must be
-    the same number. name and example say, in the messages, where to write the prediction and how;
-    truth ("the sweep's best LR was") introduces the actual value, why explains it, right or wrong."""
+    the same number. name and example say, in the messages, where to write the prediction and how (default: "your
+    prediction"); truth ("the sweep's best LR was"; default "the runs gave") introduces the actual value, why
+    explains it, right or wrong. The defaults are in the reader's language."""
+    name = _("your prediction") if name is None else name
+    truth = _("the runs gave") if truth is None else truth
     try:
         return _predict(answer, actual, name, example, choices, tolerance, factor, truth, why)
     except Exception as err:  # a learner's notebook shows a sentence, never a traceback

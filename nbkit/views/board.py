@@ -36,6 +36,7 @@ from nbkit.core.classroom import (board_fingerprint, budget_text, class_budget, 
                                   class_runs, counts_line, diverged_runs, is_diverged, leaderboard, outside_budget,
                                   running_line)
 from nbkit.core.i18n import N_, _
+from nbkit.core.runs import status_shown
 from nbkit.views import study_plots
 from nbkit.views.plots import BEST_COLOR, DIVERGED_COLOR, EVAL_COLOR, STOP_COLOR, TRAIN_COLOR
 from nbkit.views.ui import ERROR_COLOR, NOTE_COLOR, OK_COLOR, _html_output, _png_output, show
@@ -236,11 +237,15 @@ def tables_html(study, rows: list[dict]) -> tuple[str, str]:
 
 
 def _kinds_shown(table):
-    """The table as a reader sees it: its kind column ("design", "own") in the reader's language (the data
-    keeps the English values)."""
-    if "kind" not in table.columns or table.empty:
+    """The table as a reader sees it: its kind ("design", "own") and status columns in the reader's language (the
+    data keeps the English values)."""
+    if table.empty:
         return table
-    return table.assign(kind=[_(KIND_SHOWN[k]) if k in KIND_SHOWN else k for k in table["kind"]])
+    if "kind" in table.columns:
+        table = table.assign(kind=[_(KIND_SHOWN[k]) if k in KIND_SHOWN else k for k in table["kind"]])
+    if "status" in table.columns:
+        table = table.assign(status=[status_shown(v) for v in table["status"]])
+    return table
 
 
 def counts_html(study, counts: dict) -> str:

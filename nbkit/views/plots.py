@@ -29,7 +29,7 @@ from matplotlib.ticker import MaxNLocator
 from nbkit.core.config import TrainConfig
 from nbkit.core.data import load_split
 from nbkit.core.i18n import N_, _
-from nbkit.core.runs import as_runs, differing_knobs, format_value, knob_label
+from nbkit.core.runs import as_runs, differing_knobs, format_value, knob_label, status_shown
 from nbkit.core.train import build_scheduler, step_plan, warmup_steps_for
 from nbkit.views import fonts
 
@@ -75,9 +75,9 @@ def _run_labels(runs) -> list[str]:
 
 
 def _title(ax, title, run):
-    """`title`: a translated text with {name} (the run's) and {status} (its status value)."""
+    """`title`: a translated text with {name} (the run's) and {status} (its status, in the reader's language)."""
     name = run.config.get("run_name") or run.name
-    ax.set_title(textwrap.fill(title.format(name=name, status=run.status), 80), fontsize=10)
+    ax.set_title(textwrap.fill(title.format(name=name, status=status_shown(run.status)), 80), fontsize=10)
 
 
 def _step_epoch(run, step) -> float:

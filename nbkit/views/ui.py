@@ -53,7 +53,7 @@ from nbkit.core.classroom import Seat, class_counts, join_class
 from nbkit.core.config import (DATASET_NAMES, FINETUNING_TYPES, MODEL_NAMES, OPTIMIZER_NAMES, SCHEDULER_NAMES,
                                TrainConfig, check_field_names, field_docs)
 from nbkit.core.i18n import N_, _, check_language, get_language, set_language
-from nbkit.core.runs import Run, knob_label, runs_table
+from nbkit.core.runs import Run, knob_label, runs_table, status_shown
 from nbkit.core.train import train
 from nbkit.views import plots
 from nbkit.views.doctor import Diagnosis, diagnose
@@ -747,11 +747,11 @@ class TrainPanel:
             show(self.table_output, _html_output("<i>" + html.escape(_("no runs yet")) + "</i>", _("no runs yet")))
         else:
             unmeasured = [c for c in RESULT_COLUMNS if table[c].isna().all()]  # e.g. accuracy without a metric
-            shown = table.drop(columns=unmeasured)
+            shown = table.drop(columns=unmeasured).assign(status=[status_shown(v) for v in table["status"]])
             markup = shown.to_html(float_format=lambda x: f"{x:.4g}", na_rep="", classes="nbkit-runs", border=0)
             show(self.table_output, _html_output(markup, table.to_string()))
         knobs = [c for c in table.columns if c not in RESULT_COLUMNS]
-        options = [(f"#{i + 1} {knob_label(run.config, knobs) or run.name} ({run.status})", i)
+        options = [(f"#{i + 1} {knob_label(run.config, knobs) or run.name} ({status_shown(run.status)})", i)
                    for i, run in enumerate(self.runs)]
         kept = tuple(v for v in self.run_selector.value if v < len(options))
         self.run_selector.options = options
