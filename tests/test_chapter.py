@@ -36,6 +36,20 @@ def test_in_chinese_a_chapter_quotes_the_articles_own_sentence(tmp_path):
     assert results["article"]["LAB"] != "A fact about the lab, not a claim of the article"
 
 
+def test_the_summary_table_says_the_articles_relation_in_the_readers_language(tmp_path):
+    ch = Chapter("ch", claims=["LR1", "LR2"], output_dir=tmp_path)
+    ch.check("LR1", "a", holds=True, deterministic=True)
+    ch.check("LR2", "b", holds=True, deterministic=True, article="differs at this scale")
+    assert list(ch.summary()["article"]) == ["agrees", "differs at this scale"]
+    set_language("zh")
+    try:
+        shown = list(ch.summary()["article"])
+    finally:
+        set_language("en")
+    assert all(re.search(r"[\u4e00-\u9fff]", text) for text in shown) and shown[0] != shown[1], shown
+    assert [c["article"] for c in read_results(ch)["checks"]] == ["agrees", "differs at this scale"]  # the data
+
+
 def test_unknown_claim_id_is_refused_and_named(tmp_path):
     with pytest.raises(ValueError, match="XX9"):
         Chapter("ch", claims=["LR1", "XX9"], output_dir=tmp_path)

@@ -44,7 +44,9 @@ from nbkit.interfaces.profiles import NOTEBOOKS_DIR, chapter_parameters
 # the article's claims by id: in English, and in Chinese as the article's own sentence (the seed's text)
 CLAIMS_FILES = {SOURCE_LANGUAGE: NOTEBOOKS_DIR / "CLAIMS.md", "zh": NOTEBOOKS_DIR / "CLAIMS.zh.md"}
 CHAPTER_LOCALE_DIR = NOTEBOOKS_DIR / "locale"  # <locale>/LC_MESSAGES/<chapter>.po (nbkit.interfaces.translate)
-ARTICLE_RELATIONS = ("agrees", "differs at this scale")
+# how a check relates to the article's claim: the value results.json keeps, and its text in the reader's language
+ARTICLE_SHOWN = {"agrees": N_("agrees"), "differs at this scale": N_("differs at this scale")}
+ARTICLE_RELATIONS = tuple(ARTICLE_SHOWN)
 # Facts about the lab itself (fine-tuning raises accuracy, the curves fall, ...), not claims of
 # the article: chapters such as 00_quickstart check them like the article's claims.
 LAB_CLAIM = "LAB"
@@ -230,9 +232,9 @@ class Chapter:
         return out
 
     def summary(self) -> pd.DataFrame:
-        """A row per check: claim, verdict, what was checked, relation to the article."""
+        """A row per check: claim, verdict, what was checked, relation to the article (in the reader's language)."""
         return pd.DataFrame([{"claim": c["claim"], "holds": c["holds"], "held_on": _held_on(c),
-                              "article": c["article"], "says": c["says"]} for c in self.checks],
+                              "article": _(ARTICLE_SHOWN[c["article"]]), "says": c["says"]} for c in self.checks],
                             columns=["claim", "holds", "held_on", "article", "says"])
 
     def save(self) -> Path:
