@@ -218,6 +218,14 @@ def test_verdicts_table_has_a_row_per_run():
     assert list(table["diagnosis"]) == ["over-fitting", "diverged"]
     assert list(table["run"]) == ["r0", "r1"] and table.loc[0, "best_epoch"] == 2
     assert table.loc[1, "advice"].startswith("lower the learning rate")
+    from nbkit.core.i18n import set_language
+
+    set_language("zh")
+    try:
+        chinese = verdicts(runs)
+    finally:
+        set_language("en")
+    assert list(chinese["diagnosis"]) == ["过拟合", "发散"] and chinese.loc[1, "status"] == "发散"  # a table to read
 
 
 def test_the_doctor_speaks_chinese():

@@ -31,6 +31,7 @@ import pandas as pd
 
 from nbkit.core.callbacks import best_of
 from nbkit.core.i18n import N_, _
+from nbkit.core.runs import status_shown
 
 # "Flat": less than 5% of the starting loss gone. A run that learns anything at all removes far
 # more in its first epoch (the tiny model drops the chat format's loss by over half in a few steps).
@@ -297,12 +298,12 @@ def report(run) -> str:
 
 
 def verdicts(runs) -> pd.DataFrame:
-    """A row per run (Run objects): its name, best epoch, the diagnoses' names, and the first
-    diagnosis's evidence and advice (the most serious one)."""
+    """A row per run (Run objects): its name, status, best epoch, the diagnoses, and the first diagnosis's
+    evidence and advice (the most serious one); a table to read, so in the reader's language."""
     rows = []
     for run in runs:
         found = diagnose(run)
-        rows.append({"run": run.config.get("run_name") or run.name, "status": run.status,
-                     "best_epoch": run.best_epoch, "diagnosis": ", ".join(d.name for d in found),
+        rows.append({"run": run.config.get("run_name") or run.name, "status": status_shown(run.status),
+                     "best_epoch": run.best_epoch, "diagnosis": ", ".join(d.label for d in found),
                      "evidence": found[0].message, "advice": found[0].advice})
     return pd.DataFrame(rows)
