@@ -378,53 +378,67 @@ def test_a_student_joins_trains_next_and_the_board_shows_the_run(tmp_path):
     assert re.search(r"1 of 2 configurations done", counts), counts
 
 
-def test_chapter_1_as_an_app_trains_from_the_page_with_no_code_shown(tmp_path):
-    require_browser_tools()
-    from playwright.sync_api import expect, sync_playwright
+def on_app_page(app: "AppServer", tmp_path: Path, name: str, drive, locale: str | None = None) -> dict:
+    """Open the page `app` serves in Chromium once it is ready, run drive(page) (what it returns is returned), and
+    keep a screenshot (<name>.png, or <name>-failed.png with the app's log in the failure); the app is stopped."""
+    from playwright.sync_api import sync_playwright
 
-    t0 = time.time()
-    app = AppServer("1", {"max_samples": 80}, tmp_path, browser_env())  # 4 steps an epoch: a Train of seconds
     try:
         app.wait_ready()
-        t_ready = time.time() - t0
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1200, "height": 1400})
+            page = browser.new_page(viewport={"width": 1200, "height": 1400}, locale=locale)
             try:
                 page.goto(app.url, wait_until="commit", timeout=TIMEOUT_MS)
-                handle = page.locator(".widget-hslider .noUi-handle").first  # learning_rate: the first control
-                handle.wait_for(state="visible", timeout=TIMEOUT_MS)
-                t_panel = time.time() - t0
-                code = {selector: page.locator(selector).count()
-                        for selector in (".jp-CodeCell .jp-InputArea", ".jp-InputArea:not(:has(.jp-RenderedMarkdown))",
-                                         ".highlight", ".jp-CodeMirrorEditor", ".cm-editor", ".jp-InputPrompt")}
-                markdown = page.locator(".jp-InputArea .jp-RenderedMarkdown").count()  # the chapter's words only
-                text = page.locator("body").inner_text()
-                readout = page.locator(".widget-hslider .widget-readout").first
-                before = readout.inner_text()
-                handle.focus()
-                page.keyboard.press("ArrowRight")  # one step of the log slider: x 10^0.1
-                expect(readout).not_to_have_text(before)
-                after = readout.inner_text()
-                page.get_by_role("button", name="Train", exact=True).click()
-                page.locator(".widget-output img").first.wait_for(timeout=TIMEOUT_MS)
-                status = page.locator(".widget-html", has_text="finished in").first
-                status.wait_for(timeout=TIMEOUT_MS)
-                rows = [r.locator("th, td").all_inner_texts() for r in page.locator("table.nbkit-runs tbody tr").all()]
-                header = page.locator("table.nbkit-runs thead tr").last.locator("th").all_inner_texts()
-                page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+                seen = drive(page)
+                page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+                return seen
             except Exception:
-                page.screenshot(path=str(tmp_path / "app-failed.png"), full_page=True)
+                page.screenshot(path=str(tmp_path / f"{name}-failed.png"), full_page=True)
                 raise
             finally:
                 browser.close()
     except Exception as err:
-        pytest.fail(f"{type(err).__name__}: {err}\nscreenshot: {tmp_path / 'app-failed.png'}\n--- nbkit app log ---\n"
-                    f"{app.log()[-8000:]}", pytrace=False)
+        pytest.fail(f"{type(err).__name__}: {err}\nscreenshot: {tmp_path / f'{name}-failed.png'}\n--- nbkit app log "
+                    f"---\n{app.log()[-8000:]}", pytrace=False)
     finally:
         app.stop()
-    print(f"screenshot: {tmp_path / 'app.png'}; `app` ready {t_ready:.1f} s, panel on the page {t_panel:.1f} s after "
-          f"`app`; slider {before} -> {after}; total {time.time() - t0:.1f} s")
+
+
+def test_chapter_1_as_an_app_trains_from_the_page_with_no_code_shown(tmp_path):
+    require_browser_tools()
+    from playwright.sync_api import expect
+
+    t0 = time.time()
+    app = AppServer("1", {"max_samples": 80}, tmp_path, browser_env())  # 4 steps an epoch: a Train of seconds
+
+    def drive(page) -> dict:
+        handle = page.locator(".widget-hslider .noUi-handle").first  # learning_rate: the first control
+        handle.wait_for(state="visible", timeout=TIMEOUT_MS)
+        seen = {"panel_s": time.time() - t0,
+                "code": {selector: page.locator(selector).count()
+                         for selector in (".jp-CodeCell .jp-InputArea", ".jp-InputArea:not(:has(.jp-RenderedMarkdown))",
+                                          ".highlight", ".jp-CodeMirrorEditor", ".cm-editor", ".jp-InputPrompt")},
+                "markdown": page.locator(".jp-InputArea .jp-RenderedMarkdown").count(),  # the chapter's words only
+                "text": page.locator("body").inner_text()}
+        readout = page.locator(".widget-hslider .widget-readout").first
+        seen["before"] = readout.inner_text()
+        handle.focus()
+        page.keyboard.press("ArrowRight")  # one step of the log slider: x 10^0.1
+        expect(readout).not_to_have_text(seen["before"])
+        seen["after"] = readout.inner_text()
+        page.get_by_role("button", name="Train", exact=True).click()
+        page.locator(".widget-output img").first.wait_for(timeout=TIMEOUT_MS)
+        page.locator(".widget-html", has_text="finished in").first.wait_for(timeout=TIMEOUT_MS)
+        seen["rows"] = [r.locator("th, td").all_inner_texts() for r in page.locator("table.nbkit-runs tbody tr").all()]
+        seen["header"] = page.locator("table.nbkit-runs thead tr").last.locator("th").all_inner_texts()
+        return seen
+
+    seen = on_app_page(app, tmp_path, "app", drive)
+    code, markdown, text, before, after, rows, header = (seen[k] for k in ("code", "markdown", "text", "before",
+                                                                             "after", "rows", "header"))
+    print(f"screenshot: {tmp_path / 'app.png'}; panel on the page {seen['panel_s']:.1f} s after `app` started; "
+          f"slider {before} -> {after}; total {time.time() - t0:.1f} s")
     assert code == dict.fromkeys(code, 0), code  # no code cell on the page
     assert markdown == 2  # the chapter's title and the panel's section
     assert "Chapter.from_notebook" not in text and "from nbkit" not in text, text[:2000]
@@ -444,46 +458,31 @@ CHINESE_DIAGNOSES = ("发散", "平坦", "过拟合", "仍在改善", "噪声大
 
 def test_chapter_1_in_chinese_trains_and_the_doctor_speaks_chinese(tmp_path):
     require_browser_tools()
-    from playwright.sync_api import sync_playwright
 
     t0 = time.time()
     app = AppServer("1", {"max_samples": 80, "language": "zh"}, tmp_path, browser_env())
     shot = tmp_path / "app-zh.png"
-    try:
-        app.wait_ready()
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1200, "height": 1400}, locale="zh-CN")
-            try:
-                page.goto(app.url, wait_until="commit", timeout=TIMEOUT_MS)
-                page.locator(".widget-hslider .noUi-handle").first.wait_for(state="visible", timeout=TIMEOUT_MS)
-                buttons = {name: page.get_by_role("button", name=name, exact=True).count()
-                           for name in ("训练", "Train", "Stop", "停止")}
-                page.get_by_role("button", name="训练", exact=True).click()
-                page.locator(".widget-output img").first.wait_for(timeout=TIMEOUT_MS)  # the live curve
-                status = page.locator(".widget-html", has_text="已完成").first
-                status.wait_for(timeout=TIMEOUT_MS)
-                doctor = page.locator(".nbkit-doctor").first
-                doctor.wait_for(timeout=TIMEOUT_MS)
-                seen = {"status": status.inner_text(), "doctor": doctor.inner_text(),
-                        "text": page.locator("body").inner_text(),
-                        "rows": page.locator("table.nbkit-runs tbody tr").count()}
-                doctor.scroll_into_view_if_needed()
-                page.screenshot(path=str(shot), full_page=True)
-            except Exception:
-                page.screenshot(path=str(tmp_path / "app-zh-failed.png"), full_page=True)
-                raise
-            finally:
-                browser.close()
-    except Exception as err:
-        pytest.fail(f"{type(err).__name__}: {err}\nscreenshot: {tmp_path / 'app-zh-failed.png'}\n--- nbkit app log "
-                    f"---\n{app.log()[-8000:]}", pytrace=False)
-    finally:
-        app.stop()
+
+    def drive(page) -> dict:
+        page.locator(".widget-hslider .noUi-handle").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+        buttons = {name: page.get_by_role("button", name=name, exact=True).count()
+                   for name in ("训练", "Train", "停止", "Stop")}
+        page.get_by_role("button", name="训练", exact=True).click()
+        page.locator(".widget-output img").first.wait_for(timeout=TIMEOUT_MS)  # the live curve
+        status = page.locator(".widget-html", has_text="已完成").first
+        status.wait_for(timeout=TIMEOUT_MS)
+        doctor = page.locator(".nbkit-doctor").first
+        doctor.wait_for(timeout=TIMEOUT_MS)
+        doctor.scroll_into_view_if_needed()
+        return {"buttons": buttons, "status": status.inner_text(), "doctor": doctor.inner_text(),
+                "text": page.locator("body").inner_text(), "rows": page.locator("table.nbkit-runs tbody tr").count()}
+
+    seen = on_app_page(app, tmp_path, "app-zh", drive, locale="zh-CN")
+    buttons = seen["buttons"]
     print(f"screenshot: {shot}; total {time.time() - t0:.1f} s\nstatus: {seen['status']}\ndoctor: {seen['doctor']}")
     text = seen["text"]
     assert "第 1 章" in text and "Chapter 1" not in text, text[:2000]  # the Chinese edition's own words
-    assert buttons["训练"] == 1 and buttons["Train"] == 0, buttons
+    assert buttons["训练"] == buttons["停止"] == 1 and buttons["Train"] == buttons["Stop"] == 0, buttons
     assert not [w for w in ENGLISH_PANEL_WORDS if re.search(rf"(?<![A-Za-z_]){re.escape(w)}(?![A-Za-z_])", text)], \
         text[-3000:]
     assert seen["doctor"].startswith("曲线诊断") and any(d in seen["doctor"] for d in CHINESE_DIAGNOSES), seen
