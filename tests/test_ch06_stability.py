@@ -103,7 +103,7 @@ def test_number_formats_show_fp16_range_and_bf16_precision():
 
 
 def test_autocast_keeps_the_loss_in_fp32_on_the_cpu():
-    dtypes = autocast_dtypes("cpu", torch.bfloat16).set_index("op")["output dtype"]
+    dtypes = autocast_dtypes("cpu", torch.bfloat16).set_index("op")["output_dtype"]
     assert dtypes["matmul"] == "bfloat16" and dtypes["cross_entropy"] == "float32"
 
 

@@ -213,7 +213,7 @@ def autocast_dtypes(device_type: str = "cpu", dtype: torch.dtype = torch.bfloat1
     rows = []
     with torch.autocast(device_type=device_type, dtype=dtype):
         for name, op in ops.items():
-            rows.append({"op": name, "output dtype": str(op().dtype).replace("torch.", "")})
+            rows.append({"op": name, "output_dtype": str(op().dtype).replace("torch.", "")})
     return pd.DataFrame(rows)
 
 
