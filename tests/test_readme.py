@@ -112,12 +112,20 @@ def test_the_readme_study_runs_and_shows_as_written(tmp_path):
 ZH_ONLY_SECTIONS = ("## 术语表",)  # the glossary, at the start of the Chinese book: no English counterpart
 
 
+def code_of(language: str, block: str) -> str:
+    """A code block without its prose, which a translation translates: a comment after the code, and in the
+    layout block (the one without a language) each path's description; the paths and the code itself stay."""
+    if language:
+        return "\n".join(re.sub(r"\s+#\s.*$", "", line).rstrip() for line in block.splitlines())
+    return "\n".join(m.group(1) for line in block.splitlines() if (m := re.match(r"( {0,4}\S+)", line)))
+
+
 def readme_parts(text: str) -> dict:
-    """What a translation must keep: the code blocks, the inline code, the headings per level, the table rows
-    (after dropping the Chinese-only sections)."""
+    """What a translation must keep: the code blocks (their code), the inline code, the headings per level, the
+    table rows (after dropping the Chinese-only sections)."""
     kept = [part for part in re.split(r"(?m)^(?=## )", text) if not part.startswith(ZH_ONLY_SECTIONS)]
     text = "".join(kept)
-    blocks = re.findall(r"```[^\n]*\n(.*?)```", text, re.S)
+    blocks = [code_of(language, block) for language, block in re.findall(r"```([^\n]*)\n(.*?)```", text, re.S)]
     prose = re.sub(r"```.*?```", "", text, flags=re.S)
     return {"blocks": blocks, "inline": {" ".join(code.split()) for code in re.findall(r"`([^`]+)`", prose)},
             "headings": [len(re.findall(rf"(?m)^{'#' * level} ", prose)) for level in (1, 2, 3, 4)],
@@ -153,6 +161,17 @@ def test_readme_drift_names_a_new_command_a_section_and_a_changed_block():
     english = "# T\n\n## Two commands\n\n`make lab`, `make test`\n\n```bash\nmake test\n```\n\n## New\n\n| a |\n"
     chinese = "# T\n\n## 术语表\n\n| x |\n\n## 两条命令\n\n`make lab`\n\n```bash\nmake tests\n```\n"
     assert readme_drift(english, chinese) == [
-        "code block 1 differs: 'make test\\n' (English) vs 'make tests\\n'", "`make test` is not in the Chinese README",
+        "code block 1 differs: 'make test' (English) vs 'make tests'", "`make test` is not in the Chinese README",
         "headings: [1, 2, 0, 0] in English, [1, 1, 0, 0] in Chinese", "table rows: 1 in English, 0 in Chinese"]
     assert readme_drift(english, english.replace("## New", "## 新")) == []
+
+
+def test_readme_drift_lets_comments_and_layout_descriptions_be_translated_not_the_code_or_paths():
+    english = ("```bash\nmake lab   # opens JupyterLab\n```\n\n```\nnbkit/   the package\n  core/  the trainer,\n"
+               "         in import order\n```\n")
+    chinese = "```bash\nmake lab   # 打开 JupyterLab\n```\n\n```\nnbkit/   包\n  core/  训练器，按导入顺序\n```\n"
+    assert readme_drift(english, chinese) == []
+    assert readme_drift(english, chinese.replace("make lab", "make lab LANG=zh")) == [
+        "code block 1 differs: 'make lab' (English) vs 'make lab LANG=zh'"]
+    assert readme_drift(english, chinese.replace("  core/", "  views/")) == [
+        "code block 2 differs: 'nbkit/\\n  core/' (English) vs 'nbkit/\\n  views/'"]
