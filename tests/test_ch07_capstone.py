@@ -4,9 +4,15 @@ from types import SimpleNamespace
 
 import pytest
 
+from nbkit.core.config import TrainConfig
+from nbkit.core.data import load_split
+from nbkit.core.evaluate import answers_table
 from nbkit.core.lr_finder import LRRangeTest
+from nbkit.core.models import load_base_model
+from nbkit.core.train import train
 from nbkit.interfaces.profiles import chapter_parameters, chapter_sizes, notebook_defaults
-from nbkit.labs.ch07_capstone import METHOD_REASONS, check_method, chosen_learning_rate, why_these_settings
+from nbkit.labs.ch07_capstone import (METHOD_REASONS, before_and_after, check_method, chosen_learning_rate,
+                                      why_these_settings)
 
 METHOD = ("finetuning_type", "lr_test_steps", "max_epochs", "early_stopping_patience")
 
@@ -75,3 +81,22 @@ def test_the_reasons_speak_chinese():
     finally:
         set_language("en")
     assert why_these_settings("tiny").startswith("tiny: the tiny model has never seen a sum")
+
+
+@pytest.mark.parametrize("finetuning_type, learning_rate", [("lora", 5e-3), ("full", 1e-3)])
+def test_before_and_after_puts_the_base_models_answers_beside_the_fine_tuned_ones(tmp_path, finetuning_type,
+                                                                                  learning_rate):
+    cfg = TrainConfig(model="tiny", dataset="arithmetic", max_samples=240, num_train_epochs=3,
+                      learning_rate=learning_rate, finetuning_type=finetuning_type, predict_with_generate=False,
+                      disable_tqdm=True, output_dir=str(tmp_path / "runs"))
+    run = train(cfg)
+    examples = load_split(cfg)[1]
+    table = before_and_after(run, examples, n=4)
+    base = answers_table(load_base_model(cfg), run.tokenizer, examples, 4)  # the base, loaded afresh
+    tuned = answers_table(run.model, run.tokenizer, examples, 4)
+    assert base["answer"].tolist() != tuned["answer"].tolist()  # else the table could not tell them apart
+    assert table["question"].tolist() == base["question"].tolist()
+    assert table["base_answer"].tolist() == base["answer"].tolist()  # LoRA: the adapters switched off
+    assert table["fine_tuned_answer"].tolist() == tuned["answer"].tolist()
+    assert table["base_correct"].tolist() == base["correct"].tolist()
+    assert table["fine_tuned_correct"].tolist() == tuned["correct"].tolist()

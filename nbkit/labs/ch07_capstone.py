@@ -128,8 +128,8 @@ def before_and_after(run, examples: list[dict], n: int = 8, max_new_tokens: int 
         base = load_base_model(TrainConfig.from_dict(run.config), next(model.parameters()).device)
         before = answers_table(base, tokenizer, examples, n, max_new_tokens)
     return pd.DataFrame({"question": before["question"], "reference": before["reference"],
-                         "base answer": before["answer"], "fine-tuned answer": after["answer"],
-                         "base correct": before["correct"], "fine-tuned correct": after["correct"]})
+                         "base_answer": before["answer"], "fine_tuned_answer": after["answer"],
+                         "base_correct": before["correct"], "fine_tuned_correct": after["correct"]})
 
 
 def exports_accepted(paths: dict) -> dict:
